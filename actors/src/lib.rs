@@ -1,0 +1,15 @@
+//! warden's child kinds, plugged into the supervisors of `warden-supervisors`:
+//!
+//! - [`ServiceFactory`]: an OS process in its own process group, its output in a rotated
+//!   log file, stopped by a signal to the group then SIGKILL, with ready checks.
+//! - [`ActorFactory`]: an embedder's own actix actor, built anew by a factory on every
+//!   (re)start, reachable through an [`ActorHandle`] that follows the restarts.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod actor;
+mod service;
+
+pub use actor::{ActorFactory, ActorHandle};
+pub use service::log::{tail_lines, LogFile, LogSpec};
+pub use service::ready::ReadyCheck;
+pub use service::{Output, ServiceFactory, ServiceSpec};

@@ -1,0 +1,137 @@
+//! What a supervisor needs from a child kind: a factory that starts one run of the child,
+//! and the handles of that run (its pid, its readiness, its exit, a way to stop it).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::oneshot;
+
+use crate::exit::Exit;
+use crate::path::{ActorName, ActorPath};
+use crate::policy::{BackoffConfig, Intensity, RestartType};
+use crate::state::ActorKind;
+use crate::tree::SharedTree;
+
+/// What a factory learns about the run it starts.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    /// The child's path.
+    pub path: ActorPath,
+    /// The tree it lives in.
+    pub tree: SharedTree,
+    /// Counts the runs of this child; a fresh number for every start.
+    pub generation: u64,
+}
+
+/// How a stop request ends a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// The child's stop procedure (a signal, then SIGKILL after its timeout).
+    Graceful,
+}
+
+/// One live run of a child, as handed to its supervisor.
+///
+/// Dropping `stop` without sending means "your supervisor is gone": the run must end at
+/// once (a process group gets SIGKILL), so nothing outlives a supervisor that died.
+pub struct RunningChild {
+    /// OS process id, for process children.
+    pub pid: Option<u32>,
+    /// Resolves when the child is ready; `None` means ready as soon as it is started.
+    /// An `Err` (or the factory's own timeout) is an abnormal exit: the child is stopped.
+    pub ready: Option<LocalBoxFuture<'static, Result<(), String>>>,
+    /// Resolves once the run is over, however it ended.
+    pub exit: LocalBoxFuture<'static, Exit>,
+    /// Asks the run to stop; `exit` resolves when it has.
+    pub stop: oneshot::Sender<StopMode>,
+}
+
+impl fmt::Debug for RunningChild {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningChild")
+            .field("pid", &self.pid)
+            .field("has_ready_check", &self.ready.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts runs of one child. Built once per child spec and called for every (re)start.
+pub trait ChildFactory: Send + Sync + 'static {
+    /// What kind of actor the child is.
+    fn kind(&self) -> ActorKind;
+
+    /// Starts one run. Called on the supervisor's thread inside its actix System; an
+    /// `Err` is an abnormal exit that the restart policy handles like any other.
+    fn start(&self, cx: StartContext) -> Result<RunningChild, String>;
+}
+
+/// A child of a supervisor: its name, how it is restarted, and how it is started.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Name among its siblings.
+    pub name: ActorName,
+    /// When it is restarted.
+    pub restart: RestartType,
+    /// Delays between restarts.
+    pub backoff: BackoffConfig,
+    /// A run this long resets the backoff to `initial`.
+    pub reset_after: Duration,
+    /// The child's own restart intensity.
+    pub intensity: Intensity,
+    /// Starts its runs.
+    pub factory: Arc<dyn ChildFactory>,
+}
+
+impl ChildSpec {
+    /// A permanent child with the built-in backoff (100 ms doubling to 30 s), a 30 s
+    /// reset and an intensity of 10 restarts in 60 s.
+    pub fn new(name: ActorName, factory: impl ChildFactory) -> Self {
+        Self {
+            name,
+            restart: RestartType::Permanent,
+            backoff: BackoffConfig::default(),
+            reset_after: Duration::from_secs(30),
+            intensity: Intensity::DEFAULT,
+            factory: Arc::new(factory),
+        }
+    }
+
+    /// Sets the restart type.
+    pub fn restart(mut self, restart: RestartType) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets the backoff.
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets how long a run must last to reset the backoff.
+    pub fn reset_after(mut self, reset_after: Duration) -> Self {
+        self.reset_after = reset_after;
+        self
+    }
+
+    /// Sets the child's own restart intensity.
+    pub fn intensity(mut self, intensity: Intensity) -> Self {
+        self.intensity = intensity;
+        self
+    }
+}
+
+impl fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("kind", &self.factory.kind())
+            .field("restart", &self.restart)
+            .field("backoff", &self.backoff)
+            .field("reset_after", &self.reset_after)
+            .field("intensity", &self.intensity)
+            .finish()
+    }
+}
