@@ -1,1 +1,27 @@
+//! warden: an actor-based supervision runtime.
+//!
+//! Supervisor trees of OS services and actix actors, restarted by OTP strategies with
+//! exponential backoff and restart intensity, driven over an admin HTTP API.
+//!
+//! - Run a tree from a config file: the `warden` binary (`warden up -c warden.toml`),
+//!   or [`config::load`] + [`runtime::up`].
+//! - Embed a tree in your own actix System: [`embed`].
+//! - The contract (config keys, states, routes, fields) is `design.md`; the promises of
+//!   the supervisor tree are in `SEMANTICS.md`.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod admin;
+pub mod config;
+pub mod control;
+pub mod embed;
+pub mod layout;
+pub mod plan;
+pub mod runtime;
+pub mod token;
+
+pub use warden_actors::{ActorHandle, LogSpec, Output, ReadyCheck, ServiceSpec};
+pub use warden_supervisors::{
+    ActorInfo, ActorKind, ActorName, ActorPath, ActorState, ActorTree, ActorView, BackoffConfig,
+    ChildSpec, ControlError, ControlOp, Exit, Intensity, LifecycleEvent, RestartType, Strategy,
+    SupervisorSpec,
+};

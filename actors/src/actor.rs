@@ -12,7 +12,9 @@ use std::time::Duration;
 use actix::fut::wrap_future;
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
-use warden_supervisors::{panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode};
+use warden_supervisors::{
+    panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode,
+};
 
 /// The address of the current run of a supervised actor; follows restarts.
 pub struct ActorHandle<A: Actor> {
@@ -111,11 +113,13 @@ where
         let actor = (self.make)();
         let (inner_stop_tx, inner_stop_rx) = oneshot::channel::<()>();
         let mut ctx = Context::new();
-        ctx.spawn(wrap_future(inner_stop_rx).map(|res, _act: &mut A, ctx: &mut Context<A>| {
-            if res.is_ok() {
-                ctx.stop();
-            }
-        }));
+        ctx.spawn(
+            wrap_future(inner_stop_rx).map(|res, _act: &mut A, ctx: &mut Context<A>| {
+                if res.is_ok() {
+                    ctx.stop();
+                }
+            }),
+        );
         let fut = ctx.into_future(actor);
         let addr = fut.address();
         let mut join = actix_rt::spawn(fut);

@@ -21,7 +21,9 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
-use warden_supervisors::{panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode};
+use warden_supervisors::{
+    panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode,
+};
 
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};

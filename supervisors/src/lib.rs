@@ -30,9 +30,12 @@ mod tree;
 pub use child::{ChildFactory, ChildSpec, RunningChild, StartContext, StopMode};
 pub use exit::{signal_name, Exit, LastExit};
 pub use path::{ActorName, ActorPath, PathError};
-pub use policy::{Backoff, BackoffConfig, BackoffInfo, Intensity, IntensityWindow, RestartType, Strategy};
+pub use policy::{
+    Backoff, BackoffConfig, BackoffInfo, Intensity, IntensityWindow, RestartType, Strategy,
+};
 pub use state::{ActorKind, ActorState};
 pub use supervisor::{
-    panic_message, Control, ControlError, ControlOp, RootHandle, Shutdown, Supervisor, SupervisorSpec,
+    panic_message, Control, ControlError, ControlOp, RootHandle, Shutdown, Supervisor,
+    SupervisorSpec,
 };
 pub use tree::{ActorInfo, ActorTree, ActorView, LifecycleEvent, SharedTree, Timestamp, TreeNode};

@@ -108,7 +108,8 @@ impl ActorPath {
     pub fn is_within(&self, other: &ActorPath) -> bool {
         other.is_root()
             || *self == *other
-            || (self.0.starts_with(&*other.0) && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
+            || (self.0.starts_with(&*other.0)
+                && self.0.as_bytes().get(other.0.len()) == Some(&b'/'))
     }
 
     /// The path as a string.
@@ -147,7 +148,9 @@ mod tests {
         assert_eq!(p.parent().unwrap().parent().unwrap(), ActorPath::root());
         assert!(ActorPath::root().parent().is_none());
         assert!(p.is_within(&ActorPath::parse("/app").unwrap()));
-        assert!(!ActorPath::parse("/apple").unwrap().is_within(&ActorPath::parse("/app").unwrap()));
+        assert!(!ActorPath::parse("/apple")
+            .unwrap()
+            .is_within(&ActorPath::parse("/app").unwrap()));
         assert!(ActorPath::parse("/a//b").is_err());
         assert!(ActorPath::parse("/a b").is_err());
     }

@@ -218,6 +218,10 @@ pub struct Supervisor {
 
 const INITIAL_BATCH: u64 = 0;
 
+/// Messages a supervisor queues before senders wait (operator requests are rare; this
+/// only has to absorb bursts).
+const MAILBOX_CAPACITY: usize = 4096;
+
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor")
@@ -281,10 +285,28 @@ impl Supervisor {
         let (ready_tx, ready_rx) = oneshot::channel();
         let mut sup = Supervisor::new(root, tree, spec, true);
         sup.ready_tx = Some(ready_tx);
-        let addr = sup.start();
+        let fut = Context::new().into_future(sup);
+        let addr = fut.address();
+        let join = actix_rt::spawn(fut);
+        let (ready_watch_tx, ready_watch) = tokio::sync::watch::channel(false);
+        actix_rt::spawn(async move {
+            if ready_rx.await.is_ok() {
+                let _ = ready_watch_tx.send(true);
+            }
+        });
+        let (ended_tx, ended) = tokio::sync::watch::channel(None);
+        actix_rt::spawn(async move {
+            let end = match join.await {
+                Ok(()) => Exit::Normal,
+                Err(e) if e.is_panic() => Exit::Panic(panic_message(&*e.into_panic())),
+                Err(_) => Exit::Fatal("root supervisor task was cancelled".to_owned()),
+            };
+            let _ = ended_tx.send(Some(end));
+        });
         RootHandle {
             addr,
-            ready: ready_rx,
+            ready: ready_watch,
+            ended,
         }
     }
 
@@ -513,8 +535,9 @@ impl Supervisor {
                     not_ready: None,
                 });
                 ctx.spawn(
-                    wrap_future(exit)
-                        .map(move |exit, act: &mut Self, ctx| act.on_exit(i, generation, exit, ctx)),
+                    wrap_future(exit).map(move |exit, act: &mut Self, ctx| {
+                        act.on_exit(i, generation, exit, ctx)
+                    }),
                 );
                 if let Some(ready) = ready {
                     ctx.spawn(wrap_future(ready).map(move |res, act: &mut Self, ctx| {
@@ -535,9 +558,11 @@ impl Supervisor {
                 });
                 // Handled as an exit on a later turn, so a child that can never start
                 // cannot spin this actor without letting messages in.
-                ctx.spawn(wrap_future(async move { Exit::StartFailed(reason) }).map(
-                    move |exit, act: &mut Self, ctx| act.on_exit(i, generation, exit, ctx),
-                ));
+                ctx.spawn(
+                    wrap_future(async move { Exit::StartFailed(reason) }).map(
+                        move |exit, act: &mut Self, ctx| act.on_exit(i, generation, exit, ctx),
+                    ),
+                );
             }
         }
         self.publish(i);
@@ -554,7 +579,13 @@ impl Supervisor {
         self.publish(i);
     }
 
-    fn on_ready(&mut self, i: usize, generation: u64, res: Result<(), String>, ctx: &mut Context<Self>) {
+    fn on_ready(
+        &mut self,
+        i: usize,
+        generation: u64,
+        res: Result<(), String>,
+        ctx: &mut Context<Self>,
+    ) {
         let path = self.slots[i].info.path.clone();
         let Some(run) = self.slots[i]
             .run
@@ -647,7 +678,14 @@ impl Supervisor {
 
     /// Restarts children `from..` (and the failed one, `failed`) as one batch: those still
     /// running are stopped in reverse order first.
-    fn restart_group(&mut self, from: usize, failed: usize, batch: u64, at: Option<Instant>, ctx: &mut Context<Self>) {
+    fn restart_group(
+        &mut self,
+        from: usize,
+        failed: usize,
+        batch: u64,
+        at: Option<Instant>,
+        ctx: &mut Context<Self>,
+    ) {
         for j in from..self.slots.len() {
             let meant_to_run = matches!(
                 self.slots[j].target,
@@ -664,7 +702,8 @@ impl Supervisor {
         tracing::error!(path = %self.path, %reason, "supervisor gave up: stopping its children");
         self.phase = Phase::Escalating(reason.clone());
         for i in 0..self.slots.len() {
-            self.slots[i].info.failed_reason = Some(format!("supervisor {} gave up: {reason}", self.path));
+            self.slots[i].info.failed_reason =
+                Some(format!("supervisor {} gave up: {reason}", self.path));
             self.set_target(i, Target::Down(Down::Failed), ctx);
             self.publish(i);
         }
@@ -677,7 +716,10 @@ impl Supervisor {
         tracing::info!(path = %self.path, "shutting down");
         self.phase = Phase::ShuttingDown;
         for i in 0..self.slots.len() {
-            if !matches!(self.slots[i].target, Target::Down(Down::Exited | Down::Failed)) {
+            if !matches!(
+                self.slots[i].target,
+                Target::Down(Down::Exited | Down::Failed)
+            ) {
                 self.set_target(i, Target::Down(Down::Stopped), ctx);
             }
             self.publish(i);
@@ -685,7 +727,12 @@ impl Supervisor {
         self.reconcile(ctx);
     }
 
-    fn control(&mut self, name: &str, op: ControlOp, ctx: &mut Context<Self>) -> Result<oneshot::Receiver<()>, ControlError> {
+    fn control(
+        &mut self,
+        name: &str,
+        op: ControlOp,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<()>, ControlError> {
         let Some(i) = self.slots.iter().position(|s| s.spec.name.as_str() == name) else {
             let path = ActorName::new(name)
                 .map(|n| self.path.child(&n).to_string())
@@ -699,7 +746,10 @@ impl Supervisor {
         let conflict = match op {
             ControlOp::Start => matches!(
                 state,
-                ActorState::Starting | ActorState::Running | ActorState::Backoff | ActorState::Stopping
+                ActorState::Starting
+                    | ActorState::Running
+                    | ActorState::Backoff
+                    | ActorState::Stopping
             ),
             ControlOp::Stop => matches!(state, ActorState::Stopped | ActorState::Stopping),
             ControlOp::Restart => state == ActorState::Stopping,
@@ -751,10 +801,12 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.tree.register_supervisor(&self.path, ctx.address());
-        self.tree
-            .declare_children(&self.path, self.slots.iter().map(|s| s.info.clone()).collect());
+        self.tree.declare_children(
+            &self.path,
+            self.slots.iter().map(|s| s.info.clone()).collect(),
+        );
         self.reconcile(ctx);
     }
 
@@ -792,12 +844,29 @@ impl Handler<Shutdown> for Supervisor {
 pub struct RootHandle {
     /// The root supervisor.
     pub addr: Addr<Supervisor>,
-    /// Fires once every child has been started in order (and is ready, or has left the
-    /// initial start by failing).
-    pub ready: oneshot::Receiver<()>,
+    ready: tokio::sync::watch::Receiver<bool>,
+    ended: tokio::sync::watch::Receiver<Option<Exit>>,
 }
 
 impl RootHandle {
+    /// Waits until the root supervisor has ended (after a shutdown, or by a bug: a panic)
+    /// and says how.
+    pub async fn ended(&self) -> Exit {
+        let mut ended = self.ended.clone();
+        let end = match ended.wait_for(Option::is_some).await {
+            Ok(end) => end.clone().unwrap_or(Exit::Normal),
+            Err(_) => Exit::Normal,
+        };
+        end
+    }
+
+    /// Waits until every child has been started in order (and is ready, or has left the
+    /// initial start by failing).
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
     /// Stops the whole tree in reverse order and waits until every child is gone.
     pub async fn shutdown(&self) {
         if let Ok(done) = self.addr.send(Shutdown).await {
@@ -864,4 +933,3 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "unknown panic payload".to_owned()
     }
 }
-

@@ -164,7 +164,9 @@ impl ActorTree {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        self.registry.write().unwrap_or_else(PoisonError::into_inner)
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Declares the children of `parent`, in order, replacing any earlier list (and the

@@ -100,7 +100,10 @@ pub(crate) async fn wait(check: ReadyCheck, notify: Option<NotifySocket>) -> Res
             match tokio::time::timeout(timeout, socket.wait_ready()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(format!("notify socket {}: {e}", socket.path().display())),
-                Err(_) => Err(format!("no READY=1 on $NOTIFY_SOCKET within {}", humantime_like(timeout))),
+                Err(_) => Err(format!(
+                    "no READY=1 on $NOTIFY_SOCKET within {}",
+                    humantime_like(timeout)
+                )),
             }
         }
     }

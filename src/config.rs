@@ -1,0 +1,372 @@
+//! Loading and checking `warden.toml`, the file that describes the supervision tree.
+//!
+//! [`load`] reads a file and [`parse`] checks its text. Both give a [`Config`]: the tree
+//! of supervisors and services with every default filled in, every duration parsed and
+//! every relative path made absolute against the folder of the config file. A bad file
+//! gives a [`ConfigError`] naming the file, the line and the key or entry at fault, so
+//! `warden check` and `warden up` can refuse it before anything starts.
+//!
+//! The keys, defaults and meanings are those of the "Config" section of the design.
+//! Two additions: an optional `[logs]` table (`max_bytes`, `keep`) for log rotation,
+//! and the names `.` and `..`, which are refused because they would read as path steps.
+//! `[[outboard]]` and `[[pool]]` entries are refused: this version does not run them.
+
+mod build;
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A checked configuration: the whole supervision tree and warden's own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Absolute path of the config file.
+    pub path: PathBuf,
+    /// Absolute folder of the config file; relative paths in the file start here.
+    pub base_dir: PathBuf,
+    /// Absolute state folder (`state_dir`); default `base_dir/.warden`.
+    pub state_dir: PathBuf,
+    /// The admin HTTP API (`[admin]`).
+    pub admin: AdminConfig,
+    /// What happens to children when warden goes away (`[runtime]`).
+    pub runtime: RuntimeConfig,
+    /// Rotation of the children's log files (`[logs]`).
+    pub logs: LogsConfig,
+    /// The root supervisor: name `""`, path `"/"`, strategy and intensity from `[root]`.
+    pub root: SupervisorConfig,
+}
+
+/// Settings of the admin HTTP API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address to listen on; default `127.0.0.1:7700`.
+    pub listen: SocketAddr,
+    /// Absolute path of the bearer-token file; default `state_dir/admin.token`.
+    pub token_file: PathBuf,
+}
+
+/// Settings of warden's own lifetime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Whether children outlive a warden that is killed.
+    pub on_exit: OnExit,
+}
+
+/// What happens to children when warden itself is killed (`on_exit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnExit {
+    /// `"keep"`: children keep running and are adopted by the next warden (default).
+    #[default]
+    Keep,
+    /// `"stop"`: children are stopped with warden.
+    Stop,
+}
+
+/// Rotation of the log files that hold the children's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsConfig {
+    /// Size at which a log file is rotated; default 10 MiB; at least 1.
+    pub max_bytes: u64,
+    /// Rotated files kept besides the current one; default 3; at least 1.
+    pub keep: usize,
+}
+
+/// A supervisor: the root, or a `[[supervisor]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorConfig {
+    /// Its name; `""` for the root.
+    pub name: String,
+    /// Its path, such as `"/app"`; `"/"` for the root.
+    pub path: String,
+    /// How a failure of one child affects its siblings; default one_for_one.
+    pub strategy: Strategy,
+    /// Restart limit of this supervisor; `None` (the default) means no limit.
+    pub intensity: Option<Intensity>,
+    /// Line of its table header in the file (1 for the root).
+    pub line: usize,
+    /// Its children, in the order of their table headers in the file.
+    pub children: Vec<ChildConfig>,
+}
+
+/// A child of a supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChildConfig {
+    /// A nested supervisor (`[[supervisor]]`).
+    Supervisor(SupervisorConfig),
+    /// A plain OS process (`[[service]]`).
+    Service(ServiceConfig),
+}
+
+impl ChildConfig {
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ChildConfig::Supervisor(s) => &s.name,
+            ChildConfig::Service(s) => &s.name,
+        }
+    }
+
+    /// The child's path, such as `"/app/api"`.
+    pub fn path(&self) -> &str {
+        match self {
+            ChildConfig::Supervisor(s) => &s.path,
+            ChildConfig::Service(s) => &s.path,
+        }
+    }
+
+    /// Line of the child's table header in the file.
+    pub fn line(&self) -> usize {
+        match self {
+            ChildConfig::Supervisor(s) => s.line,
+            ChildConfig::Service(s) => s.line,
+        }
+    }
+}
+
+/// A plain OS process (`[[service]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Its name.
+    pub name: String,
+    /// Its path, such as `"/app/api"`.
+    pub path: String,
+    /// Line of its table header in the file.
+    pub line: usize,
+    /// Program and arguments; never empty, and the program is never `""`.
+    pub command: Vec<String>,
+    /// Absolute working folder; default `base_dir`.
+    pub cwd: PathBuf,
+    /// Extra environment variables, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// How the service is stopped.
+    pub stop: StopConfig,
+    /// How the service is restarted: `[restart]` with this service's overrides.
+    pub restart: RestartConfig,
+    /// How the service tells it is ready; `None`: running as soon as spawned.
+    pub ready: Option<ReadyConfig>,
+}
+
+/// How a service is stopped: `signal` to its process group, SIGKILL after `timeout`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopConfig {
+    /// Signal number; default SIGTERM (15). Written `"TERM"`, `"SIGTERM"` or `15`.
+    pub signal: i32,
+    /// Time allowed before SIGKILL; default 5s.
+    pub timeout: Duration,
+}
+
+impl Default for StopConfig {
+    fn default() -> Self {
+        StopConfig {
+            signal: nix::sys::signal::Signal::SIGTERM as i32,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// OTP restart strategy of a supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Strategy {
+    /// `"one_for_one"`: restart only the child that failed (default).
+    #[default]
+    OneForOne,
+    /// `"one_for_all"`: restart every child.
+    OneForAll,
+    /// `"rest_for_one"`: restart the child and those after it in file order.
+    RestForOne,
+}
+
+/// OTP restart policy of a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RestartPolicy {
+    /// `"permanent"`: always restarted (default).
+    #[default]
+    Permanent,
+    /// `"transient"`: restarted only after an abnormal exit (non-zero code or a signal).
+    Transient,
+    /// `"temporary"`: never restarted.
+    Temporary,
+}
+
+/// How a child is restarted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartConfig {
+    /// When to restart; default permanent.
+    pub policy: RestartPolicy,
+    /// Delay before each restart.
+    pub backoff: BackoffConfig,
+    /// A run this long resets the backoff to `initial`; default 30s.
+    pub reset_after: Duration,
+    /// Restart limit; default 10 within 60s.
+    pub intensity: Intensity,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        RestartConfig {
+            policy: RestartPolicy::Permanent,
+            backoff: BackoffConfig::default(),
+            reset_after: Duration::from_secs(30),
+            intensity: Intensity {
+                max: 10,
+                within: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// Exponential backoff between restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackoffConfig {
+    /// First delay; default 100ms.
+    pub initial: Duration,
+    /// Longest delay; default 30s; never less than `initial`.
+    pub max: Duration,
+    /// Factor from one delay to the next; default 2.0; at least 1.0.
+    pub multiplier: f64,
+    /// Random share added or taken off each delay; default 0.1; from 0.0 to 1.0.
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.1,
+        }
+    }
+}
+
+/// Restart intensity: at most `max` restarts within `within`. `max = 0` forbids any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Intensity {
+    /// Restarts allowed within the window.
+    pub max: u32,
+    /// Length of the window; never zero.
+    pub within: Duration,
+}
+
+/// How a service tells it is ready (`ready`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadyConfig {
+    /// Ready once `addr` (`host:port`, as written) accepts a TCP connection.
+    Tcp {
+        /// The address to connect to.
+        addr: String,
+        /// Time allowed to get ready; default 30s.
+        timeout: Duration,
+    },
+    /// Ready once it has run for `delay`.
+    Delay {
+        /// How long to wait.
+        delay: Duration,
+    },
+    /// Ready once it sends `READY=1` on `$NOTIFY_SOCKET` (the sd_notify protocol).
+    Notify {
+        /// Time allowed to get ready; default 30s.
+        timeout: Duration,
+    },
+}
+
+/// Why a config file was refused.
+///
+/// Shown as one line: `FILE:LINE: MESSAGE`, or `FILE: MESSAGE` when no line applies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", self.location())]
+pub struct ConfigError {
+    /// The config file, as given to [`load`] or [`parse`].
+    pub path: PathBuf,
+    /// 1-based line of the offending key, or of the entry when no key is at fault.
+    pub line: Option<usize>,
+    /// The offending key, dotted inside its entry (`restart.backoff.max`).
+    pub key: Option<String>,
+    /// What is wrong, naming the entry and the key.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// 1-based line of the offending key or entry, when known.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// The offending key, dotted inside its entry, when known.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    fn location(&self) -> String {
+        match self.line {
+            Some(line) => format!("{}:{line}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// Reads and checks the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Checks `text`, the content of the config file at `path`.
+///
+/// `path` names the file in errors, and its folder is where relative paths start.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let source = Source { text, path };
+    let file = raw::read(text).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: e.span.map(|span| source.line(span.start)),
+        key: e.key,
+        message: e.message,
+    })?;
+    build::build(&source, file)
+}
+
+/// The text being checked, to turn byte offsets into lines and build errors.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    /// 1-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        1 + self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    }
+
+    /// An error about `key` of the entry `label` (`[[service]] "api"`; `""` at the top).
+    fn error(
+        &self,
+        span: Range<usize>,
+        label: &str,
+        key: &str,
+        detail: impl fmt::Display,
+    ) -> ConfigError {
+        let message = if label.is_empty() {
+            format!("key `{key}`: {detail}")
+        } else {
+            format!("{label}: key `{key}`: {detail}")
+        };
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line: Some(self.line(span.start)),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+}

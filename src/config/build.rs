@@ -1,0 +1,762 @@
+//! The checking pass: turns the raw structs into a [`Config`], filling in defaults,
+//! resolving paths and building the supervisor tree.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use toml::Spanned;
+
+use super::raw::{
+    Dur, RawAdmin, RawBackoff, RawFile, RawIntensity, RawReady, RawRestart, RawService, RawStop,
+    RawSupervisor, SignalSpec,
+};
+use super::{
+    AdminConfig, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, LogsConfig, OnExit,
+    ReadyConfig, RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig, Source, StopConfig,
+    Strategy, SupervisorConfig,
+};
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
+    let unsupported = [("outboard", &file.outboard), ("pool", &file.pool)]
+        .into_iter()
+        .filter_map(|(kind, entries)| entries.first().map(|e| (kind, e.span())))
+        .min_by_key(|(_, span)| span.start);
+    if let Some((kind, span)) = unsupported {
+        return Err(ConfigError {
+            path: src.path.to_path_buf(),
+            line: Some(src.line(span.start)),
+            key: Some(kind.to_string()),
+            message: format!("[[{kind}]] is not supported by this version of warden"),
+        });
+    }
+
+    let path = std::path::absolute(src.path).map_err(|e| ConfigError {
+        path: src.path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot make the path absolute: {e}"),
+    })?;
+    let path: PathBuf = path.components().collect();
+    let base_dir = path.parent().unwrap_or(&path).to_path_buf();
+
+    let state_dir = match &file.state_dir {
+        Some(dir) => resolve(src, "", "state_dir", &base_dir, dir)?,
+        None => base_dir.join(".warden"),
+    };
+    let admin = admin(src, file.admin.as_ref(), &base_dir, &state_dir)?;
+    let on_exit = match file.runtime.as_ref().and_then(|r| r.on_exit.as_ref()) {
+        Some(value) => choose(
+            src,
+            "[runtime]",
+            "on_exit",
+            "on_exit value",
+            value,
+            &[("keep", OnExit::Keep), ("stop", OnExit::Stop)],
+        )?,
+        None => OnExit::default(),
+    };
+    let logs = logs(src, &file)?;
+
+    let root_table = file.root.as_ref();
+    let strategy = match root_table.and_then(|r| r.strategy.as_ref()) {
+        Some(value) => strategy(src, "[root]", value)?,
+        None => Strategy::default(),
+    };
+    let intensity = match root_table.and_then(|r| r.intensity.as_ref()) {
+        Some(value) => Some(intensity(src, "[root]", "intensity", value, None)?),
+        None => None,
+    };
+
+    let defaults = match &file.restart {
+        Some(table) => restart(src, "[restart]", "", table, &RestartConfig::default())?,
+        None => RestartConfig::default(),
+    };
+
+    let mut nodes = Vec::new();
+    for (index, entry) in file.supervisor.iter().enumerate() {
+        nodes.push(supervisor(src, index, entry)?);
+    }
+    let context = ServiceContext {
+        base_dir: &base_dir,
+        restart: &defaults,
+    };
+    for (index, entry) in file.service.iter().enumerate() {
+        nodes.push(service(src, index, entry, &context)?);
+    }
+    nodes.sort_by_key(|node| node.offset);
+    let children = tree(src, nodes)?;
+
+    Ok(Config {
+        path,
+        base_dir,
+        state_dir,
+        admin,
+        runtime: RuntimeConfig { on_exit },
+        logs,
+        root: SupervisorConfig {
+            name: String::new(),
+            path: "/".to_string(),
+            strategy,
+            intensity,
+            line: 1,
+            children,
+        },
+    })
+}
+
+fn admin(
+    src: &Source,
+    table: Option<&RawAdmin>,
+    base_dir: &Path,
+    state_dir: &Path,
+) -> Result<AdminConfig> {
+    let listen = match table.and_then(|t| t.listen.as_ref()) {
+        Some(value) => value.get_ref().parse::<SocketAddr>().map_err(|_| {
+            src.error(
+                value.span(),
+                "[admin]",
+                "listen",
+                format!(
+                    "invalid address {:?}: expected IP:PORT such as \"{DEFAULT_LISTEN}\"",
+                    value.get_ref()
+                ),
+            )
+        })?,
+        None => SocketAddr::from(([127, 0, 0, 1], 7700)),
+    };
+    let token_file = match table.and_then(|t| t.token_file.as_ref()) {
+        Some(value) => resolve(src, "[admin]", "token_file", base_dir, value)?,
+        None => state_dir.join("admin.token"),
+    };
+    Ok(AdminConfig { listen, token_file })
+}
+
+fn logs(src: &Source, file: &RawFile) -> Result<LogsConfig> {
+    let mut logs = LogsConfig {
+        max_bytes: 10 * 1024 * 1024,
+        keep: 3,
+    };
+    let Some(table) = &file.logs else {
+        return Ok(logs);
+    };
+    if let Some(value) = &table.max_bytes {
+        logs.max_bytes = *value.get_ref();
+        if logs.max_bytes == 0 {
+            return Err(src.error(value.span(), "[logs]", "max_bytes", "must be at least 1"));
+        }
+    }
+    if let Some(value) = &table.keep {
+        logs.keep = *value.get_ref();
+        if logs.keep == 0 {
+            return Err(src.error(value.span(), "[logs]", "keep", "must be at least 1"));
+        }
+    }
+    Ok(logs)
+}
+
+/// A supervisor or service read from its entry, before the tree is built.
+struct Node {
+    /// Byte offset of the table header: the order of children.
+    offset: usize,
+    label: String,
+    name_span: std::ops::Range<usize>,
+    /// Normalized path of the parent supervisor (`"/"` for the root).
+    parent: String,
+    parent_key: &'static str,
+    parent_span: std::ops::Range<usize>,
+    child: ChildConfig,
+}
+
+fn supervisor(src: &Source, index: usize, entry: &Spanned<RawSupervisor>) -> Result<Node> {
+    let raw = entry.get_ref();
+    let name = name(src, &format!("[[supervisor]] #{}", index + 1), &raw.name)?;
+    let label = format!("[[supervisor]] {name:?}");
+    let parent = match &raw.parent {
+        Some(value) => parent_path(src, &label, "parent", value)?,
+        None => "/".to_string(),
+    };
+    let strategy = match &raw.strategy {
+        Some(value) => strategy(src, &label, value)?,
+        None => Strategy::default(),
+    };
+    let intensity = match &raw.intensity {
+        Some(value) => Some(intensity(src, &label, "intensity", value, None)?),
+        None => None,
+    };
+    Ok(Node {
+        offset: entry.span().start,
+        name_span: raw.name.span(),
+        parent_key: "parent",
+        parent_span: raw.parent.as_ref().map_or(entry.span(), Spanned::span),
+        child: ChildConfig::Supervisor(SupervisorConfig {
+            path: join(&parent, &name),
+            name,
+            strategy,
+            intensity,
+            line: src.line(entry.span().start),
+            children: Vec::new(),
+        }),
+        label,
+        parent,
+    })
+}
+
+/// What every service inherits.
+struct ServiceContext<'a> {
+    base_dir: &'a Path,
+    restart: &'a RestartConfig,
+}
+
+fn service(
+    src: &Source,
+    index: usize,
+    entry: &Spanned<RawService>,
+    context: &ServiceContext,
+) -> Result<Node> {
+    let raw = entry.get_ref();
+    let name = name(src, &format!("[[service]] #{}", index + 1), &raw.name)?;
+    let label = format!("[[service]] {name:?}");
+    let parent = match &raw.supervisor {
+        Some(value) => parent_path(src, &label, "supervisor", value)?,
+        None => "/".to_string(),
+    };
+
+    let command = raw.command.get_ref();
+    match command.first() {
+        None => return Err(src.error(raw.command.span(), &label, "command", "must not be empty")),
+        Some(program) if program.is_empty() => {
+            return Err(src.error(
+                raw.command.span(),
+                &label,
+                "command",
+                "the program (first element) must not be empty",
+            ))
+        }
+        Some(_) => {}
+    }
+
+    let cwd = match &raw.cwd {
+        Some(value) => resolve(src, &label, "cwd", context.base_dir, value)?,
+        None => context.base_dir.to_path_buf(),
+    };
+
+    let mut env = Vec::new();
+    if let Some(table) = &raw.env {
+        for (key, value) in table.get_ref() {
+            let problem = if key.is_empty() {
+                Some("a variable name must not be empty")
+            } else if key.contains(['=', '\0']) {
+                Some("a variable name must not contain `=` or NUL")
+            } else if value.contains('\0') {
+                Some("a value must not contain NUL")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(src.error(table.span(), &label, &format!("env.{key}"), problem));
+            }
+            env.push((key.clone(), value.clone()));
+        }
+    }
+
+    let stop = match &raw.stop {
+        Some(value) => stop(src, &label, value.get_ref())?,
+        None => StopConfig::default(),
+    };
+    let restart = match &raw.restart {
+        Some(value) => restart(src, &label, "restart", value, context.restart)?,
+        None => context.restart.clone(),
+    };
+    let ready = match &raw.ready {
+        Some(value) => Some(ready(src, &label, value)?),
+        None => None,
+    };
+
+    Ok(Node {
+        offset: entry.span().start,
+        name_span: raw.name.span(),
+        parent_key: "supervisor",
+        parent_span: raw.supervisor.as_ref().map_or(entry.span(), Spanned::span),
+        child: ChildConfig::Service(ServiceConfig {
+            path: join(&parent, &name),
+            name,
+            line: src.line(entry.span().start),
+            command: command.clone(),
+            cwd,
+            env,
+            stop,
+            restart,
+            ready,
+        }),
+        label,
+        parent,
+    })
+}
+
+fn stop(src: &Source, label: &str, raw: &RawStop) -> Result<StopConfig> {
+    let mut stop = StopConfig::default();
+    if let Some(value) = &raw.signal {
+        let signal = match value.get_ref() {
+            SignalSpec::Name(name) => {
+                let upper = name.to_ascii_uppercase();
+                let full = if upper.starts_with("SIG") {
+                    upper
+                } else {
+                    format!("SIG{upper}")
+                };
+                Signal::from_str(&full).ok()
+            }
+            SignalSpec::Number(n) => i32::try_from(*n)
+                .ok()
+                .and_then(|n| Signal::try_from(n).ok()),
+        };
+        let Some(signal) = signal else {
+            let written = match value.get_ref() {
+                SignalSpec::Name(name) => format!("{name:?}"),
+                SignalSpec::Number(n) => n.to_string(),
+            };
+            return Err(src.error(
+                value.span(),
+                label,
+                "stop.signal",
+                format!("unknown signal {written} (write e.g. \"TERM\", \"SIGTERM\" or 15)"),
+            ));
+        };
+        stop.signal = signal as i32;
+    }
+    if let Some(value) = &raw.timeout {
+        stop.timeout = value.get_ref().0;
+    }
+    Ok(stop)
+}
+
+/// `[restart]` (prefix `""`) or a service's `restart` (prefix `"restart"`) over `base`.
+fn restart(
+    src: &Source,
+    label: &str,
+    prefix: &str,
+    table: &Spanned<RawRestart>,
+    base: &RestartConfig,
+) -> Result<RestartConfig> {
+    let key = |name: &str| {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        }
+    };
+    let raw = table.get_ref();
+    let mut restart = base.clone();
+    if let Some(value) = &raw.policy {
+        restart.policy = choose(
+            src,
+            label,
+            &key("policy"),
+            "restart policy",
+            value,
+            &[
+                ("permanent", RestartPolicy::Permanent),
+                ("transient", RestartPolicy::Transient),
+                ("temporary", RestartPolicy::Temporary),
+            ],
+        )?;
+    }
+    if let Some(value) = &raw.backoff {
+        restart.backoff = backoff(src, label, &key("backoff"), value, &base.backoff)?;
+    }
+    if let Some(value) = &raw.reset_after {
+        restart.reset_after = value.get_ref().0;
+    }
+    if let Some(value) = &raw.intensity {
+        restart.intensity = intensity(src, label, &key("intensity"), value, Some(base.intensity))?;
+    }
+    Ok(restart)
+}
+
+fn backoff(
+    src: &Source,
+    label: &str,
+    key: &str,
+    table: &Spanned<RawBackoff>,
+    base: &BackoffConfig,
+) -> Result<BackoffConfig> {
+    let raw = table.get_ref();
+    let duration =
+        |value: &Option<Spanned<Dur>>, default| value.as_ref().map_or(default, |v| v.get_ref().0);
+    let backoff = BackoffConfig {
+        initial: duration(&raw.initial, base.initial),
+        max: duration(&raw.max, base.max),
+        multiplier: raw
+            .multiplier
+            .as_ref()
+            .map_or(base.multiplier, |v| *v.get_ref()),
+        jitter: raw.jitter.as_ref().map_or(base.jitter, |v| *v.get_ref()),
+    };
+    if let Some(value) = &raw.multiplier {
+        if !(value.get_ref().is_finite() && *value.get_ref() >= 1.0) {
+            let detail = format!("must be a number of at least 1.0, not {}", value.get_ref());
+            return Err(src.error(value.span(), label, &format!("{key}.multiplier"), detail));
+        }
+    }
+    if let Some(value) = &raw.jitter {
+        if !(0.0..=1.0).contains(value.get_ref()) {
+            let detail = format!("must be from 0.0 to 1.0, not {}", value.get_ref());
+            return Err(src.error(value.span(), label, &format!("{key}.jitter"), detail));
+        }
+    }
+    if backoff.max < backoff.initial {
+        let (span, field) = match (&raw.max, &raw.initial) {
+            (Some(max), _) => (max.span(), "max"),
+            (None, Some(initial)) => (initial.span(), "initial"),
+            (None, None) => (table.span(), "max"),
+        };
+        let detail = format!(
+            "max ({}) must not be less than initial ({})",
+            humantime::format_duration(backoff.max),
+            humantime::format_duration(backoff.initial)
+        );
+        return Err(src.error(span, label, &format!("{key}.{field}"), detail));
+    }
+    Ok(backoff)
+}
+
+/// An intensity; fields missing from `table` come from `base`, or are required.
+fn intensity(
+    src: &Source,
+    label: &str,
+    key: &str,
+    table: &Spanned<RawIntensity>,
+    base: Option<Intensity>,
+) -> Result<Intensity> {
+    let raw = table.get_ref();
+    let max = match (&raw.max, base) {
+        (Some(value), _) => *value.get_ref(),
+        (None, Some(base)) => base.max,
+        (None, None) => {
+            return Err(src.error(table.span(), label, &format!("{key}.max"), "is required"))
+        }
+    };
+    let within = match (&raw.within, base) {
+        (Some(value), _) => {
+            if value.get_ref().0.is_zero() {
+                let detail = "must be longer than zero";
+                return Err(src.error(value.span(), label, &format!("{key}.within"), detail));
+            }
+            value.get_ref().0
+        }
+        (None, Some(base)) => base.within,
+        (None, None) => {
+            return Err(src.error(table.span(), label, &format!("{key}.within"), "is required"))
+        }
+    };
+    Ok(Intensity { max, within })
+}
+
+fn ready(src: &Source, label: &str, table: &Spanned<RawReady>) -> Result<ReadyConfig> {
+    let raw = table.get_ref();
+    if let Some(value) = &raw.ipc {
+        let detail = "`ipc = true` is only for [[outboard]] children, not a [[service]]";
+        return Err(src.error(value.span(), label, "ready.ipc", detail));
+    }
+    if let Some(value) = &raw.notify {
+        if !*value.get_ref() {
+            let detail = "can only be true (leave `ready` out for no ready check)";
+            return Err(src.error(value.span(), label, "ready.notify", detail));
+        }
+    }
+    let kinds: Vec<&str> = [
+        ("tcp", raw.tcp.is_some()),
+        ("delay", raw.delay.is_some()),
+        ("notify", raw.notify.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, set)| set.then_some(kind))
+    .collect();
+    if kinds.len() != 1 {
+        let detail = if kinds.is_empty() {
+            "needs one of `tcp`, `delay` or `notify`".to_string()
+        } else {
+            format!(
+                "takes only one of `tcp`, `delay` or `notify`, not `{}`",
+                kinds.join("` and `")
+            )
+        };
+        return Err(src.error(table.span(), label, "ready", detail));
+    }
+    let timeout = raw
+        .timeout
+        .as_ref()
+        .map_or(DEFAULT_READY_TIMEOUT, |v| v.get_ref().0);
+    if let Some(addr) = &raw.tcp {
+        if !is_host_port(addr.get_ref()) {
+            let detail = format!(
+                "invalid address {:?}: expected HOST:PORT with a port from 1 to 65535",
+                addr.get_ref()
+            );
+            return Err(src.error(addr.span(), label, "ready.tcp", detail));
+        }
+        return Ok(ReadyConfig::Tcp {
+            addr: addr.get_ref().clone(),
+            timeout,
+        });
+    }
+    if let Some(delay) = &raw.delay {
+        if let Some(value) = &raw.timeout {
+            let detail = "does not apply to a `delay` check";
+            return Err(src.error(value.span(), label, "ready.timeout", detail));
+        }
+        return Ok(ReadyConfig::Delay {
+            delay: delay.get_ref().0,
+        });
+    }
+    Ok(ReadyConfig::Notify { timeout })
+}
+
+/// `host:port`, `[v6]:port`; the port from 1 to 65535.
+fn is_host_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner.strip_suffix(']').is_some_and(|ip| !ip.is_empty())
+    } else {
+        !host.is_empty() && !host.contains(':') && !host.contains(char::is_whitespace)
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+fn strategy(src: &Source, label: &str, value: &Spanned<String>) -> Result<Strategy> {
+    choose(
+        src,
+        label,
+        "strategy",
+        "strategy",
+        value,
+        &[
+            ("one_for_one", Strategy::OneForOne),
+            ("one_for_all", Strategy::OneForAll),
+            ("rest_for_one", Strategy::RestForOne),
+        ],
+    )
+}
+
+/// One of a fixed set of words.
+fn choose<T: Copy>(
+    src: &Source,
+    label: &str,
+    key: &str,
+    what: &str,
+    value: &Spanned<String>,
+    choices: &[(&str, T)],
+) -> Result<T> {
+    if let Some((_, choice)) = choices.iter().find(|(word, _)| word == value.get_ref()) {
+        return Ok(*choice);
+    }
+    let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+    let detail = format!(
+        "unknown {what} {:?} (expected one of: {})",
+        value.get_ref(),
+        words.join(", ")
+    );
+    Err(src.error(value.span(), label, key, detail))
+}
+
+/// Names are `[A-Za-z0-9_.-]+`, and neither `.` nor `..`.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn name(src: &Source, label: &str, value: &Spanned<String>) -> Result<String> {
+    let name = value.get_ref();
+    if !is_valid_name(name) {
+        let detail = format!(
+            "invalid name {name:?}: use letters, digits, `_`, `.` and `-` (not `.` or `..` alone)"
+        );
+        return Err(src.error(value.span(), label, "name", detail));
+    }
+    Ok(name.clone())
+}
+
+/// A supervisor path: `"app/inner"` or `"/app/inner"` means `/app/inner`; `"/"` the root.
+fn parent_path(src: &Source, label: &str, key: &str, value: &Spanned<String>) -> Result<String> {
+    let text = value.get_ref();
+    if text == "/" {
+        return Ok("/".to_string());
+    }
+    let relative = text.strip_prefix('/').unwrap_or(text);
+    if relative.is_empty() || !relative.split('/').all(is_valid_name) {
+        let detail = format!(
+            "invalid supervisor path {text:?}: write names joined by `/`, such as \"app/inner\", or \"/\" for the root"
+        );
+        return Err(src.error(value.span(), label, key, detail));
+    }
+    Ok(format!("/{relative}"))
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// A path from the file: relative to the folder of the config file.
+fn resolve(
+    src: &Source,
+    label: &str,
+    key: &str,
+    base_dir: &Path,
+    value: &Spanned<String>,
+) -> Result<PathBuf> {
+    if value.get_ref().is_empty() {
+        return Err(src.error(value.span(), label, key, "must not be empty"));
+    }
+    // `components` drops the `.` steps, so "." is the folder itself
+    Ok(base_dir.join(value.get_ref()).components().collect())
+}
+
+/// Checks names and parents, then hangs every node under its parent in file order.
+fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
+    // path -> (line, is a supervisor)
+    let mut seen: HashMap<&str, (usize, bool)> = HashMap::new();
+    for node in &nodes {
+        let line = src.line(node.offset);
+        let is_supervisor = matches!(node.child, ChildConfig::Supervisor(_));
+        if let Some((first, _)) = seen.insert(node.child.path(), (line, is_supervisor)) {
+            let detail = format!(
+                "duplicate name {:?}: {} already has a child with this name (line {first})",
+                node.child.name(),
+                if node.parent == "/" {
+                    "the root"
+                } else {
+                    &node.parent
+                }
+            );
+            return Err(src.error(node.name_span.clone(), &node.label, "name", detail));
+        }
+    }
+
+    let supervisors: Vec<(&str, &str)> = nodes
+        .iter()
+        .filter(|node| matches!(node.child, ChildConfig::Supervisor(_)))
+        .map(|node| (node.child.name(), node.parent.as_str()))
+        .collect();
+    for node in &nodes {
+        let parent = node.parent.as_str();
+        let detail = match seen.get(parent) {
+            _ if parent == "/" => continue,
+            Some((_, true)) => continue,
+            Some((_, false)) => format!("{parent} is a [[service]], not a supervisor"),
+            None => {
+                let first = match node.child {
+                    ChildConfig::Supervisor(_) => supervisors
+                        .iter()
+                        .position(|(name, p)| *name == node.child.name() && *p == parent),
+                    ChildConfig::Service(_) => parent_of(&supervisors, parent),
+                };
+                match first.and_then(|first| cycle(&supervisors, first)) {
+                    Some(chain) => format!("cyclic parent: {chain}"),
+                    None => unknown_parent(&nodes, parent),
+                }
+            }
+        };
+        return Err(src.error(
+            node.parent_span.clone(),
+            &node.label,
+            node.parent_key,
+            detail,
+        ));
+    }
+
+    let mut by_parent: HashMap<String, Vec<ChildConfig>> = HashMap::new();
+    for node in nodes {
+        by_parent.entry(node.parent).or_default().push(node.child);
+    }
+    let top = by_parent.remove("/").unwrap_or_default();
+    Ok(attach(top, &mut by_parent))
+}
+
+/// Splits a path into the path of its folder and its last name: "/a/b" -> ("/a", "b").
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some(("", last)) => ("/", last),
+        Some((folder, last)) => (folder, last),
+        None => ("/", path),
+    }
+}
+
+/// The supervisor that `path` names if it were declared beside `path`'s last step:
+/// the one with that name whose own parent has the same folder. Only used to explain
+/// a parent path that does not exist.
+fn parent_of(supervisors: &[(&str, &str)], path: &str) -> Option<usize> {
+    let (folder, last) = split(path);
+    supervisors
+        .iter()
+        .position(|(name, parent)| *name == last && split(parent).0 == folder)
+}
+
+/// Follows parents by name from `first`; `Some("a -> b -> a")` when they loop.
+fn cycle(supervisors: &[(&str, &str)], first: usize) -> Option<String> {
+    let mut chain = vec![first];
+    let mut current = first;
+    loop {
+        let next = parent_of(supervisors, supervisors.get(current)?.1)?;
+        if let Some(start) = chain.iter().position(|&i| i == next) {
+            let names: Vec<&str> = chain[start..]
+                .iter()
+                .chain(std::iter::once(&next))
+                .filter_map(|&i| supervisors.get(i).map(|s| s.0))
+                .collect();
+            return Some(names.join(" -> "));
+        }
+        chain.push(next);
+        current = next;
+    }
+}
+
+fn unknown_parent(nodes: &[Node], parent: &str) -> String {
+    let last = parent.rsplit('/').next().unwrap_or(parent);
+    let hint = nodes.iter().find_map(|node| match &node.child {
+        ChildConfig::Supervisor(s) if s.name == last => Some(s.path.as_str()),
+        _ => None,
+    });
+    match hint {
+        Some(path) => format!(
+            "unknown supervisor {parent} (did you mean {:?}?)",
+            path.trim_start_matches('/')
+        ),
+        None => format!("unknown supervisor {parent}: no [[supervisor]] has this path"),
+    }
+}
+
+fn attach(
+    children: Vec<ChildConfig>,
+    by_parent: &mut HashMap<String, Vec<ChildConfig>>,
+) -> Vec<ChildConfig> {
+    children
+        .into_iter()
+        .map(|child| match child {
+            ChildConfig::Supervisor(mut supervisor) => {
+                let own = by_parent.remove(&supervisor.path).unwrap_or_default();
+                supervisor.children = attach(own, by_parent);
+                ChildConfig::Supervisor(supervisor)
+            }
+            service => service,
+        })
+        .collect()
+}

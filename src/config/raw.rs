@@ -1,0 +1,363 @@
+//! The file as written: serde structs that refuse unknown keys, and the translation of
+//! TOML and serde errors into a span, a key and a message naming the entry.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub state_dir: Option<Spanned<String>>,
+    pub admin: Option<RawAdmin>,
+    pub runtime: Option<RawRuntime>,
+    pub logs: Option<RawLogs>,
+    pub root: Option<RawRoot>,
+    pub restart: Option<Spanned<RawRestart>>,
+    #[serde(default)]
+    pub supervisor: Vec<Spanned<RawSupervisor>>,
+    #[serde(default)]
+    pub service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    pub outboard: Vec<Spanned<IgnoredAny>>,
+    #[serde(default)]
+    pub pool: Vec<Spanned<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuntime {
+    pub on_exit: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogs {
+    pub max_bytes: Option<Spanned<u64>>,
+    pub keep: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoot {
+    pub strategy: Option<Spanned<String>>,
+    pub intensity: Option<Spanned<RawIntensity>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRestart {
+    pub policy: Option<Spanned<String>>,
+    pub backoff: Option<Spanned<RawBackoff>>,
+    pub reset_after: Option<Spanned<Dur>>,
+    pub intensity: Option<Spanned<RawIntensity>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackoff {
+    pub initial: Option<Spanned<Dur>>,
+    pub max: Option<Spanned<Dur>>,
+    pub multiplier: Option<Spanned<f64>>,
+    pub jitter: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntensity {
+    pub max: Option<Spanned<u32>>,
+    pub within: Option<Spanned<Dur>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSupervisor {
+    pub name: Spanned<String>,
+    pub parent: Option<Spanned<String>>,
+    pub strategy: Option<Spanned<String>>,
+    pub intensity: Option<Spanned<RawIntensity>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub name: Spanned<String>,
+    pub supervisor: Option<Spanned<String>>,
+    pub command: Spanned<Vec<String>>,
+    pub cwd: Option<Spanned<String>>,
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
+    pub stop: Option<Spanned<RawStop>>,
+    pub restart: Option<Spanned<RawRestart>>,
+    pub ready: Option<Spanned<RawReady>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStop {
+    pub signal: Option<Spanned<SignalSpec>>,
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReady {
+    pub tcp: Option<Spanned<String>>,
+    pub delay: Option<Spanned<Dur>>,
+    pub notify: Option<Spanned<bool>>,
+    pub ipc: Option<Spanned<bool>>,
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+/// A duration written as a string: "250ms", "5s", "2m".
+pub(super) struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurVisitor;
+        impl Visitor<'_> for DurVisitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"250ms\", \"5s\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Dur, E> {
+                humantime::parse_duration(text).map(Dur).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration {text:?}: {e} (write e.g. \"250ms\", \"5s\", \"2m\")"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(DurVisitor)
+    }
+}
+
+/// A signal as written: a name (`"TERM"`, `"SIGTERM"`) or a number (`15`).
+pub(super) enum SignalSpec {
+    Name(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for SignalSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SignalVisitor;
+        impl Visitor<'_> for SignalVisitor {
+            type Value = SignalSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a signal name such as \"TERM\" or a signal number")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SignalSpec, E> {
+                Ok(SignalSpec::Name(text.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<SignalSpec, E> {
+                Ok(SignalSpec::Number(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<SignalSpec, E> {
+                Ok(SignalSpec::Number(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_any(SignalVisitor)
+    }
+}
+
+/// A refusal from the TOML layer: where, which key, and what.
+pub(super) struct RawError {
+    pub span: Option<Range<usize>>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+/// Parses `text` into the raw structs.
+pub(super) fn read(text: &str) -> Result<RawFile, RawError> {
+    let doc = DeTable::parse(text).map_err(|e| {
+        let mut message = format!("invalid TOML: {}", e.message());
+        let span = e.span();
+        let snippet = span.clone().and_then(|s| text.get(s)).unwrap_or("");
+        if message.ends_with("duplicate key") && !snippet.is_empty() {
+            message.push_str(&format!(" `{snippet}`"));
+        }
+        RawError {
+            span,
+            key: None,
+            message,
+        }
+    })?;
+    RawFile::deserialize(toml::de::Deserializer::from(doc.clone()))
+        .map_err(|e| describe(doc.get_ref(), &e))
+}
+
+/// One step of a key path: a key in a table or an index in an array.
+#[derive(Clone)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Names the entry and key an error from serde points at.
+fn describe(doc: &DeTable, error: &toml::de::Error) -> RawError {
+    let message = error.message();
+    let Some(span) = error.span() else {
+        return RawError {
+            span: None,
+            key: None,
+            message: message.to_string(),
+        };
+    };
+    let mut best = Vec::new();
+    locate(doc, span.start, &mut Vec::new(), &mut best);
+    let (label, rest) = entry_label(doc, &best);
+    let mut keys: Vec<&str> = rest
+        .iter()
+        .filter_map(|step| match step {
+            Step::Key(k) => Some(*k),
+            Step::Index(_) => None,
+        })
+        .collect();
+    // serde names the key it refuses between the first pair of backticks
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let detail = if message.starts_with("unknown field `") {
+        if let Some(field) = quoted.first() {
+            if keys.last() != Some(field) {
+                keys.push(field);
+            }
+        }
+        let place = if label.is_empty() {
+            "at the top level".to_string()
+        } else {
+            format!("in {label}")
+        };
+        let key = keys.join(".");
+        let expected = quoted.get(1..).unwrap_or_default().join(", ");
+        let message = if expected.is_empty() {
+            format!("unknown key `{key}` {place}")
+        } else {
+            format!("unknown key `{key}` {place} (expected one of: {expected})")
+        };
+        return RawError {
+            span: Some(span),
+            key: Some(key),
+            message,
+        };
+    } else if message.starts_with("missing field `") {
+        if let Some(field) = quoted.first() {
+            keys.push(field);
+        }
+        "is required".to_string()
+    } else {
+        message.to_string()
+    };
+    if keys.is_empty() {
+        let message = if label.is_empty() {
+            detail
+        } else {
+            format!("{label}: {detail}")
+        };
+        return RawError {
+            span: Some(span),
+            key: None,
+            message,
+        };
+    }
+    let key = keys.join(".");
+    let message = if label.is_empty() {
+        format!("key `{key}`: {detail}")
+    } else {
+        format!("{label}: key `{key}`: {detail}")
+    };
+    RawError {
+        span: Some(span),
+        key: Some(key),
+        message,
+    }
+}
+
+/// Finds the deepest key or array element whose key or value covers `offset`.
+///
+/// Every node is visited: the body of a `[[service]]` entry lies outside the span
+/// that toml gives the entry (its header).
+fn locate<'a>(
+    table: &'a DeTable,
+    offset: usize,
+    path: &mut Vec<Step<'a>>,
+    best: &mut Vec<Step<'a>>,
+) {
+    for (key, value) in table.iter() {
+        path.push(Step::Key(key.get_ref().as_ref()));
+        if covers(key.span(), offset) || covers(value.span(), offset) {
+            if path.len() > best.len() {
+                best.clone_from(path);
+            }
+        }
+        locate_value(value.get_ref(), offset, path, best);
+        path.pop();
+    }
+}
+
+fn locate_value<'a>(
+    value: &'a DeValue,
+    offset: usize,
+    path: &mut Vec<Step<'a>>,
+    best: &mut Vec<Step<'a>>,
+) {
+    match value {
+        DeValue::Table(table) => locate(table, offset, path, best),
+        DeValue::Array(array) => {
+            for (index, item) in array.iter().enumerate() {
+                path.push(Step::Index(index));
+                if covers(item.span(), offset) && path.len() > best.len() {
+                    best.clone_from(path);
+                }
+                locate_value(item.get_ref(), offset, path, best);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn covers(span: Range<usize>, offset: usize) -> bool {
+    span.start <= offset && offset < span.end.max(span.start + 1)
+}
+
+/// Splits a key path into the entry it lies in (`[[service]] "api"`, `[admin]`, or
+/// `""` at the top level) and the steps inside that entry.
+fn entry_label<'p, 'a>(doc: &DeTable, path: &'p [Step<'a>]) -> (String, &'p [Step<'a>]) {
+    match path {
+        [Step::Key(kind), Step::Index(index), rest @ ..] => {
+            let name = doc
+                .iter()
+                .find(|(k, _)| k.get_ref() == kind)
+                .and_then(|(_, v)| match v.get_ref() {
+                    DeValue::Array(items) => items.get(*index),
+                    _ => None,
+                })
+                .and_then(|item| match item.get_ref() {
+                    DeValue::Table(t) => t.iter().find(|(k, _)| k.get_ref() == "name"),
+                    _ => None,
+                })
+                .and_then(|(_, v)| match v.get_ref() {
+                    DeValue::String(name) => Some(name.as_ref()),
+                    _ => None,
+                });
+            let label = match name {
+                Some(name) => format!("[[{kind}]] {name:?}"),
+                None => format!("[[{kind}]] #{}", index + 1),
+            };
+            (label, rest)
+        }
+        [Step::Key(kind), rest @ ..] if !rest.is_empty() => (format!("[{kind}]"), rest),
+        _ => (String::new(), path),
+    }
+}

@@ -1,0 +1,53 @@
+//! Where warden keeps things inside `state_dir`: one place for every file name.
+
+use std::path::{Path, PathBuf};
+
+use warden_supervisors::ActorPath;
+
+/// The folders and files of a state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLayout {
+    root: PathBuf,
+}
+
+impl StateLayout {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `state_dir` itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Folder of the child log files.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The current log file of the actor at `path`: the tree mirrored in folders,
+    /// `/app/api` -> `logs/app/api.log`.
+    pub fn log_file(&self, path: &ActorPath) -> PathBuf {
+        let mut file = self.logs_dir();
+        let mut segments = path.segments().peekable();
+        while let Some(segment) = segments.next() {
+            if segments.peek().is_some() {
+                file.push(segment);
+            } else {
+                file.push(format!("{segment}.log"));
+            }
+        }
+        file
+    }
+
+    /// Folder of the per-run sd_notify sockets.
+    pub fn notify_dir(&self) -> PathBuf {
+        self.root.join("notify")
+    }
+
+    /// The default admin token file.
+    pub fn default_token_file(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+}

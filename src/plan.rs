@@ -1,0 +1,149 @@
+//! Turns a loaded [`Config`] into the supervisor specs that run it.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use warden_actors::{LogSpec, Output, ReadyCheck, ServiceFactory, ServiceSpec};
+use warden_supervisors::{
+    ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
+    SupervisorSpec,
+};
+
+use crate::config::{self, ChildConfig, Config, ReadyConfig, ServiceConfig, SupervisorConfig};
+use crate::layout::StateLayout;
+
+/// Why a validated config still cannot be run (a value the OS refuses).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PlanError {
+    path: String,
+    message: String,
+}
+
+/// The root supervisor's spec for `config`.
+pub fn root_spec(config: &Config) -> Result<SupervisorSpec, PlanError> {
+    let layout = StateLayout::new(&config.state_dir);
+    supervisor_spec(config, &layout, &config.root, &ActorPath::root())
+}
+
+fn supervisor_spec(
+    config: &Config,
+    layout: &StateLayout,
+    sup: &SupervisorConfig,
+    path: &ActorPath,
+) -> Result<SupervisorSpec, PlanError> {
+    let mut children = Vec::with_capacity(sup.children.len());
+    for child in &sup.children {
+        children.push(match child {
+            ChildConfig::Supervisor(inner) => {
+                let name = name(&inner.name, path)?;
+                let inner_path = path.child(&name);
+                let spec = supervisor_spec(config, layout, inner, &inner_path)?;
+                ChildSpec::supervisor(name, spec)
+            }
+            ChildConfig::Service(service) => service_child(config, layout, service, path)?,
+        });
+    }
+    Ok(SupervisorSpec {
+        strategy: strategy(sup.strategy),
+        intensity: sup.intensity.map(intensity),
+        children,
+    })
+}
+
+fn name(text: &str, parent: &ActorPath) -> Result<ActorName, PlanError> {
+    ActorName::new(text).map_err(|e| PlanError {
+        path: parent.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn service_child(
+    config: &Config,
+    layout: &StateLayout,
+    service: &ServiceConfig,
+    parent: &ActorPath,
+) -> Result<ChildSpec, PlanError> {
+    let name = name(&service.name, parent)?;
+    let path = parent.child(&name);
+    let err = |message: String| PlanError {
+        path: path.to_string(),
+        message,
+    };
+    let mut spec =
+        ServiceSpec::new(service.command.iter().cloned()).map_err(|e| err(e.to_string()))?;
+    spec.env = service.env.clone();
+    spec.cwd = Some(service.cwd.clone());
+    spec.stop_signal =
+        Signal::try_from(service.stop.signal).map_err(|e| err(format!("stop signal: {e}")))?;
+    spec.stop_timeout = service.stop.timeout;
+    spec.ready = service.ready.as_ref().map(|r| match r {
+        ReadyConfig::Tcp { addr, timeout } => ReadyCheck::Tcp {
+            addr: addr.clone(),
+            timeout: *timeout,
+        },
+        ReadyConfig::Delay { delay } => ReadyCheck::Delay(*delay),
+        ReadyConfig::Notify { timeout } => ReadyCheck::Notify {
+            socket_dir: layout.notify_dir(),
+            timeout: *timeout,
+        },
+    });
+    spec.output = Output::Log(LogSpec {
+        path: layout.log_file(&path),
+        max_bytes: config.logs.max_bytes,
+        keep: config.logs.keep,
+    });
+    let restart = &service.restart;
+    Ok(ChildSpec::new(name, ServiceFactory::new(spec))
+        .restart(match restart.policy {
+            config::RestartPolicy::Permanent => RestartType::Permanent,
+            config::RestartPolicy::Transient => RestartType::Transient,
+            config::RestartPolicy::Temporary => RestartType::Temporary,
+        })
+        .backoff(BackoffConfig {
+            initial: restart.backoff.initial,
+            max: restart.backoff.max,
+            multiplier: restart.backoff.multiplier,
+            jitter: restart.backoff.jitter,
+        })
+        .reset_after(restart.reset_after)
+        .intensity(intensity(restart.intensity)))
+}
+
+fn strategy(s: config::Strategy) -> Strategy {
+    match s {
+        config::Strategy::OneForOne => Strategy::OneForOne,
+        config::Strategy::OneForAll => Strategy::OneForAll,
+        config::Strategy::RestForOne => Strategy::RestForOne,
+    }
+}
+
+fn intensity(i: config::Intensity) -> Intensity {
+    Intensity {
+        max: i.max,
+        within: i.within,
+    }
+}
+
+/// Counts the actors below the root.
+pub fn count_actors(sup: &SupervisorConfig) -> usize {
+    sup.children
+        .iter()
+        .map(|c| match c {
+            ChildConfig::Supervisor(s) => 1 + count_actors(s),
+            ChildConfig::Service(_) => 1,
+        })
+        .sum()
+}
+
+/// The longest stop timeout in the tree (for bounding a shutdown).
+pub fn longest_stop(sup: &SupervisorConfig) -> Duration {
+    sup.children
+        .iter()
+        .map(|c| match c {
+            ChildConfig::Supervisor(s) => longest_stop(s),
+            ChildConfig::Service(s) => s.stop.timeout,
+        })
+        .max()
+        .unwrap_or_default()
+}

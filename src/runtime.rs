@@ -1,0 +1,94 @@
+//! `warden up`: the admin API, the tree of a config file, and the signals that stop it.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use warden_supervisors::ActorTree;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::embed::RunningTree;
+use crate::layout::StateLayout;
+use crate::plan;
+use crate::token::AdminToken;
+
+/// Runs the tree of `config` in the foreground until SIGTERM or SIGINT, then stops it
+/// gracefully (reverse order, stop timeouts, SIGKILL to process groups) and returns.
+pub fn up(config: Config) -> anyhow::Result<()> {
+    let layout = StateLayout::new(&config.state_dir);
+    std::fs::create_dir_all(layout.logs_dir())
+        .with_context(|| format!("cannot create state_dir {}", layout.root().display()))?;
+    raise_open_files_limit();
+    let token = AdminToken::load_or_create(&config.admin.token_file)?;
+    let spec = plan::root_spec(&config)?;
+    // Signals are taken before anything starts, so none is lost in between.
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let signals_handle = signals.handle();
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let tree = Arc::new(ActorTree::new());
+        let state = AdminState {
+            tree: tree.clone(),
+            token,
+            layout,
+        };
+        let (server, bound) = admin::serve(config.admin.listen, state)
+            .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
+        let server_handle = server.handle();
+        actix_rt::spawn(server);
+        tracing::info!(listen = %bound, config = %config.path.display(), "admin API listening");
+
+        let (signal_tx, mut signal_rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("warden-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if signal_tx.send(signal).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the signal thread")?;
+
+        let running = RunningTree::start_in(tree, &spec);
+        tokio::select! {
+            signal = signal_rx.recv() => {
+                tracing::info!(signal = signal.map(warden_supervisors::signal_name), "stopping the tree");
+            }
+            end = running.root().ended() => {
+                server_handle.stop(true).await;
+                anyhow::bail!("the root supervisor ended unexpectedly ({end}); its children were killed");
+            }
+        }
+        let shutdown = running.shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(again) = signal_rx.recv() => {
+                    tracing::warn!(signal = %warden_supervisors::signal_name(again), "already stopping: children get their stop timeouts, then SIGKILL");
+                }
+            }
+        }
+        server_handle.stop(true).await;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    });
+    signals_handle.close();
+    result
+}
+
+/// Lifts the soft limit on open files to the hard limit: each child needs a few (its
+/// output pipe, its log file, its pidfd).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, "cannot raise the open files limit");
+            }
+        }
+    }
+}
