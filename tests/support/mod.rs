@@ -1,0 +1,333 @@
+//! Shared helpers for the black-box tests: temp dirs, free ports, a running `warden up`,
+//! a small HTTP client, polling with deadlines, and process checks by pid.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `warden` binary built for these tests.
+pub fn warden_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
+}
+
+/// A fresh temp dir, removed on drop.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("warden-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `cond` every 10 ms until it is true or `timeout` passes; panics with `what` then.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Like [`wait_until`] but returns the value once `f` gives `Some`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+            !after.starts_with('Z') && !after.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends `signal` (e.g. libc-style number 9) to `pid`.
+pub fn kill(pid: u32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole response.
+pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or(b"");
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        data = &data[eol + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// A `warden up` process started by a test, with its config dir, port and token.
+/// Dropping it SIGKILLs warden and every process group it recorded (by pid: only what
+/// this test started).
+pub struct Warden {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Warden {
+    /// Writes `body` (TOML without `state_dir` and `[admin]`, which are added) to
+    /// `warden.toml` in a fresh dir and starts `warden up` on it; waits until the admin API
+    /// answers.
+    pub fn start(body: &str) -> Warden {
+        let dir = temp_dir();
+        Self::start_in(dir, body)
+    }
+
+    /// As [`Warden::start`], in a given dir.
+    pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
+        let port = free_port();
+        let config = dir.path().join("warden.toml");
+        let text = format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{body}"
+        );
+        std::fs::write(&config, text).expect("write config");
+        let stderr = dir.path().join("warden.stderr");
+        let child = Command::new(warden_bin())
+            .arg("up")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn warden");
+        let mut w = Warden {
+            dir,
+            port,
+            child: Some(child),
+            config,
+            stderr,
+        };
+        let port = w.port;
+        wait_until("admin API answers", Duration::from_secs(20), || {
+            if let Some(status) = w.try_wait() {
+                panic!("warden exited early ({status}): {}", w.stderr_text());
+            }
+            http(port, "GET", "/healthz", None, None).is_ok()
+        });
+        w
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/admin.token"))
+            .expect("token file")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// An authorized request.
+    pub fn req(&self, method: &str, path: &str) -> Response {
+        http(self.port, method, path, Some(&self.token()), None).expect("http request")
+    }
+
+    /// `GET /api/v1/actors/{path}` as JSON (path without the leading `/`).
+    pub fn actor(&self, path: &str) -> serde_json::Value {
+        let r = self.req("GET", &format!("/api/v1/actors/{}", path.trim_start_matches('/')));
+        assert_eq!(r.status, 200, "GET actor {path}: {}", r.text());
+        r.json()
+    }
+
+    pub fn state(&self, path: &str) -> String {
+        self.actor(path)["state"].as_str().unwrap_or("").to_owned()
+    }
+
+    pub fn actor_pid(&self, path: &str) -> Option<u32> {
+        self.actor(path)["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Waits until the actor is in `state`.
+    pub fn wait_state(&self, path: &str, state: &str, timeout: Duration) -> serde_json::Value {
+        wait_for(&format!("{path} to be {state}"), timeout, || {
+            let a = self.actor(path);
+            (a["state"] == state).then_some(a)
+        })
+    }
+
+    /// Sends `signal` to warden and waits (bounded) for its exit status.
+    pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
+        let pid = self.pid();
+        kill(pid, signal);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!("warden did not exit within {timeout:?}: {}", self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                // Graceful first so children are cleaned up, then SIGKILL.
+                kill(child.id(), 15);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Runs `warden ARGS` to completion (bounded) and returns (exit code, stdout, stderr).
+pub fn run_warden(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(warden_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run warden");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads the lines of a file (empty if missing).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
