@@ -534,15 +534,27 @@ impl Supervisor {
                     stopping: false,
                     not_ready: None,
                 });
-                ctx.spawn(
-                    wrap_future(exit).map(move |exit, act: &mut Self, ctx| {
-                        act.on_exit(i, generation, exit, ctx)
-                    }),
-                );
+                // Watched by tasks of their own that message back: futures spawned in the
+                // actor's context would all be polled on every event.
+                let addr = ctx.address();
+                actix_rt::spawn(async move {
+                    let exit = exit.await;
+                    addr.do_send(ChildExited {
+                        index: i,
+                        generation,
+                        exit,
+                    });
+                });
                 if let Some(ready) = ready {
-                    ctx.spawn(wrap_future(ready).map(move |res, act: &mut Self, ctx| {
-                        act.on_ready(i, generation, res, ctx)
-                    }));
+                    let addr = ctx.address();
+                    actix_rt::spawn(async move {
+                        let result = ready.await;
+                        addr.do_send(ChildReady {
+                            index: i,
+                            generation,
+                            result,
+                        });
+                    });
                 }
             }
             Err(reason) => {
@@ -558,11 +570,11 @@ impl Supervisor {
                 });
                 // Handled as an exit on a later turn, so a child that can never start
                 // cannot spin this actor without letting messages in.
-                ctx.spawn(
-                    wrap_future(async move { Exit::StartFailed(reason) }).map(
-                        move |exit, act: &mut Self, ctx| act.on_exit(i, generation, exit, ctx),
-                    ),
-                );
+                ctx.address().do_send(ChildExited {
+                    index: i,
+                    generation,
+                    exit: Exit::StartFailed(reason),
+                });
             }
         }
         self.publish(i);
@@ -825,6 +837,44 @@ impl Handler<Control> for Supervisor {
         let span = tracing::info_span!("supervisor", path = %self.path);
         let _enter = span.enter();
         self.control(&msg.name, msg.op, ctx)
+    }
+}
+
+/// One run of a child ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ChildExited {
+    index: usize,
+    generation: u64,
+    exit: Exit,
+}
+
+/// One run of a child passed (or failed) its ready check.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ChildReady {
+    index: usize,
+    generation: u64,
+    result: Result<(), String>,
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
+        if msg.index < self.slots.len() {
+            self.on_exit(msg.index, msg.generation, msg.exit, ctx);
+        }
+    }
+}
+
+impl Handler<ChildReady> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildReady, ctx: &mut Self::Context) {
+        if msg.index < self.slots.len() {
+            self.on_ready(msg.index, msg.generation, msg.result, ctx);
+        }
     }
 }
 
