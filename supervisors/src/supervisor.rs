@@ -423,11 +423,9 @@ impl Supervisor {
                 }
                 if let Some(at) = at.filter(|at| *at > now) {
                     if self.slots[i].timer.is_none() {
-                        let generation = self.slots[i].generation;
+                        // A target change cancels this timer, so when it fires it is current.
                         let handle = ctx.run_later(at - now, move |act, ctx| {
-                            if act.slots[i].generation == generation {
-                                act.slots[i].timer = None;
-                            }
+                            act.slots[i].timer = None;
                             act.reconcile(ctx);
                         });
                         self.slots[i].timer = Some(handle);
