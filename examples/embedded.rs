@@ -58,11 +58,17 @@ fn main() {
             intensity: None,
             children: vec![counter, ticker],
         });
-        assert!(tree.ready(Duration::from_secs(5)).await, "tree did not start");
+        assert!(
+            tree.ready(Duration::from_secs(5)).await,
+            "tree did not start"
+        );
         let ticker_pid = tree.get("/ticker").and_then(|a| a.info.pid);
         println!("ticker running as pid {ticker_pid:?}");
 
-        let addr = handle.wait(Duration::from_secs(1)).await.expect("counter runs");
+        let addr = handle
+            .wait(Duration::from_secs(1))
+            .await
+            .expect("counter runs");
         println!("bump -> {:?}", addr.send(Bump).await);
         addr.do_send(Crash);
 
@@ -80,7 +86,10 @@ fn main() {
             counter.info.restarts,
             counter.info.last_exit.map(|e| e.reason)
         );
-        let addr = handle.wait(Duration::from_secs(1)).await.expect("counter runs again");
+        let addr = handle
+            .wait(Duration::from_secs(1))
+            .await
+            .expect("counter runs again");
         println!("bump on the new instance -> {:?}", addr.send(Bump).await);
         println!(
             "ticker still pid {:?}",

@@ -195,8 +195,11 @@ fn logs(state: &AdminState, path: &ActorPath, query: &str) -> Result<HttpRespons
 async fn actor_post(
     _: Authorized,
     req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
+    // start/stop/restart take no body; one that is sent is still held to the limit.
+    read_body(payload).await?;
     let raw = req.match_info().query("path").to_owned();
     let path = parse_path(&raw)?;
     let op = match path.name() {
@@ -216,6 +219,25 @@ async fn actor_post(
         .ok_or_else(|| ApiError::not_found("/"))?;
     let view = control(&state.tree, &target, op).await?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// Reads a request body of at most [`MAX_BODY`] bytes (413 past it).
+async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+        })?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over the limit of {MAX_BODY} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn parse_path(raw: &str) -> Result<ActorPath, ApiError> {
@@ -250,6 +272,26 @@ pub fn serve(listen: SocketAddr, state: AdminState) -> std::io::Result<(Server, 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service as _;
+                let too_large = req
+                    .headers()
+                    .get(actix_web::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .is_some_and(|n| n > MAX_BODY);
+                let fut = (!too_large).then(|| srv.call(req));
+                async move {
+                    match fut {
+                        Some(fut) => fut.await,
+                        None => Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("request body over the limit of {MAX_BODY} bytes"),
+                        )
+                        .into()),
+                    }
+                }
+            })
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .app_data(
                 web::JsonConfig::default()

@@ -357,16 +357,25 @@ impl Source<'_> {
         key: &str,
         detail: impl fmt::Display,
     ) -> ConfigError {
-        let message = if label.is_empty() {
-            format!("key `{key}`: {detail}")
-        } else {
-            format!("{label}: key `{key}`: {detail}")
-        };
         ConfigError {
             path: self.path.to_path_buf(),
             line: Some(self.line(span.start)),
             key: Some(key.to_string()),
-            message,
+            message: keyed_message(label, key, detail),
         }
     }
+}
+
+/// `[[service]] "api": key `command`: DETAIL`, leaving out the parts that are empty.
+fn keyed_message(label: &str, key: &str, detail: impl fmt::Display) -> String {
+    let mut message = String::new();
+    if !label.is_empty() {
+        message.push_str(label);
+        message.push_str(": ");
+    }
+    if !key.is_empty() {
+        message.push_str(&format!("key `{key}`: "));
+    }
+    message.push_str(&detail.to_string());
+    message
 }

@@ -67,49 +67,50 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Says what went wrong once: a plain `error: ...` line for people, a JSON log line with
+/// `--log-format json`.
+fn report(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Human => eprintln!("error: {message}"),
+        LogFormat::Json => tracing::error!(error = message, "warden failed"),
+    }
+}
+
+/// Loads and plans the config: the checks `check` and `up` share.
+fn load(path: &std::path::Path) -> Result<warden::config::Config, String> {
+    let config = warden::config::load(path).map_err(|e| e.to_string())?;
+    warden::plan::root_spec(&config).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let config_path = match &cli.command {
+        Command::Check { config } | Command::Up { config } => config.clone(),
+    };
+    let config = match load(&config_path) {
+        Ok(config) => config,
+        Err(message) => {
+            report(cli.log_format, &message);
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
-        Command::Check { config } => match warden::config::load(&config) {
-            Ok(cfg) => {
-                let spec = warden::plan::root_spec(&cfg);
-                if let Err(e) = spec {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-                println!(
-                    "{}: ok ({} actors)",
-                    cfg.path.display(),
-                    warden::plan::count_actors(&cfg.root)
-                );
-                ExitCode::SUCCESS
-            }
+        Command::Check { .. } => {
+            println!(
+                "{}: ok ({} actors)",
+                config.path.display(),
+                warden::plan::count_actors(&config.root)
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Up { .. } => match warden::runtime::up(config) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
+                report(cli.log_format, &format!("{e:#}"));
+                ExitCode::from(1)
             }
         },
-        Command::Up { config } => {
-            let cfg = match warden::config::load(&config) {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = warden::plan::root_spec(&cfg) {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-            match warden::runtime::up(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
     }
 }

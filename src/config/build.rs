@@ -1,7 +1,7 @@
 //! The checking pass: turns the raw structs into a [`Config`], filling in defaults,
 //! resolving paths and building the supervisor tree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -262,7 +262,12 @@ fn service(
                 None
             };
             if let Some(problem) = problem {
-                return Err(src.error(table.span(), &label, &format!("env.{key}"), problem));
+                let key = if key.is_empty() {
+                    "env".to_string()
+                } else {
+                    format!("env.{key}")
+                };
+                return Err(src.error(table.span(), &label, &key, problem));
             }
             env.push((key.clone(), value.clone()));
         }
@@ -656,6 +661,16 @@ fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
         .filter(|node| matches!(node.child, ChildConfig::Supervisor(_)))
         .map(|node| (node.child.name(), node.parent.as_str()))
         .collect();
+    let mut folders: HashSet<&str> = seen
+        .iter()
+        .filter(|(_, (_, is_supervisor))| *is_supervisor)
+        .map(|(path, _)| *path)
+        .collect();
+    folders.insert("/");
+    let links = Links {
+        supervisors: &supervisors,
+        folders: &folders,
+    };
     for node in &nodes {
         let parent = node.parent.as_str();
         let detail = match seen.get(parent) {
@@ -667,11 +682,15 @@ fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
                     ChildConfig::Supervisor(_) => supervisors
                         .iter()
                         .position(|(name, p)| *name == node.child.name() && *p == parent),
-                    ChildConfig::Service(_) => parent_of(&supervisors, parent),
+                    ChildConfig::Service(_) => links.parent_of(parent),
                 };
-                match first.and_then(|first| cycle(&supervisors, first)) {
-                    Some(chain) => format!("cyclic parent: {chain}"),
-                    None => unknown_parent(&nodes, parent),
+                let is_supervisor = matches!(node.child, ChildConfig::Supervisor(_));
+                match first.and_then(|first| links.cycle(first)) {
+                    Some((chain, true)) if is_supervisor => format!("cyclic parent: {chain}"),
+                    Some((chain, _)) => {
+                        format!("unknown supervisor {parent}: the parents form a cycle ({chain})")
+                    }
+                    None => unknown_parent(&nodes, &folders, parent),
                 }
             }
         };
@@ -700,39 +719,56 @@ fn split(path: &str) -> (&str, &str) {
     }
 }
 
-/// The supervisor that `path` names if it were declared beside `path`'s last step:
-/// the one with that name whose own parent has the same folder. Only used to explain
-/// a parent path that does not exist.
-fn parent_of(supervisors: &[(&str, &str)], path: &str) -> Option<usize> {
-    let (folder, last) = split(path);
-    supervisors
-        .iter()
-        .position(|(name, parent)| *name == last && split(parent).0 == folder)
+/// Parent links by name, to explain a parent path that does not exist: a supervisor
+/// and the sibling it names as its parent, inside a folder that does exist.
+struct Links<'a> {
+    /// (name, parent path) of every supervisor.
+    supervisors: &'a [(&'a str, &'a str)],
+    /// Paths of every supervisor, and "/".
+    folders: &'a HashSet<&'a str>,
 }
 
-/// Follows parents by name from `first`; `Some("a -> b -> a")` when they loop.
-fn cycle(supervisors: &[(&str, &str)], first: usize) -> Option<String> {
-    let mut chain = vec![first];
-    let mut current = first;
-    loop {
-        let next = parent_of(supervisors, supervisors.get(current)?.1)?;
-        if let Some(start) = chain.iter().position(|&i| i == next) {
-            let names: Vec<&str> = chain[start..]
-                .iter()
-                .chain(std::iter::once(&next))
-                .filter_map(|&i| supervisors.get(i).map(|s| s.0))
-                .collect();
-            return Some(names.join(" -> "));
+impl Links<'_> {
+    /// The supervisor `path` would name if it were declared beside `path`'s last step:
+    /// the one with that name whose own parent lies in the same, existing, folder.
+    fn parent_of(&self, path: &str) -> Option<usize> {
+        let (folder, last) = split(path);
+        if !self.folders.contains(folder) {
+            return None;
         }
-        chain.push(next);
-        current = next;
+        self.supervisors
+            .iter()
+            .position(|(name, parent)| *name == last && split(parent).0 == folder)
+    }
+
+    /// Follows parents by name from `first`; when they loop, the loop (`"a -> b -> a"`)
+    /// and whether `first` is part of it.
+    fn cycle(&self, first: usize) -> Option<(String, bool)> {
+        let mut chain = vec![first];
+        let mut current = first;
+        loop {
+            let next = self.parent_of(self.supervisors.get(current)?.1)?;
+            if let Some(start) = chain.iter().position(|&i| i == next) {
+                let names: Vec<&str> = chain[start..]
+                    .iter()
+                    .chain(std::iter::once(&next))
+                    .filter_map(|&i| self.supervisors.get(i).map(|s| s.0))
+                    .collect();
+                return Some((names.join(" -> "), start == 0));
+            }
+            chain.push(next);
+            current = next;
+        }
     }
 }
 
-fn unknown_parent(nodes: &[Node], parent: &str) -> String {
-    let last = parent.rsplit('/').next().unwrap_or(parent);
+/// Says `parent` does not exist, with a hint when a well-placed supervisor has its name.
+fn unknown_parent(nodes: &[Node], folders: &HashSet<&str>, parent: &str) -> String {
+    let (_, last) = split(parent);
     let hint = nodes.iter().find_map(|node| match &node.child {
-        ChildConfig::Supervisor(s) if s.name == last => Some(s.path.as_str()),
+        ChildConfig::Supervisor(s) if s.name == last && folders.contains(node.parent.as_str()) => {
+            Some(s.path.as_str())
+        }
         _ => None,
     });
     match hint {

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::keyed_message;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFile {
@@ -133,11 +135,9 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration such as \"250ms\", \"5s\" or \"2m\"")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Dur, E> {
-                humantime::parse_duration(text).map(Dur).map_err(|e| {
-                    E::custom(format!(
-                        "invalid duration {text:?}: {e} (write e.g. \"250ms\", \"5s\", \"2m\")"
-                    ))
-                })
+                humantime::parse_duration(text)
+                    .map(Dur)
+                    .map_err(|e| E::custom(format!("invalid duration {text:?}: {e}")))
             }
         }
         deserializer.deserialize_str(DurVisitor)
@@ -217,6 +217,18 @@ fn describe(doc: &DeTable, error: &toml::de::Error) -> RawError {
     };
     let mut best = Vec::new();
     locate(doc, span.start, &mut Vec::new(), &mut best);
+    // serde names the key it refuses between the first pair of backticks
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let unknown = message.starts_with("unknown field `");
+    if let (true, Some(field)) = (unknown, quoted.first()) {
+        // the refused key ends the path, even where a table header spans it too
+        if let Some(end) = best
+            .iter()
+            .rposition(|s| matches!(s, Step::Key(k) if k == field))
+        {
+            best.truncate(end + 1);
+        }
+    }
     let (label, rest) = entry_label(doc, &best);
     let mut keys: Vec<&str> = rest
         .iter()
@@ -225,9 +237,7 @@ fn describe(doc: &DeTable, error: &toml::de::Error) -> RawError {
             Step::Index(_) => None,
         })
         .collect();
-    // serde names the key it refuses between the first pair of backticks
-    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    let detail = if message.starts_with("unknown field `") {
+    let message = if unknown {
         if let Some(field) = quoted.first() {
             if keys.last() != Some(field) {
                 keys.push(field);
@@ -238,49 +248,40 @@ fn describe(doc: &DeTable, error: &toml::de::Error) -> RawError {
         } else {
             format!("in {label}")
         };
-        let key = keys.join(".");
         let expected = quoted.get(1..).unwrap_or_default().join(", ");
-        let message = if expected.is_empty() {
-            format!("unknown key `{key}` {place}")
-        } else {
-            format!("unknown key `{key}` {place} (expected one of: {expected})")
-        };
-        return RawError {
-            span: Some(span),
-            key: Some(key),
-            message,
-        };
-    } else if message.starts_with("missing field `") {
-        if let Some(field) = quoted.first() {
-            keys.push(field);
+        let mut message = format!("unknown key `{}` {place}", keys.join("."));
+        if !expected.is_empty() {
+            message.push_str(&format!(" (expected one of: {expected})"));
         }
-        "is required".to_string()
+        message
+    } else if message.starts_with("missing field `") {
+        keys.extend(quoted.first());
+        keyed_message(&label, &keys.join("."), "is required")
     } else {
-        message.to_string()
-    };
-    if keys.is_empty() {
-        let message = if label.is_empty() {
-            detail
-        } else {
-            format!("{label}: {detail}")
-        };
-        return RawError {
-            span: Some(span),
-            key: None,
-            message,
-        };
-    }
-    let key = keys.join(".");
-    let message = if label.is_empty() {
-        format!("key `{key}`: {detail}")
-    } else {
-        format!("{label}: key `{key}`: {detail}")
+        keyed_message(&label, &keys.join("."), plain_types(message))
     };
     RawError {
         span: Some(span),
-        key: Some(key),
+        key: (!keys.is_empty()).then(|| keys.join(".")),
         message,
     }
+}
+
+/// Says serde's type names in TOML words: "expected an array", not "a sequence".
+fn plain_types(message: &str) -> String {
+    let Some(at) = message.find("expected ") else {
+        return message.to_string();
+    };
+    let (head, expected) = message.split_at(at + "expected ".len());
+    let plain = match expected {
+        e if e.starts_with("struct ") || e == "a map" => "a table",
+        "a sequence" => "an array",
+        "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "f64" => "a number",
+        "a boolean" => "true or false",
+        e => e,
+    };
+    format!("{head}{plain}")
 }
 
 /// Finds the deepest key or array element whose key or value covers `offset`.
@@ -295,10 +296,9 @@ fn locate<'a>(
 ) {
     for (key, value) in table.iter() {
         path.push(Step::Key(key.get_ref().as_ref()));
-        if covers(key.span(), offset) || covers(value.span(), offset) {
-            if path.len() > best.len() {
-                best.clone_from(path);
-            }
+        let here = covers(key.span(), offset) || covers(value.span(), offset);
+        if here && path.len() > best.len() {
+            best.clone_from(path);
         }
         locate_value(value.get_ref(), offset, path, best);
         path.pop();

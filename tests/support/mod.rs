@@ -61,7 +61,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let after = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+            let after = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
             !after.starts_with('Z') && !after.starts_with('X')
         }
         Err(_) => false,
@@ -103,7 +106,13 @@ impl Response {
 }
 
 /// Sends one request (`Connection: close`) and reads the whole response.
-pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> std::io::Result<Response> {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -112,7 +121,10 @@ pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Opti
     }
     let body = body.unwrap_or(b"");
     if !body.is_empty() || method == "POST" {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
@@ -147,14 +159,18 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         data = &data[eol + 2..];
         if size == 0 || data.len() < size {
             break;
@@ -166,8 +182,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// A `warden up` process started by a test, with its config dir, port and token.
-/// Dropping it SIGKILLs warden and every process group it recorded (by pid: only what
-/// this test started).
+/// Dropping it stops warden with SIGTERM (which stops its children), then SIGKILLs warden
+/// if it has not exited within 10 s.
 pub struct Warden {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -189,9 +205,8 @@ impl Warden {
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
         let port = free_port();
         let config = dir.path().join("warden.toml");
-        let text = format!(
-            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{body}"
-        );
+        let text =
+            format!("state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{body}");
         std::fs::write(&config, text).expect("write config");
         let stderr = dir.path().join("warden.stderr");
         let child = Command::new(warden_bin())
@@ -240,7 +255,9 @@ impl Warden {
     }
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// An authorized request.
@@ -250,7 +267,10 @@ impl Warden {
 
     /// `GET /api/v1/actors/{path}` as JSON (path without the leading `/`).
     pub fn actor(&self, path: &str) -> serde_json::Value {
-        let r = self.req("GET", &format!("/api/v1/actors/{}", path.trim_start_matches('/')));
+        let r = self.req(
+            "GET",
+            &format!("/api/v1/actors/{}", path.trim_start_matches('/')),
+        );
         assert_eq!(r.status, 200, "GET actor {path}: {}", r.text());
         r.json()
     }
@@ -281,7 +301,10 @@ impl Warden {
                 return status;
             }
             if Instant::now() >= deadline {
-                panic!("warden did not exit within {timeout:?}: {}", self.stderr_text());
+                panic!(
+                    "warden did not exit within {timeout:?}: {}",
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

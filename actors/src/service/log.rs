@@ -41,22 +41,33 @@ impl LogFile {
         &self.spec.path
     }
 
-    /// Appends `bytes`, rotating first when they would take the file past `max_bytes`.
-    pub fn append(&self, bytes: &[u8]) -> io::Result<()> {
+    /// Appends `bytes`, rotating so that no file grows past `max_bytes` (a chunk is split
+    /// after its last newline that fits, so lines stay whole where they can).
+    pub fn append(&self, mut bytes: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.is_none() {
-            *state = Some(self.open()?);
-        }
-        if let Some((_, size)) = state.as_ref() {
-            if *size > 0 && size + bytes.len() as u64 > self.spec.max_bytes {
-                *state = None;
-                self.rotate()?;
+        let max = self.spec.max_bytes.max(1);
+        while !bytes.is_empty() {
+            if state.is_none() {
                 *state = Some(self.open()?);
             }
-        }
-        if let Some((file, size)) = state.as_mut() {
-            file.write_all(bytes)?;
-            *size += bytes.len() as u64;
+            let Some((file, size)) = state.as_mut() else {
+                return Ok(());
+            };
+            let room = usize::try_from(max.saturating_sub(*size)).unwrap_or(usize::MAX);
+            if bytes.len() <= room {
+                file.write_all(bytes)?;
+                *size += bytes.len() as u64;
+                return Ok(());
+            }
+            let cut = match bytes[..room].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if *size == 0 => room.max(1),
+                None => 0,
+            };
+            file.write_all(&bytes[..cut])?;
+            bytes = &bytes[cut..];
+            *state = None;
+            self.rotate()?;
         }
         Ok(())
     }

@@ -1,0 +1,1090 @@
+//! Black-box tests of `warden::config`: a good file gives the expected tree with its
+//! defaults, and every kind of bad file is refused naming the file, the line and the
+//! key or entry at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use warden::config::{
+    load, parse, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, OnExit, ReadyConfig,
+    RestartConfig, RestartPolicy, ServiceConfig, StopConfig, Strategy, SupervisorConfig,
+};
+
+/// Writes `text` to `warden.toml` in a fresh folder.
+fn write(text: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warden.toml");
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
+}
+
+fn load_ok(text: &str) -> (TempDir, Config) {
+    let (dir, path) = write(text);
+    match load(&path) {
+        Ok(config) => (dir, config),
+        Err(e) => panic!("config refused: {e}"),
+    }
+}
+
+fn load_err(text: &str) -> ConfigError {
+    let (_dir, path) = write(text);
+    match load(&path) {
+        Ok(config) => panic!("config accepted: {config:#?}"),
+        Err(e) => e,
+    }
+}
+
+/// 1-based line of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"))
+        + 1
+}
+
+/// Checks that `text` is refused at the line holding `at`, naming `key`, and that the
+/// one-line message names the file and line and contains every piece of `says`.
+#[track_caller]
+fn assert_refused(text: &str, at: &str, key: &str, says: &[&str]) -> ConfigError {
+    let error = load_err(text);
+    let line = line_of(text, at);
+    let shown = error.to_string();
+    assert_eq!(error.line(), Some(line), "line of: {shown}");
+    assert_eq!(error.key(), Some(key), "key of: {shown}");
+    assert!(
+        shown.contains(&format!("warden.toml:{line}: ")),
+        "file and line in: {shown}"
+    );
+    assert!(!shown.contains('\n'), "one line: {shown}");
+    for piece in says {
+        assert!(shown.contains(piece), "{piece:?} in: {shown}");
+    }
+    error
+}
+
+fn service<'a>(supervisor: &'a SupervisorConfig, name: &str) -> &'a ServiceConfig {
+    supervisor
+        .children
+        .iter()
+        .find_map(|child| match child {
+            ChildConfig::Service(s) if s.name == name => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+fn supervisor<'a>(parent: &'a SupervisorConfig, name: &str) -> &'a SupervisorConfig {
+    parent
+        .children
+        .iter()
+        .find_map(|child| match child {
+            ChildConfig::Supervisor(s) if s.name == name => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no supervisor {name}"))
+}
+
+fn paths(supervisor: &SupervisorConfig) -> Vec<&str> {
+    supervisor.children.iter().map(ChildConfig::path).collect()
+}
+
+const DESIGN_EXAMPLE: &str = r#"state_dir = ".warden"              # state store, logs, sockets, pidfile
+
+[admin]
+listen = "127.0.0.1:7700"
+token_file = ".warden/admin.token"
+
+[runtime]
+on_exit = "keep"
+
+[root]
+strategy = "one_for_one"
+
+[restart]
+policy = "permanent"
+backoff = { initial = "100ms", max = "30s", multiplier = 2.0, jitter = 0.1 }
+reset_after = "30s"
+intensity = { max = 10, within = "60s" }
+
+[[supervisor]]
+name = "app"
+parent = "/"
+strategy = "one_for_one"
+intensity = { max = 5, within = "10s" }
+
+[[service]]
+name = "api"
+supervisor = "app"
+command = ["./api", "--port", "8080"]
+cwd = "."
+env = { RUST_LOG = "info" }
+stop = { signal = "TERM", timeout = "5s" }
+restart = { policy = "transient", backoff = { initial = "50ms" }, intensity = { max = 3, within = "10s" } }
+ready = { tcp = "127.0.0.1:8080", timeout = "10s" }
+"#;
+
+#[test]
+fn design_example_gives_the_expected_tree() {
+    let (dir, config) = load_ok(DESIGN_EXAMPLE);
+    let base = dir.path();
+    let api = ServiceConfig {
+        name: "api".into(),
+        path: "/app/api".into(),
+        line: line_of(DESIGN_EXAMPLE, "[[service]]"),
+        command: vec!["./api".into(), "--port".into(), "8080".into()],
+        cwd: base.to_path_buf(),
+        env: vec![("RUST_LOG".into(), "info".into())],
+        stop: StopConfig {
+            signal: 15,
+            timeout: Duration::from_secs(5),
+        },
+        restart: RestartConfig {
+            policy: RestartPolicy::Transient,
+            backoff: BackoffConfig {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(30),
+                multiplier: 2.0,
+                jitter: 0.1,
+            },
+            reset_after: Duration::from_secs(30),
+            intensity: Intensity {
+                max: 3,
+                within: Duration::from_secs(10),
+            },
+        },
+        ready: Some(ReadyConfig::Tcp {
+            addr: "127.0.0.1:8080".into(),
+            timeout: Duration::from_secs(10),
+        }),
+    };
+    let app = SupervisorConfig {
+        name: "app".into(),
+        path: "/app".into(),
+        strategy: Strategy::OneForOne,
+        intensity: Some(Intensity {
+            max: 5,
+            within: Duration::from_secs(10),
+        }),
+        line: line_of(DESIGN_EXAMPLE, "[[supervisor]]"),
+        children: vec![ChildConfig::Service(api)],
+    };
+    assert_eq!(config.path, base.join("warden.toml"));
+    assert_eq!(config.base_dir, base);
+    assert_eq!(config.state_dir, base.join(".warden"));
+    assert_eq!(config.admin.listen, "127.0.0.1:7700".parse().unwrap());
+    assert_eq!(config.admin.token_file, base.join(".warden/admin.token"));
+    assert_eq!(config.runtime.on_exit, OnExit::Keep);
+    assert_eq!(config.root.name, "");
+    assert_eq!(config.root.path, "/");
+    assert_eq!(config.root.line, 1);
+    assert_eq!(config.root.strategy, Strategy::OneForOne);
+    assert_eq!(config.root.intensity, None);
+    assert_eq!(config.root.children, vec![ChildConfig::Supervisor(app)]);
+}
+
+#[test]
+fn an_empty_file_gives_the_built_in_defaults() {
+    let (dir, config) = load_ok("");
+    let base = dir.path();
+    assert_eq!(config.state_dir, base.join(".warden"));
+    assert_eq!(config.admin.listen, "127.0.0.1:7700".parse().unwrap());
+    assert_eq!(config.admin.token_file, base.join(".warden/admin.token"));
+    assert_eq!(config.runtime.on_exit, OnExit::Keep);
+    assert_eq!(config.logs.max_bytes, 10 * 1024 * 1024);
+    assert_eq!(config.logs.keep, 3);
+    assert_eq!(config.root.strategy, Strategy::OneForOne);
+    assert_eq!(config.root.intensity, None);
+    assert!(config.root.children.is_empty());
+}
+
+#[test]
+fn a_service_without_options_gets_every_default() {
+    let (dir, config) = load_ok("[[service]]\nname = \"web\"\ncommand = [\"web\"]\n");
+    let web = service(&config.root, "web");
+    assert_eq!(web.path, "/web");
+    assert_eq!(web.line, 1);
+    assert_eq!(web.cwd, dir.path());
+    assert!(web.env.is_empty());
+    assert_eq!(web.stop, StopConfig::default());
+    assert_eq!(web.stop.signal, 15);
+    assert_eq!(web.stop.timeout, Duration::from_secs(5));
+    let restart = RestartConfig {
+        policy: RestartPolicy::Permanent,
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.1,
+        },
+        reset_after: Duration::from_secs(30),
+        intensity: Intensity {
+            max: 10,
+            within: Duration::from_secs(60),
+        },
+    };
+    assert_eq!(web.restart, restart);
+    assert_eq!(web.ready, None);
+}
+
+#[test]
+fn restart_overrides_merge_field_by_field_over_the_restart_table() {
+    let text = r#"
+[restart]
+policy = "transient"
+backoff = { initial = "1s", max = "1m", multiplier = 3.0 }
+reset_after = "2m"
+intensity = { max = 4, within = "20s" }
+
+[[service]]
+name = "a"
+command = ["a"]
+restart = { backoff = { jitter = 0.5 }, intensity = { max = 0 } }
+
+[[service]]
+name = "b"
+command = ["b"]
+
+[service.restart]
+policy = "temporary"
+reset_after = "250ms"
+"#;
+    let (_dir, config) = load_ok(text);
+    let a = service(&config.root, "a");
+    assert_eq!(a.restart.policy, RestartPolicy::Transient);
+    assert_eq!(
+        a.restart.backoff,
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            multiplier: 3.0,
+            jitter: 0.5,
+        }
+    );
+    assert_eq!(a.restart.reset_after, Duration::from_secs(120));
+    assert_eq!(
+        a.restart.intensity,
+        Intensity {
+            max: 0,
+            within: Duration::from_secs(20)
+        }
+    );
+    let b = service(&config.root, "b");
+    assert_eq!(b.restart.policy, RestartPolicy::Temporary);
+    assert_eq!(b.restart.backoff.initial, Duration::from_secs(1));
+    assert_eq!(b.restart.backoff.jitter, 0.1);
+    assert_eq!(b.restart.reset_after, Duration::from_millis(250));
+    assert_eq!(b.restart.intensity.max, 4);
+}
+
+#[test]
+fn durations_read_milliseconds_seconds_and_minutes() {
+    let text = r#"
+[[service]]
+name = "a"
+command = ["a"]
+stop = { timeout = "250ms" }
+restart = { reset_after = "2m", backoff = { initial = "5s", max = "2m" } }
+ready = { delay = "5s" }
+"#;
+    let (_dir, config) = load_ok(text);
+    let a = service(&config.root, "a");
+    assert_eq!(a.stop.timeout, Duration::from_millis(250));
+    assert_eq!(a.restart.reset_after, Duration::from_secs(120));
+    assert_eq!(a.restart.backoff.initial, Duration::from_secs(5));
+    assert_eq!(a.restart.backoff.max, Duration::from_secs(120));
+    assert_eq!(
+        a.ready,
+        Some(ReadyConfig::Delay {
+            delay: Duration::from_secs(5)
+        })
+    );
+}
+
+#[test]
+fn relative_paths_start_at_the_folder_of_the_config_file() {
+    let text = r#"
+state_dir = "run/state"
+
+[admin]
+token_file = "secrets/token"
+
+[[service]]
+name = "a"
+command = ["./a"]
+cwd = "sub/dir"
+
+[[service]]
+name = "b"
+command = ["b"]
+cwd = "/opt/b"
+"#;
+    let (dir, config) = load_ok(text);
+    let base = dir.path();
+    assert_eq!(config.state_dir, base.join("run/state"));
+    assert_eq!(config.admin.token_file, base.join("secrets/token"));
+    assert_eq!(service(&config.root, "a").cwd, base.join("sub/dir"));
+    assert_eq!(service(&config.root, "b").cwd, Path::new("/opt/b"));
+}
+
+#[test]
+fn token_file_defaults_to_inside_the_state_dir() {
+    let (dir, config) = load_ok("state_dir = \"/var/lib/warden\"\n");
+    assert_eq!(config.state_dir, Path::new("/var/lib/warden"));
+    assert_eq!(
+        config.admin.token_file,
+        Path::new("/var/lib/warden/admin.token")
+    );
+    assert_eq!(config.base_dir, dir.path());
+}
+
+#[test]
+fn parse_resolves_a_relative_config_path_against_the_current_folder() {
+    let config = parse("", Path::new("conf/warden.toml")).expect("parse");
+    let cwd = std::env::current_dir().expect("cwd");
+    assert_eq!(config.path, cwd.join("conf/warden.toml"));
+    assert_eq!(config.base_dir, cwd.join("conf"));
+    assert_eq!(config.state_dir, cwd.join("conf/.warden"));
+}
+
+#[test]
+fn nested_supervisors_are_built_in_header_order_whatever_the_declaration_order() {
+    let text = r#"
+[[service]]
+name = "first"
+command = ["first"]
+
+[[supervisor]]
+name = "inner"
+parent = "app"
+strategy = "rest_for_one"
+
+[[service]]
+name = "deep"
+supervisor = "/app/inner"
+command = ["deep"]
+
+[[supervisor]]
+name = "app"
+strategy = "one_for_all"
+
+[[service]]
+name = "api"
+supervisor = "app"
+command = ["api"]
+
+[[service]]
+name = "last"
+command = ["last"]
+"#;
+    let (_dir, config) = load_ok(text);
+    assert_eq!(paths(&config.root), ["/first", "/app", "/last"]);
+    let app = supervisor(&config.root, "app");
+    assert_eq!(app.strategy, Strategy::OneForAll);
+    assert_eq!(app.line, line_of(text, "name = \"app\"") - 1);
+    assert_eq!(paths(app), ["/app/inner", "/app/api"]);
+    let inner = supervisor(app, "inner");
+    assert_eq!(inner.strategy, Strategy::RestForOne);
+    assert_eq!(inner.intensity, None);
+    assert_eq!(paths(inner), ["/app/inner/deep"]);
+    assert_eq!(
+        service(inner, "deep").line,
+        line_of(text, "name = \"deep\"") - 1
+    );
+}
+
+#[test]
+fn root_table_sets_the_root_strategy_and_intensity() {
+    let text = "[root]\nstrategy = \"one_for_all\"\nintensity = { max = 100, within = \"60s\" }\n";
+    let (_dir, config) = load_ok(text);
+    assert_eq!(config.root.strategy, Strategy::OneForAll);
+    assert_eq!(
+        config.root.intensity,
+        Some(Intensity {
+            max: 100,
+            within: Duration::from_secs(60)
+        })
+    );
+}
+
+#[test]
+fn runtime_and_logs_tables_are_read() {
+    let text = "[runtime]\non_exit = \"stop\"\n[logs]\nmax_bytes = 1048576\nkeep = 5\n";
+    let (_dir, config) = load_ok(text);
+    assert_eq!(config.runtime.on_exit, OnExit::Stop);
+    assert_eq!(config.logs.max_bytes, 1_048_576);
+    assert_eq!(config.logs.keep, 5);
+}
+
+#[test]
+fn stop_signal_accepts_a_short_name_a_full_name_or_a_number() {
+    let text = r#"
+[[service]]
+name = "a"
+command = ["a"]
+stop = { signal = "INT" }
+[[service]]
+name = "b"
+command = ["b"]
+stop = { signal = "SIGQUIT" }
+[[service]]
+name = "c"
+command = ["c"]
+stop = { signal = 9 }
+"#;
+    let (_dir, config) = load_ok(text);
+    assert_eq!(service(&config.root, "a").stop.signal, 2);
+    assert_eq!(service(&config.root, "b").stop.signal, 3);
+    assert_eq!(service(&config.root, "c").stop.signal, 9);
+}
+
+#[test]
+fn ready_checks_read_tcp_delay_and_notify_with_a_default_timeout() {
+    let text = r#"
+[[service]]
+name = "a"
+command = ["a"]
+ready = { tcp = "localhost:8080" }
+[[service]]
+name = "b"
+command = ["b"]
+ready = { notify = true }
+[[service]]
+name = "c"
+command = ["c"]
+ready = { notify = true, timeout = "2m" }
+[[service]]
+name = "d"
+command = ["d"]
+ready = { tcp = "[::1]:9000" }
+"#;
+    let (_dir, config) = load_ok(text);
+    let thirty = Duration::from_secs(30);
+    assert_eq!(
+        service(&config.root, "a").ready,
+        Some(ReadyConfig::Tcp {
+            addr: "localhost:8080".into(),
+            timeout: thirty
+        })
+    );
+    assert_eq!(
+        service(&config.root, "b").ready,
+        Some(ReadyConfig::Notify { timeout: thirty })
+    );
+    assert_eq!(
+        service(&config.root, "c").ready,
+        Some(ReadyConfig::Notify {
+            timeout: Duration::from_secs(120)
+        })
+    );
+    assert!(matches!(
+        service(&config.root, "d").ready,
+        Some(ReadyConfig::Tcp { .. })
+    ));
+}
+
+#[test]
+fn env_is_sorted_by_name() {
+    let text =
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nenv = { Z = \"1\", A = \"2\", M = \"3\" }\n";
+    let (_dir, config) = load_ok(text);
+    let env: Vec<(&str, &str)> = service(&config.root, "a")
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("A", "2"), ("M", "3"), ("Z", "1")]);
+}
+
+#[test]
+fn intensity_max_zero_is_allowed() {
+    let text = "[[supervisor]]\nname = \"s\"\nintensity = { max = 0, within = \"1s\" }\n";
+    let (_dir, config) = load_ok(text);
+    assert_eq!(
+        supervisor(&config.root, "s").intensity,
+        Some(Intensity {
+            max: 0,
+            within: Duration::from_secs(1)
+        })
+    );
+}
+
+// ---- refusals ------------------------------------------------------------------------
+
+#[test]
+fn unreadable_file_is_named_without_a_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("missing.toml");
+    let error = load(&path).expect_err("missing file");
+    assert_eq!(error.line(), None);
+    assert_eq!(error.key(), None);
+    assert_eq!(error.path, path);
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with(&format!("{}: cannot read: ", path.display())),
+        "{shown}"
+    );
+}
+
+#[test]
+fn toml_syntax_error_names_its_line() {
+    let text = "state_dir = \"x\"\n\n[[service]\nname = \"a\"\n";
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(3));
+    assert!(error.to_string().contains("warden.toml:3: invalid TOML"));
+}
+
+#[test]
+fn duplicate_toml_key_names_its_line() {
+    let text = "[admin]\nlisten = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\"\n";
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(3));
+    assert!(error.to_string().contains("duplicate key"), "{error}");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = "[[service]]\nname = \"api\"\ncomand = [\"x\"]\ncommand = [\"x\"]\n";
+    let error = assert_refused(
+        text,
+        "comand",
+        "comand",
+        &[
+            "unknown key `comand` in [[service]] \"api\"",
+            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready",
+        ],
+    );
+    assert!(error.message.starts_with("unknown key"));
+}
+
+#[test]
+fn unknown_key_at_the_top_level_is_named_with_its_line() {
+    assert_refused(
+        "\n\nstate_dri = \"x\"\n",
+        "state_dri",
+        "state_dri",
+        &["unknown key `state_dri` at the top level"],
+    );
+}
+
+#[test]
+fn unknown_key_in_a_nested_table_is_named_with_its_path() {
+    let text = r#"
+[[service]]
+name = "api"
+command = ["x"]
+restart = { backoff = { intial = "1s" } }
+"#;
+    assert_refused(
+        text,
+        "intial",
+        "restart.backoff.intial",
+        &["in [[service]] \"api\"", "initial, max, multiplier, jitter"],
+    );
+}
+
+#[test]
+fn unknown_key_in_a_plain_table_names_the_table() {
+    let text = "[admin]\nlisten = \"127.0.0.1:1\"\nport = 1\n";
+    assert_refused(text, "port", "port", &["unknown key `port` in [admin]"]);
+}
+
+#[test]
+fn missing_required_key_names_the_entry() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[service]]\nname = \"b\"\n";
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(5));
+    assert_eq!(error.key(), Some("command"));
+    assert!(error
+        .to_string()
+        .contains("[[service]] \"b\": key `command`: is required"));
+}
+
+#[test]
+fn wrong_type_for_command_names_the_key() {
+    let text = "[[service]]\nname = \"api\"\ncommand = \"x\"\n";
+    assert_refused(
+        text,
+        "command",
+        "command",
+        &["[[service]] \"api\": key `command`", "invalid type"],
+    );
+}
+
+#[test]
+fn wrong_type_for_intensity_max_names_the_key() {
+    let text = "[[supervisor]]\nname = \"app\"\nintensity = { max = \"a\", within = \"1s\" }\n";
+    assert_refused(
+        text,
+        "intensity",
+        "intensity.max",
+        &[
+            "[[supervisor]] \"app\": key `intensity.max`",
+            "invalid type",
+        ],
+    );
+}
+
+#[test]
+fn bad_duration_names_the_key() {
+    let text =
+        "[[service]]\nname = \"api\"\ncommand = [\"x\"]\nstop = { timeout = \"5 parsecs\" }\n";
+    assert_refused(
+        text,
+        "stop",
+        "stop.timeout",
+        &["invalid duration \"5 parsecs\""],
+    );
+}
+
+#[test]
+fn duration_written_as_a_number_is_refused() {
+    let text = "[restart]\nreset_after = 30\n";
+    assert_refused(
+        text,
+        "reset_after",
+        "reset_after",
+        &["[restart]", "duration"],
+    );
+}
+
+#[test]
+fn unknown_strategy_is_refused() {
+    let text = "[[supervisor]]\nname = \"app\"\nstrategy = \"all_for_one\"\n";
+    assert_refused(
+        text,
+        "strategy",
+        "strategy",
+        &[
+            "unknown strategy \"all_for_one\"",
+            "one_for_one, one_for_all, rest_for_one",
+        ],
+    );
+}
+
+#[test]
+fn unknown_root_strategy_is_refused() {
+    let text = "[root]\nstrategy = \"random\"\n";
+    assert_refused(
+        text,
+        "strategy",
+        "strategy",
+        &["[root]", "unknown strategy"],
+    );
+}
+
+#[test]
+fn unknown_restart_policy_is_refused() {
+    let text = "[restart]\npolicy = \"sometimes\"\n";
+    assert_refused(
+        text,
+        "policy",
+        "policy",
+        &[
+            "[restart]: key `policy`: unknown restart policy \"sometimes\"",
+            "permanent, transient, temporary",
+        ],
+    );
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nrestart = { policy = \"never\" }\n";
+    assert_refused(
+        text,
+        "restart",
+        "restart.policy",
+        &["unknown restart policy"],
+    );
+}
+
+#[test]
+fn unknown_on_exit_is_refused() {
+    let text = "[runtime]\non_exit = \"linger\"\n";
+    assert_refused(text, "on_exit", "on_exit", &["keep, stop"]);
+}
+
+#[test]
+fn unknown_signal_name_is_refused() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nstop = { signal = \"SIGFOO\" }\n";
+    assert_refused(text, "stop", "stop.signal", &["unknown signal \"SIGFOO\""]);
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nstop = { signal = 99 }\n";
+    assert_refused(text, "stop", "stop.signal", &["unknown signal 99"]);
+}
+
+#[test]
+fn empty_command_is_refused() {
+    let text = "[[service]]\nname = \"api\"\ncommand = []\n";
+    assert_refused(
+        text,
+        "command",
+        "command",
+        &["[[service]] \"api\": key `command`: must not be empty"],
+    );
+    let text = "[[service]]\nname = \"api\"\ncommand = [\"\", \"x\"]\n";
+    assert_refused(text, "command", "command", &["must not be empty"]);
+}
+
+#[test]
+fn invalid_name_is_refused() {
+    for name in ["", "a b", "a/b", "..", "é"] {
+        let text = format!("[[service]]\ncommand = [\"x\"]\nname = {name:?}\n");
+        assert_refused(
+            &text,
+            "name",
+            "name",
+            &["[[service]] #1: key `name`: invalid name"],
+        );
+    }
+    let text = "[[supervisor]]\nname = \"ok\"\n[[supervisor]]\nname = \"not ok\"\n";
+    assert_refused(text, "not ok", "name", &["[[supervisor]] #2"]);
+}
+
+#[test]
+fn duplicate_name_among_siblings_is_refused() {
+    let text = r#"
+[[supervisor]]
+name = "app"
+
+[[service]]
+name = "app" # the service
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "# the service",
+        "name",
+        &[
+            "[[service]] \"app\": key `name`: duplicate name \"app\"",
+            "the root",
+            "line 2",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_name_is_found_under_a_nested_supervisor() {
+    let text = r#"
+[[supervisor]]
+name = "app"
+[[service]]
+name = "api"
+supervisor = "app"
+command = ["x"]
+[[service]]
+name = "api"
+command = ["x"]
+[[service]]
+name = "api"
+supervisor = "/app"
+command = ["x"]
+"#;
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(12));
+    assert_eq!(error.key(), Some("name"));
+    assert!(
+        error.to_string().contains("/app already has a child"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_parent_is_refused() {
+    let text = "[[supervisor]]\nname = \"inner\"\nparent = \"nowhere\"\n";
+    assert_refused(
+        text,
+        "parent",
+        "parent",
+        &["[[supervisor]] \"inner\": key `parent`: unknown supervisor /nowhere"],
+    );
+}
+
+#[test]
+fn unknown_service_supervisor_is_refused_with_a_hint() {
+    let text = r#"
+[[supervisor]]
+name = "app"
+[[supervisor]]
+name = "inner"
+parent = "app"
+[[service]]
+name = "api"
+supervisor = "inner"
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "supervisor = \"inner\"",
+        "supervisor",
+        &["unknown supervisor /inner", "did you mean \"app/inner\"?"],
+    );
+}
+
+#[test]
+fn a_service_is_not_a_parent() {
+    let text = r#"
+[[service]]
+name = "api"
+command = ["x"]
+[[service]]
+name = "worker"
+supervisor = "api"
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "supervisor = \"api\"",
+        "supervisor",
+        &["/api is a [[service]], not a supervisor"],
+    );
+}
+
+#[test]
+fn invalid_parent_path_is_refused() {
+    let text = "[[supervisor]]\nname = \"a\"\nparent = \"app//x\"\n";
+    assert_refused(text, "parent", "parent", &["invalid supervisor path"]);
+}
+
+#[test]
+fn cyclic_parent_is_refused() {
+    let text = r#"
+[[supervisor]]
+name = "a"
+parent = "b"
+
+[[supervisor]]
+name = "b"
+parent = "a"
+"#;
+    assert_refused(
+        text,
+        "parent = \"b\"",
+        "parent",
+        &["[[supervisor]] \"a\": key `parent`: cyclic parent: a -> b -> a"],
+    );
+}
+
+#[test]
+fn supervisor_that_is_its_own_parent_is_refused() {
+    let text = "[[supervisor]]\nname = \"a\"\nparent = \"a\"\n";
+    assert_refused(text, "parent", "parent", &["cyclic parent: a -> a"]);
+}
+
+#[test]
+fn ready_without_a_check_is_refused() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nready = { timeout = \"1s\" }\n";
+    assert_refused(
+        text,
+        "ready",
+        "ready",
+        &["needs one of `tcp`, `delay` or `notify`"],
+    );
+}
+
+#[test]
+fn ready_with_two_checks_is_refused() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nready = { tcp = \"127.0.0.1:1\", delay = \"1s\" }\n";
+    assert_refused(
+        text,
+        "ready",
+        "ready",
+        &["takes only one of", "`tcp` and `delay`"],
+    );
+}
+
+#[test]
+fn ready_ipc_is_refused_on_a_service() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nready = { ipc = true }\n";
+    assert_refused(text, "ready", "ready.ipc", &["only for [[outboard]]"]);
+}
+
+#[test]
+fn ready_tcp_needs_a_host_and_a_port() {
+    for addr in [
+        "localhost",
+        "localhost:0",
+        "localhost:99999",
+        ":80",
+        "::1:80",
+    ] {
+        let text =
+            format!("[[service]]\nname = \"a\"\ncommand = [\"a\"]\nready = {{ tcp = {addr:?} }}\n");
+        assert_refused(&text, "ready", "ready.tcp", &["invalid address"]);
+    }
+}
+
+#[test]
+fn backoff_multiplier_below_one_is_refused() {
+    let text = "[restart]\nbackoff = { multiplier = 0.5 }\n";
+    assert_refused(
+        text,
+        "backoff",
+        "backoff.multiplier",
+        &["[restart]: key `backoff.multiplier`: must be a number of at least 1.0"],
+    );
+}
+
+#[test]
+fn backoff_jitter_outside_zero_to_one_is_refused() {
+    let text =
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n[service.restart.backoff]\njitter = 1.5\n";
+    assert_refused(
+        text,
+        "jitter",
+        "restart.backoff.jitter",
+        &["from 0.0 to 1.0"],
+    );
+    let text = "[restart]\nbackoff = { jitter = -0.1 }\n";
+    assert_refused(text, "backoff", "backoff.jitter", &["from 0.0 to 1.0"]);
+}
+
+#[test]
+fn backoff_max_below_initial_is_refused() {
+    let text = "[restart]\nbackoff = { initial = \"10s\", max = \"1s\" }\n";
+    assert_refused(
+        text,
+        "backoff",
+        "backoff.max",
+        &["max (1s) must not be less than initial (10s)"],
+    );
+}
+
+#[test]
+fn backoff_initial_above_the_inherited_max_is_refused() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nrestart = { backoff = { initial = \"1m\" } }\n";
+    assert_refused(
+        text,
+        "restart",
+        "restart.backoff.initial",
+        &[
+            "[[service]] \"a\"",
+            "max (30s) must not be less than initial (1m)",
+        ],
+    );
+}
+
+#[test]
+fn supervisor_intensity_needs_max_and_within() {
+    let text = "[[supervisor]]\nname = \"s\"\nintensity = { max = 3 }\n";
+    assert_refused(text, "intensity", "intensity.within", &["is required"]);
+}
+
+#[test]
+fn intensity_within_zero_is_refused() {
+    let text = "[restart]\nintensity = { within = \"0s\" }\n";
+    assert_refused(text, "intensity", "intensity.within", &["longer than zero"]);
+}
+
+#[test]
+fn logs_keep_zero_is_refused() {
+    assert_refused(
+        "[logs]\nkeep = 0\n",
+        "keep",
+        "keep",
+        &["[logs]", "at least 1"],
+    );
+}
+
+#[test]
+fn admin_listen_must_be_an_ip_and_port() {
+    let text = "[admin]\nlisten = \"localhost:7700\"\n";
+    assert_refused(
+        text,
+        "listen",
+        "listen",
+        &["[admin]: key `listen`: invalid address"],
+    );
+}
+
+#[test]
+fn outboard_entries_are_refused_as_not_supported() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[outboard]]\nname = \"helper\"\nheartbeat = \"1s\"\n";
+    assert_refused(
+        text,
+        "[[outboard]]",
+        "outboard",
+        &["[[outboard]] is not supported by this version of warden"],
+    );
+}
+
+#[test]
+fn pool_entries_are_refused_as_not_supported() {
+    let text = "\n[[pool]]\nname = \"shiny\"\nports = \"20000-20999\"\n";
+    assert_refused(
+        text,
+        "[[pool]]",
+        "pool",
+        &["[[pool]] is not supported by this version of warden"],
+    );
+}
+
+#[test]
+fn parse_names_the_path_it_is_given() {
+    let error = parse(
+        "[[service]]\nname = \"a\"\ncommand = []\n",
+        Path::new("conf/w.toml"),
+    )
+    .expect_err("empty command");
+    assert!(error.to_string().starts_with("conf/w.toml:3: "), "{error}");
+}
+
+#[test]
+fn odd_input_is_refused_without_panicking() {
+    for text in [
+        "\u{0}",
+        "[[service]]",
+        "service = 3",
+        "service = [1]",
+        "supervisor = [{ name = \"a\", parent = \"\" }]",
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nstop = { signal = 9999999999999 }",
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nrestart = { backoff = { multiplier = nan } }",
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nstop = { timeout = \"99999999999999999999y\" }",
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nenv = { \"\" = \"x\" }",
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nready = { notify = false }",
+        "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nready = { delay = \"1s\", timeout = \"1s\" }",
+        "[logs]\nmax_bytes = -1",
+    ] {
+        let error = parse(text, Path::new("w.toml")).expect_err(text);
+        assert!(error.line().is_some(), "{text:?}: {error}");
+        assert!(!error.to_string().contains('\n'), "{text:?}: {error}");
+    }
+}
+
+#[test]
+fn cyclic_parents_inside_a_nested_supervisor_are_refused() {
+    let text = r#"
+[[supervisor]]
+name = "x"
+[[supervisor]]
+name = "a"
+parent = "x/b"
+[[supervisor]]
+name = "b"
+parent = "/x/a"
+"#;
+    assert_refused(text, "x/b", "parent", &["cyclic parent: a -> b -> a"]);
+}
+
+#[test]
+fn a_parent_in_a_missing_folder_is_unknown_rather_than_cyclic() {
+    let text = "[[supervisor]]\nname = \"a\"\nparent = \"x/a\"\n";
+    assert_refused(text, "parent", "parent", &["unknown supervisor /x/a"]);
+}
+
+#[test]
+fn a_service_under_a_cycle_is_told_so() {
+    let text = r#"
+[[service]]
+name = "s"
+supervisor = "b"
+command = ["s"]
+[[supervisor]]
+name = "a"
+parent = "b"
+[[supervisor]]
+name = "b"
+parent = "a"
+"#;
+    assert_refused(
+        text,
+        "supervisor = \"b\"",
+        "supervisor",
+        &["unknown supervisor /b: the parents form a cycle (b -> a -> b)"],
+    );
+}
