@@ -330,7 +330,7 @@ impl Supervisor {
         slot.info.state = slot.derive_state(now);
         slot.info.next_restart_at = slot.next_restart_at(now);
         slot.info.backoff = slot.backoff.info();
-        if slot.info.state != ActorState::Failed {
+        if slot.target != Target::Down(Down::Failed) {
             slot.info.failed_reason = None;
         }
         self.tree.publish(&slot.info);
