@@ -6,7 +6,8 @@
 //! - fan-out: a tree of N services (default 1,000) from start until all are `running`,
 //!   then warden's RSS, then a graceful stop of all.
 //!
-//! `cargo run --release --example bench_supervision [-- KILLS N]`
+//! `cargo run --release --example bench_supervision [-- KILLS N]`; set `BENCH_CHILD` to the
+//! path of `../shared/bench-peers`' static `bench-child` to use it as the child.
 //! Figures are medians of several rounds; the machine is shared and noisy.
 
 use std::time::{Duration, Instant};
@@ -16,10 +17,19 @@ use nix::unistd::Pid;
 use warden::embed::{service_child, RunningTree};
 use warden::{ActorState, BackoffConfig, Intensity, ServiceSpec, Strategy, SupervisorSpec};
 
+/// The child: `$BENCH_CHILD sleeper /dev/null x` when BENCH_CHILD names the peer
+/// harness's static `bench-child` (cheaper to exec), else `sleep 1000000`.
+fn child_command() -> Vec<String> {
+    match std::env::var("BENCH_CHILD") {
+        Ok(bin) => vec![bin, "sleeper".into(), "/dev/null".into(), "x".into()],
+        Err(_) => vec!["sleep".into(), "1000000".into()],
+    }
+}
+
 fn sleeper_spec(count: usize) -> SupervisorSpec {
     let children = (0..count)
         .map(|i| {
-            let spec = ServiceSpec::new(["sleep", "1000000"]).expect("command");
+            let spec = ServiceSpec::new(child_command()).expect("command");
             service_child(&format!("s{i:04}"), spec)
                 .expect("name")
                 .backoff(BackoffConfig {
