@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tree::Timestamp;
 
@@ -67,7 +67,7 @@ impl fmt::Display for Exit {
 
 /// The `last_exit` object of the API: exactly one of `code` and `signal` is set for an OS
 /// process; both are null for in-process children, and `reason` always says what happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastExit {
     /// Exit code of a process that exited.
     pub code: Option<i32>,

@@ -26,6 +26,7 @@ mod policy;
 mod state;
 mod supervisor;
 mod tree;
+pub mod wire;
 
 pub use child::{ChildFactory, ChildSpec, RunningChild, StartContext, StopMode};
 pub use exit::{signal_name, Exit, LastExit};
@@ -35,7 +36,7 @@ pub use policy::{
 };
 pub use state::{ActorKind, ActorState};
 pub use supervisor::{
-    panic_message, Control, ControlError, ControlOp, RootHandle, Shutdown, Supervisor,
-    SupervisorSpec,
+    panic_message, ChildChanges, ChildUpdate, Control, ControlError, ControlOp, RootHandle,
+    Shutdown, Supervisor, SupervisorSpec, UpdateChildren,
 };
 pub use tree::{ActorInfo, ActorTree, ActorView, LifecycleEvent, SharedTree, Timestamp, TreeNode};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff as _;
 use backoff::ExponentialBackoff;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which siblings a supervisor restarts when one child fails (OTP strategies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,7 +97,7 @@ pub struct Backoff {
 }
 
 /// The backoff state shown in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackoffInfo {
     /// Restarts since the backoff was last reset.
     pub attempt: u32,

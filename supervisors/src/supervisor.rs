@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::child::{ChildFactory, ChildSpec, RunningChild, StartContext, StopMode};
@@ -89,6 +90,51 @@ pub struct Control {
     pub op: ControlOp,
 }
 
+/// Replaces a supervisor's settings and children (a config reload). Children are matched
+/// by name: a new name is added and started, a missing name is stopped and removed, a
+/// child marked `changed` is restarted with its new spec, and every other child keeps
+/// running untouched (its spec is replaced for future restarts). Children take the new
+/// order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ChildChanges, ControlError>")]
+pub struct UpdateChildren {
+    /// The new strategy.
+    pub strategy: Strategy,
+    /// The new intensity.
+    pub intensity: Option<Intensity>,
+    /// The new children, in order.
+    pub children: Vec<ChildUpdate>,
+}
+
+/// One child of an [`UpdateChildren`].
+#[derive(Debug)]
+pub struct ChildUpdate {
+    /// Its spec from now on.
+    pub spec: ChildSpec,
+    /// Whether it changed so that a running child must restart to apply it.
+    pub changed: bool,
+}
+
+/// What an [`UpdateChildren`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildChanges {
+    /// Children added (and started).
+    pub added: Vec<ActorPath>,
+    /// Children stopped and removed.
+    pub removed: Vec<ActorPath>,
+    /// Children restarted with a new spec.
+    pub changed: Vec<ActorPath>,
+}
+
+impl ChildChanges {
+    /// Adds another supervisor's changes to these.
+    pub fn extend(&mut self, other: ChildChanges) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.changed.extend(other.changed);
+    }
+}
+
 /// Stops every child in reverse order, then the supervisor itself. The answer fires
 /// when all are stopped.
 #[derive(Debug, Message)]
@@ -105,6 +151,8 @@ enum Down {
     Failed,
     /// Stopping as part of a restart of `batch`; then up again at `at`.
     Restart { batch: u64, at: Option<Instant> },
+    /// Removed from the supervisor (by a reload): stopped, then the slot goes away.
+    Removed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +190,8 @@ struct Waiter {
 }
 
 struct Slot {
+    /// Stable while the slot exists, unlike its index (children can be added and removed).
+    id: u64,
     spec: ChildSpec,
     info: ActorInfo,
     target: Target,
@@ -176,6 +226,7 @@ impl Slot {
             Target::Down(Down::Exited) => ActorState::Exited,
             Target::Down(Down::Failed) => ActorState::Failed,
             Target::Down(Down::Restart { .. }) => ActorState::Backoff,
+            Target::Down(Down::Removed) => ActorState::Stopped,
         }
     }
 
@@ -209,6 +260,7 @@ pub struct Supervisor {
     window: IntensityWindow,
     slots: Vec<Slot>,
     next_batch: u64,
+    next_slot_id: u64,
     phase: Phase,
     is_root: bool,
     ready_tx: Option<oneshot::Sender<()>>,
@@ -238,9 +290,11 @@ impl Supervisor {
         let slots = spec
             .children
             .iter()
-            .map(|child| {
+            .zip(1..)
+            .map(|(child, id)| {
                 let child_path = path.child(&child.name);
                 Slot {
+                    id,
                     info: ActorInfo::new(child_path, child.factory.kind(), ActorState::Starting),
                     target: Target::Up {
                         batch: INITIAL_BATCH,
@@ -265,6 +319,7 @@ impl Supervisor {
             window: IntensityWindow::default(),
             slots,
             next_batch: INITIAL_BATCH + 1,
+            next_slot_id: spec.children.len() as u64 + 1,
             phase: Phase::Running,
             is_root,
             ready_tx: None,
@@ -308,6 +363,18 @@ impl Supervisor {
             ready: ready_watch,
             ended,
         }
+    }
+
+    /// Tells the tree which children this supervisor has now, in order.
+    fn declare(&self) {
+        self.tree.declare_children(
+            &self.path,
+            self.slots.iter().map(|s| s.info.clone()).collect(),
+        );
+    }
+
+    fn slot_index(&self, id: u64) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == id)
     }
 
     fn new_batch(&mut self) -> u64 {
@@ -379,7 +446,14 @@ impl Supervisor {
             }
         }
 
-        // 2. A restart batch whose stops are all done goes up again.
+        // 2. Removed children that have stopped leave; a restart batch whose stops are
+        // all done goes up again.
+        let before = self.slots.len();
+        self.slots
+            .retain(|s| !(s.target == Target::Down(Down::Removed) && !s.is_live()));
+        if self.slots.len() != before {
+            self.declare();
+        }
         let mut k = 0;
         while k < self.slots.len() {
             if let Target::Down(Down::Restart { batch, .. }) = self.slots[k].target {
@@ -424,8 +498,11 @@ impl Supervisor {
                 if let Some(at) = at.filter(|at| *at > now) {
                     if self.slots[i].timer.is_none() {
                         // A target change cancels this timer, so when it fires it is current.
+                        let id = self.slots[i].id;
                         let handle = ctx.run_later(at - now, move |act, ctx| {
-                            act.slots[i].timer = None;
+                            if let Some(k) = act.slot_index(id) {
+                                act.slots[k].timer = None;
+                            }
                             act.reconcile(ctx);
                         });
                         self.slots[i].timer = Some(handle);
@@ -493,6 +570,7 @@ impl Supervisor {
     fn start_child(&mut self, i: usize, ctx: &mut Context<Self>) {
         let path = self.slots[i].info.path.clone();
         let slot = &mut self.slots[i];
+        let id = slot.id;
         slot.generation += 1;
         let generation = slot.generation;
         if let Target::Up { batch, at, restart } = slot.target {
@@ -538,7 +616,7 @@ impl Supervisor {
                 actix_rt::spawn(async move {
                     let exit = exit.await;
                     addr.do_send(ChildExited {
-                        index: i,
+                        id,
                         generation,
                         exit,
                     });
@@ -548,7 +626,7 @@ impl Supervisor {
                     actix_rt::spawn(async move {
                         let result = ready.await;
                         addr.do_send(ChildReady {
-                            index: i,
+                            id,
                             generation,
                             result,
                         });
@@ -569,7 +647,7 @@ impl Supervisor {
                 // Handled as an exit on a later turn, so a child that can never start
                 // cannot spin this actor without letting messages in.
                 ctx.address().do_send(ChildExited {
-                    index: i,
+                    id,
                     generation,
                     exit: Exit::StartFailed(reason),
                 });
@@ -712,11 +790,112 @@ impl Supervisor {
         tracing::error!(path = %self.path, %reason, "supervisor gave up: stopping its children");
         self.phase = Phase::Escalating(reason.clone());
         for i in 0..self.slots.len() {
+            if self.slots[i].target == Target::Down(Down::Removed) {
+                continue;
+            }
             self.slots[i].info.failed_reason =
                 Some(format!("supervisor {} gave up: {reason}", self.path));
             self.set_target(i, Target::Down(Down::Failed), ctx);
             self.publish(i);
         }
+    }
+
+    fn update_children(
+        &mut self,
+        update: UpdateChildren,
+        ctx: &mut Context<Self>,
+    ) -> Result<ChildChanges, ControlError> {
+        if self.phase != Phase::Running {
+            return Err(ControlError::ShuttingDown(self.path.to_string()));
+        }
+        self.strategy = update.strategy;
+        self.intensity = update.intensity;
+        let added_batch = self.new_batch();
+        let mut old = std::mem::take(&mut self.slots);
+        let mut changes = ChildChanges::default();
+        let mut to_restart = Vec::new();
+        for ChildUpdate { spec, changed } in update.children {
+            let existing = old
+                .iter()
+                .position(|s| s.spec.name == spec.name && s.target != Target::Down(Down::Removed));
+            match existing {
+                Some(pos) => {
+                    let mut slot = old.remove(pos);
+                    slot.spec = spec;
+                    if changed {
+                        changes.changed.push(slot.info.path.clone());
+                        slot.info.kind = slot.spec.factory.kind();
+                        slot.window.clear();
+                        slot.backoff = Backoff::new(slot.spec.backoff);
+                        to_restart.push(slot.id);
+                    }
+                    self.slots.push(slot);
+                }
+                None => {
+                    let path = self.path.child(&spec.name);
+                    changes.added.push(path.clone());
+                    let id = self.next_slot_id;
+                    self.next_slot_id += 1;
+                    self.slots.push(Slot {
+                        id,
+                        info: ActorInfo::new(path, spec.factory.kind(), ActorState::Starting),
+                        target: Target::Up {
+                            batch: added_batch,
+                            at: None,
+                            restart: false,
+                        },
+                        run: None,
+                        generation: 0,
+                        backoff: Backoff::new(spec.backoff),
+                        window: IntensityWindow::default(),
+                        timer: None,
+                        waiters: Vec::new(),
+                        spec,
+                    });
+                }
+            }
+        }
+        // What is left was removed: it stops after everything else has its place, last
+        // in the list, so it is the first to be stopped.
+        let first_removed = self.slots.len();
+        for slot in old {
+            if slot.target != Target::Down(Down::Removed) {
+                changes.removed.push(slot.info.path.clone());
+            }
+            self.slots.push(slot);
+        }
+        for i in first_removed..self.slots.len() {
+            self.set_target(i, Target::Down(Down::Removed), ctx);
+        }
+        for id in to_restart {
+            let Some(i) = self.slot_index(id) else {
+                continue;
+            };
+            let batch = self.new_batch();
+            if self.slots[i].is_live() {
+                self.set_target(i, Target::Down(Down::Restart { batch, at: None }), ctx);
+            } else if self.slots[i].target != Target::Down(Down::Stopped) {
+                let target = Target::Up {
+                    batch,
+                    at: None,
+                    restart: false,
+                };
+                self.set_target(i, target, ctx);
+            }
+        }
+        tracing::info!(
+            path = %self.path,
+            added = changes.added.len(),
+            removed = changes.removed.len(),
+            changed = changes.changed.len(),
+            "children updated"
+        );
+        self.declare();
+        for i in 0..self.slots.len() {
+            self.publish(i);
+        }
+        self.reconcile(ctx);
+        Ok(changes)
     }
 
     fn begin_shutdown(&mut self, ctx: &mut Context<Self>) {
@@ -728,7 +907,7 @@ impl Supervisor {
         for i in 0..self.slots.len() {
             if !matches!(
                 self.slots[i].target,
-                Target::Down(Down::Exited | Down::Failed)
+                Target::Down(Down::Exited | Down::Failed | Down::Removed)
             ) {
                 self.set_target(i, Target::Down(Down::Stopped), ctx);
             }
@@ -813,10 +992,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.tree.register_supervisor(&self.path, ctx.address());
-        self.tree.declare_children(
-            &self.path,
-            self.slots.iter().map(|s| s.info.clone()).collect(),
-        );
+        self.declare();
         self.reconcile(ctx);
     }
 
@@ -842,7 +1018,7 @@ impl Handler<Control> for Supervisor {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct ChildExited {
-    index: usize,
+    id: u64,
     generation: u64,
     exit: Exit,
 }
@@ -851,7 +1027,7 @@ struct ChildExited {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct ChildReady {
-    index: usize,
+    id: u64,
     generation: u64,
     result: Result<(), String>,
 }
@@ -860,8 +1036,8 @@ impl Handler<ChildExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
-        if msg.index < self.slots.len() {
-            self.on_exit(msg.index, msg.generation, msg.exit, ctx);
+        if let Some(i) = self.slot_index(msg.id) {
+            self.on_exit(i, msg.generation, msg.exit, ctx);
         }
     }
 }
@@ -870,9 +1046,17 @@ impl Handler<ChildReady> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildReady, ctx: &mut Self::Context) {
-        if msg.index < self.slots.len() {
-            self.on_ready(msg.index, msg.generation, msg.result, ctx);
+        if let Some(i) = self.slot_index(msg.id) {
+            self.on_ready(i, msg.generation, msg.result, ctx);
         }
+    }
+}
+
+impl Handler<UpdateChildren> for Supervisor {
+    type Result = Result<ChildChanges, ControlError>;
+
+    fn handle(&mut self, msg: UpdateChildren, ctx: &mut Self::Context) -> Self::Result {
+        self.update_children(msg, ctx)
     }
 }
 

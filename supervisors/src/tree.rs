@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use actix::Addr;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::broadcast;
 
 use crate::exit::LastExit;
@@ -30,6 +30,15 @@ impl Timestamp {
     }
 }
 
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text)
+            .map(Timestamp)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_millis(self.0))
@@ -37,7 +46,7 @@ impl Serialize for Timestamp {
 }
 
 /// Everything the API shows of one actor, except its children.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActorInfo {
     /// Absolute path.
     pub path: ActorPath,
@@ -86,7 +95,7 @@ impl ActorInfo {
 }
 
 /// One actor as `GET /api/v1/actors/{path}` shows it: its record and its children's paths.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActorView {
     /// The record.
     #[serde(flatten)]
@@ -96,7 +105,7 @@ pub struct ActorView {
 }
 
 /// One actor with its children nested, as `GET /api/v1/tree` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TreeNode {
     /// The record.
     #[serde(flatten)]
@@ -106,7 +115,7 @@ pub struct TreeNode {
 }
 
 /// A state change, as sent on the event bus.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LifecycleEvent {
     /// Which actor.
     pub path: ActorPath,
