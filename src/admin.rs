@@ -1,32 +1,36 @@
-//! The admin HTTP API (actix-web): read the tree, drive actors, read their logs.
-//! Routes, fields and statuses are those of `design.md`; every route but `/healthz` needs
-//! `Authorization: Bearer <token>`; every error is JSON `{"error": "..."}`.
+//! The admin HTTP API (actix-web). Routes, fields and statuses are those of `design.md`;
+//! every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`; every
+//! error is JSON `{"error": "..."}`; request bodies are limited to [`MAX_BODY`].
+//! Requests are carried out by the [`Controller`], the same actor that serves the control
+//! socket; this module only translates HTTP to [`Request`] and [`Response`] to HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix::Addr;
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use serde::Deserialize;
-use warden_supervisors::{ActorKind, ActorPath, ActorTree, ControlError, ControlOp};
+use warden_supervisors::ActorTree;
 
-use crate::control::control;
-use crate::layout::StateLayout;
+use crate::control::protocol::{Failure, Health, Request, Response};
+use crate::control::Controller;
 use crate::token::AdminToken;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    /// The actor tree.
+    /// The actor tree (for the event stream).
     pub tree: Arc<ActorTree>,
     /// The bearer token.
     pub token: AdminToken,
-    /// Where logs are.
-    pub layout: StateLayout,
+    /// Carries out requests.
+    pub controller: Addr<Controller>,
 }
 
-/// An API error: a status and a sentence.
+/// An API error: a status and a sentence, answered as `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
@@ -41,10 +45,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-
-    fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("no actor at {path}"))
-    }
 }
 
 impl ResponseError for ApiError {
@@ -57,13 +57,11 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
-        let status = match e {
-            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-            ControlError::Conflict { .. } | ControlError::ShuttingDown(_) => StatusCode::CONFLICT,
-        };
-        Self::new(status, e.to_string())
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        let status =
+            StatusCode::from_u16(f.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, f.message)
     }
 }
 
@@ -101,20 +99,100 @@ fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// Asks the controller.
+async fn ask(state: &AdminState, request: Request) -> Result<Response, ApiError> {
+    match state.controller.send(request).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warden is stopping",
+        )),
+    }
+}
+
+fn unexpected(r: &Response) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("unexpected answer from the controller: {r:?}"),
+    )
+}
+
+async fn healthz(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    match ask(&state, Request::Health).await? {
+        Response::Health(Health::Ok) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })))
+        }
+        Response::Health(Health::Draining) => Ok(
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }))
+        ),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn readyz(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    match ask(&state, Request::Ready).await? {
+        Response::Ready { ready: true, .. } => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "waiting": [] })))
+        }
+        Response::Ready {
+            ready: false,
+            waiting,
+        } => Ok(HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "not ready", "waiting": waiting }))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn metrics(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    match ask(&state, Request::Metrics).await? {
+        Response::Metrics(text) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(text)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Turns a controller answer into the JSON body the design fixes for it.
+fn json(response: Response) -> Result<HttpResponse, ApiError> {
+    match response {
+        Response::Actors(views) => Ok(HttpResponse::Ok().json(views)),
+        Response::Tree(node) => Ok(HttpResponse::Ok().json(node)),
+        Response::Actor(view) => Ok(HttpResponse::Ok().json(view)),
+        Response::Reloaded(changes) => Ok(HttpResponse::Ok().json(changes)),
+        Response::Draining => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "draining" })))
+        }
+        Response::Logs(bytes) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(bytes)),
+        other => Err(unexpected(&other)),
+    }
 }
 
 async fn tree(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    let root = state
-        .tree
-        .subtree(&ActorPath::root())
-        .ok_or_else(|| ApiError::not_found("/"))?;
-    Ok(HttpResponse::Ok().json(root))
+    json(ask(&state, Request::Tree).await?)
 }
 
-async fn actors(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.tree.descendants(&ActorPath::root()))
+async fn actors(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+    json(ask(&state, Request::Status).await?)
+}
+
+async fn reload(
+    _: Authorized,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    read_body(payload).await?;
+    json(ask(&state, Request::Reload).await?)
+}
+
+async fn drain(
+    _: Authorized,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    read_body(payload).await?;
+    json(ask(&state, Request::Drain).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,28 +209,36 @@ async fn actor_get(
     req: HttpRequest,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    let raw = req.match_info().query("path").to_owned();
-    let path = parse_path(&raw)?;
-    if let Some(view) = state.tree.view(&path) {
-        return Ok(HttpResponse::Ok().json(view));
-    }
-    if path.name() == "logs" {
-        if let Some(target) = path.parent().filter(|p| !p.is_root()) {
-            return logs(&state, &target, req.query_string());
+    let path = req.match_info().query("path").trim_matches('/').to_owned();
+    match ask(&state, Request::Actor { path: path.clone() }).await {
+        Ok(response) => json(response),
+        Err(not_found) if not_found.status == StatusCode::NOT_FOUND => {
+            match path.strip_suffix("/logs") {
+                Some(target) if !target.is_empty() => {
+                    let tail = parse_tail(req.query_string())?;
+                    json(
+                        ask(
+                            &state,
+                            Request::Logs {
+                                path: target.to_owned(),
+                                tail,
+                            },
+                        )
+                        .await?,
+                    )
+                }
+                _ => Err(not_found),
+            }
         }
+        Err(e) => Err(e),
     }
-    Err(ApiError::not_found(path.as_str()))
 }
 
-fn logs(state: &AdminState, path: &ActorPath, query: &str) -> Result<HttpResponse, ApiError> {
-    let info = state
-        .tree
-        .get(path)
-        .ok_or_else(|| ApiError::not_found(path.as_str()))?;
+fn parse_tail(query: &str) -> Result<usize, ApiError> {
     let query = web::Query::<LogsQuery>::from_query(query)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-    let tail = match query.tail.as_deref() {
-        None => DEFAULT_TAIL,
+    match query.tail.as_deref() {
+        None => Ok(DEFAULT_TAIL),
         Some(t) => t
             .parse::<usize>()
             .ok()
@@ -162,33 +248,8 @@ fn logs(state: &AdminState, path: &ActorPath, query: &str) -> Result<HttpRespons
                     StatusCode::BAD_REQUEST,
                     format!("tail must be a whole number from 0 to {MAX_TAIL}, not {t:?}"),
                 )
-            })?,
-    };
-    if !matches!(
-        info.kind,
-        ActorKind::Service | ActorKind::Outboard | ActorKind::Worker
-    ) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "{path} is a {} and has no log",
-                serde_json::to_value(info.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            ),
-        ));
+            }),
     }
-    let file = state.layout.log_file(path);
-    let bytes = warden_actors::tail_lines(&file, tail).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read {}: {e}", file.display()),
-        )
-    })?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(bytes))
 }
 
 /// `POST /api/v1/actors/{path}/start|stop|restart`.
@@ -200,12 +261,18 @@ async fn actor_post(
 ) -> Result<HttpResponse, ApiError> {
     // start/stop/restart take no body; one that is sent is still held to the limit.
     read_body(payload).await?;
-    let raw = req.match_info().query("path").to_owned();
-    let path = parse_path(&raw)?;
-    let op = match path.name() {
-        "start" => ControlOp::Start,
-        "stop" => ControlOp::Stop,
-        "restart" => ControlOp::Restart,
+    let raw = req.match_info().query("path").trim_matches('/');
+    let (target, action) = raw.rsplit_once('/').unwrap_or(("", raw));
+    let request = match action {
+        "start" => Request::Start {
+            path: target.to_owned(),
+        },
+        "stop" => Request::Stop {
+            path: target.to_owned(),
+        },
+        "restart" => Request::Restart {
+            path: target.to_owned(),
+        },
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -213,12 +280,36 @@ async fn actor_post(
             ))
         }
     };
-    let target = path
-        .parent()
-        .filter(|p| !p.is_root())
-        .ok_or_else(|| ApiError::not_found("/"))?;
-    let view = control(&state.tree, &target, op).await?;
-    Ok(HttpResponse::Ok().json(view))
+    if target.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no actor given"));
+    }
+    json(ask(&state, request).await?)
+}
+
+/// `GET /api/v1/events`: Server-Sent Events, one `state` event per state change, and a
+/// comment every 15 s to keep idle connections open.
+async fn events(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
+    use futures_util::stream;
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = state.tree.subscribe();
+    let stream = stream::unfold(rx, |mut rx| async move {
+        let chunk = match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+            Err(_) => ": keep-alive\n\n".to_owned(),
+            Ok(Ok(event)) => match serde_json::to_string(&event) {
+                Ok(data) => format!("event: state\ndata: {data}\n\n"),
+                Err(_) => return None,
+            },
+            Ok(Err(RecvError::Lagged(missed))) => {
+                format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")
+            }
+            Ok(Err(RecvError::Closed)) => return None,
+        };
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), rx))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(stream)
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes (413 past it).
@@ -230,19 +321,18 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
             ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
         })?;
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over the limit of {MAX_BODY} bytes"),
-            ));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
 
-fn parse_path(raw: &str) -> Result<ActorPath, ApiError> {
-    ActorPath::parse(raw)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("no actor at /{raw}: {e}")))
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body over the limit of {MAX_BODY} bytes"),
+    )
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -259,14 +349,19 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Registers every route on an actix-web app.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route("/api/v1/tree", web::get().to(tree))
         .route("/api/v1/actors", web::get().to(actors))
+        .route("/api/v1/events", web::get().to(events))
+        .route("/api/v1/reload", web::post().to(reload))
+        .route("/api/v1/drain", web::post().to(drain))
         .route("/api/v1/actors/{path:.*}", web::get().to(actor_get))
         .route("/api/v1/actors/{path:.*}", web::post().to(actor_post));
 }
 
-/// Binds the admin API on `listen` (the socket is bound before this returns, so the API
-/// answers from then on) and returns the server to spawn.
+/// Binds the admin API on `listen` (bound before this returns, so it answers from then
+/// on) and returns the server to spawn and the address it got.
 pub fn serve(listen: SocketAddr, state: AdminState) -> std::io::Result<(Server, SocketAddr)> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -274,43 +369,25 @@ pub fn serve(listen: SocketAddr, state: AdminState) -> std::io::Result<(Server, 
             .app_data(data.clone())
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service as _;
-                let too_large = req
+                let too_big = req
                     .headers()
                     .get(actix_web::http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<usize>().ok())
                     .is_some_and(|n| n > MAX_BODY);
-                let fut = (!too_large).then(|| srv.call(req));
+                let fut = (!too_big).then(|| srv.call(req));
                 async move {
                     match fut {
                         Some(fut) => fut.await,
-                        None => Err(ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!("request body over the limit of {MAX_BODY} bytes"),
-                        )
-                        .into()),
+                        None => Err(too_large().into()),
                     }
                 }
             })
             .app_data(web::PayloadConfig::new(MAX_BODY))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(MAX_BODY)
-                    .error_handler(|e, _| {
-                        let status = match &e {
-                            actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
-                            | actix_web::error::JsonPayloadError::Overflow { .. } => {
-                                StatusCode::PAYLOAD_TOO_LARGE
-                            }
-                            _ => StatusCode::BAD_REQUEST,
-                        };
-                        ApiError::new(status, e.to_string()).into()
-                    }),
-            )
             .configure(routes)
             .default_service(web::to(not_found))
     })
-    .workers(1)
+    .workers(2)
     .disable_signals()
     .shutdown_timeout(1)
     .bind(listen)?;

@@ -46,6 +46,11 @@ impl StateLayout {
         self.root.join("notify")
     }
 
+    /// The local control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
+
     /// The default admin token file.
     pub fn default_token_file(&self) -> PathBuf {
         self.root.join("admin.token")

@@ -15,7 +15,9 @@ pub mod config;
 pub mod control;
 pub mod embed;
 pub mod layout;
+pub mod metrics;
 pub mod plan;
+pub mod reload;
 pub mod runtime;
 pub mod token;
 

@@ -1,7 +1,5 @@
 //! Turns a loaded [`Config`] into the supervisor specs that run it.
 
-use std::time::Duration;
-
 use nix::sys::signal::Signal;
 use warden_actors::{LogSpec, Output, ReadyCheck, ServiceFactory, ServiceSpec};
 use warden_supervisors::{
@@ -22,33 +20,46 @@ pub struct PlanError {
 
 /// The root supervisor's spec for `config`.
 pub fn root_spec(config: &Config) -> Result<SupervisorSpec, PlanError> {
-    let layout = StateLayout::new(&config.state_dir);
-    supervisor_spec(config, &layout, &config.root, &ActorPath::root())
+    supervisor_spec(config, &config.root, &ActorPath::root())
 }
 
 fn supervisor_spec(
     config: &Config,
-    layout: &StateLayout,
     sup: &SupervisorConfig,
     path: &ActorPath,
 ) -> Result<SupervisorSpec, PlanError> {
     let mut children = Vec::with_capacity(sup.children.len());
     for child in &sup.children {
-        children.push(match child {
-            ChildConfig::Supervisor(inner) => {
-                let name = name(&inner.name, path)?;
-                let inner_path = path.child(&name);
-                let spec = supervisor_spec(config, layout, inner, &inner_path)?;
-                ChildSpec::supervisor(name, spec)
-            }
-            ChildConfig::Service(service) => service_child(config, layout, service, path)?,
-        });
+        children.push(child_spec(config, child, path)?);
     }
     Ok(SupervisorSpec {
-        strategy: strategy(sup.strategy),
-        intensity: sup.intensity.map(intensity),
+        strategy: supervisor_settings(sup).0,
+        intensity: supervisor_settings(sup).1,
         children,
     })
+}
+
+/// The spec of one child (a service, or a supervisor with its subtree) under `parent`.
+pub fn child_spec(
+    config: &Config,
+    child: &ChildConfig,
+    parent: &ActorPath,
+) -> Result<ChildSpec, PlanError> {
+    let layout = StateLayout::new(&config.state_dir);
+    match child {
+        ChildConfig::Supervisor(inner) => {
+            let name = name(&inner.name, parent)?;
+            let inner_path = parent.child(&name);
+            let spec = supervisor_spec(config, inner, &inner_path)?;
+            Ok(ChildSpec::supervisor(name, spec))
+        }
+        ChildConfig::Service(service) => service_child(config, &layout, service, parent),
+    }
+}
+
+/// The strategy and intensity of a supervisor entry, as the runtime takes them.
+pub fn supervisor_settings(sup: &SupervisorConfig) -> (Strategy, Option<Intensity>) {
+    (strategy(sup.strategy), sup.intensity.map(intensity))
 }
 
 fn name(text: &str, parent: &ActorPath) -> Result<ActorName, PlanError> {
@@ -134,16 +145,4 @@ pub fn count_actors(sup: &SupervisorConfig) -> usize {
             ChildConfig::Service(_) => 1,
         })
         .sum()
-}
-
-/// The longest stop timeout in the tree (for bounding a shutdown).
-pub fn longest_stop(sup: &SupervisorConfig) -> Duration {
-    sup.children
-        .iter()
-        .map(|c| match c {
-            ChildConfig::Supervisor(s) => longest_stop(s),
-            ChildConfig::Service(s) => s.stop.timeout,
-        })
-        .max()
-        .unwrap_or_default()
 }

@@ -2,20 +2,25 @@
 
 use std::sync::Arc;
 
+use actix::Actor as _;
 use anyhow::Context as _;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use warden_supervisors::ActorTree;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::control::protocol::Request;
+use crate::control::{socket, Controller, ControllerConfig};
 use crate::embed::RunningTree;
 use crate::layout::StateLayout;
 use crate::plan;
+use crate::reload::Reloader;
 use crate::token::AdminToken;
 
 /// Runs the tree of `config` in the foreground until SIGTERM or SIGINT, then stops it
 /// gracefully (reverse order, stop timeouts, SIGKILL to process groups) and returns.
+/// SIGHUP reloads the config file; SIGUSR1 drains.
 pub fn up(config: Config) -> anyhow::Result<()> {
     let layout = StateLayout::new(&config.state_dir);
     std::fs::create_dir_all(layout.logs_dir())
@@ -24,15 +29,25 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     let token = AdminToken::load_or_create(&config.admin.token_file)?;
     let spec = plan::root_spec(&config)?;
     // Signals are taken before anything starts, so none is lost in between.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
     let system = actix::System::new();
     let result = system.block_on(async move {
         let tree = Arc::new(ActorTree::new());
+        let socket_path = layout.control_socket();
+        let controller = Controller::new(ControllerConfig {
+            tree: tree.clone(),
+            layout,
+            reloader: Some(Reloader::new(config.clone())),
+        })
+        .start();
+        socket::serve(&socket_path, controller.clone())
+            .with_context(|| format!("control socket: cannot listen on {}", socket_path.display()))?;
         let state = AdminState {
             tree: tree.clone(),
             token,
-            layout,
+            controller: controller.clone(),
         };
         let (server, bound) = admin::serve(config.admin.listen, state)
             .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
@@ -53,13 +68,29 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             .context("cannot start the signal thread")?;
 
         let running = RunningTree::start_in(tree, &spec);
-        tokio::select! {
-            signal = signal_rx.recv() => {
-                tracing::info!(signal = signal.map(warden_supervisors::signal_name), "stopping the tree");
-            }
-            end = running.root().ended() => {
-                server_handle.stop(true).await;
-                anyhow::bail!("the root supervisor ended unexpectedly ({end}); its children were killed");
+        loop {
+            tokio::select! {
+                signal = signal_rx.recv() => match signal {
+                    Some(SIGHUP) => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        match controller.send(Request::Reload).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(failure)) => tracing::error!(error = %failure, "reload refused"),
+                            Err(_) => tracing::error!("reload: the controller is gone"),
+                        }
+                    }
+                    Some(SIGUSR1) => {
+                        let _ = controller.send(Request::Drain).await;
+                    }
+                    other => {
+                        tracing::info!(signal = other.map(warden_supervisors::signal_name), "stopping the tree");
+                        break;
+                    }
+                },
+                end = running.root().ended() => {
+                    server_handle.stop(true).await;
+                    anyhow::bail!("the root supervisor ended unexpectedly ({end}); its children were killed");
+                }
             }
         }
         let shutdown = running.shutdown();
@@ -68,11 +99,14 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(again) = signal_rx.recv() => {
-                    tracing::warn!(signal = %warden_supervisors::signal_name(again), "already stopping: children get their stop timeouts, then SIGKILL");
+                    if matches!(again, SIGTERM | SIGINT) {
+                        tracing::warn!(signal = %warden_supervisors::signal_name(again), "already stopping: children get their stop timeouts, then SIGKILL");
+                    }
                 }
             }
         }
         server_handle.stop(true).await;
+        let _ = std::fs::remove_file(&socket_path);
         tracing::info!("stopped");
         anyhow::Ok(())
     });

@@ -1,0 +1,246 @@
+//! The client end of the control protocol, for `warden ctl`: over the local control
+//! socket, or over the admin HTTP API with `--admin URL`. Both answer the same
+//! [`Response`]s and [`Failure`]s.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use interprocess::local_socket::prelude::*;
+use interprocess::local_socket::{GenericFilePath, Stream};
+use warden_supervisors::wire::{self, MAX_FRAME};
+use warden_supervisors::{ActorView, TreeNode};
+
+use super::protocol::{
+    ClientFrame, Failure, FailureKind, Request, Response, ServerFrame, PROTOCOL_VERSION,
+};
+
+/// Why a request could not even be asked (exit code 2 in `warden ctl`).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not reach warden.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// Socket path or URL.
+        target: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// warden answered something that is not the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// warden refused the connection (version mismatch).
+    #[error("refused by warden: {0}")]
+    Refused(String),
+}
+
+/// A connection to a running warden.
+#[derive(Debug)]
+pub enum Client {
+    /// Over the control socket.
+    Socket {
+        /// The connection.
+        stream: Stream,
+        /// The next request id.
+        next_id: u64,
+    },
+    /// Over the admin HTTP API.
+    Http {
+        /// `http://host:port`.
+        base: String,
+        /// The bearer token.
+        token: String,
+        /// The HTTP agent.
+        agent: ureq::Agent,
+    },
+}
+
+impl Client {
+    /// Connects to the control socket at `path` and shakes hands.
+    pub fn connect_socket(path: &Path) -> Result<Self, ClientError> {
+        let target = path.display().to_string();
+        let name = path
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|source| ClientError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let mut stream = Stream::connect(name).map_err(|source| ClientError::Connect {
+            target: target.clone(),
+            source,
+        })?;
+        let hello = ClientFrame::Hello {
+            protocol: PROTOCOL_VERSION,
+            client: format!("warden-ctl {}", env!("CARGO_PKG_VERSION")),
+        };
+        send(&mut stream, &hello)?;
+        match receive(&mut stream)? {
+            ServerFrame::Welcome { .. } => Ok(Client::Socket { stream, next_id: 1 }),
+            ServerFrame::Error { message } => Err(ClientError::Refused(message)),
+            other => Err(ClientError::Protocol(format!(
+                "expected welcome, got {other:?}"
+            ))),
+        }
+    }
+
+    /// A client of the admin API at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn http(base: &str, token: String) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(600)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Client::Http {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            agent,
+        }
+    }
+
+    /// Asks one request.
+    pub fn ask(&mut self, request: Request) -> Result<Result<Response, Failure>, ClientError> {
+        match self {
+            Client::Socket { stream, next_id } => {
+                let id = *next_id;
+                *next_id += 1;
+                send(stream, &ClientFrame::Request { id, request })?;
+                match receive(stream)? {
+                    ServerFrame::Reply { id: got, result } if got == id => Ok(result),
+                    ServerFrame::Error { message } => Err(ClientError::Refused(message)),
+                    other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+                }
+            }
+            Client::Http { base, token, agent } => http_ask(agent, base, token, request),
+        }
+    }
+}
+
+fn send(stream: &mut Stream, frame: &ClientFrame) -> Result<(), ClientError> {
+    let payload = wire::encode(frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    wire::write_frame_blocking(stream, &payload, MAX_FRAME)
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn receive(stream: &mut Stream) -> Result<ServerFrame, ClientError> {
+    match wire::read_frame_blocking(stream, MAX_FRAME) {
+        Ok(Some(payload)) => {
+            wire::decode(&payload).map_err(|e| ClientError::Protocol(e.to_string()))
+        }
+        Ok(None) => Err(ClientError::Protocol(
+            "warden closed the connection".to_owned(),
+        )),
+        Err(e) => Err(ClientError::Protocol(e.to_string())),
+    }
+}
+
+fn http_ask(
+    agent: &ureq::Agent,
+    base: &str,
+    token: &str,
+    request: Request,
+) -> Result<Result<Response, Failure>, ClientError> {
+    let actor_url = |path: &str, suffix: &str| {
+        format!(
+            "{base}/api/v1/actors/{}{suffix}",
+            path.trim_start_matches('/')
+        )
+    };
+    let (method, url) = match &request {
+        Request::Health => ("GET", format!("{base}/healthz")),
+        Request::Ready => ("GET", format!("{base}/readyz")),
+        Request::Status => ("GET", format!("{base}/api/v1/actors")),
+        Request::Tree => ("GET", format!("{base}/api/v1/tree")),
+        Request::Actor { path } => ("GET", actor_url(path, "")),
+        Request::Start { path } => ("POST", actor_url(path, "/start")),
+        Request::Stop { path } => ("POST", actor_url(path, "/stop")),
+        Request::Restart { path } => ("POST", actor_url(path, "/restart")),
+        Request::Logs { path, tail } => ("GET", actor_url(path, &format!("/logs?tail={tail}"))),
+        Request::Reload => ("POST", format!("{base}/api/v1/reload")),
+        Request::Drain => ("POST", format!("{base}/api/v1/drain")),
+        Request::Metrics => ("GET", format!("{base}/metrics")),
+        Request::Wait { .. } => {
+            return Ok(Err(Failure::new(
+                FailureKind::BadRequest,
+                "wait is served over the control socket only; drop --admin",
+            )))
+        }
+    };
+    let auth = format!("Bearer {token}");
+    let connect = |e: ureq::Error| ClientError::Connect {
+        target: base.to_owned(),
+        source: io::Error::other(e.to_string()),
+    };
+    let mut response = if method == "GET" {
+        agent
+            .get(&url)
+            .header("Authorization", &auth)
+            .call()
+            .map_err(connect)?
+    } else {
+        agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .send_empty()
+            .map_err(connect)?
+    };
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_vec()
+        .map_err(|e| ClientError::Protocol(format!("cannot read the answer: {e}")))?;
+    let protocol =
+        |e: serde_json::Error| ClientError::Protocol(format!("unexpected answer from {url}: {e}"));
+    if status >= 400 && !matches!(request, Request::Health | Request::Ready) {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let kind = match status {
+            400 => FailureKind::BadRequest,
+            401 => FailureKind::Unauthorized,
+            404 => FailureKind::NotFound,
+            409 => FailureKind::Conflict,
+            413 => FailureKind::TooLarge,
+            503 => FailureKind::Unavailable,
+            504 => FailureKind::Timeout,
+            _ => FailureKind::Internal,
+        };
+        return Ok(Err(Failure::new(kind, message)));
+    }
+    let response = match request {
+        Request::Health => {
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(protocol)?;
+            Response::Health(if v["status"] == "draining" {
+                super::protocol::Health::Draining
+            } else {
+                super::protocol::Health::Ok
+            })
+        }
+        Request::Ready => {
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(protocol)?;
+            let waiting = serde_json::from_value(v["waiting"].clone()).unwrap_or_default();
+            Response::Ready {
+                ready: status == 200,
+                waiting,
+            }
+        }
+        Request::Status => {
+            Response::Actors(serde_json::from_slice::<Vec<ActorView>>(&body).map_err(protocol)?)
+        }
+        Request::Tree => {
+            Response::Tree(serde_json::from_slice::<TreeNode>(&body).map_err(protocol)?)
+        }
+        Request::Actor { .. }
+        | Request::Start { .. }
+        | Request::Stop { .. }
+        | Request::Restart { .. } => {
+            Response::Actor(serde_json::from_slice::<ActorView>(&body).map_err(protocol)?)
+        }
+        Request::Logs { .. } => Response::Logs(body),
+        Request::Reload => Response::Reloaded(serde_json::from_slice(&body).map_err(protocol)?),
+        Request::Drain => Response::Draining,
+        Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
+        Request::Wait { .. } => return Err(ClientError::Protocol("wait over HTTP".to_owned())),
+    };
+    Ok(Ok(response))
+}

@@ -1,0 +1,272 @@
+//! The control actor: carries out every [`Request`], whichever encoding it came in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use warden_supervisors::{ActorKind, ActorPath, ActorState, ActorTree, ControlOp};
+
+use super::protocol::{Failure, FailureKind, Health, Request, Response};
+use super::request::control;
+use crate::layout::StateLayout;
+use crate::metrics;
+use crate::reload::Reloader;
+
+/// What the controller works on.
+#[derive(Debug)]
+pub struct ControllerConfig {
+    /// The actor tree.
+    pub tree: Arc<ActorTree>,
+    /// Where logs are.
+    pub layout: StateLayout,
+    /// Re-reads the config file (`None`: a tree built in code cannot be reloaded).
+    pub reloader: Option<Reloader>,
+}
+
+/// The control actor.
+#[derive(Debug)]
+pub struct Controller {
+    tree: Arc<ActorTree>,
+    layout: StateLayout,
+    reloader: Option<Reloader>,
+    draining: bool,
+    reloading: bool,
+}
+
+impl Controller {
+    /// A controller over `config`.
+    pub fn new(config: ControllerConfig) -> Self {
+        Self {
+            tree: config.tree,
+            layout: config.layout,
+            reloader: config.reloader,
+            draining: false,
+            reloading: false,
+        }
+    }
+}
+
+impl Actor for Controller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+fn parse_path(path: &str) -> Result<ActorPath, Failure> {
+    let parsed = ActorPath::parse(path)
+        .map_err(|e| Failure::new(FailureKind::NotFound, format!("no actor at {path}: {e}")))?;
+    if parsed.is_root() {
+        return Err(Failure::new(
+            FailureKind::NotFound,
+            "the root / is not an actor that can be addressed here",
+        ));
+    }
+    Ok(parsed)
+}
+
+fn not_found(path: &ActorPath) -> Failure {
+    Failure::new(FailureKind::NotFound, format!("no actor at {path}"))
+}
+
+/// Whether warden is ready: every child meant to run is running. Answers the actors that
+/// are not.
+pub(crate) fn not_ready(tree: &ActorTree) -> Vec<ActorPath> {
+    tree.descendants(&ActorPath::root())
+        .into_iter()
+        .filter(|v| {
+            matches!(
+                v.info.state,
+                ActorState::Starting
+                    | ActorState::Backoff
+                    | ActorState::Stopping
+                    | ActorState::Failed
+            )
+        })
+        .map(|v| v.info.path)
+        .collect()
+}
+
+impl Handler<Request> for Controller {
+    type Result = ResponseActFuture<Self, Result<Response, Failure>>;
+
+    fn handle(&mut self, request: Request, _ctx: &mut Self::Context) -> Self::Result {
+        let tree = self.tree.clone();
+        let immediate =
+            |r: Result<Response, Failure>| -> Self::Result { Box::pin(actix::fut::ready(r)) };
+        match request {
+            Request::Health => immediate(Ok(Response::Health(if self.draining {
+                Health::Draining
+            } else {
+                Health::Ok
+            }))),
+            Request::Ready => {
+                let mut waiting = not_ready(&tree);
+                let ready = waiting.is_empty() && !self.draining;
+                if self.draining {
+                    waiting.clear();
+                }
+                immediate(Ok(Response::Ready { ready, waiting }))
+            }
+            Request::Status => {
+                immediate(Ok(Response::Actors(tree.descendants(&ActorPath::root()))))
+            }
+            Request::Tree => immediate(
+                tree.subtree(&ActorPath::root())
+                    .map(Response::Tree)
+                    .ok_or_else(|| {
+                        Failure::new(FailureKind::Unavailable, "the tree is not running")
+                    }),
+            ),
+            Request::Actor { path } => immediate(
+                parse_path(&path)
+                    .and_then(|p| tree.view(&p).ok_or_else(|| not_found(&p)))
+                    .map(Response::Actor),
+            ),
+            Request::Start { path } => self.drive(tree, path, ControlOp::Start),
+            Request::Stop { path } => self.drive(tree, path, ControlOp::Stop),
+            Request::Restart { path } => self.drive(tree, path, ControlOp::Restart),
+            Request::Logs { path, tail } => immediate(self.logs(&path, tail)),
+            Request::Drain => {
+                if !self.draining {
+                    tracing::warn!("draining: /healthz answers 503 from now on");
+                }
+                self.draining = true;
+                immediate(Ok(Response::Draining))
+            }
+            Request::Metrics => {
+                immediate(Ok(Response::Metrics(metrics::render(&tree, self.draining))))
+            }
+            Request::Wait { paths, timeout_ms } => {
+                let parsed: Result<Vec<ActorPath>, Failure> =
+                    paths.iter().map(|p| parse_path(p)).collect();
+                let fut = async move {
+                    let paths = parsed?;
+                    wait_running(&tree, &paths, Duration::from_millis(timeout_ms)).await
+                };
+                Box::pin(fut.into_actor(self))
+            }
+            Request::Reload => {
+                if self.reloading {
+                    return immediate(Err(Failure::new(
+                        FailureKind::Conflict,
+                        "a reload is already in progress",
+                    )));
+                }
+                let Some(mut reloader) = self.reloader.take() else {
+                    return immediate(Err(Failure::new(
+                        FailureKind::Unavailable,
+                        "this tree was not built from a config file: nothing to reload",
+                    )));
+                };
+                self.reloading = true;
+                let fut = async move {
+                    let result = reloader.reload(&tree).await;
+                    (reloader, result)
+                };
+                Box::pin(fut.into_actor(self).map(|(reloader, result), act, _| {
+                    act.reloader = Some(reloader);
+                    act.reloading = false;
+                    result.map(Response::Reloaded)
+                }))
+            }
+        }
+    }
+}
+
+impl Controller {
+    fn drive(
+        &self,
+        tree: Arc<ActorTree>,
+        path: String,
+        op: ControlOp,
+    ) -> ResponseActFuture<Self, Result<Response, Failure>> {
+        let fut = async move {
+            let path = parse_path(&path)?;
+            let view = control(&tree, &path, op).await?;
+            Ok(Response::Actor(view))
+        };
+        Box::pin(fut.into_actor(self))
+    }
+
+    fn logs(&self, path: &str, tail: usize) -> Result<Response, Failure> {
+        let path = parse_path(path)?;
+        let info = self.tree.get(&path).ok_or_else(|| not_found(&path))?;
+        if !matches!(
+            info.kind,
+            ActorKind::Service | ActorKind::Outboard | ActorKind::Worker
+        ) {
+            return Err(Failure::new(
+                FailureKind::NotFound,
+                format!("{path} is not a process and has no log"),
+            ));
+        }
+        let file = self.layout.log_file(&path);
+        warden_actors::tail_lines(&file, tail)
+            .map(Response::Logs)
+            .map_err(|e| {
+                Failure::new(
+                    FailureKind::Internal,
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })
+    }
+}
+
+/// Waits until every actor of `paths` is `running`; fails on an unknown path, or on
+/// timeout naming those that are not.
+async fn wait_running(
+    tree: &ActorTree,
+    paths: &[ActorPath],
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    let mut events = tree.subscribe();
+    let check = || -> Result<Option<Vec<warden_supervisors::ActorView>>, Failure> {
+        let mut views = Vec::with_capacity(paths.len());
+        for p in paths {
+            let view = tree.view(p).ok_or_else(|| not_found(p))?;
+            if view.info.state != ActorState::Running {
+                return Ok(None);
+            }
+            views.push(view);
+        }
+        Ok(Some(views))
+    };
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            if let Some(views) = check()? {
+                return Ok(views);
+            }
+            // Any state change may be the one we wait for; a lagging receiver rechecks.
+            match events.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(Failure::new(FailureKind::Unavailable, "warden is stopping"))
+                }
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(Ok(views)) => Ok(Response::Actors(views)),
+        Ok(Err(failure)) => Err(failure),
+        Err(_) => {
+            let pending: Vec<String> = paths
+                .iter()
+                .filter_map(|p| {
+                    let state = tree.get(p).map(|i| i.state)?;
+                    (state != ActorState::Running).then(|| format!("{p} is {state}"))
+                })
+                .collect();
+            Err(Failure::new(
+                FailureKind::Timeout,
+                format!(
+                    "not running after {}: {}",
+                    humantime::format_duration(timeout),
+                    pending.join(", ")
+                ),
+            ))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The local control socket (`state_dir/control.sock`, mode 0600): frames of a u32
+//! big-endian length and MessagePack, at most 1 MiB each. A connection starts with a
+//! `hello` carrying the protocol version; then each request gets a reply with its id. A
+//! bad frame (garbage, truncated, oversized) or a version mismatch gets an `error` frame
+//! and that connection is closed; warden and every other connection carry on.
+
+use std::io;
+use std::path::Path;
+
+use actix::Addr;
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use warden_supervisors::wire::{self, FrameError, MAX_FRAME};
+
+use super::protocol::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
+use super::Controller;
+
+/// Binds the control socket at `path` (replacing a stale file) and serves it on the
+/// current actix arbiter until the System stops.
+pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
+    if path.as_os_str().len() >= 108 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "control socket path {} is {} bytes, over the 107 a unix socket allows: use a shorter state_dir",
+                path.display(),
+                path.as_os_str().len()
+            ),
+        ));
+    }
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .try_overwrite(true)
+        .create_tokio()?;
+    actix_rt::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok(conn) => {
+                    actix_rt::spawn(serve_connection(conn, controller.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn send(tx: &mut &Stream, frame: &ServerFrame) -> Result<(), FrameError> {
+    let payload = wire::encode(frame)?;
+    wire::write_frame(tx, &payload, MAX_FRAME).await
+}
+
+async fn refuse(tx: &mut &Stream, message: String) {
+    tracing::warn!(%message, "control socket: closing a connection");
+    let _ = send(tx, &ServerFrame::Error { message }).await;
+}
+
+async fn next_frame(rx: &mut &Stream) -> Result<Option<ClientFrame>, FrameError> {
+    match wire::read_frame(rx, MAX_FRAME).await? {
+        None => Ok(None),
+        Some(payload) => wire::decode(&payload).map(Some),
+    }
+}
+
+async fn serve_connection(conn: Stream, controller: Addr<Controller>) {
+    let mut rx = &conn;
+    let mut tx = &conn;
+    match next_frame(&mut rx).await {
+        Ok(Some(ClientFrame::Hello { protocol, client })) if protocol == PROTOCOL_VERSION => {
+            tracing::debug!(%client, "control socket: client connected");
+            let welcome = ServerFrame::Welcome {
+                protocol: PROTOCOL_VERSION,
+                server: format!("warden {}", env!("CARGO_PKG_VERSION")),
+            };
+            if send(&mut tx, &welcome).await.is_err() {
+                return;
+            }
+        }
+        Ok(Some(ClientFrame::Hello { protocol, client })) => {
+            refuse(
+                &mut tx,
+                format!(
+                    "protocol version mismatch: client {client:?} speaks {protocol}, warden speaks {PROTOCOL_VERSION}"
+                ),
+            )
+            .await;
+            return;
+        }
+        Ok(Some(ClientFrame::Request { .. })) => {
+            refuse(&mut tx, "the first frame must be hello".to_owned()).await;
+            return;
+        }
+        Ok(None) => return,
+        Err(e) => {
+            refuse(&mut tx, format!("bad frame: {e}")).await;
+            return;
+        }
+    }
+    loop {
+        match next_frame(&mut rx).await {
+            Ok(Some(ClientFrame::Request { id, request })) => {
+                let result = match controller.send(request).await {
+                    Ok(result) => result,
+                    Err(_) => Err(super::protocol::Failure::new(
+                        super::protocol::FailureKind::Unavailable,
+                        "warden is stopping",
+                    )),
+                };
+                if send(&mut tx, &ServerFrame::Reply { id, result })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(Some(ClientFrame::Hello { .. })) => {
+                refuse(
+                    &mut tx,
+                    "hello was already sent on this connection".to_owned(),
+                )
+                .await;
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                refuse(&mut tx, format!("bad frame: {e}")).await;
+                return;
+            }
+        }
+    }
+}

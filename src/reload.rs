@@ -1,0 +1,135 @@
+//! Reload: re-read the config file, and change only what changed. Added actors start,
+//! removed ones stop, changed ones restart with their new settings, and every other
+//! actor keeps running with its pid. A file that does not load is refused whole, with the
+//! same message as `warden check`, and the running tree is not touched.
+
+use std::path::PathBuf;
+
+use warden_supervisors::{ActorPath, ActorTree, ChildChanges, ChildUpdate, UpdateChildren};
+
+use crate::config::{self, ChildConfig, Config, SupervisorConfig};
+use crate::control::protocol::{Failure, FailureKind};
+use crate::plan;
+
+/// Holds the config in force and re-reads its file on demand.
+#[derive(Debug)]
+pub struct Reloader {
+    current: Config,
+}
+
+impl Reloader {
+    /// A reloader for the config that is running now.
+    pub fn new(current: Config) -> Self {
+        Self { current }
+    }
+
+    /// The file that is re-read.
+    pub fn path(&self) -> &PathBuf {
+        &self.current.path
+    }
+
+    /// Re-reads the file and applies the difference to `tree`.
+    pub async fn reload(&mut self, tree: &ActorTree) -> Result<ChildChanges, Failure> {
+        let bad = |m: String| Failure::new(FailureKind::BadRequest, m);
+        let new = config::load(&self.current.path).map_err(|e| bad(e.to_string()))?;
+        plan::root_spec(&new).map_err(|e| bad(e.to_string()))?;
+        for (what, changed) in [
+            ("state_dir", new.state_dir != self.current.state_dir),
+            ("[admin]", new.admin != self.current.admin),
+            ("[runtime]", new.runtime != self.current.runtime),
+            ("[logs]", new.logs != self.current.logs),
+        ] {
+            if changed {
+                tracing::warn!("{what} changed: it takes effect when warden restarts");
+            }
+        }
+        let mut changes = ChildChanges::default();
+        let result = apply(
+            &self.current.root,
+            &new.root,
+            &ActorPath::root(),
+            &new,
+            tree,
+            &mut changes,
+        )
+        .await;
+        tracing::info!(
+            added = ?changes.added,
+            removed = ?changes.removed,
+            changed = ?changes.changed,
+            "reloaded {}",
+            new.path.display()
+        );
+        // Even a partly applied reload is what runs now.
+        self.current = new;
+        result.map(|()| changes)
+    }
+}
+
+/// Whether a child's entry changed in a way that needs a restart. A supervisor whose own
+/// strategy or intensity is the same is kept: its children are compared one by one.
+fn needs_restart(old: &ChildConfig, new: &ChildConfig) -> bool {
+    match (old, new) {
+        (ChildConfig::Service(o), ChildConfig::Service(n)) => {
+            let mut o = o.clone();
+            o.line = n.line;
+            o != *n
+        }
+        (ChildConfig::Supervisor(o), ChildConfig::Supervisor(n)) => {
+            o.strategy != n.strategy || o.intensity != n.intensity
+        }
+        _ => true,
+    }
+}
+
+async fn apply(
+    old: &SupervisorConfig,
+    new: &SupervisorConfig,
+    path: &ActorPath,
+    config: &Config,
+    tree: &ActorTree,
+    changes: &mut ChildChanges,
+) -> Result<(), Failure> {
+    let internal = |m: String| Failure::new(FailureKind::Internal, m);
+    let mut children = Vec::with_capacity(new.children.len());
+    let mut descend = Vec::new();
+    for child in &new.children {
+        let before = old.children.iter().find(|c| c.name() == child.name());
+        let changed = before.is_some_and(|b| needs_restart(b, child));
+        if let (Some(ChildConfig::Supervisor(b)), ChildConfig::Supervisor(n), false) =
+            (before, child, changed)
+        {
+            descend.push((b, n));
+        }
+        let spec = plan::child_spec(config, child, path).map_err(|e| internal(e.to_string()))?;
+        children.push(ChildUpdate { spec, changed });
+    }
+    let supervisor = tree.supervisor(path).ok_or_else(|| {
+        Failure::new(
+            FailureKind::Unavailable,
+            format!("supervisor {path} is not running: its part of the reload was not applied"),
+        )
+    })?;
+    let (strategy, intensity) = plan::supervisor_settings(new);
+    let applied = supervisor
+        .send(UpdateChildren {
+            strategy,
+            intensity,
+            children,
+        })
+        .await
+        .map_err(|_| {
+            Failure::new(
+                FailureKind::Unavailable,
+                format!("supervisor {path} went away"),
+            )
+        })??;
+    changes.extend(applied);
+    for (b, n) in descend {
+        let Ok(name) = warden_supervisors::ActorName::new(&n.name) else {
+            continue;
+        };
+        Box::pin(apply(b, n, &path.child(&name), config, tree, changes)).await?;
+    }
+    Ok(())
+}
