@@ -319,6 +319,50 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Where a running warden of the config at `path` keeps its state and token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Absolute `state_dir`.
+    pub state_dir: PathBuf,
+    /// Absolute admin token file.
+    pub token_file: PathBuf,
+}
+
+/// Reads only `state_dir` and `[admin] token_file` of the file at `path`, so that
+/// clients can find a running warden even while its file holds an edit that does not
+/// pass [`load`] (e.g. before a reload is refused).
+pub fn locate(path: &Path) -> Result<Located, ConfigError> {
+    let fail = |message: String| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| fail(format!("invalid TOML: {}", e.message())))?;
+    let absolute = std::path::absolute(path)
+        .map_err(|e| fail(format!("cannot make the path absolute: {e}")))?;
+    let base_dir = absolute.parent().unwrap_or(&absolute).to_path_buf();
+    let state_dir: PathBuf = match table.get("state_dir").and_then(|v| v.as_str()) {
+        Some(dir) => base_dir.join(dir).components().collect(),
+        None => base_dir.join(".warden"),
+    };
+    let token_file = match table
+        .get("admin")
+        .and_then(|a| a.get("token_file"))
+        .and_then(|v| v.as_str())
+    {
+        Some(file) => base_dir.join(file).components().collect(),
+        None => state_dir.join("admin.token"),
+    };
+    Ok(Located {
+        state_dir,
+        token_file,
+    })
+}
+
 /// Checks `text`, the content of the config file at `path`.
 ///
 /// `path` names the file in errors, and its folder is where relative paths start.

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod embed;
 pub mod layout;
 pub mod metrics;

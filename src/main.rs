@@ -43,6 +43,94 @@ enum Command {
         #[arg(short = 'c', long = "config", default_value = "warden.toml")]
         config: PathBuf,
     },
+    /// Drive a running warden over its control socket (or `--admin URL`).
+    /// Exit codes: 0 done, 1 the operation failed (unknown path included), 2 usage or
+    /// connection error.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CtlArgs {
+    /// The config file of the running warden (for its socket and token).
+    #[arg(short = 'c', long = "config", default_value = "warden.toml")]
+    config: PathBuf,
+    /// Talk to the admin HTTP API at this URL (e.g. http://127.0.0.1:7700) instead of
+    /// the control socket.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Token file for --admin (default: the config's).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    verb: CtlVerb,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlVerb {
+    /// Every actor: path, kind, state, pid, restarts, and why it is not running.
+    Status,
+    /// The tree, indented.
+    Tree,
+    /// Start a stopped, exited or failed actor; waits until it settles.
+    Start {
+        /// Actor path, e.g. /app/api.
+        path: String,
+    },
+    /// Stop an actor; waits until it is stopped.
+    Stop {
+        /// Actor path.
+        path: String,
+    },
+    /// Restart an actor; waits until it settles.
+    Restart {
+        /// Actor path.
+        path: String,
+    },
+    /// The last lines an actor wrote to stdout and stderr.
+    Logs {
+        /// Actor path.
+        path: String,
+        /// How many lines.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Re-read the config file: start added actors, stop removed ones, restart changed
+    /// ones; others keep running.
+    Reload,
+    /// Drain: /healthz answers 503, no new work is taken.
+    Drain,
+    /// Wait until every given actor is running (exit 1 on timeout).
+    Wait {
+        /// Actor paths.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Give up after this long (e.g. 30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+impl CtlVerb {
+    fn request(self) -> warden::control::protocol::Request {
+        use warden::control::protocol::Request;
+        match self {
+            CtlVerb::Status => Request::Status,
+            CtlVerb::Tree => Request::Tree,
+            CtlVerb::Start { path } => Request::Start { path },
+            CtlVerb::Stop { path } => Request::Stop { path },
+            CtlVerb::Restart { path } => Request::Restart { path },
+            CtlVerb::Logs { path, tail } => Request::Logs { path, tail },
+            CtlVerb::Reload => Request::Reload,
+            CtlVerb::Drain => Request::Drain,
+            CtlVerb::Wait { paths, timeout } => Request::Wait {
+                paths,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -86,8 +174,17 @@ fn load(path: &std::path::Path) -> Result<warden::config::Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let config_path = match &cli.command {
-        Command::Check { config } | Command::Up { config } => config.clone(),
+    let config_path = match cli.command {
+        Command::Check { ref config } | Command::Up { ref config } => config.clone(),
+        Command::Ctl(args) => {
+            let options = warden::ctl::CtlOptions {
+                config: args.config,
+                admin: args.admin,
+                token_file: args.token_file,
+                json: args.json,
+            };
+            return warden::ctl::run(&options, args.verb.request());
+        }
     };
     let config = match load(&config_path) {
         Ok(config) => config,
@@ -105,6 +202,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Ctl(_) => ExitCode::from(2),
         Command::Up { .. } => match warden::runtime::up(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,271 @@
+//! `warden ctl`: drive a running warden from scripts and terminals, over its control
+//! socket (default) or its admin HTTP API (`--admin URL`). A readable table by default,
+//! `--json` for scripts. Exit codes: 0 done, 1 the operation failed (an unknown path
+//! included), 2 usage or connection error.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use warden_supervisors::{ActorView, TreeNode};
+
+use crate::control::client::{Client, ClientError};
+use crate::control::protocol::{Health, Request, Response};
+
+/// Where to reach warden and how to print.
+#[derive(Debug, Clone)]
+pub struct CtlOptions {
+    /// The config file (for the socket path and the token file).
+    pub config: PathBuf,
+    /// Use the admin HTTP API at this URL instead of the socket.
+    pub admin: Option<String>,
+    /// The token file for `--admin` (default: the config's).
+    pub token_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    pub json: bool,
+}
+
+/// Exit code: the operation failed.
+const FAILED: u8 = 1;
+/// Exit code: usage or connection error.
+const USAGE: u8 = 2;
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(USAGE)
+}
+
+fn connect(options: &CtlOptions) -> Result<Client, ExitCode> {
+    let config = || {
+        crate::config::locate(&options.config).map_err(|e| {
+            usage_error(format!(
+                "{e}\n(ctl reads the config to find warden's control socket and token; give -c FILE)"
+            ))
+        })
+    };
+    match &options.admin {
+        Some(url) => {
+            let token_file = match &options.token_file {
+                Some(f) => f.clone(),
+                None => config()?.token_file,
+            };
+            let token = std::fs::read_to_string(&token_file).map_err(|e| {
+                usage_error(format!(
+                    "cannot read token file {}: {e}",
+                    token_file.display()
+                ))
+            })?;
+            Ok(Client::http(url, token.trim().to_owned()))
+        }
+        None => {
+            let socket = crate::layout::StateLayout::new(config()?.state_dir).control_socket();
+            Client::connect_socket(&socket).map_err(|e| match e {
+                ClientError::Connect { .. } => {
+                    usage_error(format!("{e} (is warden up with this config?)"))
+                }
+                other => usage_error(other),
+            })
+        }
+    }
+}
+
+/// Runs one request and prints its answer; returns the exit code.
+pub fn run(options: &CtlOptions, request: Request) -> ExitCode {
+    let mut client = match connect(options) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let result = match client.ask(request.clone()) {
+        Ok(r) => r,
+        Err(e) => return usage_error(e),
+    };
+    match result {
+        Ok(response) => print_response(options.json, &request, response),
+        Err(failure) => {
+            if options.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": failure.message, "kind": failure.kind })
+                );
+            } else {
+                eprintln!("error: {failure}");
+            }
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot encode the answer: {e}"),
+    }
+}
+
+fn print_response(json: bool, request: &Request, response: Response) -> ExitCode {
+    match response {
+        Response::Actors(views) => {
+            if json {
+                print_json(&views);
+            } else {
+                print_table(&views);
+            }
+        }
+        Response::Actor(view) => {
+            if json {
+                print_json(&view);
+            } else {
+                print_table(std::slice::from_ref(&view));
+            }
+        }
+        Response::Tree(node) => {
+            if json {
+                print_json(&node);
+            } else {
+                print_tree(&node, 0);
+            }
+        }
+        Response::Logs(bytes) => {
+            let _ = std::io::stdout().write_all(&bytes);
+        }
+        Response::Reloaded(changes) => {
+            if json {
+                print_json(&changes);
+            } else {
+                let list = |v: &[warden_supervisors::ActorPath]| {
+                    if v.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        v.iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }
+                };
+                println!("added:   {}", list(&changes.added));
+                println!("removed: {}", list(&changes.removed));
+                println!("changed: {}", list(&changes.changed));
+            }
+        }
+        Response::Draining => {
+            if json {
+                print_json(&serde_json::json!({ "status": "draining" }));
+            } else {
+                println!("draining");
+            }
+        }
+        Response::Health(health) => {
+            let status = match health {
+                Health::Ok => "ok",
+                Health::Draining => "draining",
+            };
+            if json {
+                print_json(&serde_json::json!({ "status": status }));
+            } else {
+                println!("{status}");
+            }
+        }
+        Response::Ready { ready, waiting } => {
+            if json {
+                print_json(&serde_json::json!({ "ready": ready, "waiting": waiting }));
+            } else {
+                println!("{}", if ready { "ready" } else { "not ready" });
+            }
+        }
+        Response::Metrics(text) => print!("{text}"),
+    }
+    let _ = request;
+    ExitCode::SUCCESS
+}
+
+fn age(at: Option<warden_supervisors::Timestamp>) -> String {
+    let Some(at) = at else { return "-".to_owned() };
+    let secs = SystemTime::now()
+        .duration_since(at.0)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+fn print_table(views: &[ActorView]) {
+    let rows: Vec<[String; 6]> = views
+        .iter()
+        .map(|v| {
+            let i = &v.info;
+            let note = if let Some(reason) = &i.failed_reason {
+                reason.clone()
+            } else if let Some(next) = i.next_restart_at {
+                format!(
+                    "restart in {} (attempt {})",
+                    humantime::format_duration(Duration::from_millis(
+                        next.0
+                            .duration_since(SystemTime::now())
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0)
+                    )),
+                    i.backoff.attempt
+                )
+            } else if let Some(exit) = &i.last_exit {
+                format!("last: {}", exit.reason)
+            } else {
+                String::new()
+            };
+            [
+                i.path.to_string(),
+                serde_json::to_value(i.kind)
+                    .ok()
+                    .and_then(|k| k.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                i.state.to_string(),
+                i.pid
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".to_owned()),
+                i.restarts.to_string(),
+                if i.state == warden_supervisors::ActorState::Running {
+                    format!("up {} {note}", age(i.started_at))
+                        .trim_end()
+                        .to_owned()
+                } else {
+                    note
+                },
+            ]
+        })
+        .collect();
+    let header = ["PATH", "KIND", "STATE", "PID", "RESTARTS", "INFO"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut out = String::new();
+        for (k, cell) in cells.iter().enumerate() {
+            if k == 5 {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[k]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    }
+}
+
+fn print_tree(node: &TreeNode, depth: usize) {
+    let i = &node.info;
+    let name = if i.path.is_root() {
+        "/"
+    } else {
+        i.name.as_str()
+    };
+    let pid = i.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+    println!("{}{name} [{}]{pid}", "  ".repeat(depth), i.state);
+    for child in &node.children {
+        print_tree(child, depth + 1);
+    }
+}
