@@ -227,15 +227,15 @@ fn http_ask(
         Request::Status => {
             Response::Actors(serde_json::from_slice::<Vec<ActorView>>(&body).map_err(protocol)?)
         }
-        Request::Tree => {
-            Response::Tree(serde_json::from_slice::<TreeNode>(&body).map_err(protocol)?)
-        }
+        Request::Tree => Response::Tree(Box::new(
+            serde_json::from_slice::<TreeNode>(&body).map_err(protocol)?,
+        )),
         Request::Actor { .. }
         | Request::Start { .. }
         | Request::Stop { .. }
-        | Request::Restart { .. } => {
-            Response::Actor(serde_json::from_slice::<ActorView>(&body).map_err(protocol)?)
-        }
+        | Request::Restart { .. } => Response::Actor(Box::new(
+            serde_json::from_slice::<ActorView>(&body).map_err(protocol)?,
+        )),
         Request::Logs { .. } => Response::Logs(body),
         Request::Reload => Response::Reloaded(serde_json::from_slice(&body).map_err(protocol)?),
         Request::Drain => Response::Draining,

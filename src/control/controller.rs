@@ -114,7 +114,7 @@ impl Handler<Request> for Controller {
             }
             Request::Tree => immediate(
                 tree.subtree(&ActorPath::root())
-                    .map(Response::Tree)
+                    .map(|t| Response::Tree(Box::new(t)))
                     .ok_or_else(|| {
                         Failure::new(FailureKind::Unavailable, "the tree is not running")
                     }),
@@ -122,7 +122,7 @@ impl Handler<Request> for Controller {
             Request::Actor { path } => immediate(
                 parse_path(&path)
                     .and_then(|p| tree.view(&p).ok_or_else(|| not_found(&p)))
-                    .map(Response::Actor),
+                    .map(|v| Response::Actor(Box::new(v))),
             ),
             Request::Start { path } => self.drive(tree, path, ControlOp::Start),
             Request::Stop { path } => self.drive(tree, path, ControlOp::Stop),
@@ -185,7 +185,7 @@ impl Controller {
         let fut = async move {
             let path = parse_path(&path)?;
             let view = control(&tree, &path, op).await?;
-            Ok(Response::Actor(view))
+            Ok(Response::Actor(Box::new(view)))
         };
         Box::pin(fut.into_actor(self))
     }

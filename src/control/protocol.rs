@@ -90,9 +90,9 @@ pub enum Response {
     /// Answer to [`Request::Status`] and [`Request::Wait`].
     Actors(Vec<ActorView>),
     /// Answer to [`Request::Tree`].
-    Tree(TreeNode),
+    Tree(Box<TreeNode>),
     /// Answer to [`Request::Actor`], start, stop and restart.
-    Actor(ActorView),
+    Actor(Box<ActorView>),
     /// Answer to [`Request::Logs`]: the bytes as the child wrote them.
     Logs(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Answer to [`Request::Reload`].

@@ -450,7 +450,7 @@ impl Supervisor {
         // all done goes up again.
         let before = self.slots.len();
         self.slots
-            .retain(|s| !(s.target == Target::Down(Down::Removed) && !s.is_live()));
+            .retain(|s| s.target != Target::Down(Down::Removed) || s.is_live());
         if self.slots.len() != before {
             self.declare();
         }
