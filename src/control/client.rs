@@ -133,6 +133,51 @@ fn receive(stream: &mut Stream) -> Result<ServerFrame, ClientError> {
     }
 }
 
+/// `wait` over HTTP: the API has no wait route, so poll each actor until all run.
+fn http_wait(
+    agent: &ureq::Agent,
+    base: &str,
+    token: &str,
+    paths: &[String],
+    timeout_ms: u64,
+) -> Result<Result<Response, Failure>, ClientError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let mut views = Vec::with_capacity(paths.len());
+        let mut pending = Vec::new();
+        for path in paths {
+            match http_ask(agent, base, token, Request::Actor { path: path.clone() })? {
+                Ok(Response::Actor(view)) => {
+                    if view.info.state != warden_supervisors::ActorState::Running {
+                        pending.push(format!("{} is {}", view.info.path, view.info.state));
+                    }
+                    views.push(*view);
+                }
+                Ok(other) => {
+                    return Err(ClientError::Protocol(format!(
+                        "unexpected answer {other:?}"
+                    )))
+                }
+                Err(failure) => return Ok(Err(failure)),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(Ok(Response::Actors(views)));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Err(Failure::new(
+                FailureKind::Timeout,
+                format!(
+                    "not running after {}: {}",
+                    humantime::format_duration(Duration::from_millis(timeout_ms)),
+                    pending.join(", ")
+                ),
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn http_ask(
     agent: &ureq::Agent,
     base: &str,
@@ -158,11 +203,8 @@ fn http_ask(
         Request::Reload => ("POST", format!("{base}/api/v1/reload")),
         Request::Drain => ("POST", format!("{base}/api/v1/drain")),
         Request::Metrics => ("GET", format!("{base}/metrics")),
-        Request::Wait { .. } => {
-            return Ok(Err(Failure::new(
-                FailureKind::BadRequest,
-                "wait is served over the control socket only; drop --admin",
-            )))
+        Request::Wait { paths, timeout_ms } => {
+            return http_wait(agent, base, token, paths, *timeout_ms)
         }
     };
     let auth = format!("Bearer {token}");
@@ -240,7 +282,12 @@ fn http_ask(
         Request::Reload => Response::Reloaded(serde_json::from_slice(&body).map_err(protocol)?),
         Request::Drain => Response::Draining,
         Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
-        Request::Wait { .. } => return Err(ClientError::Protocol("wait over HTTP".to_owned())),
+        // Answered by `http_wait` before any request is sent.
+        Request::Wait { .. } => {
+            return Err(ClientError::Protocol(
+                "wait is polled, not asked".to_owned(),
+            ))
+        }
     };
     Ok(Ok(response))
 }
