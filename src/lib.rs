@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reload;
 pub mod runtime;
+pub mod state;
 pub mod token;
 
 pub use warden_actors::{ActorHandle, LogSpec, Output, ReadyCheck, ServiceSpec};

@@ -1,7 +1,9 @@
 //! Turns a loaded [`Config`] into the supervisor specs that run it.
 
 use nix::sys::signal::Signal;
-use warden_actors::{LogSpec, Output, ReadyCheck, ServiceFactory, ServiceSpec};
+use std::sync::Arc;
+
+use warden_actors::{LogSpec, Output, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec};
 use warden_supervisors::{
     ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
     SupervisorSpec,
@@ -18,19 +20,23 @@ pub struct PlanError {
     message: String,
 }
 
+/// Where services record their processes (`None`: nowhere, e.g. for `warden check`).
+pub type Records = Option<Arc<dyn ProcessRecords>>;
+
 /// The root supervisor's spec for `config`.
-pub fn root_spec(config: &Config) -> Result<SupervisorSpec, PlanError> {
-    supervisor_spec(config, &config.root, &ActorPath::root())
+pub fn root_spec(config: &Config, records: &Records) -> Result<SupervisorSpec, PlanError> {
+    supervisor_spec(config, &config.root, &ActorPath::root(), records)
 }
 
 fn supervisor_spec(
     config: &Config,
     sup: &SupervisorConfig,
     path: &ActorPath,
+    records: &Records,
 ) -> Result<SupervisorSpec, PlanError> {
     let mut children = Vec::with_capacity(sup.children.len());
     for child in &sup.children {
-        children.push(child_spec(config, child, path)?);
+        children.push(child_spec(config, child, path, records)?);
     }
     Ok(SupervisorSpec {
         strategy: supervisor_settings(sup).0,
@@ -44,16 +50,17 @@ pub fn child_spec(
     config: &Config,
     child: &ChildConfig,
     parent: &ActorPath,
+    records: &Records,
 ) -> Result<ChildSpec, PlanError> {
     let layout = StateLayout::new(&config.state_dir);
     match child {
         ChildConfig::Supervisor(inner) => {
             let name = name(&inner.name, parent)?;
             let inner_path = parent.child(&name);
-            let spec = supervisor_spec(config, inner, &inner_path)?;
+            let spec = supervisor_spec(config, inner, &inner_path, records)?;
             Ok(ChildSpec::supervisor(name, spec))
         }
-        ChildConfig::Service(service) => service_child(config, &layout, service, parent),
+        ChildConfig::Service(service) => service_child(config, &layout, service, parent, records),
     }
 }
 
@@ -74,6 +81,7 @@ fn service_child(
     layout: &StateLayout,
     service: &ServiceConfig,
     parent: &ActorPath,
+    records: &Records,
 ) -> Result<ChildSpec, PlanError> {
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
@@ -104,8 +112,13 @@ fn service_child(
         max_bytes: config.logs.max_bytes,
         keep: config.logs.keep,
     });
+    spec.die_with_warden = config.runtime.on_exit == config::OnExit::Stop;
     let restart = &service.restart;
-    Ok(ChildSpec::new(name, ServiceFactory::new(spec))
+    let factory = match records {
+        Some(records) => ServiceFactory::new(spec).with_records(records.clone()),
+        None => ServiceFactory::new(spec),
+    };
+    Ok(ChildSpec::new(name, factory)
         .restart(match restart.policy {
             config::RestartPolicy::Permanent => RestartType::Permanent,
             config::RestartPolicy::Transient => RestartType::Transient,

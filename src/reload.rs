@@ -15,12 +15,13 @@ use crate::plan;
 #[derive(Debug)]
 pub struct Reloader {
     current: Config,
+    records: plan::Records,
 }
 
 impl Reloader {
     /// A reloader for the config that is running now.
-    pub fn new(current: Config) -> Self {
-        Self { current }
+    pub fn new(current: Config, records: plan::Records) -> Self {
+        Self { current, records }
     }
 
     /// The file that is re-read.
@@ -32,7 +33,7 @@ impl Reloader {
     pub async fn reload(&mut self, tree: &ActorTree) -> Result<ChildChanges, Failure> {
         let bad = |m: String| Failure::new(FailureKind::BadRequest, m);
         let new = config::load(&self.current.path).map_err(|e| bad(e.to_string()))?;
-        plan::root_spec(&new).map_err(|e| bad(e.to_string()))?;
+        plan::root_spec(&new, &self.records).map_err(|e| bad(e.to_string()))?;
         for (what, changed) in [
             ("state_dir", new.state_dir != self.current.state_dir),
             ("[admin]", new.admin != self.current.admin),
@@ -48,7 +49,7 @@ impl Reloader {
             &self.current.root,
             &new.root,
             &ActorPath::root(),
-            &new,
+            (&new, &self.records),
             tree,
             &mut changes,
         )
@@ -86,7 +87,7 @@ async fn apply(
     old: &SupervisorConfig,
     new: &SupervisorConfig,
     path: &ActorPath,
-    config: &Config,
+    (config, records): (&Config, &plan::Records),
     tree: &ActorTree,
     changes: &mut ChildChanges,
 ) -> Result<(), Failure> {
@@ -101,7 +102,8 @@ async fn apply(
         {
             descend.push((b, n));
         }
-        let spec = plan::child_spec(config, child, path).map_err(|e| internal(e.to_string()))?;
+        let spec =
+            plan::child_spec(config, child, path, records).map_err(|e| internal(e.to_string()))?;
         children.push(ChildUpdate { spec, changed });
     }
     let supervisor = tree.supervisor(path).ok_or_else(|| {
@@ -129,7 +131,15 @@ async fn apply(
         let Ok(name) = warden_supervisors::ActorName::new(&n.name) else {
             continue;
         };
-        Box::pin(apply(b, n, &path.child(&name), config, tree, changes)).await?;
+        Box::pin(apply(
+            b,
+            n,
+            &path.child(&name),
+            (config, records),
+            tree,
+            changes,
+        ))
+        .await?;
     }
     Ok(())
 }

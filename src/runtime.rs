@@ -16,6 +16,7 @@ use crate::embed::RunningTree;
 use crate::layout::StateLayout;
 use crate::plan;
 use crate::reload::Reloader;
+use crate::state::{Recovered, StateLock, StateStore};
 use crate::token::AdminToken;
 
 /// Runs the tree of `config` in the foreground until SIGTERM or SIGINT, then stops it
@@ -26,8 +27,24 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(layout.logs_dir())
         .with_context(|| format!("cannot create state_dir {}", layout.root().display()))?;
     raise_open_files_limit();
+    let _lock = StateLock::acquire(&config.state_dir).map_err(anyhow::Error::msg)?;
     let token = AdminToken::load_or_create(&config.admin.token_file)?;
-    let spec = plan::root_spec(&config)?;
+    let (store, recovered) = StateStore::open(&config.state_dir).with_context(|| {
+        format!(
+            "cannot open the state store in {}",
+            config.state_dir.display()
+        )
+    })?;
+    if recovered != Recovered::default() {
+        tracing::info!(
+            adoptable = recovered.adoptable,
+            stale = recovered.stale,
+            orphans_killed = recovered.orphans_killed,
+            "recovered the state of an earlier warden"
+        );
+    }
+    let records: plan::Records = Some(Arc::new(store));
+    let spec = plan::root_spec(&config, &records)?;
     // Signals are taken before anything starts, so none is lost in between.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
@@ -39,7 +56,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         let controller = Controller::new(ControllerConfig {
             tree: tree.clone(),
             layout,
-            reloader: Some(Reloader::new(config.clone())),
+            reloader: Some(Reloader::new(config.clone(), records.clone())),
         })
         .start();
         socket::serve(&socket_path, controller.clone())

@@ -11,5 +11,7 @@ mod service;
 
 pub use actor::{ActorFactory, ActorHandle};
 pub use service::log::{tail_lines, LogFile, LogSpec};
+pub use service::proc;
 pub use service::ready::ReadyCheck;
+pub use service::records::{Adoptable, ProcessRecords};
 pub use service::{Output, ServiceFactory, ServiceSpec};

@@ -8,7 +8,9 @@
 //! is SIGKILLed at once.
 
 pub(crate) mod log;
+pub mod proc;
 pub(crate) mod ready;
+pub(crate) mod records;
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::process::ExitStatusExt;
@@ -27,6 +29,7 @@ use warden_supervisors::{
 
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
+use self::records::{Adoptable, ProcessRecords};
 
 /// Where a service's stdout and stderr go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,9 @@ pub struct ServiceSpec {
     pub ready: Option<ReadyCheck>,
     /// Where output goes.
     pub output: Output,
+    /// SIGKILL the process when warden dies (even by SIGKILL), instead of leaving it to be
+    /// adopted by the next warden. Costs a slower spawn (fork instead of posix_spawn).
+    pub die_with_warden: bool,
 }
 
 /// The command of a service was empty.
@@ -83,6 +89,7 @@ impl ServiceSpec {
             stop_timeout: Duration::from_secs(5),
             ready: None,
             output: Output::Null,
+            die_with_warden: false,
         })
     }
 
@@ -97,6 +104,7 @@ impl ServiceSpec {
 pub struct ServiceFactory {
     spec: ServiceSpec,
     log: Option<Arc<LogFile>>,
+    records: Option<Arc<dyn ProcessRecords>>,
 }
 
 impl ServiceFactory {
@@ -106,7 +114,54 @@ impl ServiceFactory {
             Output::Log(l) => Some(Arc::new(LogFile::new(l.clone()))),
             _ => None,
         };
-        Self { spec, log }
+        Self {
+            spec,
+            log,
+            records: None,
+        }
+    }
+
+    /// Records every process in `records` (so a later warden can adopt it), and adopts
+    /// what `records` holds for this service on its first start.
+    pub fn with_records(mut self, records: Arc<dyn ProcessRecords>) -> Self {
+        self.records = Some(records);
+        self
+    }
+
+    /// Takes over a live process left by an earlier warden: watches it through a pidfd,
+    /// reattaches its output pipe to the log, and stops it like any run.
+    fn adopt(&self, cx: &StartContext, adoptable: Adoptable) -> std::io::Result<RunningChild> {
+        let pidfd = proc::pidfd_open(adoptable.pid)?;
+        if let (Some(log), Some(output)) = (&self.log, &adoptable.output) {
+            if proc::fd_target(adoptable.pid, 1).as_deref() == Some(output.as_str()) {
+                match reopen_output(adoptable.pid) {
+                    Ok(fd) => {
+                        actix_rt::spawn(log.clone().drain(fd));
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %cx.path, error = %e, "cannot reattach the output of an adopted process")
+                    }
+                }
+            }
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = actix_rt::spawn(supervise_adopted(
+            pidfd,
+            adoptable.pgid,
+            stop_rx,
+            self.spec.stop_signal,
+            self.spec.stop_timeout,
+            self.records
+                .clone()
+                .map(|r| (r, cx.path.clone(), adoptable.pid)),
+        ));
+        tracing::info!(path = %cx.path, pid = adoptable.pid, "adopted a process left by an earlier warden");
+        Ok(RunningChild {
+            pid: Some(adoptable.pid),
+            ready: None,
+            exit: Box::pin(join_exit(task)),
+            stop: stop_tx,
+        })
     }
 
     fn notify_path(&self, cx: &StartContext, dir: &std::path::Path) -> PathBuf {
@@ -122,6 +177,16 @@ impl ChildFactory for ServiceFactory {
     }
 
     fn start(&self, cx: StartContext) -> Result<RunningChild, String> {
+        if let Some(records) = &self.records {
+            if let Some(adoptable) = records.take_adoptable(&cx.path) {
+                match self.adopt(&cx, adoptable) {
+                    Ok(run) => return Ok(run),
+                    Err(e) => {
+                        tracing::warn!(path = %cx.path, error = %e, "cannot adopt: starting afresh")
+                    }
+                }
+            }
+        }
         let spec = &self.spec;
         let mut cmd = Command::new(&spec.command[0]);
         cmd.args(&spec.command[1..])
@@ -129,10 +194,30 @@ impl ChildFactory for ServiceFactory {
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(false);
+        cmd.env("WARDEN_ACTOR", cx.path.as_str());
+        if spec.die_with_warden {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(records) = &self.records {
+            cmd.envs(records.marker());
+        }
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
         let mut pipe_read = None;
+        // A second read end of the output pipe that only the child inherits: if warden
+        // dies, the pipe keeps a reader, so the child's writes wait in the pipe (instead
+        // of SIGPIPE) until the next warden reattaches.
+        let mut keeper = None;
+        let mut output_id = None;
         match &spec.output {
             Output::Log(_) => {
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -140,6 +225,11 @@ impl ChildFactory for ServiceFactory {
                 let write2 = write
                     .try_clone()
                     .map_err(|e| format!("cannot create output pipe: {e}"))?;
+                if self.records.is_some() {
+                    grow_pipe(&read);
+                    output_id = fd_identity(&read);
+                    keeper = inheritable_dup(&read);
+                }
                 cmd.stdout(Stdio::from(write)).stderr(Stdio::from(write2));
                 pipe_read = Some(read);
             }
@@ -160,14 +250,17 @@ impl ChildFactory for ServiceFactory {
             }
             _ => None,
         };
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("{}: {e}", spec.command[0]))?;
+        let spawned = cmd.spawn();
+        drop(keeper);
+        let child = spawned.map_err(|e| format!("{}: {e}", spec.command[0]))?;
         // The write ends of the pipe went to the child with `cmd`; drop ours.
         drop(cmd);
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
+        if let Some(records) = &self.records {
+            records.saved(&cx.path, pid, output_id);
+        }
         if let (Some(read), Some(log)) = (pipe_read, &self.log) {
             actix_rt::spawn(log.clone().drain(read));
         }
@@ -178,14 +271,9 @@ impl ChildFactory for ServiceFactory {
             stop_rx,
             spec.stop_signal,
             spec.stop_timeout,
+            self.records.clone().map(|r| (r, cx.path.clone(), pid)),
         ));
-        let exit = async move {
-            match task.await {
-                Ok(exit) => exit,
-                Err(e) if e.is_panic() => Exit::Panic(panic_message(&*e.into_panic())),
-                Err(_) => Exit::Fatal("service task was cancelled".to_owned()),
-            }
-        };
+        let exit = join_exit(task);
         let ready = spec.ready.clone().map(|check| {
             Box::pin(ready::wait(check, notify)) as futures_util::future::LocalBoxFuture<'static, _>
         });
@@ -204,6 +292,24 @@ fn signal_group(pgid: u32, signal: Signal) {
     let _ = killpg(Pid::from_raw(raw), signal);
 }
 
+/// The exit of a run's task; a panic in it is an abnormal exit, not a lost one.
+async fn join_exit(task: tokio::task::JoinHandle<Exit>) -> Exit {
+    match task.await {
+        Ok(exit) => exit,
+        Err(e) if e.is_panic() => Exit::Panic(panic_message(&*e.into_panic())),
+        Err(_) => Exit::Fatal("service task was cancelled".to_owned()),
+    }
+}
+
+/// Who to tell when a recorded process is gone.
+type RecordHandle = Option<(Arc<dyn ProcessRecords>, warden_supervisors::ActorPath, u32)>;
+
+fn forget(record: RecordHandle) {
+    if let Some((records, path, pid)) = record {
+        records.removed(&path, pid);
+    }
+}
+
 /// Watches one run until it is over; see the module doc.
 async fn supervise(
     mut child: Child,
@@ -211,6 +317,7 @@ async fn supervise(
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
+    record: RecordHandle,
 ) -> Exit {
     let status = tokio::select! {
         status = child.wait() => status,
@@ -236,6 +343,7 @@ async fn supervise(
     };
     // Whatever is left of the group (grandchildren) goes with its leader.
     signal_group(pgid, Signal::SIGKILL);
+    forget(record);
     match status {
         Ok(status) => exit_of(status),
         Err(e) => Exit::Fatal(format!("cannot wait for pid {pgid}: {e}")),
@@ -248,4 +356,82 @@ fn exit_of(status: ExitStatus) -> Exit {
         (None, Some(signal)) => Exit::Signal(signal),
         (None, None) => Exit::Fatal(format!("unknown exit status {status}")),
     }
+}
+
+/// Watches an adopted process (not warden's child: no exit status) until it is over.
+async fn supervise_adopted(
+    pidfd: std::os::fd::OwnedFd,
+    pgid: u32,
+    stop_rx: oneshot::Receiver<StopMode>,
+    signal: Signal,
+    timeout: Duration,
+    record: RecordHandle,
+) -> Exit {
+    // SAFETY: an OwnedFd keeps its fd open and unchanged while the AsyncFd owns it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    };
+    let pidfd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            signal_group(pgid, Signal::SIGKILL);
+            forget(record);
+            return Exit::Fatal(format!("cannot watch adopted pid {pgid}: {e}"));
+        }
+    };
+    tokio::select! {
+        _ = proc::wait_exit(&pidfd) => {}
+        request = stop_rx => {
+            if request.is_ok() {
+                signal_group(pgid, signal);
+                if tokio::time::timeout(timeout, proc::wait_exit(&pidfd)).await.is_err() {
+                    tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
+                    signal_group(pgid, Signal::SIGKILL);
+                    let _ = proc::wait_exit(&pidfd).await;
+                }
+            } else {
+                signal_group(pgid, Signal::SIGKILL);
+                let _ = proc::wait_exit(&pidfd).await;
+            }
+        }
+    }
+    signal_group(pgid, Signal::SIGKILL);
+    forget(record);
+    Exit::Lost
+}
+
+/// Opens a new read end of the pipe that is fd 1 of `pid`.
+fn reopen_output(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/fd/1"))?;
+    Ok(file.into())
+}
+
+/// `pipe:[inode]` of an fd of ours.
+fn fd_identity(fd: &std::os::fd::OwnedFd) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Makes the pipe hold up to 1 MiB (best effort), so a child can write that much while no
+/// warden reads.
+fn grow_pipe(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a valid fd with an integer argument.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
+/// A duplicate of `fd` without close-on-exec, inherited by the next spawned child only
+/// (children are spawned one at a time, and this is dropped right after the spawn).
+fn inheritable_dup(fd: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: F_DUPFD returns a new fd (without FD_CLOEXEC) or -1.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 3) };
+    // SAFETY: a fresh fd owned by nobody else.
+    (dup >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) })
 }

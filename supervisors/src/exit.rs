@@ -25,6 +25,9 @@ pub enum Exit {
     IntensityExceeded(String),
     /// The child was judged broken for another reason (e.g. a protocol violation).
     Fatal(String),
+    /// An adopted process (started by an earlier warden) ended; its exit status went to
+    /// its new parent, so it is unknown here.
+    Lost,
 }
 
 impl Exit {
@@ -61,6 +64,7 @@ impl fmt::Display for Exit {
             Exit::NotReady(m) => write!(f, "ready check failed: {m}"),
             Exit::IntensityExceeded(m) => write!(f, "gave up: {m}"),
             Exit::Fatal(m) => write!(f, "fatal: {m}"),
+            Exit::Lost => f.write_str("exited, status unknown (adopted from an earlier warden)"),
         }
     }
 }

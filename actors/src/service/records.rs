@@ -1,0 +1,31 @@
+//! What a service tells the state store about its processes, so that a later warden can
+//! adopt them. The store itself (files in `state_dir`) lives in the `warden` crate.
+
+use std::fmt;
+
+use warden_supervisors::ActorPath;
+
+/// A live process a later warden may adopt: already checked to be the same process that
+/// was recorded (pid, start time and boot id match).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoptable {
+    /// The process id.
+    pub pid: u32,
+    /// Its process group.
+    pub pgid: u32,
+    /// The pipe its output went to (`pipe:[inode]`), to reattach the log.
+    pub output: Option<String>,
+}
+
+/// The durable record of a service's live processes.
+pub trait ProcessRecords: Send + Sync + fmt::Debug + 'static {
+    /// `pid` now runs as `path` (its output on `output`). Must be durable when this returns.
+    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>);
+    /// `pid` of `path` is gone.
+    fn removed(&self, path: &ActorPath, pid: u32);
+    /// A live, verified process left for `path` by an earlier warden; each is handed out
+    /// once.
+    fn take_adoptable(&self, path: &ActorPath) -> Option<Adoptable>;
+    /// Environment variables that mark a child as this warden's (for finding orphans).
+    fn marker(&self) -> Vec<(String, String)>;
+}
