@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod embed;
+pub mod holder;
 pub mod layout;
 pub mod metrics;
 pub mod plan;

@@ -35,6 +35,14 @@ enum Command {
         /// The config file.
         #[arg(short = 'c', long = "config", default_value = "warden.toml")]
         config: PathBuf,
+        /// Start warden as a session leader that outlives this command (output in
+        /// state_dir/warden.log, pid in state_dir/warden.pid); return 0 once every member
+        /// is running, 1 naming the member that failed.
+        #[arg(long)]
+        detach: bool,
+        /// With --detach: how long to wait for every member to run.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "detach")]
+        wait: std::time::Duration,
     },
     /// Validate the config file and start nothing: exit 0 if it is good, 2 naming the
     /// file, line and key of the first problem otherwise.
@@ -175,7 +183,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let config_path = match cli.command {
-        Command::Check { ref config } | Command::Up { ref config } => config.clone(),
+        Command::Check { ref config } | Command::Up { ref config, .. } => config.clone(),
         Command::Ctl(args) => {
             let options = warden::ctl::CtlOptions {
                 config: args.config,
@@ -203,6 +211,37 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Ctl(_) => ExitCode::from(2),
+        Command::Up {
+            detach: true, wait, ..
+        } => {
+            let extra = match cli.log_format {
+                LogFormat::Human => vec![],
+                LogFormat::Json => vec!["--log-format".to_owned(), "json".to_owned()],
+            };
+            let binary = match warden::holder::current_binary() {
+                Ok(b) => b,
+                Err(e) => {
+                    report(
+                        cli.log_format,
+                        &format!("cannot find the warden binary: {e}"),
+                    );
+                    return ExitCode::from(1);
+                }
+            };
+            match warden::holder::detach(&binary, &config.path, &config.state_dir, &extra, wait) {
+                Ok(pid) => {
+                    println!(
+                        "warden running as pid {pid} (log: {})",
+                        config.state_dir.join("warden.log").display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    report(cli.log_format, &e.to_string());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Up { .. } => match warden::runtime::up(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::control::protocol::Request;
 use crate::control::{socket, Controller, ControllerConfig};
 use crate::embed::RunningTree;
+use crate::holder::BOUND_FD_ENV;
 use crate::layout::StateLayout;
 use crate::plan;
 use crate::reload::Reloader;
@@ -23,6 +24,8 @@ use crate::token::AdminToken;
 /// gracefully (reverse order, stop timeouts, SIGKILL to process groups) and returns.
 /// SIGHUP reloads the config file; SIGUSR1 drains.
 pub fn up(config: Config) -> anyhow::Result<()> {
+    // A bound holder's connection comes first: a refused client must hear why at once.
+    let bound_connection = take_bound_connection()?;
     let layout = StateLayout::new(&config.state_dir);
     std::fs::create_dir_all(layout.logs_dir())
         .with_context(|| format!("cannot create state_dir {}", layout.root().display()))?;
@@ -84,9 +87,23 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             })
             .context("cannot start the signal thread")?;
 
-        let running = RunningTree::start_in(tree, &spec);
+        let (parent_gone_tx, mut parent_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
+        if let Some(stream) = bound_connection {
+            serve_bound(stream, controller.clone(), parent_gone_tx)?;
+        }
+        let running = RunningTree::start_in(tree.clone(), &spec);
         loop {
             tokio::select! {
+                Some(()) = parent_gone.recv() => {
+                    tracing::warn!("the process this warden is bound to is gone: stopping the tree");
+                    let graceful = tokio::time::timeout(BOUND_STOP, running.shutdown()).await;
+                    if graceful.is_err() {
+                        kill_every_group(&tree);
+                    }
+                    server_handle.stop(false).await;
+                    let _ = std::fs::remove_file(&socket_path);
+                    return anyhow::Ok(());
+                }
                 signal = signal_rx.recv() => match signal {
                     Some(SIGHUP) => {
                         tracing::info!("SIGHUP: reloading the config");
@@ -129,6 +146,79 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     });
     signals_handle.close();
     result
+}
+
+/// How long a bound holder whose parent died gives its tree to stop gracefully before
+/// SIGKILLing every process group (the whole exit stays within 2 s).
+const BOUND_STOP: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// SIGKILLs the process group of every process in the tree.
+fn kill_every_group(tree: &ActorTree) {
+    for view in tree.descendants(&warden_supervisors::ActorPath::root()) {
+        if let Some(pid) = view.info.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The connection of a bound holder (`WARDEN_BOUND_FD`), after its `hello` was accepted.
+fn take_bound_connection() -> anyhow::Result<Option<std::os::unix::net::UnixStream>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use warden_supervisors::wire;
+    let Ok(value) = std::env::var(BOUND_FD_ENV) else {
+        return Ok(None);
+    };
+    // Children must not see it.
+    std::env::remove_var(BOUND_FD_ENV);
+    let raw: i32 = value
+        .parse()
+        .ok()
+        .filter(|fd| *fd > 2)
+        .with_context(|| format!("{BOUND_FD_ENV}={value:?} is not a file descriptor"))?;
+    // SAFETY: the spawning parent handed this fd to us; nothing else in this process uses it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: fcntl on the fd we now own.
+    unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut stream = std::os::unix::net::UnixStream::from(fd);
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let hello = wire::read_frame_blocking(&mut stream, wire::MAX_FRAME)
+        .context("bound connection: no hello")?
+        .context("bound connection closed before hello")?;
+    let hello = wire::decode::<crate::control::protocol::ClientFrame>(&hello)
+        .context("bound connection: bad hello")?;
+    if let Err(reason) = socket::check_hello(&hello) {
+        let frame = crate::control::protocol::ServerFrame::Error {
+            message: reason.clone(),
+        };
+        if let Ok(payload) = wire::encode(&frame) {
+            let _ = wire::write_frame_blocking(&mut stream, &payload, wire::MAX_FRAME);
+        }
+        anyhow::bail!("refusing the bound client: {reason}");
+    }
+    stream.set_read_timeout(None)?;
+    Ok(Some(stream))
+}
+
+/// Watches the bound connection (serving control requests on it) and acknowledges the
+/// handshake once the watch is armed; when it closes, `parent_gone` fires.
+fn serve_bound(
+    stream: std::os::unix::net::UnixStream,
+    controller: actix::Addr<Controller>,
+    parent_gone: tokio::sync::mpsc::UnboundedSender<()>,
+) -> anyhow::Result<()> {
+    stream.set_nonblocking(true)?;
+    let mut stream = tokio::net::UnixStream::from_std(stream)?;
+    actix_rt::spawn(async move {
+        let (mut rx, mut tx) = stream.split();
+        if socket::acknowledge(&mut tx).await.is_ok() {
+            socket::request_loop(&mut rx, &mut tx, &controller).await;
+        }
+        let _ = parent_gone.send(());
+    });
+    Ok(())
 }
 
 /// Lifts the soft limit on open files to the hard limit: each child needs a few (its

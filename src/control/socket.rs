@@ -14,6 +14,8 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use warden_supervisors::wire::{self, FrameError, MAX_FRAME};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use super::protocol::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
 use super::Controller;
 
@@ -52,17 +54,17 @@ pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
     Ok(())
 }
 
-async fn send(tx: &mut &Stream, frame: &ServerFrame) -> Result<(), FrameError> {
+async fn send<W: AsyncWrite + Unpin>(tx: &mut W, frame: &ServerFrame) -> Result<(), FrameError> {
     let payload = wire::encode(frame)?;
     wire::write_frame(tx, &payload, MAX_FRAME).await
 }
 
-async fn refuse(tx: &mut &Stream, message: String) {
+async fn refuse<W: AsyncWrite + Unpin>(tx: &mut W, message: String) {
     tracing::warn!(%message, "control socket: closing a connection");
     let _ = send(tx, &ServerFrame::Error { message }).await;
 }
 
-async fn next_frame(rx: &mut &Stream) -> Result<Option<ClientFrame>, FrameError> {
+async fn next_frame<R: AsyncRead + Unpin>(rx: &mut R) -> Result<Option<ClientFrame>, FrameError> {
     match wire::read_frame(rx, MAX_FRAME).await? {
         None => Ok(None),
         Some(payload) => wire::decode(&payload).map(Some),
@@ -73,29 +75,14 @@ async fn serve_connection(conn: Stream, controller: Addr<Controller>) {
     let mut rx = &conn;
     let mut tx = &conn;
     match next_frame(&mut rx).await {
-        Ok(Some(ClientFrame::Hello { protocol, client })) if protocol == PROTOCOL_VERSION => {
-            tracing::debug!(%client, "control socket: client connected");
-            let welcome = ServerFrame::Welcome {
-                protocol: PROTOCOL_VERSION,
-                server: format!("warden {}", env!("CARGO_PKG_VERSION")),
-            };
-            if send(&mut tx, &welcome).await.is_err() {
+        Ok(Some(hello)) => {
+            if let Err(reason) = check_hello(&hello) {
+                refuse(&mut tx, reason).await;
                 return;
             }
-        }
-        Ok(Some(ClientFrame::Hello { protocol, client })) => {
-            refuse(
-                &mut tx,
-                format!(
-                    "protocol version mismatch: client {client:?} speaks {protocol}, warden speaks {PROTOCOL_VERSION}"
-                ),
-            )
-            .await;
-            return;
-        }
-        Ok(Some(ClientFrame::Request { .. })) => {
-            refuse(&mut tx, "the first frame must be hello".to_owned()).await;
-            return;
+            if send(&mut tx, &welcome()).await.is_err() {
+                return;
+            }
         }
         Ok(None) => return,
         Err(e) => {
@@ -103,8 +90,41 @@ async fn serve_connection(conn: Stream, controller: Addr<Controller>) {
             return;
         }
     }
+    request_loop(&mut rx, &mut tx, &controller).await;
+}
+
+/// Sends the `welcome` frame: the handshake's acknowledgement.
+pub(crate) async fn acknowledge<W: AsyncWrite + Unpin>(tx: &mut W) -> Result<(), FrameError> {
+    send(tx, &welcome()).await
+}
+
+/// The `welcome` frame of this warden.
+pub(crate) fn welcome() -> ServerFrame {
+    ServerFrame::Welcome {
+        protocol: PROTOCOL_VERSION,
+        server: format!("warden {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// Checks a client's `hello`: `Ok` if it speaks this protocol, else the reason to refuse.
+pub(crate) fn check_hello(frame: &ClientFrame) -> Result<(), String> {
+    match frame {
+        ClientFrame::Hello { protocol, .. } if *protocol == PROTOCOL_VERSION => Ok(()),
+        ClientFrame::Hello { protocol, client } => Err(format!(
+            "protocol version mismatch: client {client:?} speaks {protocol}, warden speaks {PROTOCOL_VERSION}"
+        )),
+        ClientFrame::Request { .. } => Err("the first frame must be hello".to_owned()),
+    }
+}
+
+/// Serves requests after the handshake until the client closes or sends a bad frame.
+pub(crate) async fn request_loop<R, W>(rx: &mut R, tx: &mut W, controller: &Addr<Controller>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     loop {
-        match next_frame(&mut rx).await {
+        match next_frame(rx).await {
             Ok(Some(ClientFrame::Request { id, request })) => {
                 let result = match controller.send(request).await {
                     Ok(result) => result,
@@ -113,24 +133,17 @@ async fn serve_connection(conn: Stream, controller: Addr<Controller>) {
                         "warden is stopping",
                     )),
                 };
-                if send(&mut tx, &ServerFrame::Reply { id, result })
-                    .await
-                    .is_err()
-                {
+                if send(tx, &ServerFrame::Reply { id, result }).await.is_err() {
                     return;
                 }
             }
             Ok(Some(ClientFrame::Hello { .. })) => {
-                refuse(
-                    &mut tx,
-                    "hello was already sent on this connection".to_owned(),
-                )
-                .await;
+                refuse(tx, "hello was already sent on this connection".to_owned()).await;
                 return;
             }
             Ok(None) => return,
             Err(e) => {
-                refuse(&mut tx, format!("bad frame: {e}")).await;
+                refuse(tx, format!("bad frame: {e}")).await;
                 return;
             }
         }
