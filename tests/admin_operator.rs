@@ -282,8 +282,7 @@ ready = { delay = "2500ms" }
 }
 
 #[test]
-fn readyz_is_503_while_a_child_is_in_backoff_or_failed_and_200_once_the_failed_one_is_stopped()
-{
+fn readyz_is_503_while_a_child_is_in_backoff_or_failed_and_200_once_the_failed_one_is_stopped() {
     let w = Warden::start(
         r#"
 [[service]]
@@ -304,7 +303,10 @@ restart = { intensity = { max = 0, within = "60s" } }
     w.wait_state("/doomed", "failed", T);
     w.wait_state("/flappy", "backoff", T);
     let (status, body) = readyz(&w);
-    assert_eq!(status, 503, "/readyz with a failed and a backoff child: {body}");
+    assert_eq!(
+        status, 503,
+        "/readyz with a failed and a backoff child: {body}"
+    );
     let waiting = paths(&body["waiting"]);
     assert!(waiting.contains(&"/doomed".to_owned()), "{body}");
     assert!(
@@ -678,14 +680,36 @@ command = ["sleep", "1000"]
     }
 
     let h = get(w.port, "/healthz", None);
-    assert_eq!(h.status, 200, "a refused drain does not drain: {}", h.text());
+    assert_eq!(
+        h.status,
+        200,
+        "a refused drain does not drain: {}",
+        h.text()
+    );
     let r = w.req("GET", "/api/v1/actors/added");
-    assert_eq!(r.status, 404, "a refused reload does not reload: {}", r.text());
+    assert_eq!(
+        r.status,
+        404,
+        "a refused reload does not reload: {}",
+        r.text()
+    );
 
     // A body just at the limit is taken.
     let at_limit = vec![b' '; 64 * 1024];
-    let r = http(w.port, "POST", "/api/v1/reload", Some(&token), Some(&at_limit)).expect("http");
-    assert_eq!(r.status, 200, "a 64 KiB body is within the limit: {}", r.text());
+    let r = http(
+        w.port,
+        "POST",
+        "/api/v1/reload",
+        Some(&token),
+        Some(&at_limit),
+    )
+    .expect("http");
+    assert_eq!(
+        r.status,
+        200,
+        "a 64 KiB body is within the limit: {}",
+        r.text()
+    );
     assert_eq!(paths(&r.json()["added"]), vec!["/added"]);
 }
 
