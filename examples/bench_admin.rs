@@ -2,15 +2,16 @@
 //!
 //! - the admin HTTP API under load: CONNS keep-alive connections (one std thread each)
 //!   send `GET /api/v1/actors` back to back for SECONDS seconds after a 1 s warm-up; the
-//!   listing of N_ACTORS services is large (~400 bytes per actor). Then the same for one
-//!   actor, `GET /api/v1/actors/s0000`, for half as long. Printed: requests/s, p50, p99 and
-//!   max latency, the response body size, the number of errors (non-200 answers and broken
-//!   connections), and the CPU used by warden and by this client over the measured window.
+//!   listing of N_ACTORS services is large (~245 bytes per actor: 245 KB for 1,000). Then
+//!   the same for one actor, `GET /api/v1/actors/s0000`, for half as long (at least 2 s).
+//!   Printed: requests/s, p50, p99 and max latency, the response body size, the number of
+//!   errors (non-200 answers and broken connections), the CPU used by warden and by this
+//!   client over the measured window, and warden's busiest threads.
 //! - the local control socket (`state_dir/control.sock`, MessagePack frames) through the
 //!   blocking [`warden::control::client::Client`]: sequential round trips of
 //!   `Request::Actor { path: "/s0000" }` and `Request::Health` (200 warm-up, 2,000
-//!   measured), and a few of `Request::Status` (the whole listing, for comparison with
-//!   HTTP).
+//!   measured), and 200 of `Request::Status` (the whole listing, for comparison with
+//!   HTTP), with the client's own CPU per round trip.
 //!
 //! It builds nothing: it runs the release binary `target/release/warden` (or `$WARDEN_BIN`)
 //! on a generated config in a fresh temp dir with N_ACTORS `[[service]]`s running
@@ -25,6 +26,7 @@
 //! The client and warden share the machine: on a small machine the client's threads compete
 //! with warden's two HTTP workers for CPU, so read the CPU columns with the rates.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -202,13 +204,15 @@ fn run(args: &Args, bin: &Path) -> Result<(), String> {
         ),
     ] {
         match socket_round_trips(&socket, request, warmup, rounds) {
-            Ok(mut micros) => {
+            Ok((mut micros, client_cpu)) => {
                 micros.sort_unstable();
                 println!(
-                    "{label}: {rounds} sequential round trips, p50 {} µs, p99 {} µs, max {} µs",
+                    "{label}: {rounds} sequential round trips, p50 {} µs, p99 {} µs, max {} µs \
+                     [client CPU {} µs per round trip]",
                     percentile(&micros, 0.50),
                     percentile(&micros, 0.99),
-                    micros.last().copied().unwrap_or(0)
+                    micros.last().copied().unwrap_or(0),
+                    client_cpu.map_or_else(|| "?".to_owned(), |c| c.to_string()),
                 );
             }
             Err(e) => println!("{label}: failed: {e}"),
@@ -375,13 +379,32 @@ impl Warden {
     /// CPU seconds (user + system) warden has used so far.
     fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after the command name (which may hold spaces): state is field 3, utime 14,
-        // stime 15, so utime and stime are the 12th and 13th after ')'.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) / USER_HZ)
+        parse_stat(&stat).map(|(_, secs)| secs)
+    }
+
+    /// CPU seconds (user + system) of each of warden's threads so far, by thread id,
+    /// with the thread's name.
+    fn thread_cpu_seconds(&self) -> HashMap<u32, (String, f64)> {
+        let mut out = HashMap::new();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return out;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, secs)) = parse_stat(&stat) {
+                out.insert(tid, (name, secs));
+            }
+        }
+        out
     }
 
     /// SIGTERM to warden, then waits at most [`STOP_TIMEOUT`]. If it has not exited by
@@ -414,6 +437,18 @@ impl Warden {
             self.stderr_tail()
         ))
     }
+}
+
+/// The name and CPU seconds (user + system) in a `/proc/.../stat` line.
+fn parse_stat(stat: &str) -> Option<(String, f64)> {
+    // `pid (comm) state ...`: comm may hold spaces and parentheses. utime and stime are
+    // fields 14 and 15, the 12th and 13th after the closing parenthesis.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((name, (utime + stime) / USER_HZ))
 }
 
 impl Drop for Warden {
@@ -589,6 +624,8 @@ struct LoadResult {
     /// CPU seconds warden and this client used over the window.
     warden_cpu: Option<f64>,
     client_cpu: Option<f64>,
+    /// warden's busiest threads over the window: name, id, CPU seconds.
+    warden_threads: Vec<(String, u32, f64)>,
 }
 
 impl LoadResult {
@@ -621,6 +658,17 @@ impl LoadResult {
             cpu(self.warden_cpu),
             cpu(self.client_cpu),
         );
+        if !self.warden_threads.is_empty() {
+            let threads: Vec<String> = self
+                .warden_threads
+                .iter()
+                .map(|(name, tid, cpu)| format!("{name} ({tid}) {:.0}%", 100.0 * cpu / secs))
+                .collect();
+            out.push_str(&format!(
+                "\n  busiest warden threads: {}",
+                threads.join(", ")
+            ));
+        }
         if let Some(e) = &self.first_error {
             out.push_str(&format!("\n  first error: {e}"));
         }
@@ -676,9 +724,11 @@ fn http_load(
     barrier.wait();
     std::thread::sleep(WARMUP);
     let cpu_before = (warden.cpu_seconds(), own_cpu_seconds());
+    let threads_before = warden.thread_cpu_seconds();
     let measured_from = Instant::now();
     std::thread::sleep(duration);
     let cpu_after = (warden.cpu_seconds(), own_cpu_seconds());
+    let threads_after = warden.thread_cpu_seconds();
     let cpu_window = measured_from.elapsed();
 
     let mut result = LoadResult::default();
@@ -698,6 +748,17 @@ fn http_load(
     let scale = duration.as_secs_f64() / cpu_window.as_secs_f64();
     result.warden_cpu = cpu_after.0.zip(cpu_before.0).map(|(a, b)| (a - b) * scale);
     result.client_cpu = cpu_after.1.zip(cpu_before.1).map(|(a, b)| (a - b) * scale);
+    let mut busiest: Vec<(String, u32, f64)> = threads_after
+        .into_iter()
+        .map(|(tid, (name, after))| {
+            let before = threads_before.get(&tid).map_or(0.0, |(_, b)| *b);
+            (name, tid, (after - before) * scale)
+        })
+        .filter(|(_, _, cpu)| *cpu > 0.0)
+        .collect();
+    busiest.sort_by(|a, b| b.2.total_cmp(&a.2));
+    busiest.truncate(4);
+    result.warden_threads = busiest;
     result
 }
 
@@ -770,16 +831,21 @@ fn load_thread(
 // Control socket.
 
 /// `warmup` then `rounds` sequential round trips of `request` on one connection; the
-/// measured ones in microseconds.
+/// measured ones in microseconds, and the client's own CPU time per round trip (encoding,
+/// decoding, syscalls) in microseconds.
 fn socket_round_trips(
     socket: &Path,
     request: Request,
     warmup: usize,
     rounds: usize,
-) -> Result<Vec<u64>, String> {
+) -> Result<(Vec<u64>, Option<u64>), String> {
     let mut client = Client::connect_socket(socket).map_err(|e| e.to_string())?;
     let mut micros = Vec::with_capacity(rounds);
+    let mut cpu_from = None;
     for i in 0..warmup + rounds {
+        if i == warmup {
+            cpu_from = thread_cpu_seconds();
+        }
         let started = Instant::now();
         let answer = client.ask(request.clone());
         let took = started.elapsed();
@@ -793,5 +859,15 @@ fn socket_round_trips(
             micros.push(took.as_micros() as u64);
         }
     }
-    Ok(micros)
+    let client_cpu_micros = thread_cpu_seconds()
+        .zip(cpu_from)
+        .map(|(after, before)| ((after - before) * 1e6 / rounds as f64) as u64);
+    Ok((micros, client_cpu_micros))
+}
+
+/// CPU seconds (user + system) the calling thread has used so far.
+fn thread_cpu_seconds() -> Option<f64> {
+    let usage = getrusage(UsageWho::RUSAGE_THREAD).ok()?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(secs(usage.user_time()) + secs(usage.system_time()))
 }
