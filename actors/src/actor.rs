@@ -155,6 +155,7 @@ where
             ready: None,
             exit: Box::pin(exit),
             stop: stop_tx,
+            adopted: false,
         })
     }
 }

@@ -7,9 +7,11 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;
+mod outboard;
 mod service;
 
 pub use actor::{ActorFactory, ActorHandle};
+pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
 pub use service::log::{tail_lines, LogFile, LogSpec};
 pub use service::proc;
 pub use service::ready::ReadyCheck;

@@ -161,6 +161,7 @@ impl ServiceFactory {
             ready: None,
             exit: Box::pin(join_exit(task)),
             stop: stop_tx,
+            adopted: true,
         })
     }
 
@@ -282,6 +283,7 @@ impl ChildFactory for ServiceFactory {
             ready,
             exit: Box::pin(exit),
             stop: stop_tx,
+            adopted: false,
         })
     }
 }

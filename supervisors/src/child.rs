@@ -46,6 +46,9 @@ pub struct RunningChild {
     pub exit: LocalBoxFuture<'static, Exit>,
     /// Asks the run to stop; `exit` resolves when it has.
     pub stop: oneshot::Sender<StopMode>,
+    /// Whether this run took over a process left by an earlier warden instead of
+    /// starting one.
+    pub adopted: bool,
 }
 
 impl fmt::Debug for RunningChild {

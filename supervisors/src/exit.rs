@@ -25,6 +25,9 @@ pub enum Exit {
     IntensityExceeded(String),
     /// The child was judged broken for another reason (e.g. a protocol violation).
     Fatal(String),
+    /// The child must not run as it is (e.g. it reports another protocol or app
+    /// version): it is stopped and `failed`, never restarted.
+    Refused(String),
     /// An adopted process (started by an earlier warden) ended; its exit status went to
     /// its new parent, so it is unknown here.
     Lost,
@@ -35,6 +38,11 @@ impl Exit {
     /// every error are abnormal; only code 0 and a clean actor stop are normal.
     pub fn is_abnormal(&self) -> bool {
         !matches!(self, Exit::Code(0) | Exit::Normal)
+    }
+
+    /// Whether the child is given up on at once, whatever its restart policy.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Exit::Refused(_))
     }
 
     /// The record shown as `last_exit` in the API.
@@ -64,6 +72,7 @@ impl fmt::Display for Exit {
             Exit::NotReady(m) => write!(f, "ready check failed: {m}"),
             Exit::IntensityExceeded(m) => write!(f, "gave up: {m}"),
             Exit::Fatal(m) => write!(f, "fatal: {m}"),
+            Exit::Refused(m) => write!(f, "refused: {m}"),
             Exit::Lost => f.write_str("exited, status unknown (adopted from an earlier warden)"),
         }
     }

@@ -7,6 +7,9 @@
 //! ...) plug in through [`ChildFactory`]; this crate knows nothing of processes, HTTP or
 //! config files.
 //!
+//! Without the default `runtime` feature only the IPC wire protocol ([`wire`], [`ipc`])
+//! is built, for outboard children.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use warden_supervisors::{ActorTree, Supervisor, SupervisorSpec};
@@ -19,24 +22,39 @@
 //! ```
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+#[cfg(feature = "runtime")]
 mod child;
+#[cfg(feature = "runtime")]
 mod exit;
+pub mod ipc;
+#[cfg(feature = "runtime")]
 mod path;
+#[cfg(feature = "runtime")]
 mod policy;
+#[cfg(feature = "runtime")]
 mod state;
+#[cfg(feature = "runtime")]
 mod supervisor;
+#[cfg(feature = "runtime")]
 mod tree;
 pub mod wire;
 
+#[cfg(feature = "runtime")]
 pub use child::{ChildFactory, ChildSpec, RunningChild, StartContext, StopMode};
+#[cfg(feature = "runtime")]
 pub use exit::{signal_name, Exit, LastExit};
+#[cfg(feature = "runtime")]
 pub use path::{ActorName, ActorPath, PathError};
+#[cfg(feature = "runtime")]
 pub use policy::{
     Backoff, BackoffConfig, BackoffInfo, Intensity, IntensityWindow, RestartType, Strategy,
 };
+#[cfg(feature = "runtime")]
 pub use state::{ActorKind, ActorState};
+#[cfg(feature = "runtime")]
 pub use supervisor::{
     panic_message, ChildChanges, ChildUpdate, Control, ControlError, ControlOp, RootHandle,
     Shutdown, Supervisor, SupervisorSpec, UpdateChildren,
 };
+#[cfg(feature = "runtime")]
 pub use tree::{ActorInfo, ActorTree, ActorView, LifecycleEvent, SharedTree, Timestamp, TreeNode};

@@ -599,7 +599,11 @@ impl Supervisor {
                 ready,
                 exit,
                 stop,
+                adopted,
             }) => {
+                if adopted {
+                    tracing::info!(path = %path, pid, "adopted");
+                }
                 tracing::info!(path = %path, pid, generation, "started");
                 slot.info.pid = pid;
                 slot.run = Some(Run {
@@ -723,6 +727,12 @@ impl Supervisor {
     /// An unexpected exit of child `i`: decides restart, give-up or escalation.
     fn handle_failure(&mut self, i: usize, exit: &Exit, started: Instant, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        if exit.is_fatal() {
+            tracing::error!(path = %self.slots[i].info.path, %exit, "giving up");
+            self.slots[i].info.failed_reason = Some(exit.to_string());
+            self.set_target(i, Target::Down(Down::Failed), ctx);
+            return;
+        }
         let slot = &self.slots[i];
         if !slot.spec.restart.restarts_after(exit.is_abnormal()) {
             self.set_target(i, Target::Down(Down::Exited), ctx);
@@ -1144,6 +1154,7 @@ impl ChildFactory for SupervisorFactory {
             })),
             exit: Box::pin(exit),
             stop: stop_tx,
+            adopted: false,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::io::{self, Read, Write};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+#[cfg(feature = "runtime")]
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame accepted by default: 1 MiB.
@@ -78,6 +79,7 @@ fn header(payload: &[u8], max: usize) -> Result<[u8; 4], FrameError> {
 }
 
 /// Reads one frame; `Ok(None)` when the stream ends cleanly before a frame starts.
+#[cfg(feature = "runtime")]
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
@@ -111,6 +113,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Writes one frame (and flushes).
+#[cfg(feature = "runtime")]
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     payload: &[u8],
