@@ -162,6 +162,7 @@ fn json(response: Response) -> Result<HttpResponse, ApiError> {
         Response::Draining => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "draining" })))
         }
+        Response::Reply(value) => Ok(HttpResponse::Ok().json(value)),
         Response::Logs(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),
@@ -260,10 +261,20 @@ async fn actor_post(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     // start/stop/restart take no body; one that is sent is still held to the limit.
-    read_body(payload).await?;
+    let body = read_body(payload).await?;
     let raw = req.match_info().query("path").trim_matches('/');
     let (target, action) = raw.rsplit_once('/').unwrap_or(("", raw));
     let request = match action {
+        "call" => Request::Call {
+            path: target.to_owned(),
+            body: serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("the call body is not JSON: {e}"),
+                )
+            })?,
+            timeout_ms: CALL_TIMEOUT_MS,
+        },
         "start" => Request::Start {
             path: target.to_owned(),
         },
@@ -276,7 +287,7 @@ async fn actor_post(
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no such action {other:?}: expected start, stop or restart"),
+                format!("no such action {other:?}: expected start, stop, restart or call"),
             ))
         }
     };
@@ -342,6 +353,9 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     )
     .error_response()
 }
+
+/// How long `POST .../call` waits for the child's reply before answering 504.
+pub const CALL_TIMEOUT_MS: u64 = 10_000;
 
 /// Largest request body accepted on any route.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -1,15 +1,18 @@
 //! Loading and checking `warden.toml`, the file that describes the supervision tree.
 //!
 //! [`load`] reads a file and [`parse`] checks its text. Both give a [`Config`]: the tree
-//! of supervisors and services with every default filled in, every duration parsed and
-//! every relative path made absolute against the folder of the config file. A bad file
-//! gives a [`ConfigError`] naming the file, the line and the key or entry at fault, so
-//! `warden check` and `warden up` can refuse it before anything starts.
+//! of supervisors, services and outboard children with every default filled in, every
+//! duration parsed and every relative path made absolute against the folder of the
+//! config file. A bad file gives a [`ConfigError`] naming the file, the line and the key
+//! or entry at fault, so `warden check` and `warden up` can refuse it before anything
+//! starts.
 //!
 //! The keys, defaults and meanings are those of the "Config" section of the design.
 //! Two additions: an optional `[logs]` table (`max_bytes`, `keep`) for log rotation,
 //! and the names `.` and `..`, which are refused because they would read as path steps.
-//! `[[outboard]]` and `[[pool]]` entries are refused: this version does not run them.
+//! An `[[outboard]]` entry takes every `[[service]]` key, read the same way, plus
+//! `heartbeat`, `missed` and `version`; `ready = { ipc = true }` is allowed there only.
+//! `[[pool]]` entries are refused: this version does not run them.
 
 mod build;
 mod raw;
@@ -98,6 +101,8 @@ pub enum ChildConfig {
     Supervisor(SupervisorConfig),
     /// A plain OS process (`[[service]]`).
     Service(ServiceConfig),
+    /// A child that speaks warden's IPC (`[[outboard]]`).
+    Outboard(OutboardConfig),
 }
 
 impl ChildConfig {
@@ -106,6 +111,7 @@ impl ChildConfig {
         match self {
             ChildConfig::Supervisor(s) => &s.name,
             ChildConfig::Service(s) => &s.name,
+            ChildConfig::Outboard(o) => &o.service.name,
         }
     }
 
@@ -114,6 +120,7 @@ impl ChildConfig {
         match self {
             ChildConfig::Supervisor(s) => &s.path,
             ChildConfig::Service(s) => &s.path,
+            ChildConfig::Outboard(o) => &o.service.path,
         }
     }
 
@@ -122,11 +129,12 @@ impl ChildConfig {
         match self {
             ChildConfig::Supervisor(s) => s.line,
             ChildConfig::Service(s) => s.line,
+            ChildConfig::Outboard(o) => o.service.line,
         }
     }
 }
 
-/// A plain OS process (`[[service]]`).
+/// A plain OS process (`[[service]]`), or the process part of an `[[outboard]]` child.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Its name.
@@ -147,6 +155,20 @@ pub struct ServiceConfig {
     pub restart: RestartConfig,
     /// How the service tells it is ready; `None`: running as soon as spawned.
     pub ready: Option<ReadyConfig>,
+}
+
+/// A child that speaks warden's IPC (`[[outboard]]`): a service that also answers
+/// heartbeats and reports its app version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboardConfig {
+    /// Every `[[service]]` key, read exactly as for a service.
+    pub service: ServiceConfig,
+    /// How often the child must answer a heartbeat; default 1s; never zero.
+    pub heartbeat: Duration,
+    /// Heartbeats missed in a row before a restart; default 3; at least 1.
+    pub missed: u32,
+    /// The app version the child must report; default 1.
+    pub version: u32,
 }
 
 /// How a service is stopped: `signal` to its process group, SIGKILL after `timeout`.
@@ -251,7 +273,7 @@ pub struct Intensity {
     pub within: Duration,
 }
 
-/// How a service tells it is ready (`ready`).
+/// How a service or outboard child tells it is ready (`ready`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadyConfig {
     /// Ready once `addr` (`host:port`, as written) accepts a TCP connection.
@@ -268,6 +290,11 @@ pub enum ReadyConfig {
     },
     /// Ready once it sends `READY=1` on `$NOTIFY_SOCKET` (the sd_notify protocol).
     Notify {
+        /// Time allowed to get ready; default 30s.
+        timeout: Duration,
+    },
+    /// Ready once it says so over warden's IPC (`ipc = true`; outboard children only).
+    Ipc {
         /// Time allowed to get ready; default 30s.
         timeout: Duration,
     },

@@ -174,6 +174,7 @@ fn print_response(json: bool, request: &Request, response: Response) -> ExitCode
             }
         }
         Response::Metrics(text) => print!("{text}"),
+        Response::Reply(value) => print_json(&value),
     }
     let _ = request;
     ExitCode::SUCCESS

@@ -46,6 +46,20 @@ impl StateLayout {
         self.root.join("notify")
     }
 
+    /// The file an outboard child reads to connect (`$WARDEN_OUTBOARD_CONFIG`).
+    pub fn outboard_config(&self, path: &ActorPath) -> PathBuf {
+        self.root
+            .join("outboard")
+            .join(format!("{}.json", flat_name(path)))
+    }
+
+    /// The socket warden listens on for an outboard child.
+    pub fn outboard_socket(&self, path: &ActorPath) -> PathBuf {
+        self.root
+            .join("outboard")
+            .join(format!("{}.sock", flat_name(path)))
+    }
+
     /// The local control socket.
     pub fn control_socket(&self) -> PathBuf {
         self.root.join("control.sock")
@@ -55,4 +69,9 @@ impl StateLayout {
     pub fn default_token_file(&self) -> PathBuf {
         self.root.join("admin.token")
     }
+}
+
+/// An actor path as one file name: `/app/api` -> `app~api` (`~` is not allowed in names).
+pub fn flat_name(path: &ActorPath) -> String {
+    path.segments().collect::<Vec<_>>().join("~")
 }

@@ -175,7 +175,8 @@ fn report(format: LogFormat, message: &str) {
 /// Loads and plans the config: the checks `check` and `up` share.
 fn load(path: &std::path::Path) -> Result<warden::config::Config, String> {
     let config = warden::config::load(path).map_err(|e| e.to_string())?;
-    warden::plan::root_spec(&config, &None).map_err(|e| e.to_string())?;
+    warden::plan::root_spec(&config, &warden::plan::Wiring::default())
+        .map_err(|e| e.to_string())?;
     Ok(config)
 }
 

@@ -3,7 +3,10 @@
 use nix::sys::signal::Signal;
 use std::sync::Arc;
 
-use warden_actors::{LogSpec, Output, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec};
+use warden_actors::{
+    LogSpec, OutboardFactory, OutboardHub, OutboardSpec, Output, ProcessRecords, ReadyCheck,
+    ServiceFactory, ServiceSpec,
+};
 use warden_supervisors::{
     ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
     SupervisorSpec,
@@ -20,23 +23,31 @@ pub struct PlanError {
     message: String,
 }
 
-/// Where services record their processes (`None`: nowhere, e.g. for `warden check`).
-pub type Records = Option<Arc<dyn ProcessRecords>>;
+/// What the children of a running warden are wired to: where services record their
+/// processes (`None`: nowhere, e.g. for `warden check`), and the hub that routes calls to
+/// outboard children.
+#[derive(Debug, Clone, Default)]
+pub struct Wiring {
+    /// The durable process records.
+    pub records: Option<Arc<dyn ProcessRecords>>,
+    /// The outboard call hub.
+    pub hub: Arc<OutboardHub>,
+}
 
 /// The root supervisor's spec for `config`.
-pub fn root_spec(config: &Config, records: &Records) -> Result<SupervisorSpec, PlanError> {
-    supervisor_spec(config, &config.root, &ActorPath::root(), records)
+pub fn root_spec(config: &Config, wiring: &Wiring) -> Result<SupervisorSpec, PlanError> {
+    supervisor_spec(config, &config.root, &ActorPath::root(), wiring)
 }
 
 fn supervisor_spec(
     config: &Config,
     sup: &SupervisorConfig,
     path: &ActorPath,
-    records: &Records,
+    wiring: &Wiring,
 ) -> Result<SupervisorSpec, PlanError> {
     let mut children = Vec::with_capacity(sup.children.len());
     for child in &sup.children {
-        children.push(child_spec(config, child, path, records)?);
+        children.push(child_spec(config, child, path, wiring)?);
     }
     Ok(SupervisorSpec {
         strategy: supervisor_settings(sup).0,
@@ -50,17 +61,20 @@ pub fn child_spec(
     config: &Config,
     child: &ChildConfig,
     parent: &ActorPath,
-    records: &Records,
+    wiring: &Wiring,
 ) -> Result<ChildSpec, PlanError> {
     let layout = StateLayout::new(&config.state_dir);
     match child {
         ChildConfig::Supervisor(inner) => {
             let name = name(&inner.name, parent)?;
             let inner_path = parent.child(&name);
-            let spec = supervisor_spec(config, inner, &inner_path, records)?;
+            let spec = supervisor_spec(config, inner, &inner_path, wiring)?;
             Ok(ChildSpec::supervisor(name, spec))
         }
-        ChildConfig::Service(service) => service_child(config, &layout, service, parent, records),
+        ChildConfig::Service(service) => service_child(config, &layout, service, parent, wiring),
+        ChildConfig::Outboard(outboard) => {
+            outboard_child(config, &layout, outboard, parent, wiring)
+        }
     }
 }
 
@@ -81,43 +95,13 @@ fn service_child(
     layout: &StateLayout,
     service: &ServiceConfig,
     parent: &ActorPath,
-    records: &Records,
+    wiring: &Wiring,
 ) -> Result<ChildSpec, PlanError> {
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
-    let err = |message: String| PlanError {
-        path: path.to_string(),
-        message,
-    };
-    let mut spec =
-        ServiceSpec::new(service.command.iter().cloned()).map_err(|e| err(e.to_string()))?;
-    spec.env = service.env.clone();
-    spec.cwd = Some(service.cwd.clone());
-    spec.stop_signal =
-        Signal::try_from(service.stop.signal).map_err(|e| err(format!("stop signal: {e}")))?;
-    spec.stop_timeout = service.stop.timeout;
-    spec.ready = service.ready.as_ref().map(|r| match r {
-        ReadyConfig::Tcp { addr, timeout } => ReadyCheck::Tcp {
-            addr: addr.clone(),
-            timeout: *timeout,
-        },
-        ReadyConfig::Delay { delay } => ReadyCheck::Delay(*delay),
-        ReadyConfig::Notify { timeout } => ReadyCheck::Notify {
-            socket_dir: layout.notify_dir(),
-            timeout: *timeout,
-        },
-    });
-    spec.output = Output::Log(LogSpec {
-        path: layout.log_file(&path),
-        max_bytes: config.logs.max_bytes,
-        keep: config.logs.keep,
-    });
-    spec.die_with_warden = config.runtime.on_exit == config::OnExit::Stop;
+    let spec = service_spec(config, layout, service, &path)?;
     let restart = &service.restart;
-    let factory = match records {
-        Some(records) => ServiceFactory::new(spec).with_records(records.clone()),
-        None => ServiceFactory::new(spec),
-    };
+    let factory = service_factory(spec, wiring);
     Ok(ChildSpec::new(name, factory)
         .restart(match restart.policy {
             config::RestartPolicy::Permanent => RestartType::Permanent,
@@ -132,6 +116,94 @@ fn service_child(
         })
         .reset_after(restart.reset_after)
         .intensity(intensity(restart.intensity)))
+}
+
+/// How to run the process of `service` at `path`.
+fn service_spec(
+    config: &Config,
+    layout: &StateLayout,
+    service: &ServiceConfig,
+    path: &ActorPath,
+) -> Result<ServiceSpec, PlanError> {
+    let err = |message: String| PlanError {
+        path: path.to_string(),
+        message,
+    };
+    let mut spec =
+        ServiceSpec::new(service.command.iter().cloned()).map_err(|e| err(e.to_string()))?;
+    spec.env = service.env.clone();
+    spec.cwd = Some(service.cwd.clone());
+    spec.stop_signal =
+        Signal::try_from(service.stop.signal).map_err(|e| err(format!("stop signal: {e}")))?;
+    spec.stop_timeout = service.stop.timeout;
+    spec.ready = service.ready.as_ref().and_then(|r| match r {
+        ReadyConfig::Tcp { addr, timeout } => Some(ReadyCheck::Tcp {
+            addr: addr.clone(),
+            timeout: *timeout,
+        }),
+        ReadyConfig::Delay { delay } => Some(ReadyCheck::Delay(*delay)),
+        ReadyConfig::Notify { timeout } => Some(ReadyCheck::Notify {
+            socket_dir: layout.notify_dir(),
+            timeout: *timeout,
+        }),
+        // Readiness over IPC is the outboard link's, not the process's.
+        ReadyConfig::Ipc { .. } => None,
+    });
+    spec.output = Output::Log(LogSpec {
+        path: layout.log_file(path),
+        max_bytes: config.logs.max_bytes,
+        keep: config.logs.keep,
+    });
+    spec.die_with_warden = config.runtime.on_exit == config::OnExit::Stop;
+    Ok(spec)
+}
+
+fn service_factory(spec: ServiceSpec, wiring: &Wiring) -> ServiceFactory {
+    match &wiring.records {
+        Some(records) => ServiceFactory::new(spec).with_records(records.clone()),
+        None => ServiceFactory::new(spec),
+    }
+}
+
+fn outboard_child(
+    config: &Config,
+    layout: &StateLayout,
+    outboard: &config::OutboardConfig,
+    parent: &ActorPath,
+    wiring: &Wiring,
+) -> Result<ChildSpec, PlanError> {
+    let service = &outboard.service;
+    let name = name(&service.name, parent)?;
+    let path = parent.child(&name);
+    let config_file = layout.outboard_config(&path);
+    let mut process = service.clone();
+    process.env.push((
+        warden_supervisors::ipc::CONFIG_ENV.to_owned(),
+        config_file.to_string_lossy().into_owned(),
+    ));
+    let base = service_child(config, layout, &process, parent, wiring)?;
+    let spec = OutboardSpec {
+        heartbeat: outboard.heartbeat,
+        missed: outboard.missed,
+        version: outboard.version,
+        ready_timeout: match &service.ready {
+            Some(ReadyConfig::Ipc { timeout }) => Some(*timeout),
+            _ => None,
+        },
+        config_file,
+        socket: layout.outboard_socket(&path),
+        stop_timeout: service.stop.timeout,
+    };
+    let process_spec = service_spec(config, layout, &process, &path)?;
+    let factory = OutboardFactory::new(
+        service_factory(process_spec, wiring),
+        spec,
+        wiring.hub.clone(),
+    );
+    Ok(ChildSpec {
+        factory: Arc::new(factory),
+        ..base
+    })
 }
 
 fn strategy(s: config::Strategy) -> Strategy {
@@ -155,7 +227,7 @@ pub fn count_actors(sup: &SupervisorConfig) -> usize {
         .iter()
         .map(|c| match c {
             ChildConfig::Supervisor(s) => 1 + count_actors(s),
-            ChildConfig::Service(_) => 1,
+            ChildConfig::Service(_) | ChildConfig::Outboard(_) => 1,
         })
         .sum()
 }

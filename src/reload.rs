@@ -15,13 +15,13 @@ use crate::plan;
 #[derive(Debug)]
 pub struct Reloader {
     current: Config,
-    records: plan::Records,
+    wiring: plan::Wiring,
 }
 
 impl Reloader {
     /// A reloader for the config that is running now.
-    pub fn new(current: Config, records: plan::Records) -> Self {
-        Self { current, records }
+    pub fn new(current: Config, wiring: plan::Wiring) -> Self {
+        Self { current, wiring }
     }
 
     /// The file that is re-read.
@@ -33,7 +33,7 @@ impl Reloader {
     pub async fn reload(&mut self, tree: &ActorTree) -> Result<ChildChanges, Failure> {
         let bad = |m: String| Failure::new(FailureKind::BadRequest, m);
         let new = config::load(&self.current.path).map_err(|e| bad(e.to_string()))?;
-        plan::root_spec(&new, &self.records).map_err(|e| bad(e.to_string()))?;
+        plan::root_spec(&new, &self.wiring).map_err(|e| bad(e.to_string()))?;
         for (what, changed) in [
             ("state_dir", new.state_dir != self.current.state_dir),
             ("[admin]", new.admin != self.current.admin),
@@ -49,7 +49,7 @@ impl Reloader {
             &self.current.root,
             &new.root,
             &ActorPath::root(),
-            (&new, &self.records),
+            (&new, &self.wiring),
             tree,
             &mut changes,
         )
@@ -76,6 +76,11 @@ fn needs_restart(old: &ChildConfig, new: &ChildConfig) -> bool {
             o.line = n.line;
             o != *n
         }
+        (ChildConfig::Outboard(o), ChildConfig::Outboard(n)) => {
+            let mut o = o.clone();
+            o.service.line = n.service.line;
+            o != *n
+        }
         (ChildConfig::Supervisor(o), ChildConfig::Supervisor(n)) => {
             o.strategy != n.strategy || o.intensity != n.intensity
         }
@@ -87,7 +92,7 @@ async fn apply(
     old: &SupervisorConfig,
     new: &SupervisorConfig,
     path: &ActorPath,
-    (config, records): (&Config, &plan::Records),
+    (config, wiring): (&Config, &plan::Wiring),
     tree: &ActorTree,
     changes: &mut ChildChanges,
 ) -> Result<(), Failure> {
@@ -103,7 +108,7 @@ async fn apply(
             descend.push((b, n));
         }
         let spec =
-            plan::child_spec(config, child, path, records).map_err(|e| internal(e.to_string()))?;
+            plan::child_spec(config, child, path, wiring).map_err(|e| internal(e.to_string()))?;
         children.push(ChildUpdate { spec, changed });
     }
     let supervisor = tree.supervisor(path).ok_or_else(|| {
@@ -135,7 +140,7 @@ async fn apply(
             b,
             n,
             &path.child(&name),
-            (config, records),
+            (config, wiring),
             tree,
             changes,
         ))

@@ -46,8 +46,11 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             "recovered the state of an earlier warden"
         );
     }
-    let records: plan::Records = Some(Arc::new(store));
-    let spec = plan::root_spec(&config, &records)?;
+    let wiring = plan::Wiring {
+        records: Some(Arc::new(store)),
+        hub: Arc::new(warden_actors::OutboardHub::new()),
+    };
+    let spec = plan::root_spec(&config, &wiring)?;
     // Signals are taken before anything starts, so none is lost in between.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
@@ -59,7 +62,8 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         let controller = Controller::new(ControllerConfig {
             tree: tree.clone(),
             layout,
-            reloader: Some(Reloader::new(config.clone(), records.clone())),
+            reloader: Some(Reloader::new(config.clone(), wiring.clone())),
+            hub: wiring.hub.clone(),
         })
         .start();
         socket::serve(&socket_path, controller.clone())

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use warden::config::{
-    load, parse, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, OnExit, ReadyConfig,
-    RestartConfig, RestartPolicy, ServiceConfig, StopConfig, Strategy, SupervisorConfig,
+    load, parse, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, OnExit,
+    OutboardConfig, ReadyConfig, RestartConfig, RestartPolicy, ServiceConfig, StopConfig, Strategy,
+    SupervisorConfig,
 };
 
 /// Writes `text` to `warden.toml` in a fresh folder.
@@ -72,6 +73,17 @@ fn service<'a>(supervisor: &'a SupervisorConfig, name: &str) -> &'a ServiceConfi
             _ => None,
         })
         .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+fn outboard<'a>(supervisor: &'a SupervisorConfig, name: &str) -> &'a OutboardConfig {
+    supervisor
+        .children
+        .iter()
+        .find_map(|child| match child {
+            ChildConfig::Outboard(o) if o.service.name == name => Some(o),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no outboard {name}"))
 }
 
 fn supervisor<'a>(parent: &'a SupervisorConfig, name: &str) -> &'a SupervisorConfig {
@@ -993,13 +1005,13 @@ fn admin_listen_must_be_an_ip_and_port() {
 }
 
 #[test]
-fn outboard_entries_are_refused_as_not_supported() {
-    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[outboard]]\nname = \"helper\"\nheartbeat = \"1s\"\n";
+fn pool_entries_are_refused_beside_accepted_outboards() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[outboard]]\nname = \"helper\"\ncommand = [\"h\"]\nheartbeat = \"1s\"\n\n[[pool]]\nname = \"shiny\"\n";
     assert_refused(
         text,
-        "[[outboard]]",
-        "outboard",
-        &["[[outboard]] is not supported by this version of warden"],
+        "[[pool]]",
+        "pool",
+        &["[[pool]] is not supported by this version of warden"],
     );
 }
 
@@ -1087,4 +1099,503 @@ parent = "a"
         "supervisor",
         &["unknown supervisor /b: the parents form a cycle (b -> a -> b)"],
     );
+}
+
+const OUTBOARD_EXAMPLE: &str = r#"
+[restart]
+policy = "transient"
+backoff = { initial = "1s", max = "1m" }
+
+[[supervisor]]
+name = "app"
+
+[[outboard]]
+name = "helper"
+supervisor = "app"
+command = ["./target/release/examples/outboard_echo", "--x"]
+cwd = "helpers"
+env = { B = "2", A = "1" }
+stop = { signal = "INT", timeout = "2s" }
+restart = { policy = "permanent", intensity = { max = 2, within = "5s" } }
+ready = { ipc = true, timeout = "10s" }
+heartbeat = "250ms"
+missed = 5
+version = 7
+
+[[outboard]]
+name = "plain"
+command = ["plain"]
+"#;
+
+#[test]
+fn outboard_entry_reads_every_service_key_and_its_own() {
+    let (dir, config) = load_ok(OUTBOARD_EXAMPLE);
+    let base = dir.path();
+    let helper = OutboardConfig {
+        service: ServiceConfig {
+            name: "helper".into(),
+            path: "/app/helper".into(),
+            line: line_of(OUTBOARD_EXAMPLE, "name = \"helper\"") - 1,
+            command: vec![
+                "./target/release/examples/outboard_echo".into(),
+                "--x".into(),
+            ],
+            cwd: base.join("helpers"),
+            env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+            stop: StopConfig {
+                signal: 2,
+                timeout: Duration::from_secs(2),
+            },
+            restart: RestartConfig {
+                policy: RestartPolicy::Permanent,
+                backoff: BackoffConfig {
+                    initial: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                    multiplier: 2.0,
+                    jitter: 0.1,
+                },
+                reset_after: Duration::from_secs(30),
+                intensity: Intensity {
+                    max: 2,
+                    within: Duration::from_secs(5),
+                },
+            },
+            ready: Some(ReadyConfig::Ipc {
+                timeout: Duration::from_secs(10),
+            }),
+        },
+        heartbeat: Duration::from_millis(250),
+        missed: 5,
+        version: 7,
+    };
+    let app = supervisor(&config.root, "app");
+    assert_eq!(app.children, vec![ChildConfig::Outboard(helper)]);
+    let child = &app.children[0];
+    assert_eq!(child.name(), "helper");
+    assert_eq!(child.path(), "/app/helper");
+    assert_eq!(
+        child.line(),
+        line_of(OUTBOARD_EXAMPLE, "name = \"helper\"") - 1
+    );
+}
+
+#[test]
+fn outboard_without_options_gets_every_default() {
+    let (dir, config) = load_ok(OUTBOARD_EXAMPLE);
+    // the service keys default exactly as for a [[service]], [restart] included
+    let expected = OutboardConfig {
+        service: ServiceConfig {
+            name: "plain".into(),
+            path: "/plain".into(),
+            line: line_of(OUTBOARD_EXAMPLE, "name = \"plain\"") - 1,
+            command: vec!["plain".into()],
+            cwd: dir.path().to_path_buf(),
+            env: Vec::new(),
+            stop: StopConfig::default(),
+            restart: RestartConfig {
+                policy: RestartPolicy::Transient,
+                backoff: BackoffConfig {
+                    initial: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                    multiplier: 2.0,
+                    jitter: 0.1,
+                },
+                reset_after: Duration::from_secs(30),
+                intensity: Intensity {
+                    max: 10,
+                    within: Duration::from_secs(60),
+                },
+            },
+            ready: None,
+        },
+        heartbeat: Duration::from_secs(1),
+        missed: 3,
+        version: 1,
+    };
+    assert_eq!(*outboard(&config.root, "plain"), expected);
+    assert_eq!(paths(&config.root), ["/app", "/plain"]);
+}
+
+#[test]
+fn ready_ipc_is_accepted_on_an_outboard_with_a_default_timeout() {
+    let text = r#"
+[[outboard]]
+name = "a"
+command = ["a"]
+ready = { ipc = true }
+[[outboard]]
+name = "b"
+command = ["b"]
+ready = { tcp = "127.0.0.1:9000" }
+[[outboard]]
+name = "c"
+command = ["c"]
+ready = { delay = "1s" }
+[[outboard]]
+name = "d"
+command = ["d"]
+ready = { notify = true }
+"#;
+    let (_dir, config) = load_ok(text);
+    let thirty = Duration::from_secs(30);
+    assert_eq!(
+        outboard(&config.root, "a").service.ready,
+        Some(ReadyConfig::Ipc { timeout: thirty })
+    );
+    assert_eq!(
+        outboard(&config.root, "b").service.ready,
+        Some(ReadyConfig::Tcp {
+            addr: "127.0.0.1:9000".into(),
+            timeout: thirty
+        })
+    );
+    assert_eq!(
+        outboard(&config.root, "c").service.ready,
+        Some(ReadyConfig::Delay {
+            delay: Duration::from_secs(1)
+        })
+    );
+    assert_eq!(
+        outboard(&config.root, "d").service.ready,
+        Some(ReadyConfig::Notify { timeout: thirty })
+    );
+}
+
+#[test]
+fn ready_ipc_on_a_service_is_refused_naming_the_line_and_key() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\nready = { ipc = true, timeout = \"1s\" }\n";
+    assert_refused(
+        text,
+        "ipc",
+        "ready.ipc",
+        &[
+            "[[service]] \"a\": key `ready.ipc`",
+            "only for [[outboard]]",
+        ],
+    );
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n[service.ready]\nipc = false\n";
+    assert_refused(text, "ipc", "ready.ipc", &["only for [[outboard]]"]);
+}
+
+#[test]
+fn ready_ipc_false_is_refused_on_an_outboard() {
+    let text = "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nready = { ipc = false }\n";
+    assert_refused(
+        text,
+        "ready",
+        "ready.ipc",
+        &["[[outboard]] \"a\": key `ready.ipc`: can only be true"],
+    );
+}
+
+#[test]
+fn ready_on_an_outboard_takes_exactly_one_check() {
+    let text = "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nready = { timeout = \"1s\" }\n";
+    assert_refused(
+        text,
+        "ready",
+        "ready",
+        &["needs one of `tcp`, `delay`, `notify` or `ipc`"],
+    );
+    let text =
+        "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nready = { ipc = true, notify = true }\n";
+    assert_refused(text, "ready", "ready", &["`notify` and `ipc`"]);
+}
+
+#[test]
+fn outboard_heartbeat_of_zero_is_refused() {
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nheartbeat = \"0s\"\n";
+    assert_refused(
+        text,
+        "heartbeat",
+        "heartbeat",
+        &["[[outboard]] \"h\": key `heartbeat`: must be longer than zero"],
+    );
+}
+
+#[test]
+fn outboard_missed_of_zero_is_refused() {
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nmissed = 0\n";
+    assert_refused(
+        text,
+        "missed",
+        "missed",
+        &["[[outboard]] \"h\": key `missed`: must be at least 1"],
+    );
+}
+
+#[test]
+fn outboard_keys_of_the_wrong_type_are_named() {
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nheartbeat = 5\n";
+    assert_refused(
+        text,
+        "heartbeat",
+        "heartbeat",
+        &["[[outboard]] \"h\": key `heartbeat`", "duration"],
+    );
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nheartbeat = \"soon\"\n";
+    assert_refused(
+        text,
+        "heartbeat",
+        "heartbeat",
+        &["invalid duration \"soon\""],
+    );
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nmissed = -1\n";
+    assert_refused(
+        text,
+        "missed",
+        "missed",
+        &["[[outboard]] \"h\": key `missed`"],
+    );
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nversion = \"1\"\n";
+    assert_refused(
+        text,
+        "version",
+        "version",
+        &["[[outboard]] \"h\": key `version`", "invalid type"],
+    );
+    let text =
+        "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nstop = { timeout = \"5 parsecs\" }\n";
+    assert_refused(
+        text,
+        "stop",
+        "stop.timeout",
+        &["[[outboard]] \"h\"", "invalid duration \"5 parsecs\""],
+    );
+    let text = "[[outboard]]\nname = \"h\"\ncommand = []\n";
+    assert_refused(
+        text,
+        "command",
+        "command",
+        &["[[outboard]] \"h\": key `command`: must not be empty"],
+    );
+}
+
+#[test]
+fn outboard_without_a_command_is_refused() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[outboard]]\nname = \"h\"\n";
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(5));
+    assert_eq!(error.key(), Some("command"));
+    assert!(
+        error
+            .to_string()
+            .contains("[[outboard]] \"h\": key `command`: is required"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_key_in_an_outboard_is_named_with_the_expected_keys() {
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"h\"]\nheartbeats = \"1s\"\n";
+    assert_refused(
+        text,
+        "heartbeats",
+        "heartbeats",
+        &[
+            "unknown key `heartbeats` in [[outboard]] \"h\"",
+            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready, heartbeat, missed, version",
+        ],
+    );
+}
+
+#[test]
+fn outboard_keys_are_unknown_in_a_service() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\nheartbeat = \"1s\"\n";
+    assert_refused(
+        text,
+        "heartbeat",
+        "heartbeat",
+        &["unknown key `heartbeat` in [[service]] \"a\""],
+    );
+}
+
+#[test]
+fn duplicate_name_between_an_outboard_and_a_service_is_refused() {
+    let text = r#"
+[[service]]
+name = "twin"
+command = ["x"]
+
+[[outboard]]
+name = "twin" # the outboard
+command = ["y"]
+"#;
+    assert_refused(
+        text,
+        "# the outboard",
+        "name",
+        &[
+            "[[outboard]] \"twin\": key `name`: duplicate name \"twin\"",
+            "the root",
+            "line 2",
+        ],
+    );
+    // whichever table comes first in the file, the later header is the duplicate
+    let text = r#"
+[[supervisor]]
+name = "app"
+
+[[outboard]]
+name = "twin"
+supervisor = "app"
+command = ["y"]
+
+[[service]]
+name = "twin" # the service
+supervisor = "/app"
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "# the service",
+        "name",
+        &[
+            "[[service]] \"twin\": key `name`: duplicate name \"twin\"",
+            "/app already has a child",
+            "line 5",
+        ],
+    );
+}
+
+#[test]
+fn outboard_names_and_parents_are_checked_as_for_services() {
+    let text = "[[outboard]]\ncommand = [\"x\"]\nname = \"a b\"\n";
+    assert_refused(
+        text,
+        "name",
+        "name",
+        &["[[outboard]] #1: key `name`: invalid name"],
+    );
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"x\"]\nsupervisor = \"nowhere\"\n";
+    assert_refused(
+        text,
+        "supervisor",
+        "supervisor",
+        &["[[outboard]] \"h\": key `supervisor`: unknown supervisor /nowhere"],
+    );
+    let text = "[[outboard]]\nname = \"h\"\ncommand = [\"x\"]\nsupervisor = \"a//b\"\n";
+    assert_refused(
+        text,
+        "supervisor",
+        "supervisor",
+        &["invalid supervisor path"],
+    );
+}
+
+#[test]
+fn an_outboard_is_not_a_parent() {
+    let text = r#"
+[[outboard]]
+name = "helper"
+command = ["x"]
+[[service]]
+name = "worker"
+supervisor = "helper"
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "supervisor = \"helper\"",
+        "supervisor",
+        &["/helper is an [[outboard]], not a supervisor"],
+    );
+    let text = r#"
+[[outboard]]
+name = "helper"
+command = ["x"]
+[[supervisor]]
+name = "inner"
+parent = "helper"
+"#;
+    assert_refused(
+        text,
+        "parent = \"helper\"",
+        "parent",
+        &["/helper is an [[outboard]], not a supervisor"],
+    );
+}
+
+#[test]
+fn outboards_take_their_place_in_file_order_among_services_and_supervisors() {
+    let text = r#"
+[[outboard]]
+name = "o1"
+command = ["o1"]
+
+[[service]]
+name = "s1"
+command = ["s1"]
+
+[[supervisor]]
+name = "app"
+
+[[outboard]]
+name = "deep"
+supervisor = "app"
+command = ["deep"]
+
+[[service]]
+name = "api"
+supervisor = "/app"
+command = ["api"]
+
+[[outboard]]
+name = "o2"
+command = ["o2"]
+
+[[service]]
+name = "s2"
+command = ["s2"]
+
+[[outboard]]
+name = "tail"
+supervisor = "app"
+command = ["tail"]
+"#;
+    let (_dir, config) = load_ok(text);
+    assert_eq!(paths(&config.root), ["/o1", "/s1", "/app", "/o2", "/s2"]);
+    let kinds: Vec<&str> = config
+        .root
+        .children
+        .iter()
+        .map(|child| match child {
+            ChildConfig::Supervisor(_) => "supervisor",
+            ChildConfig::Service(_) => "service",
+            ChildConfig::Outboard(_) => "outboard",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["outboard", "service", "supervisor", "outboard", "service"]
+    );
+    let app = supervisor(&config.root, "app");
+    assert_eq!(paths(app), ["/app/deep", "/app/api", "/app/tail"]);
+    assert_eq!(
+        outboard(app, "deep").service.line,
+        line_of(text, "name = \"deep\"") - 1
+    );
+    assert_eq!(
+        outboard(&config.root, "o2").service.line,
+        line_of(text, "name = \"o2\"") - 1
+    );
+}
+
+#[test]
+fn odd_outboard_input_is_refused_without_panicking() {
+    for text in [
+        "[[outboard]]",
+        "outboard = 3",
+        "outboard = [1]",
+        "outboard = [{ name = \"a\", command = [\"a\"], missed = 99999999999 }]",
+        "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nheartbeat = \"99999999999999999999y\"",
+        "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nready = { ipc = true, delay = \"1s\" }",
+        "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nready = { ipc = 1 }",
+        "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nversion = -1",
+        "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\n[[outboard]]\nname = \"a\"\ncommand = [\"a\"]",
+    ] {
+        let error = parse(text, Path::new("w.toml")).expect_err(text);
+        assert!(error.line().is_some(), "{text:?}: {error}");
+        assert!(!error.to_string().contains('\n'), "{text:?}: {error}");
+    }
 }

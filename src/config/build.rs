@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,31 +12,30 @@ use nix::sys::signal::Signal;
 use toml::Spanned;
 
 use super::raw::{
-    Dur, RawAdmin, RawBackoff, RawFile, RawIntensity, RawReady, RawRestart, RawService, RawStop,
-    RawSupervisor, SignalSpec,
+    Dur, RawAdmin, RawBackoff, RawFile, RawIntensity, RawOutboard, RawReady, RawRestart,
+    RawService, RawStop, RawSupervisor, SignalSpec,
 };
 use super::{
     AdminConfig, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, LogsConfig, OnExit,
-    ReadyConfig, RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig, Source, StopConfig,
-    Strategy, SupervisorConfig,
+    OutboardConfig, ReadyConfig, RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig,
+    Source, StopConfig, Strategy, SupervisorConfig,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+const DEFAULT_MISSED: u32 = 3;
+const DEFAULT_VERSION: u32 = 1;
 
 pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
-    let unsupported = [("outboard", &file.outboard), ("pool", &file.pool)]
-        .into_iter()
-        .filter_map(|(kind, entries)| entries.first().map(|e| (kind, e.span())))
-        .min_by_key(|(_, span)| span.start);
-    if let Some((kind, span)) = unsupported {
+    if let Some(entry) = file.pool.first() {
         return Err(ConfigError {
             path: src.path.to_path_buf(),
-            line: Some(src.line(span.start)),
-            key: Some(kind.to_string()),
-            message: format!("[[{kind}]] is not supported by this version of warden"),
+            line: Some(src.line(entry.span().start)),
+            key: Some("pool".to_string()),
+            message: "[[pool]] is not supported by this version of warden".to_string(),
         });
     }
 
@@ -90,7 +90,18 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
         restart: &defaults,
     };
     for (index, entry) in file.service.iter().enumerate() {
-        nodes.push(service(src, index, entry, &context)?);
+        let node = service(
+            src,
+            Kind::Service,
+            index,
+            entry.span(),
+            entry.get_ref(),
+            &context,
+        )?;
+        nodes.push(node);
+    }
+    for (index, entry) in file.outboard.into_iter().enumerate() {
+        nodes.push(outboard(src, index, entry, &context)?);
     }
     nodes.sort_by_key(|node| node.offset);
     let children = tree(src, nodes)?;
@@ -163,16 +174,16 @@ fn logs(src: &Source, file: &RawFile) -> Result<LogsConfig> {
     Ok(logs)
 }
 
-/// A supervisor or service read from its entry, before the tree is built.
+/// A supervisor, service or outboard child read from its entry, before the tree is built.
 struct Node {
     /// Byte offset of the table header: the order of children.
     offset: usize,
     label: String,
-    name_span: std::ops::Range<usize>,
+    name_span: Range<usize>,
     /// Normalized path of the parent supervisor (`"/"` for the root).
     parent: String,
     parent_key: &'static str,
-    parent_span: std::ops::Range<usize>,
+    parent_span: Range<usize>,
     child: ChildConfig,
 }
 
@@ -210,21 +221,42 @@ fn supervisor(src: &Source, index: usize, entry: &Spanned<RawSupervisor>) -> Res
     })
 }
 
-/// What every service inherits.
+/// What every service and outboard child inherits.
 struct ServiceContext<'a> {
     base_dir: &'a Path,
     restart: &'a RestartConfig,
 }
 
+/// The kind of entry that holds the service keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Service,
+    Outboard,
+}
+
+impl Kind {
+    /// The name of its array of tables.
+    fn table(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Outboard => "outboard",
+        }
+    }
+}
+
+/// A `[[service]]` entry, or the service keys of an `[[outboard]]` one (`kind`) whose
+/// table header spans `span`; the node holds a [`ChildConfig::Service`].
 fn service(
     src: &Source,
+    kind: Kind,
     index: usize,
-    entry: &Spanned<RawService>,
+    span: Range<usize>,
+    raw: &RawService,
     context: &ServiceContext,
 ) -> Result<Node> {
-    let raw = entry.get_ref();
-    let name = name(src, &format!("[[service]] #{}", index + 1), &raw.name)?;
-    let label = format!("[[service]] {name:?}");
+    let table = kind.table();
+    let name = name(src, &format!("[[{table}]] #{}", index + 1), &raw.name)?;
+    let label = format!("[[{table}]] {name:?}");
     let parent = match &raw.supervisor {
         Some(value) => parent_path(src, &label, "supervisor", value)?,
         None => "/".to_string(),
@@ -282,19 +314,19 @@ fn service(
         None => context.restart.clone(),
     };
     let ready = match &raw.ready {
-        Some(value) => Some(ready(src, &label, value)?),
+        Some(value) => Some(ready(src, &label, kind, value)?),
         None => None,
     };
 
     Ok(Node {
-        offset: entry.span().start,
+        offset: span.start,
         name_span: raw.name.span(),
         parent_key: "supervisor",
-        parent_span: raw.supervisor.as_ref().map_or(entry.span(), Spanned::span),
+        parent_span: raw.supervisor.as_ref().map_or(span.clone(), Spanned::span),
         child: ChildConfig::Service(ServiceConfig {
             path: join(&parent, &name),
             name,
-            line: src.line(entry.span().start),
+            line: src.line(span.start),
             command: command.clone(),
             cwd,
             env,
@@ -305,6 +337,47 @@ fn service(
         label,
         parent,
     })
+}
+
+/// An `[[outboard]]` entry: its service keys read as for a `[[service]]`, then its own.
+fn outboard(
+    src: &Source,
+    index: usize,
+    entry: Spanned<RawOutboard>,
+    context: &ServiceContext,
+) -> Result<Node> {
+    let span = entry.span();
+    let (raw, ipc) = entry.into_inner().split();
+    let mut node = service(src, Kind::Outboard, index, span, &raw, context)?;
+    let heartbeat = match &ipc.heartbeat {
+        Some(value) if value.get_ref().0.is_zero() => {
+            let detail = "must be longer than zero";
+            return Err(src.error(value.span(), &node.label, "heartbeat", detail));
+        }
+        Some(value) => value.get_ref().0,
+        None => DEFAULT_HEARTBEAT,
+    };
+    let missed = match &ipc.missed {
+        Some(value) if *value.get_ref() == 0 => {
+            return Err(src.error(value.span(), &node.label, "missed", "must be at least 1"));
+        }
+        Some(value) => *value.get_ref(),
+        None => DEFAULT_MISSED,
+    };
+    let version = ipc
+        .version
+        .as_ref()
+        .map_or(DEFAULT_VERSION, |v| *v.get_ref());
+    node.child = match node.child {
+        ChildConfig::Service(service) => ChildConfig::Outboard(OutboardConfig {
+            service,
+            heartbeat,
+            missed,
+            version,
+        }),
+        other => other,
+    };
+    Ok(node)
 }
 
 fn stop(src: &Source, label: &str, raw: &RawStop) -> Result<StopConfig> {
@@ -466,32 +539,38 @@ fn intensity(
     Ok(Intensity { max, within })
 }
 
-fn ready(src: &Source, label: &str, table: &Spanned<RawReady>) -> Result<ReadyConfig> {
+/// A `ready` table; `ipc` is allowed in an `[[outboard]]` entry only.
+fn ready(src: &Source, label: &str, kind: Kind, table: &Spanned<RawReady>) -> Result<ReadyConfig> {
     let raw = table.get_ref();
-    if let Some(value) = &raw.ipc {
+    if let (Some(value), Kind::Service) = (&raw.ipc, kind) {
         let detail = "`ipc = true` is only for [[outboard]] children, not a [[service]]";
         return Err(src.error(value.span(), label, "ready.ipc", detail));
     }
-    if let Some(value) = &raw.notify {
-        if !*value.get_ref() {
+    for (key, flag) in [("ready.notify", &raw.notify), ("ready.ipc", &raw.ipc)] {
+        if let Some(value) = flag.as_ref().filter(|v| !*v.get_ref()) {
             let detail = "can only be true (leave `ready` out for no ready check)";
-            return Err(src.error(value.span(), label, "ready.notify", detail));
+            return Err(src.error(value.span(), label, key, detail));
         }
     }
     let kinds: Vec<&str> = [
         ("tcp", raw.tcp.is_some()),
         ("delay", raw.delay.is_some()),
         ("notify", raw.notify.is_some()),
+        ("ipc", raw.ipc.is_some()),
     ]
     .into_iter()
     .filter_map(|(kind, set)| set.then_some(kind))
     .collect();
     if kinds.len() != 1 {
+        let choices = match kind {
+            Kind::Service => "`tcp`, `delay` or `notify`",
+            Kind::Outboard => "`tcp`, `delay`, `notify` or `ipc`",
+        };
         let detail = if kinds.is_empty() {
-            "needs one of `tcp`, `delay` or `notify`".to_string()
+            format!("needs one of {choices}")
         } else {
             format!(
-                "takes only one of `tcp`, `delay` or `notify`, not `{}`",
+                "takes only one of {choices}, not `{}`",
                 kinds.join("` and `")
             )
         };
@@ -522,6 +601,9 @@ fn ready(src: &Source, label: &str, table: &Spanned<RawReady>) -> Result<ReadyCo
         return Ok(ReadyConfig::Delay {
             delay: delay.get_ref().0,
         });
+    }
+    if raw.ipc.is_some() {
+        return Ok(ReadyConfig::Ipc { timeout });
     }
     Ok(ReadyConfig::Notify { timeout })
 }
@@ -637,12 +719,11 @@ fn resolve(
 
 /// Checks names and parents, then hangs every node under its parent in file order.
 fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
-    // path -> (line, is a supervisor)
-    let mut seen: HashMap<&str, (usize, bool)> = HashMap::new();
+    // path -> (line, the child)
+    let mut seen: HashMap<&str, (usize, &ChildConfig)> = HashMap::new();
     for node in &nodes {
         let line = src.line(node.offset);
-        let is_supervisor = matches!(node.child, ChildConfig::Supervisor(_));
-        if let Some((first, _)) = seen.insert(node.child.path(), (line, is_supervisor)) {
+        if let Some((first, _)) = seen.insert(node.child.path(), (line, &node.child)) {
             let detail = format!(
                 "duplicate name {:?}: {} already has a child with this name (line {first})",
                 node.child.name(),
@@ -663,7 +744,7 @@ fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
         .collect();
     let mut folders: HashSet<&str> = seen
         .iter()
-        .filter(|(_, (_, is_supervisor))| *is_supervisor)
+        .filter(|(_, (_, child))| matches!(child, ChildConfig::Supervisor(_)))
         .map(|(path, _)| *path)
         .collect();
     folders.insert("/");
@@ -675,14 +756,19 @@ fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
         let parent = node.parent.as_str();
         let detail = match seen.get(parent) {
             _ if parent == "/" => continue,
-            Some((_, true)) => continue,
-            Some((_, false)) => format!("{parent} is a [[service]], not a supervisor"),
+            Some((_, ChildConfig::Supervisor(_))) => continue,
+            Some((_, ChildConfig::Service(_))) => {
+                format!("{parent} is a [[service]], not a supervisor")
+            }
+            Some((_, ChildConfig::Outboard(_))) => {
+                format!("{parent} is an [[outboard]], not a supervisor")
+            }
             None => {
                 let first = match node.child {
                     ChildConfig::Supervisor(_) => supervisors
                         .iter()
                         .position(|(name, p)| *name == node.child.name() && *p == parent),
-                    ChildConfig::Service(_) => links.parent_of(parent),
+                    ChildConfig::Service(_) | ChildConfig::Outboard(_) => links.parent_of(parent),
                 };
                 let is_supervisor = matches!(node.child, ChildConfig::Supervisor(_));
                 match first.and_then(|first| links.cycle(first)) {
@@ -792,7 +878,7 @@ fn attach(
                 supervisor.children = attach(own, by_parent);
                 ChildConfig::Supervisor(supervisor)
             }
-            service => service,
+            leaf => leaf,
         })
         .collect()
 }

@@ -27,7 +27,7 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub service: Vec<Spanned<RawService>>,
     #[serde(default)]
-    pub outboard: Vec<Spanned<IgnoredAny>>,
+    pub outboard: Vec<Spanned<RawOutboard>>,
     #[serde(default)]
     pub pool: Vec<Spanned<IgnoredAny>>,
 }
@@ -104,6 +104,69 @@ pub(super) struct RawService {
     pub stop: Option<Spanned<RawStop>>,
     pub restart: Option<Spanned<RawRestart>>,
     pub ready: Option<Spanned<RawReady>>,
+}
+
+/// An `[[outboard]]` entry: every key of a `[[service]]`, then the IPC keys.
+///
+/// The service keys are repeated rather than flattened in: serde cannot refuse unknown
+/// keys of a struct with a flattened part, nor keep their spans. [`RawOutboard::split`]
+/// names every field, so the two lists cannot drift apart without a compile error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutboard {
+    pub name: Spanned<String>,
+    pub supervisor: Option<Spanned<String>>,
+    pub command: Spanned<Vec<String>>,
+    pub cwd: Option<Spanned<String>>,
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
+    pub stop: Option<Spanned<RawStop>>,
+    pub restart: Option<Spanned<RawRestart>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub heartbeat: Option<Spanned<Dur>>,
+    pub missed: Option<Spanned<u32>>,
+    pub version: Option<Spanned<u32>>,
+}
+
+/// The keys only an `[[outboard]]` entry has.
+pub(super) struct RawIpc {
+    pub heartbeat: Option<Spanned<Dur>>,
+    pub missed: Option<Spanned<u32>>,
+    pub version: Option<Spanned<u32>>,
+}
+
+impl RawOutboard {
+    /// The service keys, as a `[[service]]` entry holds them, and the IPC keys.
+    pub(super) fn split(self) -> (RawService, RawIpc) {
+        let RawOutboard {
+            name,
+            supervisor,
+            command,
+            cwd,
+            env,
+            stop,
+            restart,
+            ready,
+            heartbeat,
+            missed,
+            version,
+        } = self;
+        let service = RawService {
+            name,
+            supervisor,
+            command,
+            cwd,
+            env,
+            stop,
+            restart,
+            ready,
+        };
+        let ipc = RawIpc {
+            heartbeat,
+            missed,
+            version,
+        };
+        (service, ipc)
+    }
 }
 
 #[derive(Deserialize)]

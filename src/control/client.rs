@@ -201,6 +201,7 @@ fn http_ask(
         Request::Restart { path } => ("POST", actor_url(path, "/restart")),
         Request::Logs { path, tail } => ("GET", actor_url(path, &format!("/logs?tail={tail}"))),
         Request::Reload => ("POST", format!("{base}/api/v1/reload")),
+        Request::Call { path, .. } => ("POST", actor_url(path, "/call")),
         Request::Drain => ("POST", format!("{base}/api/v1/drain")),
         Request::Metrics => ("GET", format!("{base}/metrics")),
         Request::Wait { paths, timeout_ms } => {
@@ -282,6 +283,7 @@ fn http_ask(
         Request::Reload => Response::Reloaded(serde_json::from_slice(&body).map_err(protocol)?),
         Request::Drain => Response::Draining,
         Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
+        Request::Call { .. } => Response::Reply(serde_json::from_slice(&body).map_err(protocol)?),
         // Answered by `http_wait` before any request is sent.
         Request::Wait { .. } => {
             return Err(ClientError::Protocol(

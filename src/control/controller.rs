@@ -11,6 +11,7 @@ use super::request::control;
 use crate::layout::StateLayout;
 use crate::metrics;
 use crate::reload::Reloader;
+use warden_actors::{CallError, OutboardHub};
 
 /// What the controller works on.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct ControllerConfig {
     pub layout: StateLayout,
     /// Re-reads the config file (`None`: a tree built in code cannot be reloaded).
     pub reloader: Option<Reloader>,
+    /// Routes calls to outboard children.
+    pub hub: Arc<OutboardHub>,
 }
 
 /// The control actor.
@@ -29,6 +32,7 @@ pub struct Controller {
     tree: Arc<ActorTree>,
     layout: StateLayout,
     reloader: Option<Reloader>,
+    hub: Arc<OutboardHub>,
     draining: bool,
     reloading: bool,
 }
@@ -40,6 +44,7 @@ impl Controller {
             tree: config.tree,
             layout: config.layout,
             reloader: config.reloader,
+            hub: config.hub,
             draining: false,
             reloading: false,
         }
@@ -137,6 +142,32 @@ impl Handler<Request> for Controller {
             }
             Request::Metrics => {
                 immediate(Ok(Response::Metrics(metrics::render(&tree, self.draining))))
+            }
+            Request::Call {
+                path,
+                body,
+                timeout_ms,
+            } => {
+                let hub = self.hub.clone();
+                let fut = async move {
+                    let path = parse_path(&path)?;
+                    if tree.get(&path).is_none() {
+                        return Err(not_found(&path));
+                    }
+                    hub.call(&path, body, Duration::from_millis(timeout_ms))
+                        .await
+                        .map(Response::Reply)
+                        .map_err(|e| {
+                            let kind = match e {
+                                CallError::NotFound(_) => FailureKind::NotFound,
+                                CallError::NotConnected(_) => FailureKind::Unavailable,
+                                CallError::Timeout { .. } => FailureKind::Timeout,
+                                CallError::Handler(_) => FailureKind::BadRequest,
+                            };
+                            Failure::new(kind, e.to_string())
+                        })
+                };
+                Box::pin(fut.into_actor(self))
             }
             Request::Wait { paths, timeout_ms } => {
                 let parsed: Result<Vec<ActorPath>, Failure> =

@@ -10,7 +10,7 @@ use warden_supervisors::{ActorPath, ActorView, ChildChanges, TreeNode};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A control request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Message)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<Response, Failure>")]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -55,6 +55,15 @@ pub enum Request {
     Drain,
     /// Prometheus text.
     Metrics,
+    /// Relay a user call to an outboard child and wait for its reply.
+    Call {
+        /// The outboard child.
+        path: String,
+        /// The request, any JSON value.
+        body: serde_json::Value,
+        /// Give up after this long.
+        timeout_ms: u64,
+    },
     /// Wait until every listed actor is `running`.
     Wait {
         /// Their paths.
@@ -101,6 +110,8 @@ pub enum Response {
     Draining,
     /// Answer to [`Request::Metrics`].
     Metrics(String),
+    /// Answer to [`Request::Call`]: the child's reply.
+    Reply(serde_json::Value),
 }
 
 /// What kind of failure, which fixes the HTTP status and the CLI exit code.
