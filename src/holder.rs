@@ -71,6 +71,10 @@ fn tail_of(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// How long every member must stay running, unchanged, before a detached start counts
+/// as up.
+const SETTLE: Duration = Duration::from_millis(150);
+
 /// Polls the holder at `state_dir` until every member runs, one fails, the holder exits,
 /// or `wait` passes.
 fn wait_members(
@@ -83,6 +87,7 @@ fn wait_members(
     let socket = StateLayout::new(state_dir).control_socket();
     let mut client = None;
     let mut pending = String::from("warden not answering yet");
+    let mut settled: Option<(Instant, Vec<(Option<u32>, u64)>)> = None;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Err(HolderError::ExitedEarly {
@@ -118,8 +123,25 @@ fn wait_members(
                         .map(|a| format!("{} is {}", a.info.path, a.info.state))
                         .collect();
                     if waiting.is_empty() {
-                        return Ok(());
+                        // A member without a ready check is running from its spawn on: only
+                        // a snapshot that stays the same (same pids, no restart) for
+                        // SETTLE counts, so a member that dies at once is not missed.
+                        let snapshot: Vec<(Option<u32>, u64)> = actors
+                            .iter()
+                            .map(|a| (a.info.pid, a.info.restarts))
+                            .collect();
+                        match &settled {
+                            Some((since, seen)) if *seen == snapshot => {
+                                if since.elapsed() >= SETTLE {
+                                    return Ok(());
+                                }
+                            }
+                            _ => settled = Some((Instant::now(), snapshot)),
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
                     }
+                    settled = None;
                     pending = waiting.join(", ");
                 }
                 _ => client = None,
@@ -203,13 +225,28 @@ impl BoundHolder {
         }
         // SAFETY: a fresh fd owned by nobody else.
         let inheritable = unsafe { OwnedFd::from_raw_fd(raw) };
-        let child = Command::new(binary)
-            .arg("up")
+        // The holder's own log goes to state_dir/warden.log, like a detached warden's.
+        let log = crate::config::locate(config).ok().and_then(|located| {
+            std::fs::create_dir_all(&located.state_dir).ok()?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(located.state_dir.join("warden.log"))
+                .ok()
+        });
+        let mut cmd = Command::new(binary);
+        cmd.arg("up")
             .arg("-c")
             .arg(config)
             .env(BOUND_FD_ENV, raw.to_string())
-            .stdin(Stdio::null())
-            .spawn();
+            .stdin(Stdio::null());
+        if let Some(log) = log {
+            if let Ok(copy) = log.try_clone() {
+                cmd.stdout(copy);
+            }
+            cmd.stderr(log);
+        }
+        let child = cmd.spawn();
         drop(inheritable);
         drop(theirs);
         let mut child = child?;
@@ -230,7 +267,7 @@ impl BoundHolder {
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 return Err(HolderError::ExitedEarly {
                     status,
-                    log: "(see its stderr)".to_owned(),
+                    log: "(see state_dir/warden.log)".to_owned(),
                 });
             }
         };
