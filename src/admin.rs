@@ -28,6 +28,9 @@ pub struct AdminState {
     pub token: AdminToken,
     /// Carries out requests.
     pub controller: Addr<Controller>,
+    /// The last `GET /api/v1/actors` body and the tree version it was made from: while
+    /// nothing changes, the listing is served without rebuilding it.
+    pub listing: Arc<std::sync::Mutex<Option<(u64, web::Bytes)>>>,
 }
 
 /// An API error: a status and a sentence, answered as `{"error": "..."}`.
@@ -175,7 +178,41 @@ async fn tree(_: Authorized, state: web::Data<AdminState>) -> Result<HttpRespons
 }
 
 async fn actors(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    json(ask(&state, Request::Status).await?)
+    let version = state.tree.version();
+    let cached = state
+        .listing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .filter(|(v, _)| *v == version)
+        .map(|(_, body)| body.clone());
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let Response::Actors(views) = ask(&state, Request::Status).await? else {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unexpected answer",
+                ));
+            };
+            let body = web::Bytes::from(serde_json::to_vec(&views).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode: {e}"),
+                )
+            })?);
+            // Labelled with the version read before the snapshot: if the tree changed
+            // meanwhile, the next request sees a newer version and rebuilds.
+            *state
+                .listing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version, body.clone()));
+            body
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 async fn reload(

@@ -72,6 +72,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             tree: tree.clone(),
             token,
             controller: controller.clone(),
+            listing: Arc::default(),
         };
         let (server, bound) = admin::serve(config.admin.listen, state)
             .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;

@@ -144,6 +144,7 @@ struct Registry {
 pub struct ActorTree {
     registry: RwLock<Registry>,
     events: broadcast::Sender<LifecycleEvent>,
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ActorTree {
@@ -159,6 +160,7 @@ impl ActorTree {
         Self {
             registry: RwLock::new(Registry::default()),
             events,
+            version: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -172,10 +174,21 @@ impl ActorTree {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Every write to the registry goes through here, and bumps the version.
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        self.registry
+        let guard = self
+            .registry
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        guard
+    }
+
+    /// A number that changes whenever any record changes: equal versions mean equal
+    /// contents, so readers may cache what they derive from the tree.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Declares the children of `parent`, in order, replacing any earlier list (and the
