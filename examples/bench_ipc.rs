@@ -39,8 +39,12 @@ fn echo_binary() -> PathBuf {
 async fn warden_round_trip(dir: &Path) -> (f64, f64) {
     let hub = Arc::new(OutboardHub::new());
     let config_file = dir.join("echo.json");
-    let mut process = ServiceSpec::new([echo_binary().to_string_lossy().into_owned()]).expect("command");
-    process.env.push((CONFIG_ENV.to_owned(), config_file.to_string_lossy().into_owned()));
+    let mut process =
+        ServiceSpec::new([echo_binary().to_string_lossy().into_owned()]).expect("command");
+    process.env.push((
+        CONFIG_ENV.to_owned(),
+        config_file.to_string_lossy().into_owned(),
+    ));
     let spec = OutboardSpec {
         heartbeat: Duration::from_secs(5),
         missed: 3,
@@ -54,15 +58,24 @@ async fn warden_round_trip(dir: &Path) -> (f64, f64) {
     let tree = RunningTree::start(&SupervisorSpec {
         strategy: Strategy::OneForOne,
         intensity: None,
-        children: vec![ChildSpec::new(ActorName::new("echo").expect("name"), factory)],
+        children: vec![ChildSpec::new(
+            ActorName::new("echo").expect("name"),
+            factory,
+        )],
     });
-    assert!(tree.ready(Duration::from_secs(10)).await, "outboard_echo did not get ready");
+    assert!(
+        tree.ready(Duration::from_secs(10)).await,
+        "outboard_echo did not get ready"
+    );
     let path = ActorPath::parse("/echo").expect("path");
     let body = serde_json::json!({"n": 1, "text": "hello"});
     let mut samples = Vec::with_capacity(CALLS);
     for i in 0..CALLS + 1_000 {
         let t0 = Instant::now();
-        let reply = hub.call(&path, body.clone(), Duration::from_secs(5)).await.expect("reply");
+        let reply = hub
+            .call(&path, body.clone(), Duration::from_secs(5))
+            .await
+            .expect("reply");
         if i >= 1_000 {
             samples.push(t0.elapsed().as_secs_f64() * 1e6);
         }
@@ -81,7 +94,9 @@ async fn raw_round_trip(dir: &Path) -> (f64, f64) {
     let client = std::thread::spawn(move || {
         let mut stream = std::os::unix::net::UnixStream::connect(client_path).expect("connect");
         while let Ok(Some(frame)) = wire::read_frame_blocking(&mut stream, MAX_FRAME) {
-            let Ok(SupervisorMessage::Call { id, body }) = wire::decode(&frame) else { break };
+            let Ok(SupervisorMessage::Call { id, body }) = wire::decode(&frame) else {
+                break;
+            };
             let reply = ChildMessage::Reply {
                 id,
                 result: Ok(serde_json::json!({ "echo": body })),
@@ -97,9 +112,18 @@ async fn raw_round_trip(dir: &Path) -> (f64, f64) {
     let mut samples = Vec::with_capacity(CALLS);
     for i in 0..CALLS + 1_000 {
         let t0 = Instant::now();
-        let call = wire::encode(&SupervisorMessage::Call { id: i as u64, body: body.clone() }).expect("encode");
-        wire::write_frame(&mut stream, &call, MAX_FRAME).await.expect("write");
-        let frame = wire::read_frame(&mut stream, MAX_FRAME).await.expect("read").expect("frame");
+        let call = wire::encode(&SupervisorMessage::Call {
+            id: i as u64,
+            body: body.clone(),
+        })
+        .expect("encode");
+        wire::write_frame(&mut stream, &call, MAX_FRAME)
+            .await
+            .expect("write");
+        let frame = wire::read_frame(&mut stream, MAX_FRAME)
+            .await
+            .expect("read")
+            .expect("frame");
         let _: ChildMessage = wire::decode(&frame).expect("decode");
         if i >= 1_000 {
             samples.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -112,12 +136,16 @@ async fn raw_round_trip(dir: &Path) -> (f64, f64) {
 
 /// Sends `MESSAGES` pings back to back from a blocking writer thread on `writer`; the
 /// async side reads and decodes them from `reader`. Returns messages per second.
-async fn pipelined<R: tokio::io::AsyncRead + Unpin>(reader: R, writer: std::os::unix::net::UnixStream) -> f64 {
+async fn pipelined<R: tokio::io::AsyncRead + Unpin>(
+    reader: R,
+    writer: std::os::unix::net::UnixStream,
+) -> f64 {
     let thread = std::thread::spawn(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, writer);
         for seq in 0..MESSAGES as u64 {
             let payload = wire::encode(&SupervisorMessage::Ping { seq }).expect("encode");
-            out.write_all(&(payload.len() as u32).to_be_bytes()).expect("write");
+            out.write_all(&(payload.len() as u32).to_be_bytes())
+                .expect("write");
             out.write_all(&payload).expect("write");
         }
         out.flush().expect("flush");
@@ -125,7 +153,10 @@ async fn pipelined<R: tokio::io::AsyncRead + Unpin>(reader: R, writer: std::os::
     let t0 = Instant::now();
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     for expected in 0..MESSAGES as u64 {
-        let frame = wire::read_frame(&mut reader, MAX_FRAME).await.expect("read").expect("frame");
+        let frame = wire::read_frame(&mut reader, MAX_FRAME)
+            .await
+            .expect("read")
+            .expect("frame");
         let message: SupervisorMessage = wire::decode(&frame).expect("decode");
         debug_assert_eq!(message, SupervisorMessage::Ping { seq: expected });
     }
@@ -143,7 +174,11 @@ async fn pipelined_interprocess(dir: &Path) -> f64 {
     use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
     let path = dir.join("ip.sock");
     let listener = ListenerOptions::new()
-        .name(path.as_path().to_fs_name::<GenericFilePath>().expect("name"))
+        .name(
+            path.as_path()
+                .to_fs_name::<GenericFilePath>()
+                .expect("name"),
+        )
         .create_tokio()
         .expect("listen");
     let client = connect_later(path);
@@ -163,7 +198,10 @@ async fn pipelined_raw(dir: &Path) -> f64 {
 
 fn main() {
     if !echo_binary().exists() {
-        eprintln!("no {}: run `cargo build --release --examples` first", echo_binary().display());
+        eprintln!(
+            "no {}: run `cargo build --release --examples` first",
+            echo_binary().display()
+        );
         std::process::exit(2);
     }
     let dir = std::env::temp_dir().join(format!("warden-bench-ipc-{}", std::process::id()));

@@ -71,6 +71,9 @@ fn tail_of(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The pid and restart count of every member, to see that nothing changed.
+type Snapshot = Vec<(Option<u32>, u64)>;
+
 /// How long every member must stay running, unchanged, before a detached start counts
 /// as up.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -87,7 +90,7 @@ fn wait_members(
     let socket = StateLayout::new(state_dir).control_socket();
     let mut client = None;
     let mut pending = String::from("warden not answering yet");
-    let mut settled: Option<(Instant, Vec<(Option<u32>, u64)>)> = None;
+    let mut settled: Option<(Instant, Snapshot)> = None;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             return Err(HolderError::ExitedEarly {
@@ -126,7 +129,7 @@ fn wait_members(
                         // A member without a ready check is running from its spawn on: only
                         // a snapshot that stays the same (same pids, no restart) for
                         // SETTLE counts, so a member that dies at once is not missed.
-                        let snapshot: Vec<(Option<u32>, u64)> = actors
+                        let snapshot: Snapshot = actors
                             .iter()
                             .map(|a| (a.info.pid, a.info.restarts))
                             .collect();

@@ -707,9 +707,10 @@ impl Supervisor {
             return;
         }
         let Some(run) = slot.run.take() else { return };
+        // A fatal exit (a refusal) says more than the ready check it cut short.
         let exit = match run.not_ready {
-            Some(reason) => Exit::NotReady(reason),
-            None => exit,
+            Some(reason) if !exit.is_fatal() => Exit::NotReady(reason),
+            _ => exit,
         };
         slot.info.last_exit = Some(exit.record(Timestamp::now()));
         slot.info.pid = None;
