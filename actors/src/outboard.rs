@@ -74,15 +74,80 @@ pub enum CallError {
     Handler(String),
 }
 
-struct HubCall {
-    body: serde_json::Value,
-    reply: oneshot::Sender<Result<serde_json::Value, CallError>>,
+type ReplySender = oneshot::Sender<Result<serde_json::Value, CallError>>;
+
+/// What a run's link shares with callers: the current connection and the calls waiting
+/// for a reply. A call is written by its caller and its reply handed over by the
+/// connection's reader, without a detour through the link task.
+#[derive(Default)]
+struct LinkShared {
+    /// The accepted connection, if any: (connection number, stream).
+    current: Mutex<Option<(u64, Arc<Stream>)>>,
+    /// Serializes writes of whole frames on the connection.
+    write_lock: tokio::sync::Mutex<()>,
+    pending: Mutex<HashMap<u64, ReplySender>>,
+    next_call: std::sync::atomic::AtomicU64,
+}
+
+impl LinkShared {
+    fn stream(&self) -> Option<Arc<Stream>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, s)| s.clone())
+    }
+
+    fn connection(&self) -> Option<u64> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(c, _)| *c)
+    }
+
+    fn set_current(&self, current: Option<(u64, Arc<Stream>)>) -> Option<(u64, Arc<Stream>)> {
+        std::mem::replace(
+            &mut *self.current.lock().unwrap_or_else(PoisonError::into_inner),
+            current,
+        )
+    }
+
+    fn resolve(&self, id: u64, result: Result<serde_json::Value, CallError>) {
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(result);
+        }
+    }
+
+    fn fail_pending(&self, path: &ActorPath) {
+        let drained: Vec<ReplySender> = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, tx)| tx)
+            .collect();
+        for tx in drained {
+            let _ = tx.send(Err(CallError::NotConnected(path.to_string())));
+        }
+    }
+
+    /// Writes one message as a whole frame.
+    async fn send(&self, stream: &Stream, message: &SupervisorMessage) -> Result<(), FrameError> {
+        let _whole_frame = self.write_lock.lock().await;
+        send(stream, message).await
+    }
 }
 
 /// Routes user calls to the current run of each outboard child.
 #[derive(Default)]
 pub struct OutboardHub {
-    links: Mutex<HashMap<ActorPath, (u64, mpsc::UnboundedSender<HubCall>)>>,
+    links: Mutex<HashMap<ActorPath, (u64, Arc<LinkShared>)>>,
 }
 
 impl std::fmt::Debug for OutboardHub {
@@ -97,7 +162,7 @@ impl OutboardHub {
         Self::default()
     }
 
-    fn register(&self, path: &ActorPath, generation: u64, tx: mpsc::UnboundedSender<HubCall>) {
+    fn register(&self, path: &ActorPath, generation: u64, tx: Arc<LinkShared>) {
         self.links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -126,16 +191,41 @@ impl OutboardHub {
             .get(path)
             .map(|(_, tx)| tx.clone());
         let link = link.ok_or_else(|| CallError::NotFound(path.to_string()))?;
+        let not_connected = || CallError::NotConnected(path.to_string());
+        let stream = link.stream().ok_or_else(not_connected)?;
+        let id = link
+            .next_call
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let (reply, rx) = oneshot::channel();
-        link.send(HubCall { body, reply })
-            .map_err(|_| CallError::NotFound(path.to_string()))?;
+        link.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, reply);
+        let forget = || {
+            link.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        };
+        if link
+            .send(&stream, &SupervisorMessage::Call { id, body })
+            .await
+            .is_err()
+        {
+            forget();
+            return Err(not_connected());
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::NotConnected(path.to_string())),
-            Err(_) => Err(CallError::Timeout {
-                path: path.to_string(),
-                waited: timeout,
-            }),
+            Ok(Err(_)) => Err(not_connected()),
+            Err(_) => {
+                forget();
+                Err(CallError::Timeout {
+                    path: path.to_string(),
+                    waited: timeout,
+                })
+            }
         }
     }
 }
@@ -236,8 +326,8 @@ impl ChildFactory for OutboardFactory {
             .listen()
             .map_err(|e| format!("cannot listen on {}: {e}", self.spec.socket.display()))?;
         let inner = self.service.start(cx.clone())?;
-        let (calls_tx, calls_rx) = mpsc::unbounded_channel();
-        self.hub.register(&cx.path, cx.generation, calls_tx);
+        let shared = Arc::new(LinkShared::default());
+        self.hub.register(&cx.path, cx.generation, shared.clone());
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let wants_ipc_ready = self.spec.ready_timeout.is_some() && !inner.adopted;
@@ -263,7 +353,7 @@ impl ChildFactory for OutboardFactory {
         let path = cx.path.clone();
         let task = actix_rt::spawn(async move {
             let exit = link
-                .run(listener, inner.exit, inner.stop, calls_rx, stop_rx)
+                .run(listener, inner.exit, inner.stop, shared, stop_rx)
                 .await;
             hub.unregister(&path, generation);
             exit
@@ -300,7 +390,12 @@ enum Incoming {
 
 /// Reads one connection: its hello (reported for a verdict), then, if accepted, every
 /// message until it closes.
-async fn read_connection(conn: u64, stream: Arc<Stream>, to_link: mpsc::UnboundedSender<Incoming>) {
+async fn read_connection(
+    conn: u64,
+    stream: Arc<Stream>,
+    to_link: mpsc::UnboundedSender<Incoming>,
+    shared: Arc<LinkShared>,
+) {
     let mut reader = &*stream;
     let hello = tokio::time::timeout(
         Duration::from_secs(5),
@@ -331,6 +426,11 @@ async fn read_connection(conn: u64, stream: Arc<Stream>, to_link: mpsc::Unbounde
     loop {
         match wire::read_frame(&mut reader, MAX_FRAME).await {
             Ok(Some(payload)) => match wire::decode::<ChildMessage>(&payload) {
+                Ok(ChildMessage::Reply { id, result }) => {
+                    if shared.connection() == Some(conn) {
+                        shared.resolve(id, result.map_err(CallError::Handler));
+                    }
+                }
                 Ok(message) => {
                     if to_link.send(Incoming::Message(conn, message)).is_err() {
                         return;
@@ -368,9 +468,11 @@ struct Link {
 }
 
 impl Link {
-    async fn refuse(&self, stream: &Stream, why: String) {
+    async fn refuse(&self, shared: &LinkShared, stream: &Stream, why: String) {
         tracing::warn!(path = %self.path, reason = %why, "outboard: refusing a connection");
-        let _ = send(stream, &SupervisorMessage::Error { message: why }).await;
+        let _ = shared
+            .send(stream, &SupervisorMessage::Error { message: why })
+            .await;
     }
 
     /// Serves the link until the process is gone; returns how the run ended.
@@ -379,7 +481,7 @@ impl Link {
         listener: Listener,
         mut inner_exit: futures_util::future::LocalBoxFuture<'static, Exit>,
         inner_stop: oneshot::Sender<StopMode>,
-        mut calls: mpsc::UnboundedReceiver<HubCall>,
+        shared: Arc<LinkShared>,
         stop_rx: oneshot::Receiver<StopMode>,
     ) -> Exit {
         let (to_link, mut incoming) = mpsc::unbounded_channel();
@@ -387,11 +489,7 @@ impl Link {
         let mut stop_rx = Some(stop_rx);
         let mut stop_deadline: Option<tokio::time::Instant> = None;
         let mut verdict: Option<Exit> = None;
-        let mut current: Option<(u64, Arc<Stream>)> = None;
         let mut next_conn = 0u64;
-        let mut pending: HashMap<u64, oneshot::Sender<Result<serde_json::Value, CallError>>> =
-            HashMap::new();
-        let mut next_call = 0u64;
         let mut seq = 0u64;
         let mut outstanding = 0u32;
         let mut ping = tokio::time::interval_at(
@@ -406,7 +504,7 @@ impl Link {
                 accepted = listener.accept() => match accepted {
                     Ok(stream) => {
                         next_conn += 1;
-                        actix_rt::spawn(read_connection(next_conn, Arc::new(stream), to_link.clone()));
+                        actix_rt::spawn(read_connection(next_conn, Arc::new(stream), to_link.clone(), shared.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(path = %self.path, error = %e, "outboard: accept failed");
@@ -415,18 +513,18 @@ impl Link {
                 },
                 Some(event) = incoming.recv() => match event {
                     Incoming::Hello { conn, stream, hello, accepted } => {
-                        let verdict_now = self.judge(hello, current.is_some());
+                        let verdict_now = self.judge(hello, shared.connection().is_some());
                         match verdict_now {
                             Ok(()) => {
-                                if send(&stream, &SupervisorMessage::Welcome { protocol: IPC_PROTOCOL }).await.is_ok() {
+                                if shared.send(&stream, &SupervisorMessage::Welcome { protocol: IPC_PROTOCOL }).await.is_ok() {
                                     tracing::info!(path = %self.path, "outboard: child connected");
-                                    let _ = accepted.send(true);
                                     outstanding = 0;
-                                    current = Some((conn, stream));
+                                    shared.set_current(Some((conn, stream)));
+                                    let _ = accepted.send(true);
                                 }
                             }
                             Err((why, fatal)) => {
-                                self.refuse(&stream, why.clone()).await;
+                                self.refuse(&shared, &stream, why.clone()).await;
                                 let _ = accepted.send(false);
                                 if fatal && verdict.is_none() {
                                     verdict = Some(Exit::Refused(why));
@@ -437,7 +535,7 @@ impl Link {
                             }
                         }
                     }
-                    Incoming::Message(conn, message) if current.as_ref().is_some_and(|(c, _)| *c == conn) => {
+                    Incoming::Message(conn, message) if shared.connection() == Some(conn) => {
                         match message {
                             ChildMessage::Ready => {
                                 if let Some(tx) = self.ready_tx.take() {
@@ -446,32 +544,29 @@ impl Link {
                             }
                             ChildMessage::Pong { .. } => outstanding = 0,
                             ChildMessage::Reply { id, result } => {
-                                if let Some(tx) = pending.remove(&id) {
-                                    let _ = tx.send(result.map_err(CallError::Handler));
-                                }
+                                shared.resolve(id, result.map_err(CallError::Handler));
                             }
                             ChildMessage::Error { message } => {
                                 tracing::warn!(path = %self.path, %message, "outboard: the child reported an error");
                             }
                             ChildMessage::Hello { .. } => {
-                                if let Some((_, stream)) = current.take() {
-                                    self.refuse(&stream, "hello was already sent on this connection".to_owned()).await;
+                                if let Some((_, stream)) = shared.set_current(None) {
+                                    self.refuse(&shared, &stream, "hello was already sent on this connection".to_owned()).await;
                                 }
+                                shared.fail_pending(&self.path);
                             }
                         }
                     }
                     Incoming::Message(..) => {}
                     Incoming::Closed(conn, error) => {
-                        if current.as_ref().is_some_and(|(c, _)| *c == conn) {
-                            if let Some((_, stream)) = current.take() {
+                        if shared.connection() == Some(conn) {
+                            if let Some((_, stream)) = shared.set_current(None) {
                                 match error {
-                                    Some(e) => self.refuse(&stream, format!("bad frame: {e}")).await,
+                                    Some(e) => self.refuse(&shared, &stream, format!("bad frame: {e}")).await,
                                     None => tracing::info!(path = %self.path, "outboard: child disconnected"),
                                 }
                             }
-                            for (_, tx) in pending.drain() {
-                                let _ = tx.send(Err(CallError::NotConnected(self.path.to_string())));
-                            }
+                            shared.fail_pending(&self.path);
                         }
                     }
                 },
@@ -489,31 +584,17 @@ impl Link {
                     } else if verdict.is_none() {
                         seq += 1;
                         outstanding += 1;
-                        if let Some((_, stream)) = &current {
-                            let _ = send(stream, &SupervisorMessage::Ping { seq }).await;
+                        if let Some(stream) = shared.stream() {
+                            let _ = shared.send(&stream, &SupervisorMessage::Ping { seq }).await;
                         }
                     }
                 }
-                Some(call) = calls.recv() => match &current {
-                    Some((_, stream)) => {
-                        next_call += 1;
-                        let message = SupervisorMessage::Call { id: next_call, body: call.body };
-                        if send(stream, &message).await.is_ok() {
-                            pending.insert(next_call, call.reply);
-                        } else {
-                            let _ = call.reply.send(Err(CallError::NotConnected(self.path.to_string())));
-                        }
-                    }
-                    None => {
-                        let _ = call.reply.send(Err(CallError::NotConnected(self.path.to_string())));
-                    }
-                },
                 request = async { stop_rx.as_mut().expect("guarded").await }, if stop_rx.is_some() => {
                     stop_rx = None;
-                    match (request, &current) {
-                        (Ok(_), Some((_, stream))) => {
+                    match (request, shared.stream()) {
+                        (Ok(_), Some(stream)) => {
                             // Ask first; signals only if the child does not go in time.
-                            let _ = send(stream, &SupervisorMessage::Stop).await;
+                            let _ = shared.send(&stream, &SupervisorMessage::Stop).await;
                             stop_deadline = Some(tokio::time::Instant::now() + self.spec.stop_timeout);
                         }
                         (Ok(mode), None) => {
@@ -537,6 +618,17 @@ impl Link {
             }
         };
         let _ = std::fs::remove_file(&self.spec.socket);
+        if let Some((_, stream)) = shared.set_current(None) {
+            let _ = shared
+                .send(
+                    &stream,
+                    &SupervisorMessage::Error {
+                        message: "the child's run is over".to_owned(),
+                    },
+                )
+                .await;
+        }
+        shared.fail_pending(&self.path);
         verdict.unwrap_or(exit)
     }
 
