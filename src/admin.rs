@@ -166,6 +166,9 @@ fn json(response: Response) -> Result<HttpResponse, ApiError> {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "draining" })))
         }
         Response::Reply(value) => Ok(HttpResponse::Ok().json(value)),
+        Response::Session(session) => Ok(HttpResponse::Created().json(session)),
+        Response::Released => Ok(HttpResponse::NoContent().finish()),
+        Response::RolledOut(summary) => Ok(HttpResponse::Ok().json(summary)),
         Response::Logs(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),
@@ -360,6 +363,93 @@ async fn events(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
         .streaming(stream)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    command: Option<Vec<String>>,
+    env: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, with = "humantime_serde")]
+    deadline: Option<Duration>,
+}
+
+/// How long old workers keep their sessions in a rollout unless the body says otherwise.
+const ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// `POST /api/v1/pools/{path}/sessions` (body optional) and `.../rollout`.
+async fn pool_post(
+    _: Authorized,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload).await?;
+    let raw = req.match_info().query("path").trim_matches('/');
+    let (pool, action) = raw.rsplit_once('/').unwrap_or(("", raw));
+    let request = match action {
+        "sessions" => Request::Acquire {
+            pool: pool.to_owned(),
+        },
+        "rollout" => {
+            let rollout: RolloutBody = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("rollout body: {e} (expected {{\"command\": [...], \"env\": {{...}}, \"deadline\": \"10m\"}})"),
+                )
+            })?;
+            Request::Rollout {
+                pool: pool.to_owned(),
+                command: rollout.command,
+                env: rollout.env.map(|e| e.into_iter().collect()),
+                deadline_ms: u64::try_from(
+                    rollout.deadline.unwrap_or(ROLLOUT_DEADLINE).as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+            }
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such pool action {other:?}: expected sessions or rollout"),
+            ))
+        }
+    };
+    if pool.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no pool given"));
+    }
+    json(ask(&state, request).await?)
+}
+
+/// `DELETE /api/v1/pools/{path}/sessions/{id}`.
+async fn pool_delete(
+    _: Authorized,
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = req.match_info().query("path").trim_matches('/');
+    let parsed = raw
+        .rsplit_once('/')
+        .and_then(|(rest, id)| rest.rsplit_once('/').map(|(pool, word)| (pool, word, id)));
+    match parsed {
+        Some((pool, "sessions", id)) if !pool.is_empty() && !id.is_empty() => json(
+            ask(
+                &state,
+                Request::Release {
+                    pool: pool.to_owned(),
+                    session: id.to_owned(),
+                },
+            )
+            .await?,
+        ),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route DELETE {}: expected /api/v1/pools/{{path}}/sessions/{{id}}",
+                req.path()
+            ),
+        )),
+    }
+}
+
 /// Reads a request body of at most [`MAX_BODY`] bytes (413 past it).
 async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
     use futures_util::StreamExt as _;
@@ -408,7 +498,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/reload", web::post().to(reload))
         .route("/api/v1/drain", web::post().to(drain))
         .route("/api/v1/actors/{path:.*}", web::get().to(actor_get))
-        .route("/api/v1/actors/{path:.*}", web::post().to(actor_post));
+        .route("/api/v1/actors/{path:.*}", web::post().to(actor_post))
+        .route("/api/v1/pools/{path:.*}", web::post().to(pool_post))
+        .route("/api/v1/pools/{path:.*}", web::delete().to(pool_delete));
 }
 
 /// Binds the admin API on `listen` (bound before this returns, so it answers from then

@@ -175,6 +175,9 @@ fn print_response(json: bool, request: &Request, response: Response) -> ExitCode
         }
         Response::Metrics(text) => print!("{text}"),
         Response::Reply(value) => print_json(&value),
+        Response::Session(session) => print_json(&session),
+        Response::Released => {}
+        Response::RolledOut(summary) => print_json(&summary),
     }
     let _ = request;
     ExitCode::SUCCESS

@@ -4,8 +4,8 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    LogSpec, OutboardFactory, OutboardHub, OutboardSpec, Output, ProcessRecords, ReadyCheck,
-    ServiceFactory, ServiceSpec,
+    LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolHub,
+    ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec, SessionRegistry,
 };
 use warden_supervisors::{
     ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
@@ -26,12 +26,27 @@ pub struct PlanError {
 /// What the children of a running warden are wired to: where services record their
 /// processes (`None`: nowhere, e.g. for `warden check`), and the hub that routes calls to
 /// outboard children.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Wiring {
     /// The durable process records.
     pub records: Option<Arc<dyn ProcessRecords>>,
     /// The outboard call hub.
     pub hub: Arc<OutboardHub>,
+    /// Finds pool managers.
+    pub pools: Arc<PoolHub>,
+    /// Where pool sessions are kept.
+    pub sessions: Arc<dyn SessionRegistry>,
+}
+
+impl Default for Wiring {
+    fn default() -> Self {
+        Self {
+            records: None,
+            hub: Arc::default(),
+            pools: Arc::default(),
+            sessions: Arc::new(MemoryRegistry::default()),
+        }
+    }
 }
 
 /// The root supervisor's spec for `config`.

@@ -48,7 +48,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     }
     let wiring = plan::Wiring {
         records: Some(Arc::new(store)),
-        hub: Arc::new(warden_actors::OutboardHub::new()),
+        ..plan::Wiring::default()
     };
     let spec = plan::root_spec(&config, &wiring)?;
     // Signals are taken before anything starts, so none is lost in between.
@@ -64,6 +64,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             layout,
             reloader: Some(Reloader::new(config.clone(), wiring.clone())),
             hub: wiring.hub.clone(),
+            pools: wiring.pools.clone(),
         })
         .start();
         socket::serve(&socket_path, controller.clone())

@@ -8,10 +8,15 @@
 
 mod actor;
 mod outboard;
+mod pool;
 mod service;
 
 pub use actor::{ActorFactory, ActorHandle};
 pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
+pub use pool::{
+    MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, RolloutSummary, Session,
+    SessionRegistry, WorkerBuilder, WorkerTemplate,
+};
 pub use service::log::{tail_lines, LogFile, LogSpec};
 pub use service::proc;
 pub use service::ready::ReadyCheck;

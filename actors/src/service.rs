@@ -105,6 +105,7 @@ pub struct ServiceFactory {
     spec: ServiceSpec,
     log: Option<Arc<LogFile>>,
     records: Option<Arc<dyn ProcessRecords>>,
+    kind: ActorKind,
 }
 
 impl ServiceFactory {
@@ -118,7 +119,14 @@ impl ServiceFactory {
             spec,
             log,
             records: None,
+            kind: ActorKind::Service,
         }
+    }
+
+    /// Shows the runs as actors of `kind` (e.g. pool workers) instead of `service`.
+    pub fn with_kind(mut self, kind: ActorKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     /// Records every process in `records` (so a later warden can adopt it), and adopts
@@ -174,7 +182,7 @@ impl ServiceFactory {
 
 impl ChildFactory for ServiceFactory {
     fn kind(&self) -> ActorKind {
-        ActorKind::Service
+        self.kind
     }
 
     fn start(&self, cx: StartContext) -> Result<RunningChild, String> {

@@ -202,6 +202,12 @@ fn http_ask(
         Request::Logs { path, tail } => ("GET", actor_url(path, &format!("/logs?tail={tail}"))),
         Request::Reload => ("POST", format!("{base}/api/v1/reload")),
         Request::Call { path, .. } => ("POST", actor_url(path, "/call")),
+        Request::Acquire { .. } | Request::Release { .. } | Request::Rollout { .. } => {
+            return Ok(Err(Failure::new(
+                FailureKind::BadRequest,
+                "pool sessions are not a ctl verb: use the HTTP API",
+            )))
+        }
         Request::Drain => ("POST", format!("{base}/api/v1/drain")),
         Request::Metrics => ("GET", format!("{base}/metrics")),
         Request::Wait { paths, timeout_ms } => {
@@ -284,6 +290,11 @@ fn http_ask(
         Request::Drain => Response::Draining,
         Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
         Request::Call { .. } => Response::Reply(serde_json::from_slice(&body).map_err(protocol)?),
+        Request::Acquire { .. } | Request::Release { .. } | Request::Rollout { .. } => {
+            return Err(ClientError::Protocol(
+                "pool requests are not asked over HTTP by ctl".to_owned(),
+            ))
+        }
         // Answered by `http_wait` before any request is sent.
         Request::Wait { .. } => {
             return Err(ClientError::Protocol(

@@ -11,7 +11,7 @@ use super::request::control;
 use crate::layout::StateLayout;
 use crate::metrics;
 use crate::reload::Reloader;
-use warden_actors::{CallError, OutboardHub};
+use warden_actors::{CallError, OutboardHub, PoolError, PoolHub};
 
 /// What the controller works on.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct ControllerConfig {
     pub reloader: Option<Reloader>,
     /// Routes calls to outboard children.
     pub hub: Arc<OutboardHub>,
+    /// Finds pool managers.
+    pub pools: Arc<PoolHub>,
 }
 
 /// The control actor.
@@ -33,6 +35,7 @@ pub struct Controller {
     layout: StateLayout,
     reloader: Option<Reloader>,
     hub: Arc<OutboardHub>,
+    pools: Arc<PoolHub>,
     draining: bool,
     reloading: bool,
 }
@@ -45,6 +48,7 @@ impl Controller {
             layout: config.layout,
             reloader: config.reloader,
             hub: config.hub,
+            pools: config.pools,
             draining: false,
             reloading: false,
         }
@@ -169,6 +173,53 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self))
             }
+            Request::Acquire { pool } => {
+                if self.draining {
+                    return immediate(Err(Failure::new(
+                        FailureKind::Unavailable,
+                        "warden is draining: pools take no new sessions",
+                    )));
+                }
+                let pools = self.pools.clone();
+                let fut = async move {
+                    let pool = parse_path(&pool)?;
+                    pools
+                        .acquire(&pool)
+                        .await
+                        .map(Response::Session)
+                        .map_err(pool_failure)
+                };
+                Box::pin(fut.into_actor(self))
+            }
+            Request::Release { pool, session } => {
+                let pools = self.pools.clone();
+                let fut = async move {
+                    let pool = parse_path(&pool)?;
+                    pools
+                        .release(&pool, &session)
+                        .await
+                        .map(|()| Response::Released)
+                        .map_err(pool_failure)
+                };
+                Box::pin(fut.into_actor(self))
+            }
+            Request::Rollout {
+                pool,
+                command,
+                env,
+                deadline_ms,
+            } => {
+                let pools = self.pools.clone();
+                let fut = async move {
+                    let pool = parse_path(&pool)?;
+                    pools
+                        .rollout(&pool, command, env, Duration::from_millis(deadline_ms))
+                        .await
+                        .map(Response::RolledOut)
+                        .map_err(pool_failure)
+                };
+                Box::pin(fut.into_actor(self))
+            }
             Request::Wait { paths, timeout_ms } => {
                 let parsed: Result<Vec<ActorPath>, Failure> =
                     paths.iter().map(|p| parse_path(p)).collect();
@@ -243,6 +294,15 @@ impl Controller {
                 )
             })
     }
+}
+
+fn pool_failure(e: PoolError) -> Failure {
+    let kind = match e {
+        PoolError::NoPool(_) | PoolError::NoSession { .. } => FailureKind::NotFound,
+        PoolError::Full(_) | PoolError::Unavailable(_) => FailureKind::Unavailable,
+        PoolError::Invalid(_) => FailureKind::BadRequest,
+    };
+    Failure::new(kind, e.to_string())
 }
 
 /// Waits until every actor of `paths` is `running`; fails on an unknown path, or on

@@ -64,6 +64,29 @@ pub enum Request {
         /// Give up after this long.
         timeout_ms: u64,
     },
+    /// Place a new session in a pool.
+    Acquire {
+        /// The pool.
+        pool: String,
+    },
+    /// Release a session of a pool.
+    Release {
+        /// The pool.
+        pool: String,
+        /// The session id.
+        session: String,
+    },
+    /// Replace a pool's workers by workers with a new command and/or environment.
+    Rollout {
+        /// The pool.
+        pool: String,
+        /// The new command (`None`: unchanged).
+        command: Option<Vec<String>>,
+        /// The new environment (`None`: unchanged).
+        env: Option<Vec<(String, String)>>,
+        /// How long old workers may keep their sessions.
+        deadline_ms: u64,
+    },
     /// Wait until every listed actor is `running`.
     Wait {
         /// Their paths.
@@ -112,6 +135,12 @@ pub enum Response {
     Metrics(String),
     /// Answer to [`Request::Call`]: the child's reply.
     Reply(serde_json::Value),
+    /// Answer to [`Request::Acquire`].
+    Session(warden_actors::Session),
+    /// Answer to [`Request::Release`].
+    Released,
+    /// Answer to [`Request::Rollout`].
+    RolledOut(warden_actors::RolloutSummary),
 }
 
 /// What kind of failure, which fixes the HTTP status and the CLI exit code.

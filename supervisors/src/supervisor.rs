@@ -1130,15 +1130,29 @@ impl ChildFactory for SupervisorFactory {
     }
 
     fn start(&self, cx: StartContext) -> Result<RunningChild, String> {
+        Ok(Supervisor::start_nested(cx, &self.spec).0)
+    }
+}
+
+impl Supervisor {
+    /// Starts a supervisor of `spec` as the run of a child at `cx.path`, for child kinds
+    /// built on a supervisor (nested supervisors, pools). Returns the run and the
+    /// supervisor's address (to change its children).
+    pub fn start_nested(
+        cx: StartContext,
+        spec: &SupervisorSpec,
+    ) -> (RunningChild, Addr<Supervisor>) {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (exit_tx, exit_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<StopMode>();
-        let mut sup = Supervisor::new(cx.path, cx.tree, &self.spec, false);
+        let mut sup = Supervisor::new(cx.path, cx.tree, spec, false);
         sup.ready_tx = Some(ready_tx);
         sup.exit_tx = Some(exit_tx);
         let mut ctx = Context::new();
         ctx.spawn(wrap_future(stop_rx).map(|_, act: &mut Supervisor, ctx| act.begin_shutdown(ctx)));
-        let join = actix_rt::spawn(ctx.into_future(sup));
+        let fut = ctx.into_future(sup);
+        let addr = fut.address();
+        let join = actix_rt::spawn(fut);
         let exit = async move {
             match join.await {
                 Ok(()) => exit_rx.await.unwrap_or(Exit::Normal),
@@ -1146,7 +1160,7 @@ impl ChildFactory for SupervisorFactory {
                 Err(_) => Exit::Fatal("supervisor task was cancelled".to_owned()),
             }
         };
-        Ok(RunningChild {
+        let run = RunningChild {
             pid: None,
             ready: Some(Box::pin(async move {
                 ready_rx
@@ -1156,7 +1170,8 @@ impl ChildFactory for SupervisorFactory {
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
-        })
+        };
+        (run, addr)
     }
 }
 

@@ -70,6 +70,9 @@ pub struct ActorInfo {
     pub backoff: BackoffInfo,
     /// Why the actor was given up on.
     pub failed_reason: Option<String>,
+    /// Kind-specific details (a pool's sessions and workers), when the kind has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ActorInfo {
@@ -90,6 +93,7 @@ impl ActorInfo {
                 delay_ms: 0,
             },
             failed_reason: None,
+            details: None,
         }
     }
 }
@@ -244,7 +248,11 @@ impl ActorTree {
             match reg.actors.get_mut(&info.path) {
                 Some(entry) => {
                     let changed = entry.info.state != info.state || entry.info.pid != info.pid;
+                    let details = entry.info.details.take();
                     entry.info.clone_from(info);
+                    if entry.info.details.is_none() {
+                        entry.info.details = details;
+                    }
                     changed
                 }
                 None => {
@@ -267,6 +275,14 @@ impl ActorTree {
                 pid: info.pid,
                 at: Timestamp::now(),
             });
+        }
+    }
+
+    /// Sets the kind-specific details of the actor at `path` (no event: details are not
+    /// a state change).
+    pub fn set_details(&self, path: &ActorPath, details: serde_json::Value) {
+        if let Some(entry) = self.write().actors.get_mut(path) {
+            entry.info.details = Some(details);
         }
     }
 
