@@ -1,8 +1,8 @@
 //! Loading and checking `warden.toml`, the file that describes the supervision tree.
 //!
 //! [`load`] reads a file and [`parse`] checks its text. Both give a [`Config`]: the tree
-//! of supervisors, services and outboard children with every default filled in, every
-//! duration parsed and every relative path made absolute against the folder of the
+//! of supervisors, services, outboard children and pools with every default filled in,
+//! every duration parsed and every relative path made absolute against the folder of the
 //! config file. A bad file gives a [`ConfigError`] naming the file, the line and the key
 //! or entry at fault, so `warden check` and `warden up` can refuse it before anything
 //! starts.
@@ -12,14 +12,29 @@
 //! and the names `.` and `..`, which are refused because they would read as path steps.
 //! An `[[outboard]]` entry takes every `[[service]]` key, read the same way, plus
 //! `heartbeat`, `missed` and `version`; `ready = { ipc = true }` is allowed there only.
-//! `[[pool]]` entries are refused: this version does not run them.
+//!
+//! A `[[pool]]` entry takes the `[[service]]` keys (`name`, `supervisor`, `command`,
+//! `cwd`, `env`, `stop`, `restart`, `ready` without `ipc`), read the same way, plus
+//! `ports` (required: `"20000-20999"`, or one port as `"20000"` or `20000`), `min`
+//! (default 0), `max` (default 4; at least 1, at least `min`, at most the number of
+//! ports), `sessions_per_worker` (default 10; at least 1) and `idle_timeout` (default
+//! 5m; longer than zero). A pool takes its place among its siblings like any child but
+//! cannot be a parent. In its `command`, its `env` values and its `ready.tcp` address,
+//! `{port}` and `{worker_id}` stand for the port and id of each worker (see
+//! [`expand_placeholders`]); any other `{name}` made of letters, digits and `_` is
+//! refused, and other braces are kept as written. A `ready.tcp` address is checked with
+//! the first and the last port of the range in place of `{port}`. Services and outboard
+//! children have no placeholders: their braces are kept as written.
+//!
+//! An optional `[cluster]` table holds `redis_url`, which must start with `redis://` or
+//! `rediss://`.
 
 mod build;
 mod raw;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +55,8 @@ pub struct Config {
     pub logs: LogsConfig,
     /// The root supervisor: name `""`, path `"/"`, strategy and intensity from `[root]`.
     pub root: SupervisorConfig,
+    /// Settings shared by the wardens of a cluster (`[cluster]`).
+    pub cluster: ClusterConfig,
 }
 
 /// Settings of the admin HTTP API.
@@ -77,6 +94,14 @@ pub struct LogsConfig {
     pub keep: usize,
 }
 
+/// Settings shared by the wardens of a cluster (the optional `[cluster]` table).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterConfig {
+    /// The Redis server of the cluster, as written; it starts with `redis://` or
+    /// `rediss://`. `None` (the default): no cluster.
+    pub redis_url: Option<String>,
+}
+
 /// A supervisor: the root, or a `[[supervisor]]` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorConfig {
@@ -103,6 +128,8 @@ pub enum ChildConfig {
     Service(ServiceConfig),
     /// A child that speaks warden's IPC (`[[outboard]]`).
     Outboard(OutboardConfig),
+    /// A pool of app workers (`[[pool]]`).
+    Pool(PoolConfig),
 }
 
 impl ChildConfig {
@@ -112,6 +139,7 @@ impl ChildConfig {
             ChildConfig::Supervisor(s) => &s.name,
             ChildConfig::Service(s) => &s.name,
             ChildConfig::Outboard(o) => &o.service.name,
+            ChildConfig::Pool(p) => &p.name,
         }
     }
 
@@ -121,6 +149,7 @@ impl ChildConfig {
             ChildConfig::Supervisor(s) => &s.path,
             ChildConfig::Service(s) => &s.path,
             ChildConfig::Outboard(o) => &o.service.path,
+            ChildConfig::Pool(p) => &p.path,
         }
     }
 
@@ -130,6 +159,7 @@ impl ChildConfig {
             ChildConfig::Supervisor(s) => s.line,
             ChildConfig::Service(s) => s.line,
             ChildConfig::Outboard(o) => o.service.line,
+            ChildConfig::Pool(p) => p.line,
         }
     }
 }
@@ -169,6 +199,64 @@ pub struct OutboardConfig {
     pub missed: u32,
     /// The app version the child must report; default 1.
     pub version: u32,
+}
+
+/// A pool of app workers (`[[pool]]`): warden starts from `min` to `max` workers, each
+/// with its own port from `ports`, and hands each up to `sessions_per_worker` sessions.
+///
+/// `command`, the `env` values and a `ready.tcp` address may hold `{port}` and
+/// `{worker_id}`, which [`expand_placeholders`] fills in for each worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Its name.
+    pub name: String,
+    /// Its path, such as `"/app/shiny"`; its workers are `<path>/<worker_id>`.
+    pub path: String,
+    /// Line of its table header in the file.
+    pub line: usize,
+    /// Program and arguments of each worker, as written; never empty, and the program
+    /// is never `""`.
+    pub command: Vec<String>,
+    /// Absolute working folder of the workers; default `base_dir`.
+    pub cwd: PathBuf,
+    /// Extra environment variables of the workers, sorted by name; values as written.
+    pub env: Vec<(String, String)>,
+    /// How a worker is stopped.
+    pub stop: StopConfig,
+    /// How a worker is restarted: `[restart]` with this pool's overrides.
+    pub restart: RestartConfig,
+    /// How a worker tells it is ready (`tcp`, `delay` or `notify`; a `tcp` address as
+    /// written); `None`: running as soon as spawned.
+    pub ready: Option<ReadyConfig>,
+    /// The ports handed to workers; `start() <= end()`, never port 0.
+    pub ports: RangeInclusive<u16>,
+    /// Workers kept running even without sessions; default 0; never more than `max`.
+    pub min: u32,
+    /// Most workers at once; default 4; at least 1 and at most the number of ports.
+    pub max: u32,
+    /// Sessions one worker takes at most; default 10; at least 1.
+    pub sessions_per_worker: u32,
+    /// A worker without sessions for this long is reaped, as long as `min` workers
+    /// remain; default 5m; never zero.
+    pub idle_timeout: Duration,
+}
+
+/// Checks that `text` uses no placeholder but `{port}` and `{worker_id}` (the rule the
+/// loader applies to `[[pool]]` entries, for commands given later, e.g. by a rollout).
+pub fn check_placeholders(text: &str) -> Result<(), String> {
+    match build::unknown_placeholder(text) {
+        Some(found) => Err(build::unknown_placeholder_detail(found)),
+        None => Ok(()),
+    }
+}
+
+/// `text` (a `command` element, an `env` value or a `ready.tcp` address of a pool) with
+/// every `{port}` and `{worker_id}` replaced by the worker's port and id.
+///
+/// Other braces, which the loader lets through, are kept as written.
+pub fn expand_placeholders(text: &str, port: u16, worker_id: &str) -> String {
+    text.replace("{port}", &port.to_string())
+        .replace("{worker_id}", worker_id)
 }
 
 /// How a service is stopped: `signal` to its process group, SIGKILL after `timeout`.
@@ -273,7 +361,7 @@ pub struct Intensity {
     pub within: Duration,
 }
 
-/// How a service or outboard child tells it is ready (`ready`).
+/// How a service, outboard child or pool worker tells it is ready (`ready`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadyConfig {
     /// Ready once `addr` (`host:port`, as written) accepts a TCP connection.

@@ -4,11 +4,12 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolHub,
-    ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec, SessionRegistry,
+    LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolFactory,
+    PoolHub, PoolSpec, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec, SessionRegistry,
+    WorkerBuilder, WorkerTemplate,
 };
 use warden_supervisors::{
-    ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
+    ActorKind, ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
     SupervisorSpec,
 };
 
@@ -90,6 +91,7 @@ pub fn child_spec(
         ChildConfig::Outboard(outboard) => {
             outboard_child(config, &layout, outboard, parent, wiring)
         }
+        ChildConfig::Pool(pool) => pool_child(config, pool, parent, wiring),
     }
 }
 
@@ -115,8 +117,18 @@ fn service_child(
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
     let spec = service_spec(config, layout, service, &path)?;
+    service_child_with(config, service, parent, service_factory(spec, wiring))
+}
+
+/// The child spec of `service` started by `factory`: its name and restart policy.
+fn service_child_with(
+    _config: &Config,
+    service: &ServiceConfig,
+    parent: &ActorPath,
+    factory: ServiceFactory,
+) -> Result<ChildSpec, PlanError> {
+    let name = name(&service.name, parent)?;
     let restart = &service.restart;
-    let factory = service_factory(spec, wiring);
     Ok(ChildSpec::new(name, factory)
         .restart(match restart.policy {
             config::RestartPolicy::Permanent => RestartType::Permanent,
@@ -221,6 +233,95 @@ fn outboard_child(
     })
 }
 
+/// A pool: its workers are built from the pool's entry with `{port}` and `{worker_id}`
+/// filled in (also given as `PORT` and `WARDEN_WORKER_ID`).
+fn pool_child(
+    config: &Config,
+    pool: &config::PoolConfig,
+    parent: &ActorPath,
+    wiring: &Wiring,
+) -> Result<ChildSpec, PlanError> {
+    let name = name(&pool.name, parent)?;
+    let entry = pool.clone();
+    let owner = config.clone();
+    let records = wiring.clone();
+    let build: WorkerBuilder = Arc::new(
+        move |worker: &ActorPath, template: &WorkerTemplate, port: u16| {
+            for text in template
+                .command
+                .iter()
+                .chain(template.env.iter().map(|(_, v)| v))
+            {
+                config::check_placeholders(text)?;
+            }
+            let id = worker.name();
+            let fill = |text: &str| config::expand_placeholders(text, port, id);
+            let mut env: Vec<(String, String)> = template
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), fill(v)))
+                .collect();
+            env.push(("PORT".to_owned(), port.to_string()));
+            env.push(("WARDEN_WORKER_ID".to_owned(), id.to_owned()));
+            let service = ServiceConfig {
+                name: id.to_owned(),
+                path: worker.to_string(),
+                line: entry.line,
+                command: template.command.iter().map(|c| fill(c)).collect(),
+                cwd: entry.cwd.clone(),
+                env,
+                stop: entry.stop.clone(),
+                restart: entry.restart.clone(),
+                ready: entry.ready.clone().map(|ready| match ready {
+                    ReadyConfig::Tcp { addr, timeout } => ReadyConfig::Tcp {
+                        addr: fill(&addr),
+                        timeout,
+                    },
+                    other => other,
+                }),
+            };
+            let layout = StateLayout::new(&owner.state_dir);
+            let spec =
+                service_spec(&owner, &layout, &service, worker).map_err(|e| e.to_string())?;
+            let parent = worker.parent().unwrap_or_else(ActorPath::root);
+            let child = service_child_with(
+                &owner,
+                &service,
+                &parent,
+                service_factory(spec, &records).with_kind(ActorKind::Worker),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(child)
+        },
+    );
+    let start_timeout = match &pool.ready {
+        Some(
+            ReadyConfig::Tcp { timeout, .. }
+            | ReadyConfig::Notify { timeout }
+            | ReadyConfig::Ipc { timeout },
+        ) => *timeout + std::time::Duration::from_secs(5),
+        Some(ReadyConfig::Delay { delay }) => *delay + std::time::Duration::from_secs(5),
+        None => std::time::Duration::from_secs(30),
+    };
+    let spec = PoolSpec {
+        template: WorkerTemplate {
+            command: pool.command.clone(),
+            env: pool.env.clone(),
+        },
+        build,
+        ports: pool.ports.clone(),
+        min: pool.min,
+        max: pool.max,
+        sessions_per_worker: pool.sessions_per_worker,
+        idle_timeout: pool.idle_timeout,
+        start_timeout,
+    };
+    Ok(ChildSpec::new(
+        name,
+        PoolFactory::new(spec, wiring.pools.clone(), wiring.sessions.clone()),
+    ))
+}
+
 fn strategy(s: config::Strategy) -> Strategy {
     match s {
         config::Strategy::OneForOne => Strategy::OneForOne,
@@ -242,7 +343,7 @@ pub fn count_actors(sup: &SupervisorConfig) -> usize {
         .iter()
         .map(|c| match c {
             ChildConfig::Supervisor(s) => 1 + count_actors(s),
-            ChildConfig::Service(_) | ChildConfig::Outboard(_) => 1,
+            ChildConfig::Service(_) | ChildConfig::Outboard(_) | ChildConfig::Pool(_) => 1,
         })
         .sum()
 }

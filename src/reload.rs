@@ -81,6 +81,11 @@ fn needs_restart(old: &ChildConfig, new: &ChildConfig) -> bool {
             o.service.line = n.service.line;
             o != *n
         }
+        (ChildConfig::Pool(o), ChildConfig::Pool(n)) => {
+            let mut o = o.clone();
+            o.line = n.line;
+            o != *n
+        }
         (ChildConfig::Supervisor(o), ChildConfig::Supervisor(n)) => {
             o.strategy != n.strategy || o.intensity != n.intensity
         }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use warden::config::{
-    load, parse, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, OnExit,
-    OutboardConfig, ReadyConfig, RestartConfig, RestartPolicy, ServiceConfig, StopConfig, Strategy,
-    SupervisorConfig,
+    expand_placeholders, load, parse, BackoffConfig, ChildConfig, ClusterConfig, Config,
+    ConfigError, Intensity, OnExit, OutboardConfig, PoolConfig, ReadyConfig, RestartConfig,
+    RestartPolicy, ServiceConfig, StopConfig, Strategy, SupervisorConfig,
 };
 
 /// Writes `text` to `warden.toml` in a fresh folder.
@@ -84,6 +84,17 @@ fn outboard<'a>(supervisor: &'a SupervisorConfig, name: &str) -> &'a OutboardCon
             _ => None,
         })
         .unwrap_or_else(|| panic!("no outboard {name}"))
+}
+
+fn pool<'a>(supervisor: &'a SupervisorConfig, name: &str) -> &'a PoolConfig {
+    supervisor
+        .children
+        .iter()
+        .find_map(|child| match child {
+            ChildConfig::Pool(p) if p.name == name => Some(p),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no pool {name}"))
 }
 
 fn supervisor<'a>(parent: &'a SupervisorConfig, name: &str) -> &'a SupervisorConfig {
@@ -1005,24 +1016,36 @@ fn admin_listen_must_be_an_ip_and_port() {
 }
 
 #[test]
-fn pool_entries_are_refused_beside_accepted_outboards() {
-    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[outboard]]\nname = \"helper\"\ncommand = [\"h\"]\nheartbeat = \"1s\"\n\n[[pool]]\nname = \"shiny\"\n";
-    assert_refused(
-        text,
-        "[[pool]]",
-        "pool",
-        &["[[pool]] is not supported by this version of warden"],
-    );
+fn pool_entries_are_accepted_beside_services_and_outboards() {
+    let text = "[[service]]\nname = \"a\"\ncommand = [\"a\"]\n\n[[outboard]]\nname = \"helper\"\ncommand = [\"h\"]\nheartbeat = \"1s\"\n\n[[pool]]\nname = \"shiny\"\ncommand = [\"app\", \"{port}\"]\nports = \"20000-20999\"\n";
+    let (_dir, config) = load_ok(text);
+    assert_eq!(paths(&config.root), ["/a", "/helper", "/shiny"]);
+    let shiny = pool(&config.root, "shiny");
+    assert_eq!(shiny.line, line_of(text, "[[pool]]"));
+    assert_eq!(shiny.ports, 20000..=20999);
 }
 
 #[test]
-fn pool_entries_are_refused_as_not_supported() {
+fn a_pool_without_a_command_or_ports_is_refused() {
     let text = "\n[[pool]]\nname = \"shiny\"\nports = \"20000-20999\"\n";
-    assert_refused(
-        text,
-        "[[pool]]",
-        "pool",
-        &["[[pool]] is not supported by this version of warden"],
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(line_of(text, "[[pool]]")));
+    assert_eq!(error.key(), Some("command"));
+    assert!(
+        error
+            .to_string()
+            .contains("[[pool]] \"shiny\": key `command`: is required"),
+        "{error}"
+    );
+    let text = "\n[[pool]]\nname = \"shiny\"\ncommand = [\"app\"]\n";
+    let error = load_err(text);
+    assert_eq!(error.line(), Some(line_of(text, "[[pool]]")));
+    assert_eq!(error.key(), Some("ports"));
+    assert!(
+        error
+            .to_string()
+            .contains("[[pool]] \"shiny\": key `ports`: is required"),
+        "{error}"
     );
 }
 
@@ -1563,6 +1586,7 @@ command = ["tail"]
             ChildConfig::Supervisor(_) => "supervisor",
             ChildConfig::Service(_) => "service",
             ChildConfig::Outboard(_) => "outboard",
+            ChildConfig::Pool(_) => "pool",
         })
         .collect();
     assert_eq!(
@@ -1593,6 +1617,812 @@ fn odd_outboard_input_is_refused_without_panicking() {
         "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nready = { ipc = 1 }",
         "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\nversion = -1",
         "[[outboard]]\nname = \"a\"\ncommand = [\"a\"]\n[[outboard]]\nname = \"a\"\ncommand = [\"a\"]",
+    ] {
+        let error = parse(text, Path::new("w.toml")).expect_err(text);
+        assert!(error.line().is_some(), "{text:?}: {error}");
+        assert!(!error.to_string().contains('\n'), "{text:?}: {error}");
+    }
+}
+
+// ---- pools and the cluster table -------------------------------------------------------
+
+const POOL_EXAMPLE: &str = r#"
+[restart]
+policy = "transient"
+backoff = { initial = "1s", max = "1m" }
+
+[[supervisor]]
+name = "app"
+
+[[pool]]
+name = "shiny"
+supervisor = "app"
+command = ["./app", "--port", "{port}", "--id={worker_id}", "--json={\"a\":1}"]
+cwd = "apps"
+env = { PORT = "{port}", WORKER = "w-{worker_id}", PLAIN = "x" }
+stop = { signal = "INT", timeout = "2s" }
+restart = { policy = "permanent", intensity = { max = 2, within = "5s" } }
+ready = { tcp = "127.0.0.1:{port}", timeout = "10s" }
+ports = "20000-20999"
+min = 1
+max = 8
+sessions_per_worker = 3
+idle_timeout = "90s"
+
+[[pool]]
+name = "plain"
+command = ["plain"]
+ports = "30000-30003"
+"#;
+
+#[test]
+fn pool_entry_reads_every_service_key_and_its_own() {
+    let (dir, config) = load_ok(POOL_EXAMPLE);
+    let base = dir.path();
+    let shiny = PoolConfig {
+        name: "shiny".into(),
+        path: "/app/shiny".into(),
+        line: line_of(POOL_EXAMPLE, "name = \"shiny\"") - 1,
+        command: vec![
+            "./app".into(),
+            "--port".into(),
+            "{port}".into(),
+            "--id={worker_id}".into(),
+            "--json={\"a\":1}".into(),
+        ],
+        cwd: base.join("apps"),
+        env: vec![
+            ("PLAIN".into(), "x".into()),
+            ("PORT".into(), "{port}".into()),
+            ("WORKER".into(), "w-{worker_id}".into()),
+        ],
+        stop: StopConfig {
+            signal: 2,
+            timeout: Duration::from_secs(2),
+        },
+        restart: RestartConfig {
+            policy: RestartPolicy::Permanent,
+            backoff: BackoffConfig {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                multiplier: 2.0,
+                jitter: 0.1,
+            },
+            reset_after: Duration::from_secs(30),
+            intensity: Intensity {
+                max: 2,
+                within: Duration::from_secs(5),
+            },
+        },
+        ready: Some(ReadyConfig::Tcp {
+            addr: "127.0.0.1:{port}".into(),
+            timeout: Duration::from_secs(10),
+        }),
+        ports: 20000..=20999,
+        min: 1,
+        max: 8,
+        sessions_per_worker: 3,
+        idle_timeout: Duration::from_secs(90),
+    };
+    let app = supervisor(&config.root, "app");
+    assert_eq!(app.children, vec![ChildConfig::Pool(shiny)]);
+    let child = &app.children[0];
+    assert_eq!(child.name(), "shiny");
+    assert_eq!(child.path(), "/app/shiny");
+    assert_eq!(child.line(), line_of(POOL_EXAMPLE, "name = \"shiny\"") - 1);
+}
+
+#[test]
+fn pool_without_options_gets_every_default() {
+    let (dir, config) = load_ok(POOL_EXAMPLE);
+    let expected = PoolConfig {
+        name: "plain".into(),
+        path: "/plain".into(),
+        line: line_of(POOL_EXAMPLE, "name = \"plain\"") - 1,
+        command: vec!["plain".into()],
+        cwd: dir.path().to_path_buf(),
+        env: Vec::new(),
+        stop: StopConfig::default(),
+        // the [restart] table, as for a service
+        restart: RestartConfig {
+            policy: RestartPolicy::Transient,
+            backoff: BackoffConfig {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                multiplier: 2.0,
+                jitter: 0.1,
+            },
+            reset_after: Duration::from_secs(30),
+            intensity: Intensity {
+                max: 10,
+                within: Duration::from_secs(60),
+            },
+        },
+        ready: None,
+        ports: 30000..=30003,
+        min: 0,
+        max: 4,
+        sessions_per_worker: 10,
+        idle_timeout: Duration::from_secs(300),
+    };
+    assert_eq!(*pool(&config.root, "plain"), expected);
+    assert_eq!(paths(&config.root), ["/app", "/plain"]);
+    assert_eq!(config.cluster, ClusterConfig { redis_url: None });
+}
+
+#[test]
+fn the_design_pool_example_is_accepted() {
+    let text = r#"
+[[pool]]                           # a pool of app workers (issue: pools)
+name = "shiny"
+command = ["./app", "--port", "{port}"]   # {port} and {worker_id} also in env, ready
+ports = "20000-20999"              # ports handed to workers
+min = 0
+max = 4
+sessions_per_worker = 10
+idle_timeout = "5m"
+ready = { tcp = "127.0.0.1:{port}" }
+
+[cluster]
+redis_url = "redis://127.0.0.1:6379"
+"#;
+    let (_dir, config) = load_ok(text);
+    let shiny = pool(&config.root, "shiny");
+    assert_eq!(shiny.path, "/shiny");
+    assert_eq!(shiny.ports, 20000..=20999);
+    assert_eq!((shiny.min, shiny.max), (0, 4));
+    assert_eq!(shiny.sessions_per_worker, 10);
+    assert_eq!(shiny.idle_timeout, Duration::from_secs(300));
+    assert_eq!(
+        shiny.ready,
+        Some(ReadyConfig::Tcp {
+            addr: "127.0.0.1:{port}".into(),
+            timeout: Duration::from_secs(30)
+        })
+    );
+    assert_eq!(
+        config.cluster.redis_url.as_deref(),
+        Some("redis://127.0.0.1:6379")
+    );
+}
+
+#[test]
+fn pool_ports_read_a_range_or_one_port() {
+    for (ports, range) in [
+        ("\"20000-20999\"", 20000..=20999),
+        ("\"1-4\"", 1..=4),
+        ("\"65532-65535\"", 65532..=65535),
+        ("\" 20000 - 20003 \"", 20000..=20003),
+        ("\"20000\"", 20000..=20000),
+        ("20000", 20000..=20000),
+        ("\"20000-20000\"", 20000..=20000),
+    ] {
+        let max = if range.start() == range.end() { 1 } else { 4 };
+        let text =
+            format!("[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = {ports}\nmax = {max}\n");
+        let (_dir, config) = load_ok(&text);
+        assert_eq!(pool(&config.root, "p").ports, range, "{ports}");
+    }
+}
+
+#[test]
+fn bad_pool_ports_are_refused_naming_the_key() {
+    for (ports, says) in [
+        (
+            "\"20-10\"",
+            "the first port (20) is greater than the last (10)",
+        ),
+        ("\"0-5\"", "port 0 is not from 1 to 65535"),
+        ("\"x\"", "expected a range such as \"20000-20999\""),
+        ("\"\"", "expected a range"),
+        ("\"-5\"", "expected a range"),
+        ("\"5-\"", "expected a range"),
+        ("\"1-2-3\"", "expected a range"),
+        ("\"+5\"", "expected a range"),
+        ("\"20000-70000\"", "port 70000 is not from 1 to 65535"),
+        (
+            "\"99999999999999999999\"",
+            "port 99999999999999999999 is not from 1 to 65535",
+        ),
+        ("0", "port 0 is not from 1 to 65535"),
+        ("-1", "port -1 is not from 1 to 65535"),
+        ("70000", "port 70000"),
+    ] {
+        let text = format!("[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nmax = 1\nports = {ports}\n");
+        assert_refused(
+            &text,
+            "ports",
+            "ports",
+            &[
+                &format!("[[pool]] \"p\": key `ports`: invalid ports {ports}"),
+                says,
+            ],
+        );
+    }
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = [1, 2]\n";
+    assert_refused(
+        text,
+        "ports",
+        "ports",
+        &["[[pool]] \"p\": key `ports`", "invalid type"],
+    );
+}
+
+#[test]
+fn pool_min_above_max_is_refused() {
+    let text =
+        "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\nmin = 5\nmax = 3\n";
+    assert_refused(
+        text,
+        "min",
+        "min",
+        &["[[pool]] \"p\": key `min`: min (5) must not be greater than max (3)"],
+    );
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\nmin = 5\n";
+    assert_refused(
+        text,
+        "min",
+        "min",
+        &["min (5) must not be greater than max (4, the default)"],
+    );
+    let text =
+        "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\nmin = 3\nmax = 3\n";
+    let (_dir, config) = load_ok(text);
+    assert_eq!(
+        (pool(&config.root, "p").min, pool(&config.root, "p").max),
+        (3, 3)
+    );
+}
+
+#[test]
+fn pool_max_above_the_number_of_ports_is_refused() {
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1002\"\nmax = 4\n";
+    assert_refused(
+        text,
+        "max",
+        "max",
+        &["[[pool]] \"p\": key `max`: max (4) must not be more than the 3 ports of `ports` (\"1000-1002\")"],
+    );
+    // the default max of 4 needs four ports: the range is at fault
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = 1000\n";
+    assert_refused(
+        text,
+        "ports",
+        "ports",
+        &[
+            "1000 holds 1 port, fewer than the default max of 4",
+            "set `max` to at most 1",
+        ],
+    );
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1002\"\nmax = 3\n";
+    let (_dir, config) = load_ok(text);
+    assert_eq!(pool(&config.root, "p").max, 3);
+}
+
+#[test]
+fn pool_counts_of_zero_are_refused() {
+    let base = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\n";
+    for (line, key, says) in [
+        ("max = 0", "max", "must be at least 1"),
+        (
+            "sessions_per_worker = 0",
+            "sessions_per_worker",
+            "must be at least 1",
+        ),
+        (
+            "idle_timeout = \"0s\"",
+            "idle_timeout",
+            "must be longer than zero",
+        ),
+    ] {
+        let text = format!("{base}{line}\n");
+        assert_refused(
+            &text,
+            line,
+            key,
+            &[&format!("[[pool]] \"p\": key `{key}`: {says}")],
+        );
+    }
+    let text = format!("{base}idle_timeout = 5\n");
+    assert_refused(&text, "idle_timeout", "idle_timeout", &["duration"]);
+    let text = format!("{base}min = -1\n");
+    assert_refused(&text, "min", "min", &["[[pool]] \"p\": key `min`"]);
+}
+
+#[test]
+fn unknown_placeholder_is_refused_in_a_pool() {
+    let base = "[[pool]]\nname = \"p\"\nports = \"1000-1999\"\n";
+    let text = format!("{base}command = [\"app\", \"--port={{nope}}\"]\n");
+    assert_refused(
+        &text,
+        "command",
+        "command",
+        &[
+            "[[pool]] \"p\": key `command`: unknown placeholder `{nope}`",
+            "`{port}` and `{worker_id}`",
+        ],
+    );
+    let text =
+        format!("{base}command = [\"app\"]\nenv = {{ A = \"{{port}}\", B = \"{{Port}}\" }}\n");
+    assert_refused(
+        &text,
+        "env",
+        "env.B",
+        &["[[pool]] \"p\": key `env.B`: unknown placeholder `{Port}`"],
+    );
+    let text = format!("{base}command = [\"app\"]\nready = {{ tcp = \"127.0.0.1:{{worker}}\" }}\n");
+    assert_refused(
+        &text,
+        "ready",
+        "ready.tcp",
+        &["[[pool]] \"p\": key `ready.tcp`: unknown placeholder `{worker}`"],
+    );
+}
+
+#[test]
+fn braces_that_are_not_placeholders_are_kept_as_written() {
+    let text = r#"
+[[pool]]
+name = "p"
+command = ["app", "{}", "{ port }", "{{port}}", "{a-b}", "{", "}{port}{worker_id}"]
+ports = "1000-1999"
+
+[[service]]
+name = "s"
+command = ["s", "{nope}", "{port}"]
+"#;
+    let (_dir, config) = load_ok(text);
+    assert_eq!(
+        pool(&config.root, "p").command,
+        [
+            "app",
+            "{}",
+            "{ port }",
+            "{{port}}",
+            "{a-b}",
+            "{",
+            "}{port}{worker_id}"
+        ]
+    );
+    // a service is not a pool: nothing is filled in, nothing is refused
+    assert_eq!(
+        service(&config.root, "s").command,
+        ["s", "{nope}", "{port}"]
+    );
+}
+
+#[test]
+fn expand_placeholders_fills_in_port_and_worker_id() {
+    assert_eq!(
+        expand_placeholders("127.0.0.1:{port}/{worker_id}/{port}", 20001, "7"),
+        "127.0.0.1:20001/7/20001"
+    );
+    assert_eq!(expand_placeholders("{\"a\":{x}}", 1, "w"), "{\"a\":{x}}");
+}
+
+#[test]
+fn pool_ready_tcp_may_hold_the_port_placeholder() {
+    let text = r#"
+[[pool]]
+name = "a"
+command = ["a"]
+ports = "20000-20999"
+ready = { tcp = "127.0.0.1:{port}" }
+[[pool]]
+name = "b"
+command = ["b"]
+ports = "20000-20999"
+ready = { tcp = "[::1]:{port}", timeout = "3s" }
+[[pool]]
+name = "c"
+command = ["c"]
+ports = "20000-20999"
+ready = { tcp = "127.0.0.1:9000" }
+[[pool]]
+name = "d"
+command = ["d"]
+ports = "20000-20999"
+ready = { notify = true }
+[[pool]]
+name = "e"
+command = ["e"]
+ports = "20000-20999"
+ready = { delay = "1s" }
+"#;
+    let (_dir, config) = load_ok(text);
+    let thirty = Duration::from_secs(30);
+    assert_eq!(
+        pool(&config.root, "a").ready,
+        Some(ReadyConfig::Tcp {
+            addr: "127.0.0.1:{port}".into(),
+            timeout: thirty
+        })
+    );
+    assert_eq!(
+        pool(&config.root, "b").ready,
+        Some(ReadyConfig::Tcp {
+            addr: "[::1]:{port}".into(),
+            timeout: Duration::from_secs(3)
+        })
+    );
+    assert!(matches!(
+        pool(&config.root, "c").ready,
+        Some(ReadyConfig::Tcp { .. })
+    ));
+    assert_eq!(
+        pool(&config.root, "d").ready,
+        Some(ReadyConfig::Notify { timeout: thirty })
+    );
+    assert_eq!(
+        pool(&config.root, "e").ready,
+        Some(ReadyConfig::Delay {
+            delay: Duration::from_secs(1)
+        })
+    );
+}
+
+#[test]
+fn pool_ready_tcp_is_checked_with_the_ports_filled_in() {
+    let base = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"20000-20999\"\n";
+    for (addr, says) in [
+        ("127.0.0.1:{port}0", "(read as \"127.0.0.1:200000\")"),
+        ("{port}", "(read as \"20000\")"),
+        (
+            "127.0.0.1",
+            "invalid address \"127.0.0.1\": expected HOST:PORT",
+        ),
+        (
+            "127.0.0.1:{worker_id}{port}",
+            "(read as \"127.0.0.1:w120000\")",
+        ),
+    ] {
+        let text = format!("{base}ready = {{ tcp = {addr:?} }}\n");
+        assert_refused(
+            &text,
+            "ready",
+            "ready.tcp",
+            &[
+                &format!("[[pool]] \"p\": key `ready.tcp`: invalid address {addr:?}"),
+                says,
+            ],
+        );
+    }
+    // the last port counts too
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"6000-7000\"\nready = { tcp = \"h:{port}9\" }\n";
+    assert_refused(text, "ready", "ready.tcp", &["(read as \"h:70009\")"]);
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-6000\"\nready = { tcp = \"h:{port}9\" }\n";
+    let (_dir, config) = load_ok(text);
+    assert!(pool(&config.root, "p").ready.is_some());
+    // a worker id in the host is fine
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-6000\"\nready = { tcp = \"{worker_id}.local:{port}\" }\n";
+    let (_dir, config) = load_ok(text);
+    assert!(pool(&config.root, "p").ready.is_some());
+}
+
+#[test]
+fn ready_ipc_is_refused_on_a_pool() {
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\nready = { ipc = true }\n";
+    assert_refused(
+        text,
+        "ready",
+        "ready.ipc",
+        &["[[pool]] \"p\": key `ready.ipc`: `ipc = true` is only for [[outboard]] children, not a [[pool]]"],
+    );
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\nready = { timeout = \"1s\" }\n";
+    assert_refused(
+        text,
+        "ready",
+        "ready",
+        &["needs one of `tcp`, `delay` or `notify`"],
+    );
+}
+
+#[test]
+fn unknown_key_in_a_pool_is_named_with_the_expected_keys() {
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"p\"]\nports = \"1000-1999\"\nsessions = 3\n";
+    assert_refused(
+        text,
+        "sessions",
+        "sessions",
+        &[
+            "unknown key `sessions` in [[pool]] \"p\"",
+            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready, ports, min, max, sessions_per_worker, idle_timeout",
+        ],
+    );
+    // and the pool keys are unknown in a service
+    let text = "[[service]]\nname = \"s\"\ncommand = [\"s\"]\nports = \"1000-1999\"\n";
+    assert_refused(
+        text,
+        "ports",
+        "ports",
+        &["unknown key `ports` in [[service]] \"s\""],
+    );
+}
+
+#[test]
+fn pool_service_keys_are_checked_as_for_services() {
+    let base = "[[pool]]\nname = \"p\"\nports = \"1000-1999\"\n";
+    let text = format!("{base}command = []\n");
+    assert_refused(
+        &text,
+        "command",
+        "command",
+        &["[[pool]] \"p\": key `command`: must not be empty"],
+    );
+    let text = format!("{base}command = [\"p\"]\nstop = {{ signal = \"NOPE\" }}\n");
+    assert_refused(
+        &text,
+        "stop",
+        "stop.signal",
+        &["[[pool]] \"p\"", "unknown signal"],
+    );
+    let text = format!("{base}command = [\"p\"]\nrestart = {{ policy = \"often\" }}\n");
+    assert_refused(
+        &text,
+        "restart",
+        "restart.policy",
+        &["[[pool]] \"p\"", "unknown restart policy"],
+    );
+    let text = format!("{base}command = [\"p\"]\ncwd = \"\"\n");
+    assert_refused(
+        &text,
+        "cwd",
+        "cwd",
+        &["[[pool]] \"p\": key `cwd`: must not be empty"],
+    );
+}
+
+#[test]
+fn pool_names_and_parents_are_checked_as_for_services() {
+    let text = "[[pool]]\ncommand = [\"x\"]\nports = \"1000-1999\"\nname = \"a b\"\n";
+    assert_refused(
+        text,
+        "name",
+        "name",
+        &["[[pool]] #1: key `name`: invalid name"],
+    );
+    let text = "[[pool]]\nname = \"p\"\ncommand = [\"x\"]\nports = \"1000-1999\"\nsupervisor = \"nowhere\"\n";
+    assert_refused(
+        text,
+        "supervisor",
+        "supervisor",
+        &["[[pool]] \"p\": key `supervisor`: unknown supervisor /nowhere"],
+    );
+}
+
+#[test]
+fn a_pool_is_not_a_parent() {
+    let text = r#"
+[[pool]]
+name = "shiny"
+command = ["x"]
+ports = "1000-1999"
+[[service]]
+name = "extra"
+supervisor = "shiny"
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "supervisor = \"shiny\"",
+        "supervisor",
+        &["[[service]] \"extra\": key `supervisor`: /shiny is a [[pool]], not a supervisor"],
+    );
+    let text = r#"
+[[supervisor]]
+name = "app"
+[[pool]]
+name = "shiny"
+supervisor = "app"
+command = ["x"]
+ports = "1000-1999"
+[[supervisor]]
+name = "inner"
+parent = "app/shiny"
+"#;
+    assert_refused(
+        text,
+        "parent = \"app/shiny\"",
+        "parent",
+        &["/app/shiny is a [[pool]], not a supervisor"],
+    );
+    let text = r#"
+[[pool]]
+name = "shiny"
+command = ["x"]
+ports = "1000-1999"
+[[pool]]
+name = "inner"
+supervisor = "shiny"
+command = ["x"]
+ports = "2000-2999"
+"#;
+    assert_refused(
+        text,
+        "supervisor = \"shiny\"",
+        "supervisor",
+        &[
+            "[[pool]] \"inner\"",
+            "/shiny is a [[pool]], not a supervisor",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_name_between_a_pool_and_a_service_is_refused() {
+    let text = r#"
+[[service]]
+name = "twin"
+command = ["x"]
+
+[[pool]]
+name = "twin" # the pool
+command = ["y"]
+ports = "1000-1999"
+"#;
+    assert_refused(
+        text,
+        "# the pool",
+        "name",
+        &[
+            "[[pool]] \"twin\": key `name`: duplicate name \"twin\"",
+            "the root",
+            "line 2",
+        ],
+    );
+    // whichever table comes first in the file, the later header is the duplicate
+    let text = r#"
+[[supervisor]]
+name = "app"
+
+[[pool]]
+name = "twin"
+supervisor = "app"
+command = ["y"]
+ports = "1000-1999"
+
+[[service]]
+name = "twin" # the service
+supervisor = "/app"
+command = ["x"]
+"#;
+    assert_refused(
+        text,
+        "# the service",
+        "name",
+        &[
+            "[[service]] \"twin\": key `name`: duplicate name \"twin\"",
+            "/app already has a child",
+            "line 5",
+        ],
+    );
+    let text = "[[supervisor]]\nname = \"x\"\n[[pool]]\nname = \"x\" # the pool\ncommand = [\"x\"]\nports = \"1000-1999\"\n";
+    assert_refused(
+        text,
+        "# the pool",
+        "name",
+        &["[[pool]] \"x\": key `name`: duplicate name \"x\"", "line 1"],
+    );
+}
+
+#[test]
+fn pools_take_their_place_in_file_order_among_their_siblings() {
+    let text = r#"
+[[pool]]
+name = "p1"
+command = ["p1"]
+ports = "1000-1999"
+
+[[service]]
+name = "s1"
+command = ["s1"]
+
+[[supervisor]]
+name = "app"
+
+[[pool]]
+name = "deep"
+supervisor = "app"
+command = ["deep"]
+ports = "2000-2999"
+
+[[outboard]]
+name = "o1"
+supervisor = "/app"
+command = ["o1"]
+
+[[pool]]
+name = "p2"
+command = ["p2"]
+ports = "3000-3999"
+
+[[service]]
+name = "s2"
+command = ["s2"]
+"#;
+    let (_dir, config) = load_ok(text);
+    assert_eq!(paths(&config.root), ["/p1", "/s1", "/app", "/p2", "/s2"]);
+    let app = supervisor(&config.root, "app");
+    assert_eq!(paths(app), ["/app/deep", "/app/o1"]);
+    assert_eq!(pool(app, "deep").line, line_of(text, "name = \"deep\"") - 1);
+    assert_eq!(
+        pool(&config.root, "p2").line,
+        line_of(text, "name = \"p2\"") - 1
+    );
+}
+
+#[test]
+fn cluster_redis_url_is_read() {
+    for url in [
+        "redis://127.0.0.1:6379",
+        "rediss://cache.example.com:6380/2",
+        "redis://:secret@localhost",
+    ] {
+        let text = format!("[cluster]\nredis_url = {url:?}\n");
+        let (_dir, config) = load_ok(&text);
+        assert_eq!(config.cluster.redis_url.as_deref(), Some(url));
+    }
+    let (_dir, config) = load_ok("[cluster]\n");
+    assert_eq!(config.cluster, ClusterConfig::default());
+    assert_eq!(config.cluster.redis_url, None);
+}
+
+#[test]
+fn a_bad_cluster_redis_url_is_refused() {
+    for url in [
+        "http://127.0.0.1:6379",
+        "127.0.0.1:6379",
+        "redis://",
+        "REDIS://x",
+        "redis:/x",
+        "redis://a b",
+        "",
+    ] {
+        let text = format!("\n[cluster]\nredis_url = {url:?}\n");
+        assert_refused(
+            &text,
+            "redis_url",
+            "redis_url",
+            &[
+                &format!("[cluster]: key `redis_url`: invalid Redis URL {url:?}"),
+                "redis://",
+                "rediss://",
+            ],
+        );
+    }
+    assert_refused(
+        "[cluster]\nredis_url = 6379\n",
+        "redis_url",
+        "redis_url",
+        &["[cluster]: key `redis_url`", "invalid type"],
+    );
+    assert_refused(
+        "[cluster]\nredis = \"redis://x\"\n",
+        "redis =",
+        "redis",
+        &[
+            "unknown key `redis` in [cluster]",
+            "expected one of: redis_url",
+        ],
+    );
+}
+
+#[test]
+fn odd_pool_input_is_refused_without_panicking() {
+    for text in [
+        "[[pool]]",
+        "pool = 3",
+        "pool = [1]",
+        "pool = [{ name = \"a\", command = [\"a\"], ports = \"1-9\", max = 99999999999 }]",
+        "[[pool]]\nname = \"a\"\ncommand = [\"a\"]\nports = \"\u{e9}-\u{e9}\"",
+        "[[pool]]\nname = \"a\"\ncommand = [\"a\"]\nports = \"1-65535\"\nmax = 65536",
+        "[[pool]]\nname = \"a\"\ncommand = [\"a\"]\nports = 1.5",
+        "[[pool]]\nname = \"a\"\ncommand = [\"a\"]\nports = \"1-9\"\nidle_timeout = \"99999999999999999999y\"",
+        "[[pool]]\nname = \"a\"\ncommand = [\"{\u{e9}}\"]\nports = \"1-9\"\nready = { tcp = \"{\" }",
+        "[[pool]]\nname = \"a\"\ncommand = [\"a{\"]\nports = \"1-9\"\nenv = { X = \"{\u{0}}\" }",
+        "[[pool]]\nname = \"a\"\ncommand = [\"a\"]\nports = \"1-9\"\n[[pool]]\nname = \"a\"\ncommand = [\"a\"]\nports = \"1-9\"",
+        "cluster = 3",
+        "cluster = { redis_url = [] }",
     ] {
         let error = parse(text, Path::new("w.toml")).expect_err(text);
         assert!(error.line().is_some(), "{text:?}: {error}");

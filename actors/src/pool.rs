@@ -520,7 +520,7 @@ async fn wait_running(
             match tree.get(&path).map(|i| i.state) {
                 Some(ActorState::Running) => return Ok(()),
                 Some(ActorState::Failed) => return Err(format!("worker {path} failed to start")),
-                None => return Err(format!("worker {path} is gone")),
+                // None: just added, the supervisor has not taken it yet.
                 _ => {}
             }
             if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,13 +12,14 @@ use nix::sys::signal::Signal;
 use toml::Spanned;
 
 use super::raw::{
-    Dur, RawAdmin, RawBackoff, RawFile, RawIntensity, RawOutboard, RawReady, RawRestart,
-    RawService, RawStop, RawSupervisor, SignalSpec,
+    Dur, PortsSpec, RawAdmin, RawBackoff, RawFile, RawIntensity, RawOutboard, RawPool, RawReady,
+    RawRestart, RawService, RawStop, RawSupervisor, SignalSpec,
 };
 use super::{
-    AdminConfig, BackoffConfig, ChildConfig, Config, ConfigError, Intensity, LogsConfig, OnExit,
-    OutboardConfig, ReadyConfig, RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig,
-    Source, StopConfig, Strategy, SupervisorConfig,
+    expand_placeholders, AdminConfig, BackoffConfig, ChildConfig, ClusterConfig, Config,
+    ConfigError, Intensity, LogsConfig, OnExit, OutboardConfig, PoolConfig, ReadyConfig,
+    RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig, Source, StopConfig, Strategy,
+    SupervisorConfig,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -28,17 +29,17 @@ const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 const DEFAULT_MISSED: u32 = 3;
 const DEFAULT_VERSION: u32 = 1;
+const DEFAULT_POOL_MIN: u32 = 0;
+const DEFAULT_POOL_MAX: u32 = 4;
+const DEFAULT_SESSIONS_PER_WORKER: u32 = 10;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The placeholders a pool fills in for each worker.
+const PLACEHOLDERS: [&str; 2] = ["port", "worker_id"];
+/// The worker id put in place of `{worker_id}` to check a pool's `ready.tcp` address
+/// (workers are named `w1`, `w2`, ...).
+const SAMPLE_WORKER_ID: &str = "w1";
 
 pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
-    if let Some(entry) = file.pool.first() {
-        return Err(ConfigError {
-            path: src.path.to_path_buf(),
-            line: Some(src.line(entry.span().start)),
-            key: Some("pool".to_string()),
-            message: "[[pool]] is not supported by this version of warden".to_string(),
-        });
-    }
-
     let path = std::path::absolute(src.path).map_err(|e| ConfigError {
         path: src.path.to_path_buf(),
         line: None,
@@ -65,6 +66,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
         None => OnExit::default(),
     };
     let logs = logs(src, &file)?;
+    let cluster = cluster(src, &file)?;
 
     let root_table = file.root.as_ref();
     let strategy = match root_table.and_then(|r| r.strategy.as_ref()) {
@@ -103,6 +105,9 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
     for (index, entry) in file.outboard.into_iter().enumerate() {
         nodes.push(outboard(src, index, entry, &context)?);
     }
+    for (index, entry) in file.pool.into_iter().enumerate() {
+        nodes.push(pool(src, index, entry, &context)?);
+    }
     nodes.sort_by_key(|node| node.offset);
     let children = tree(src, nodes)?;
 
@@ -121,6 +126,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             line: 1,
             children,
         },
+        cluster,
     })
 }
 
@@ -174,7 +180,8 @@ fn logs(src: &Source, file: &RawFile) -> Result<LogsConfig> {
     Ok(logs)
 }
 
-/// A supervisor, service or outboard child read from its entry, before the tree is built.
+/// A supervisor, service, outboard child or pool read from its entry, before the tree is
+/// built.
 struct Node {
     /// Byte offset of the table header: the order of children.
     offset: usize,
@@ -185,6 +192,30 @@ struct Node {
     parent_key: &'static str,
     parent_span: Range<usize>,
     child: ChildConfig,
+}
+
+/// The optional `[cluster]` table.
+fn cluster(src: &Source, file: &RawFile) -> Result<ClusterConfig> {
+    let Some(value) = file.cluster.as_ref().and_then(|c| c.redis_url.as_ref()) else {
+        return Ok(ClusterConfig::default());
+    };
+    let url = value.get_ref();
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+            Ok(ClusterConfig {
+                redis_url: Some(url.clone()),
+            })
+        }
+        _ => {
+            let detail = format!(
+                "invalid Redis URL {url:?}: expected redis://HOST[:PORT][/DB], or rediss:// for TLS"
+            );
+            Err(src.error(value.span(), "[cluster]", "redis_url", detail))
+        }
+    }
 }
 
 fn supervisor(src: &Source, index: usize, entry: &Spanned<RawSupervisor>) -> Result<Node> {
@@ -221,7 +252,7 @@ fn supervisor(src: &Source, index: usize, entry: &Spanned<RawSupervisor>) -> Res
     })
 }
 
-/// What every service and outboard child inherits.
+/// What every service, outboard child and pool inherits.
 struct ServiceContext<'a> {
     base_dir: &'a Path,
     restart: &'a RestartConfig,
@@ -232,6 +263,9 @@ struct ServiceContext<'a> {
 enum Kind {
     Service,
     Outboard,
+    /// A pool, with the first and last of its ports: its `command`, `env` values and
+    /// `ready.tcp` address may hold placeholders.
+    Pool(u16, u16),
 }
 
 impl Kind {
@@ -240,6 +274,7 @@ impl Kind {
         match self {
             Kind::Service => "service",
             Kind::Outboard => "outboard",
+            Kind::Pool(..) => "pool",
         }
     }
 }
@@ -275,6 +310,12 @@ fn service(
         }
         Some(_) => {}
     }
+    if let Kind::Pool(..) = kind {
+        if let Some(found) = command.iter().find_map(|arg| unknown_placeholder(arg)) {
+            let detail = unknown_placeholder_detail(found);
+            return Err(src.error(raw.command.span(), &label, "command", detail));
+        }
+    }
 
     let cwd = match &raw.cwd {
         Some(value) => resolve(src, &label, "cwd", context.base_dir, value)?,
@@ -285,11 +326,13 @@ fn service(
     if let Some(table) = &raw.env {
         for (key, value) in table.get_ref() {
             let problem = if key.is_empty() {
-                Some("a variable name must not be empty")
+                Some("a variable name must not be empty".to_string())
             } else if key.contains(['=', '\0']) {
-                Some("a variable name must not contain `=` or NUL")
+                Some("a variable name must not contain `=` or NUL".to_string())
             } else if value.contains('\0') {
-                Some("a value must not contain NUL")
+                Some("a value must not contain NUL".to_string())
+            } else if let (Kind::Pool(..), Some(found)) = (kind, unknown_placeholder(value)) {
+                Some(unknown_placeholder_detail(found))
             } else {
                 None
             };
@@ -337,6 +380,169 @@ fn service(
         label,
         parent,
     })
+}
+
+/// A `[[pool]]` entry: its ports, its service keys read as for a `[[service]]` (with
+/// placeholders), then its own keys.
+fn pool(
+    src: &Source,
+    index: usize,
+    entry: Spanned<RawPool>,
+    context: &ServiceContext,
+) -> Result<Node> {
+    let span = entry.span();
+    let (raw, keys) = entry.into_inner().split();
+    let label = format!(
+        "[[pool]] {:?}",
+        name(src, &format!("[[pool]] #{}", index + 1), &raw.name)?
+    );
+    let ports = ports(src, &label, &keys.ports)?;
+    let kind = Kind::Pool(*ports.start(), *ports.end());
+    let mut node = service(src, kind, index, span, &raw, context)?;
+
+    let max = match &keys.max {
+        Some(value) if *value.get_ref() == 0 => {
+            return Err(src.error(value.span(), &label, "max", "must be at least 1"));
+        }
+        Some(value) => *value.get_ref(),
+        None => DEFAULT_POOL_MAX,
+    };
+    let min = match &keys.min {
+        Some(value) if *value.get_ref() > max => {
+            let default = if keys.max.is_none() {
+                ", the default"
+            } else {
+                ""
+            };
+            let detail = format!(
+                "min ({}) must not be greater than max ({max}{default})",
+                value.get_ref()
+            );
+            return Err(src.error(value.span(), &label, "min", detail));
+        }
+        Some(value) => *value.get_ref(),
+        None => DEFAULT_POOL_MIN,
+    };
+    let count = u32::from(ports.end() - ports.start()) + 1;
+    if max > count {
+        let written = ports_written(keys.ports.get_ref());
+        let plural = if count == 1 { "" } else { "s" };
+        return Err(match &keys.max {
+            Some(value) => {
+                let detail = format!(
+                    "max ({max}) must not be more than the {count} port{plural} of `ports` ({written})"
+                );
+                src.error(value.span(), &label, "max", detail)
+            }
+            None => {
+                let detail = format!(
+                    "{written} holds {count} port{plural}, fewer than the default max of \
+                     {DEFAULT_POOL_MAX} workers: widen the range or set `max` to at most {count}"
+                );
+                src.error(keys.ports.span(), &label, "ports", detail)
+            }
+        });
+    }
+    let sessions_per_worker = match &keys.sessions_per_worker {
+        Some(value) if *value.get_ref() == 0 => {
+            let detail = "must be at least 1";
+            return Err(src.error(value.span(), &label, "sessions_per_worker", detail));
+        }
+        Some(value) => *value.get_ref(),
+        None => DEFAULT_SESSIONS_PER_WORKER,
+    };
+    let idle_timeout = match &keys.idle_timeout {
+        Some(value) if value.get_ref().0.is_zero() => {
+            let detail = "must be longer than zero";
+            return Err(src.error(value.span(), &label, "idle_timeout", detail));
+        }
+        Some(value) => value.get_ref().0,
+        None => DEFAULT_IDLE_TIMEOUT,
+    };
+
+    node.child = match node.child {
+        ChildConfig::Service(service) => ChildConfig::Pool(PoolConfig {
+            name: service.name,
+            path: service.path,
+            line: service.line,
+            command: service.command,
+            cwd: service.cwd,
+            env: service.env,
+            stop: service.stop,
+            restart: service.restart,
+            ready: service.ready,
+            ports,
+            min,
+            max,
+            sessions_per_worker,
+            idle_timeout,
+        }),
+        other => other,
+    };
+    Ok(node)
+}
+
+/// `ports`: `"FIRST-LAST"`, or one port as `"PORT"` or `PORT`; ports from 1 to 65535.
+fn ports(src: &Source, label: &str, value: &Spanned<PortsSpec>) -> Result<RangeInclusive<u16>> {
+    let written = ports_written(value.get_ref());
+    let fail = |why: String| {
+        let detail = format!("invalid ports {written}: {why}");
+        src.error(value.span(), label, "ports", detail)
+    };
+    let (first, last, shaped) = match value.get_ref() {
+        PortsSpec::Number(n) => (n.to_string(), n.to_string(), true),
+        PortsSpec::Text(text) => {
+            let (first, last) = text.split_once('-').unwrap_or((text, text));
+            let (first, last) = (first.trim(), last.trim());
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let shaped = digits(first) && digits(last);
+            (first.to_string(), last.to_string(), shaped)
+        }
+    };
+    if !shaped {
+        let why = "expected a range such as \"20000-20999\", or one port such as \"20000\"";
+        return Err(fail(why.to_string()));
+    }
+    let port = |text: &str| text.parse::<u16>().ok().filter(|&p| p != 0);
+    let (first, last) = match (port(&first), port(&last)) {
+        (Some(first), Some(last)) => (first, last),
+        (None, _) => return Err(fail(format!("port {first} is not from 1 to 65535"))),
+        (_, None) => return Err(fail(format!("port {last} is not from 1 to 65535"))),
+    };
+    if first > last {
+        let why = format!("the first port ({first}) is greater than the last ({last})");
+        return Err(fail(why));
+    }
+    Ok(first..=last)
+}
+
+/// `ports` as the user wrote it, for messages: `"20000-20999"` or `20000`.
+fn ports_written(value: &PortsSpec) -> String {
+    match value {
+        PortsSpec::Text(text) => format!("{text:?}"),
+        PortsSpec::Number(n) => n.to_string(),
+    }
+}
+
+/// The first `{name}` in `text`, `name` made of ASCII letters, digits and `_`, that is
+/// not a placeholder a pool knows. Other braces are not placeholders.
+pub(super) fn unknown_placeholder(text: &str) -> Option<&str> {
+    let mut from = 0;
+    while let Some(open) = text[from..].find('{').map(|i| from + i) {
+        let after = &text[open + 1..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if len > 0 && after[len..].starts_with('}') && !PLACEHOLDERS.contains(&&after[..len]) {
+            return Some(&text[open..open + len + 2]);
+        }
+        from = open + 1;
+    }
+    None
+}
+
+pub(super) fn unknown_placeholder_detail(found: &str) -> String {
+    format!("unknown placeholder `{found}` (a pool fills in only `{{port}}` and `{{worker_id}}`)")
 }
 
 /// An `[[outboard]]` entry: its service keys read as for a `[[service]]`, then its own.
@@ -542,8 +748,11 @@ fn intensity(
 /// A `ready` table; `ipc` is allowed in an `[[outboard]]` entry only.
 fn ready(src: &Source, label: &str, kind: Kind, table: &Spanned<RawReady>) -> Result<ReadyConfig> {
     let raw = table.get_ref();
-    if let (Some(value), Kind::Service) = (&raw.ipc, kind) {
-        let detail = "`ipc = true` is only for [[outboard]] children, not a [[service]]";
+    if let (Some(value), Kind::Service | Kind::Pool(..)) = (&raw.ipc, kind) {
+        let detail = format!(
+            "`ipc = true` is only for [[outboard]] children, not a [[{}]]",
+            kind.table()
+        );
         return Err(src.error(value.span(), label, "ready.ipc", detail));
     }
     for (key, flag) in [("ready.notify", &raw.notify), ("ready.ipc", &raw.ipc)] {
@@ -563,7 +772,7 @@ fn ready(src: &Source, label: &str, kind: Kind, table: &Spanned<RawReady>) -> Re
     .collect();
     if kinds.len() != 1 {
         let choices = match kind {
-            Kind::Service => "`tcp`, `delay` or `notify`",
+            Kind::Service | Kind::Pool(..) => "`tcp`, `delay` or `notify`",
             Kind::Outboard => "`tcp`, `delay`, `notify` or `ipc`",
         };
         let detail = if kinds.is_empty() {
@@ -581,13 +790,7 @@ fn ready(src: &Source, label: &str, kind: Kind, table: &Spanned<RawReady>) -> Re
         .as_ref()
         .map_or(DEFAULT_READY_TIMEOUT, |v| v.get_ref().0);
     if let Some(addr) = &raw.tcp {
-        if !is_host_port(addr.get_ref()) {
-            let detail = format!(
-                "invalid address {:?}: expected HOST:PORT with a port from 1 to 65535",
-                addr.get_ref()
-            );
-            return Err(src.error(addr.span(), label, "ready.tcp", detail));
-        }
+        tcp_address(src, label, kind, addr)?;
         return Ok(ReadyConfig::Tcp {
             addr: addr.get_ref().clone(),
             timeout,
@@ -606,6 +809,38 @@ fn ready(src: &Source, label: &str, kind: Kind, table: &Spanned<RawReady>) -> Re
         return Ok(ReadyConfig::Ipc { timeout });
     }
     Ok(ReadyConfig::Notify { timeout })
+}
+
+/// Checks a `ready.tcp` address; a pool's with each end of its ports for `{port}`.
+fn tcp_address(src: &Source, label: &str, kind: Kind, addr: &Spanned<String>) -> Result<()> {
+    let text = addr.get_ref();
+    let samples = match kind {
+        Kind::Service | Kind::Outboard => vec![text.clone()],
+        Kind::Pool(first, last) => {
+            if let Some(found) = unknown_placeholder(text) {
+                let detail = unknown_placeholder_detail(found);
+                return Err(src.error(addr.span(), label, "ready.tcp", detail));
+            }
+            [first, last]
+                .into_iter()
+                .map(|port| expand_placeholders(text, port, SAMPLE_WORKER_ID))
+                .collect()
+        }
+    };
+    for expanded in samples {
+        if !is_host_port(&expanded) {
+            let read_as = if expanded == *text {
+                String::new()
+            } else {
+                format!(" (read as {expanded:?})")
+            };
+            let detail = format!(
+                "invalid address {text:?}{read_as}: expected HOST:PORT with a port from 1 to 65535"
+            );
+            return Err(src.error(addr.span(), label, "ready.tcp", detail));
+        }
+    }
+    Ok(())
 }
 
 /// `host:port`, `[v6]:port`; the port from 1 to 65535.
@@ -763,12 +998,17 @@ fn tree(src: &Source, nodes: Vec<Node>) -> Result<Vec<ChildConfig>> {
             Some((_, ChildConfig::Outboard(_))) => {
                 format!("{parent} is an [[outboard]], not a supervisor")
             }
+            Some((_, ChildConfig::Pool(_))) => {
+                format!("{parent} is a [[pool]], not a supervisor")
+            }
             None => {
                 let first = match node.child {
                     ChildConfig::Supervisor(_) => supervisors
                         .iter()
                         .position(|(name, p)| *name == node.child.name() && *p == parent),
-                    ChildConfig::Service(_) | ChildConfig::Outboard(_) => links.parent_of(parent),
+                    ChildConfig::Service(_) | ChildConfig::Outboard(_) | ChildConfig::Pool(_) => {
+                        links.parent_of(parent)
+                    }
                 };
                 let is_supervisor = matches!(node.child, ChildConfig::Supervisor(_));
                 match first.and_then(|first| links.cycle(first)) {

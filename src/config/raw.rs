@@ -6,7 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -21,6 +21,7 @@ pub(super) struct RawFile {
     pub runtime: Option<RawRuntime>,
     pub logs: Option<RawLogs>,
     pub root: Option<RawRoot>,
+    pub cluster: Option<RawCluster>,
     pub restart: Option<Spanned<RawRestart>>,
     #[serde(default)]
     pub supervisor: Vec<Spanned<RawSupervisor>>,
@@ -29,7 +30,7 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub outboard: Vec<Spanned<RawOutboard>>,
     #[serde(default)]
-    pub pool: Vec<Spanned<IgnoredAny>>,
+    pub pool: Vec<Spanned<RawPool>>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +58,12 @@ pub(super) struct RawLogs {
 pub(super) struct RawRoot {
     pub strategy: Option<Spanned<String>>,
     pub intensity: Option<Spanned<RawIntensity>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub redis_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +176,74 @@ impl RawOutboard {
     }
 }
 
+/// A `[[pool]]` entry: the keys of a `[[service]]`, then the pool keys; repeated rather
+/// than flattened for the same reasons as in [`RawOutboard`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub name: Spanned<String>,
+    pub supervisor: Option<Spanned<String>>,
+    pub command: Spanned<Vec<String>>,
+    pub cwd: Option<Spanned<String>>,
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
+    pub stop: Option<Spanned<RawStop>>,
+    pub restart: Option<Spanned<RawRestart>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub ports: Spanned<PortsSpec>,
+    pub min: Option<Spanned<u32>>,
+    pub max: Option<Spanned<u32>>,
+    pub sessions_per_worker: Option<Spanned<u32>>,
+    pub idle_timeout: Option<Spanned<Dur>>,
+}
+
+/// The keys only a `[[pool]]` entry has.
+pub(super) struct RawPoolKeys {
+    pub ports: Spanned<PortsSpec>,
+    pub min: Option<Spanned<u32>>,
+    pub max: Option<Spanned<u32>>,
+    pub sessions_per_worker: Option<Spanned<u32>>,
+    pub idle_timeout: Option<Spanned<Dur>>,
+}
+
+impl RawPool {
+    /// The service keys, as a `[[service]]` entry holds them, and the pool keys.
+    pub(super) fn split(self) -> (RawService, RawPoolKeys) {
+        let RawPool {
+            name,
+            supervisor,
+            command,
+            cwd,
+            env,
+            stop,
+            restart,
+            ready,
+            ports,
+            min,
+            max,
+            sessions_per_worker,
+            idle_timeout,
+        } = self;
+        let service = RawService {
+            name,
+            supervisor,
+            command,
+            cwd,
+            env,
+            stop,
+            restart,
+            ready,
+        };
+        let pool = RawPoolKeys {
+            ports,
+            min,
+            max,
+            sessions_per_worker,
+            idle_timeout,
+        };
+        (service, pool)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStop {
@@ -232,6 +307,35 @@ impl<'de> Deserialize<'de> for SignalSpec {
             }
         }
         deserializer.deserialize_any(SignalVisitor)
+    }
+}
+
+/// The ports of a pool as written: a range or one port as a string (`"20000-20999"`,
+/// `"20000"`), or one port as a number (`20000`). Checked in the build pass.
+pub(super) enum PortsSpec {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for PortsSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortsVisitor;
+        impl Visitor<'_> for PortsVisitor {
+            type Value = PortsSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port range such as \"20000-20999\", or one port")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<PortsSpec, E> {
+                Ok(PortsSpec::Text(text.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortsSpec, E> {
+                Ok(PortsSpec::Number(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortsSpec, E> {
+                Ok(PortsSpec::Number(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_any(PortsVisitor)
     }
 }
 
