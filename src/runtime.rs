@@ -46,8 +46,9 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             "recovered the state of an earlier warden"
         );
     }
+    let store = Arc::new(store);
     let wiring = plan::Wiring {
-        records: Some(Arc::new(store)),
+        records: Some(store.clone()),
         ..plan::Wiring::default()
     };
     let spec = plan::root_spec(&config, &wiring)?;
@@ -98,8 +99,18 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             serve_bound(stream, controller.clone(), parent_gone_tx)?;
         }
         let running = RunningTree::start_in(tree.clone(), &spec);
+        let mut started = false;
         loop {
             tokio::select! {
+                () = running.root().wait_ready(), if !started => {
+                    started = true;
+                    // Every child has been started and has adopted what it could: what is
+                    // left of an earlier warden's processes belongs to nobody.
+                    let killed = store.kill_unclaimed();
+                    if killed > 0 {
+                        tracing::warn!(killed, "killed processes of an earlier warden that no actor claims");
+                    }
+                }
                 Some(()) = parent_gone.recv() => {
                     tracing::warn!("the process this warden is bound to is gone: stopping the tree");
                     let graceful = tokio::time::timeout(BOUND_STOP, running.shutdown()).await;

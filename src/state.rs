@@ -39,7 +39,7 @@ pub struct StateStore {
     state_dir: PathBuf,
     dir: PathBuf,
     boot_id: String,
-    adoptable: Mutex<HashMap<String, (Adoptable, PathBuf)>>,
+    adoptable: Mutex<HashMap<String, (Adoptable, PathBuf, u64)>>,
 }
 
 /// What opening the store found.
@@ -108,7 +108,7 @@ impl StateStore {
             adoptable: Mutex::new(
                 adoptable
                     .into_iter()
-                    .map(|(path, (a, file, _))| (path, (a, file)))
+                    .map(|(path, entry)| (path, entry))
                     .collect(),
             ),
         };
@@ -124,7 +124,7 @@ impl StateStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|(a, _)| a.pgid)
+            .map(|(a, _, _)| a.pgid)
             .collect();
         let me = std::process::id();
         let marker = self.state_dir.to_string_lossy().into_owned();
@@ -176,17 +176,37 @@ impl StateStore {
         std::fs::rename(&tmp, &file)
     }
 
-    /// Deletes the records of processes that are still to be adopted (used when
-    /// children are not to outlive warden).
-    pub fn forget_adoptable(&self) {
-        for (_, (_, file)) in self
+    /// Kills the process groups of live records that no actor adopted once the tree has
+    /// started (an actor removed from the config while warden was down, a pool worker
+    /// beyond what the pool starts), checking each is still the recorded process, and
+    /// deletes their records. Answers how many.
+    pub fn kill_unclaimed(&self) -> usize {
+        let unclaimed: Vec<(String, (Adoptable, PathBuf, u64))> = self
             .adoptable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
-        {
+            .collect();
+        let mut killed = 0;
+        for (path, (adoptable, file, start_time)) in unclaimed {
+            // The pidfd pins the process; the start time proves it is the recorded one.
+            let pidfd = proc::pidfd_open(adoptable.pid)
+                .ok()
+                .filter(|_| proc::start_time(adoptable.pid).is_ok_and(|t| t == start_time));
+            if let Some(pidfd) = pidfd {
+                tracing::warn!(%path, pid = adoptable.pid, "no actor claims this process of an earlier warden: killing its group");
+                let _ = proc::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                if let Ok(pgid) = i32::try_from(adoptable.pgid) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pgid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                killed += 1;
+            }
             let _ = std::fs::remove_file(file);
         }
+        killed
     }
 }
 
@@ -214,7 +234,7 @@ impl ProcessRecords for StateStore {
     }
 
     fn take_adoptable(&self, path: &ActorPath) -> Option<Adoptable> {
-        let (adoptable, _file) = self
+        let (adoptable, _file, _start) = self
             .adoptable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
