@@ -169,6 +169,7 @@ fn json(response: Response) -> Result<HttpResponse, ApiError> {
         Response::Session(session) => Ok(HttpResponse::Created().json(session)),
         Response::Released => Ok(HttpResponse::NoContent().finish()),
         Response::RolledOut(summary) => Ok(HttpResponse::Ok().json(summary)),
+        Response::Token(check) => Ok(HttpResponse::Ok().json(check)),
         Response::Logs(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),
@@ -385,6 +386,24 @@ async fn pool_post(
     let body = read_body(payload).await?;
     let raw = req.match_info().query("path").trim_matches('/');
     let (pool, action) = raw.rsplit_once('/').unwrap_or(("", raw));
+    // `.../tokens/verify`: the pool is two segments up.
+    if let ("verify", Some(pool)) = (action, pool.strip_suffix("/tokens")) {
+        #[derive(Deserialize)]
+        struct VerifyBody {
+            token: String,
+        }
+        let check: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("verify body: {e} (expected {{\"token\": \"...\"}})"),
+            )
+        })?;
+        let request = Request::VerifyToken {
+            pool: pool.to_owned(),
+            token: check.token,
+        };
+        return json(ask(&state, request).await?);
+    }
     let request = match action {
         "sessions" => Request::Acquire {
             pool: pool.to_owned(),

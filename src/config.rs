@@ -239,6 +239,9 @@ pub struct PoolConfig {
     /// A worker without sessions for this long is reaped, as long as `min` workers
     /// remain; default 5m; never zero.
     pub idle_timeout: Duration,
+    /// How long a worker's signed token is valid; it is rewritten every half of this;
+    /// default 10m; at least 1s.
+    pub token_ttl: Duration,
 }
 
 /// Checks that `text` uses no placeholder but `{port}` and `{worker_id}` (the rule the

@@ -178,6 +178,7 @@ fn print_response(json: bool, request: &Request, response: Response) -> ExitCode
         Response::Session(session) => print_json(&session),
         Response::Released => {}
         Response::RolledOut(summary) => print_json(&summary),
+        Response::Token(check) => print_json(&check),
     }
     let _ = request;
     ExitCode::SUCCESS

@@ -60,6 +60,18 @@ impl StateLayout {
             .join(format!("{}.sock", flat_name(path)))
     }
 
+    /// The signed token file of a pool worker (`$WARDEN_WORKER_TOKEN_FILE`).
+    pub fn worker_token(&self, path: &ActorPath) -> PathBuf {
+        self.root
+            .join("tokens")
+            .join(format!("{}.token", flat_name(path)))
+    }
+
+    /// The key that signs worker tokens (kept, so a restarted warden verifies old ones).
+    pub fn token_key(&self) -> PathBuf {
+        self.root.join("pool.key")
+    }
+
     /// The local control socket.
     pub fn control_socket(&self) -> PathBuf {
         self.root.join("control.sock")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use warden_actors::{
     LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolFactory,
     PoolHub, PoolSpec, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec, SessionRegistry,
-    WorkerBuilder, WorkerTemplate,
+    TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{
     ActorKind, ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
@@ -37,6 +37,8 @@ pub struct Wiring {
     pub pools: Arc<PoolHub>,
     /// Where pool sessions are kept.
     pub sessions: Arc<dyn SessionRegistry>,
+    /// Signs worker tokens (`None`: pools write none).
+    pub tokens: Option<Arc<TokenSigner>>,
 }
 
 impl Default for Wiring {
@@ -46,6 +48,7 @@ impl Default for Wiring {
             hub: Arc::default(),
             pools: Arc::default(),
             sessions: Arc::new(MemoryRegistry::default()),
+            tokens: None,
         }
     }
 }
@@ -263,6 +266,13 @@ fn pool_child(
                 .collect();
             env.push(("PORT".to_owned(), port.to_string()));
             env.push(("WARDEN_WORKER_ID".to_owned(), id.to_owned()));
+            if records.tokens.is_some() {
+                let file = StateLayout::new(&owner.state_dir).worker_token(worker);
+                env.push((
+                    "WARDEN_WORKER_TOKEN_FILE".to_owned(),
+                    file.to_string_lossy().into_owned(),
+                ));
+            }
             let service = ServiceConfig {
                 name: id.to_owned(),
                 path: worker.to_string(),
@@ -315,6 +325,14 @@ fn pool_child(
         sessions_per_worker: pool.sessions_per_worker,
         idle_timeout: pool.idle_timeout,
         start_timeout,
+        tokens: wiring.tokens.clone().map(|signer| {
+            let layout = StateLayout::new(&config.state_dir);
+            WorkerTokens {
+                signer,
+                file: Arc::new(move |worker: &ActorPath| layout.worker_token(worker)),
+                ttl: pool.token_ttl,
+            }
+        }),
     };
     Ok(ChildSpec::new(
         name,

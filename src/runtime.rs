@@ -47,8 +47,11 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         );
     }
     let store = Arc::new(store);
+    let signer = warden_actors::TokenSigner::load_or_create(&layout.token_key())
+        .with_context(|| format!("worker token key {}", layout.token_key().display()))?;
     let wiring = plan::Wiring {
         records: Some(store.clone()),
+        tokens: Some(Arc::new(signer)),
         ..plan::Wiring::default()
     };
     let spec = plan::root_spec(&config, &wiring)?;
@@ -66,6 +69,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             reloader: Some(Reloader::new(config.clone(), wiring.clone())),
             hub: wiring.hub.clone(),
             pools: wiring.pools.clone(),
+            tokens: wiring.tokens.clone(),
         })
         .start();
         socket::serve(&socket_path, controller.clone())

@@ -105,12 +105,7 @@ impl StateStore {
             state_dir: state_dir.to_path_buf(),
             dir,
             boot_id,
-            adoptable: Mutex::new(
-                adoptable
-                    .into_iter()
-                    .map(|(path, entry)| (path, entry))
-                    .collect(),
-            ),
+            adoptable: Mutex::new(adoptable.into_iter().collect()),
         };
         recovered.orphans_killed = store.kill_orphans();
         Ok((store, recovered))

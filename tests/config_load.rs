@@ -1703,6 +1703,7 @@ fn pool_entry_reads_every_service_key_and_its_own() {
         max: 8,
         sessions_per_worker: 3,
         idle_timeout: Duration::from_secs(90),
+        token_ttl: Duration::from_secs(600),
     };
     let app = supervisor(&config.root, "app");
     assert_eq!(app.children, vec![ChildConfig::Pool(shiny)]);
@@ -1744,6 +1745,7 @@ fn pool_without_options_gets_every_default() {
         max: 4,
         sessions_per_worker: 10,
         idle_timeout: Duration::from_secs(300),
+        token_ttl: Duration::from_secs(600),
     };
     assert_eq!(*pool(&config.root, "plain"), expected);
     assert_eq!(paths(&config.root), ["/app", "/plain"]);

@@ -9,16 +9,20 @@
 mod actor;
 mod outboard;
 mod pool;
+mod redis_registry;
 mod service;
+mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
 pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
 pub use pool::{
     MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, RolloutSummary, Session,
-    SessionRegistry, WorkerBuilder, WorkerTemplate,
+    SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
+pub use redis_registry::RedisRegistry;
 pub use service::log::{tail_lines, LogFile, LogSpec};
 pub use service::proc;
 pub use service::ready::ReadyCheck;
 pub use service::records::{Adoptable, ProcessRecords};
 pub use service::{Output, ServiceFactory, ServiceSpec};
+pub use worker_token::{TokenError, TokenSigner, VerifiedToken};

@@ -37,6 +37,25 @@ pub struct WorkerTemplate {
 pub type WorkerBuilder =
     Arc<dyn Fn(&ActorPath, &WorkerTemplate, u16) -> Result<ChildSpec, String> + Send + Sync>;
 
+/// Where and how long-lived the signed tokens of a pool's workers are.
+#[derive(Clone)]
+pub struct WorkerTokens {
+    /// Signs them.
+    pub signer: Arc<crate::TokenSigner>,
+    /// The token file of a worker (its path is in the worker's environment).
+    pub file: Arc<dyn Fn(&ActorPath) -> std::path::PathBuf + Send + Sync>,
+    /// How long a token is valid; files are rewritten every half of this.
+    pub ttl: Duration,
+}
+
+impl fmt::Debug for WorkerTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerTokens")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A pool's settings.
 #[derive(Clone)]
 pub struct PoolSpec {
@@ -56,6 +75,8 @@ pub struct PoolSpec {
     pub idle_timeout: Duration,
     /// How long a new worker may take to be running before a session placed on it fails.
     pub start_timeout: Duration,
+    /// Signed worker tokens (`None`: none are written).
+    pub tokens: Option<WorkerTokens>,
 }
 
 impl fmt::Debug for PoolSpec {
@@ -330,12 +351,48 @@ impl fmt::Debug for PoolManager {
 impl Actor for PoolManager {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         self.publish();
+        if let Some(tokens) = &self.spec.tokens {
+            for worker in &self.workers {
+                write_worker_token(tokens, &worker.path);
+            }
+            let every = (tokens.ttl / 2).max(Duration::from_millis(500));
+            ctx.run_interval(every, |act, _| {
+                if let Some(tokens) = &act.spec.tokens {
+                    for worker in &act.workers {
+                        write_worker_token(tokens, &worker.path);
+                    }
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        for worker in &self.workers {
+            self.forget_token(&worker.path);
+        }
+    }
+}
+
+/// Writes a fresh token for `worker` (errors are logged: the worker keeps its old one).
+fn write_worker_token(tokens: &WorkerTokens, worker: &ActorPath) {
+    let token = tokens
+        .signer
+        .sign(worker, std::time::SystemTime::now() + tokens.ttl);
+    let file = (tokens.file)(worker);
+    if let Err(e) = crate::worker_token::write_token(&file, &token) {
+        tracing::warn!(%worker, file = %file.display(), error = %e, "cannot write a worker token");
     }
 }
 
 impl PoolManager {
+    fn forget_token(&self, worker: &ActorPath) {
+        if let Some(tokens) = &self.spec.tokens {
+            let _ = std::fs::remove_file((tokens.file)(worker));
+        }
+    }
+
     fn free_port(&self) -> Option<u16> {
         self.spec
             .ports
@@ -353,6 +410,9 @@ impl PoolManager {
         let name = ActorName::new(&id).map_err(|e| e.to_string())?;
         let path = self.path.child(&name);
         let spec = (self.spec.build)(&path, &self.template, port)?;
+        if let Some(tokens) = &self.spec.tokens {
+            write_worker_token(tokens, &path);
+        }
         self.workers.push(Worker {
             id,
             path,
@@ -423,11 +483,15 @@ impl PoolManager {
         let now = Instant::now();
         let mut removed = false;
         // Drained workers: no session left, or past their deadline.
-        let before = self.workers.len();
-        self.workers.retain(
-            |w| !matches!(w.draining, Some(deadline) if w.sessions == 0 || now >= deadline),
-        );
-        removed |= self.workers.len() != before;
+        let (gone, kept): (Vec<Worker>, Vec<Worker>) =
+            std::mem::take(&mut self.workers).into_iter().partition(
+                |w| matches!(w.draining, Some(deadline) if w.sessions == 0 || now >= deadline),
+            );
+        self.workers = kept;
+        removed |= !gone.is_empty();
+        for w in &gone {
+            self.forget_token(&w.path);
+        }
         // Idle workers above min, the longest idle first.
         loop {
             let active = self.active().count() as u32;
@@ -445,7 +509,8 @@ impl PoolManager {
             match idle {
                 Some((i, _)) => {
                     tracing::info!(pool = %self.path, worker = %self.workers[i].path, "reaping an idle worker");
-                    self.workers.remove(i);
+                    let worker = self.workers.remove(i);
+                    self.forget_token(&worker.path);
                     removed = true;
                 }
                 None => break,

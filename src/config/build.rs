@@ -32,6 +32,9 @@ const DEFAULT_VERSION: u32 = 1;
 const DEFAULT_POOL_MIN: u32 = 0;
 const DEFAULT_POOL_MAX: u32 = 4;
 const DEFAULT_SESSIONS_PER_WORKER: u32 = 10;
+/// How long a worker token is valid by default.
+const DEFAULT_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// The placeholders a pool fills in for each worker.
 const PLACEHOLDERS: [&str; 2] = ["port", "worker_id"];
@@ -459,6 +462,14 @@ fn pool(
         Some(value) => value.get_ref().0,
         None => DEFAULT_IDLE_TIMEOUT,
     };
+    let token_ttl = match &keys.token_ttl {
+        Some(value) if value.get_ref().0 < std::time::Duration::from_secs(1) => {
+            let detail = "must be at least 1s";
+            return Err(src.error(value.span(), &label, "token_ttl", detail));
+        }
+        Some(value) => value.get_ref().0,
+        None => DEFAULT_TOKEN_TTL,
+    };
 
     node.child = match node.child {
         ChildConfig::Service(service) => ChildConfig::Pool(PoolConfig {
@@ -476,6 +487,7 @@ fn pool(
             max,
             sessions_per_worker,
             idle_timeout,
+            token_ttl,
         }),
         other => other,
     };

@@ -194,6 +194,7 @@ pub(super) struct RawPool {
     pub max: Option<Spanned<u32>>,
     pub sessions_per_worker: Option<Spanned<u32>>,
     pub idle_timeout: Option<Spanned<Dur>>,
+    pub token_ttl: Option<Spanned<Dur>>,
 }
 
 /// The keys only a `[[pool]]` entry has.
@@ -203,6 +204,7 @@ pub(super) struct RawPoolKeys {
     pub max: Option<Spanned<u32>>,
     pub sessions_per_worker: Option<Spanned<u32>>,
     pub idle_timeout: Option<Spanned<Dur>>,
+    pub token_ttl: Option<Spanned<Dur>>,
 }
 
 impl RawPool {
@@ -222,6 +224,7 @@ impl RawPool {
             max,
             sessions_per_worker,
             idle_timeout,
+            token_ttl,
         } = self;
         let service = RawService {
             name,
@@ -239,6 +242,7 @@ impl RawPool {
             max,
             sessions_per_worker,
             idle_timeout,
+            token_ttl,
         };
         (service, pool)
     }

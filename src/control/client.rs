@@ -202,7 +202,10 @@ fn http_ask(
         Request::Logs { path, tail } => ("GET", actor_url(path, &format!("/logs?tail={tail}"))),
         Request::Reload => ("POST", format!("{base}/api/v1/reload")),
         Request::Call { path, .. } => ("POST", actor_url(path, "/call")),
-        Request::Acquire { .. } | Request::Release { .. } | Request::Rollout { .. } => {
+        Request::Acquire { .. }
+        | Request::Release { .. }
+        | Request::Rollout { .. }
+        | Request::VerifyToken { .. } => {
             return Ok(Err(Failure::new(
                 FailureKind::BadRequest,
                 "pool sessions are not a ctl verb: use the HTTP API",
@@ -290,7 +293,10 @@ fn http_ask(
         Request::Drain => Response::Draining,
         Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
         Request::Call { .. } => Response::Reply(serde_json::from_slice(&body).map_err(protocol)?),
-        Request::Acquire { .. } | Request::Release { .. } | Request::Rollout { .. } => {
+        Request::Acquire { .. }
+        | Request::Release { .. }
+        | Request::Rollout { .. }
+        | Request::VerifyToken { .. } => {
             return Err(ClientError::Protocol(
                 "pool requests are not asked over HTTP by ctl".to_owned(),
             ))

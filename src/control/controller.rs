@@ -11,7 +11,7 @@ use super::request::control;
 use crate::layout::StateLayout;
 use crate::metrics;
 use crate::reload::Reloader;
-use warden_actors::{CallError, OutboardHub, PoolError, PoolHub};
+use warden_actors::{CallError, OutboardHub, PoolError, PoolHub, TokenSigner};
 
 /// What the controller works on.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ pub struct ControllerConfig {
     pub hub: Arc<OutboardHub>,
     /// Finds pool managers.
     pub pools: Arc<PoolHub>,
+    /// Verifies worker tokens.
+    pub tokens: Option<Arc<TokenSigner>>,
 }
 
 /// The control actor.
@@ -36,6 +38,7 @@ pub struct Controller {
     reloader: Option<Reloader>,
     hub: Arc<OutboardHub>,
     pools: Arc<PoolHub>,
+    tokens: Option<Arc<TokenSigner>>,
     draining: bool,
     reloading: bool,
 }
@@ -49,6 +52,7 @@ impl Controller {
             reloader: config.reloader,
             hub: config.hub,
             pools: config.pools,
+            tokens: config.tokens,
             draining: false,
             reloading: false,
         }
@@ -220,6 +224,7 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self))
             }
+            Request::VerifyToken { pool, token } => immediate(self.verify_token(&pool, &token)),
             Request::Wait { paths, timeout_ms } => {
                 let parsed: Result<Vec<ActorPath>, Failure> =
                     paths.iter().map(|p| parse_path(p)).collect();
@@ -270,6 +275,46 @@ impl Controller {
             Ok(Response::Actor(Box::new(view)))
         };
         Box::pin(fut.into_actor(self))
+    }
+
+    fn verify_token(&self, pool: &str, token: &str) -> Result<Response, Failure> {
+        use super::protocol::TokenCheck;
+        let pool = parse_path(pool)?;
+        match self.tree.get(&pool) {
+            Some(info) if info.kind == ActorKind::Pool => {}
+            _ => {
+                return Err(Failure::new(
+                    FailureKind::NotFound,
+                    format!("no pool at {pool}"),
+                ))
+            }
+        }
+        let signer = self.tokens.as_ref().ok_or_else(|| {
+            Failure::new(
+                FailureKind::Unavailable,
+                "this warden signs no worker tokens",
+            )
+        })?;
+        let invalid = |reason: String| TokenCheck {
+            valid: false,
+            worker: None,
+            expires_at: None,
+            reason: Some(reason),
+        };
+        let check = match signer.verify(token, std::time::SystemTime::now()) {
+            Ok(verified) if verified.worker.parent().as_ref() == Some(&pool) => TokenCheck {
+                valid: true,
+                worker: Some(verified.worker),
+                expires_at: Some(warden_supervisors::Timestamp(verified.expires_at)),
+                reason: None,
+            },
+            Ok(verified) => invalid(format!(
+                "the token is for {}, not a worker of {pool}",
+                verified.worker
+            )),
+            Err(e) => invalid(e.to_string()),
+        };
+        Ok(Response::Token(check))
     }
 
     fn logs(&self, path: &str, tail: usize) -> Result<Response, Failure> {

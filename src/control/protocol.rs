@@ -87,6 +87,13 @@ pub enum Request {
         /// How long old workers may keep their sessions.
         deadline_ms: u64,
     },
+    /// Check a worker token of a pool.
+    VerifyToken {
+        /// The pool.
+        pool: String,
+        /// The token.
+        token: String,
+    },
     /// Wait until every listed actor is `running`.
     Wait {
         /// Their paths.
@@ -141,6 +148,21 @@ pub enum Response {
     Released,
     /// Answer to [`Request::Rollout`].
     RolledOut(warden_actors::RolloutSummary),
+    /// Answer to [`Request::VerifyToken`].
+    Token(TokenCheck),
+}
+
+/// Whether a worker token is valid, and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheck {
+    /// Signed by this warden's key, not expired, and naming a worker of the pool.
+    pub valid: bool,
+    /// The worker it names, when valid.
+    pub worker: Option<warden_supervisors::ActorPath>,
+    /// When it expires, when valid.
+    pub expires_at: Option<warden_supervisors::Timestamp>,
+    /// Why not, when invalid.
+    pub reason: Option<String>,
 }
 
 /// What kind of failure, which fixes the HTTP status and the CLI exit code.

@@ -1,0 +1,186 @@
+//! Worker tokens: short-lived signed statements "this is worker W until T", so that a
+//! worker can prove who it is to others (who ask warden to verify). Each is
+//! `v1|<worker path>|<expiry, unix seconds>|<hex HMAC-SHA256>` under a key kept in
+//! `state_dir` (created 0600 when missing), so a restarted warden verifies tokens it
+//! signed before.
+
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use warden_supervisors::ActorPath;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a token is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not of the token's form.
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not match: forged, or signed with another key.
+    #[error("bad signature")]
+    BadSignature,
+    /// It has expired.
+    #[error("expired {0} s ago")]
+    Expired(u64),
+}
+
+/// A verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The worker it names.
+    pub worker: ActorPath,
+    /// When it expires.
+    pub expires_at: SystemTime,
+}
+
+/// Signs and verifies worker tokens.
+pub struct TokenSigner {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSigner(..)")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl TokenSigner {
+    /// Reads the key at `path`, creating it (0600, 256 random bits) when missing.
+    pub fn load_or_create(path: &Path) -> io::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = unhex(text.trim())
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: not a 256-bit hex key", path.display()),
+                        )
+                    })?;
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                Ok(Self { key })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)?;
+                writeln!(file, "{}", hex(&key))?;
+                Ok(Self { key })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mac(&self, body: &str) -> HmacSha256 {
+        // HMAC takes keys of any length: a 32-byte key never fails.
+        let mut mac =
+            <HmacSha256 as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        mac.update(body.as_bytes());
+        mac
+    }
+
+    /// A token for `worker`, valid until `expires_at`.
+    pub fn sign(&self, worker: &ActorPath, expires_at: SystemTime) -> String {
+        let secs = expires_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let body = format!("v1|{worker}|{secs}");
+        let tag = self.mac(&body).finalize().into_bytes();
+        format!("{body}|{}", hex(&tag))
+    }
+
+    /// Checks `token` at time `now` (the signature in constant time).
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
+        let token = token.trim();
+        let (body, tag) = token.rsplit_once('|').ok_or(TokenError::Malformed)?;
+        let mut parts = body.split('|');
+        let (Some("v1"), Some(worker), Some(secs), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let tag = unhex(tag).ok_or(TokenError::Malformed)?;
+        self.mac(body)
+            .verify_slice(&tag)
+            .map_err(|_| TokenError::BadSignature)?;
+        let worker = ActorPath::parse(worker).map_err(|_| TokenError::Malformed)?;
+        let secs: u64 = secs.parse().map_err(|_| TokenError::Malformed)?;
+        let expires_at = UNIX_EPOCH + Duration::from_secs(secs);
+        if let Ok(late) = now.duration_since(expires_at) {
+            return Err(TokenError::Expired(late.as_secs()));
+        }
+        Ok(VerifiedToken { worker, expires_at })
+    }
+}
+
+/// Writes `token` to `path` atomically (temp file + rename), mode 0600.
+pub(crate) fn write_token(path: &Path, token: &str) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(file, "{token}")?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_until_they_expire_and_forgeries_fail() {
+        let dir = std::env::temp_dir().join(format!("warden-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let signer = TokenSigner::load_or_create(&dir.join("key")).unwrap();
+        let worker = ActorPath::parse("/app/w1").unwrap();
+        let now = SystemTime::now();
+        let token = signer.sign(&worker, now + Duration::from_secs(60));
+        assert_eq!(signer.verify(&token, now).unwrap().worker, worker);
+        // The same key read again verifies it: a restarted warden.
+        let again = TokenSigner::load_or_create(&dir.join("key")).unwrap();
+        assert!(again.verify(&token, now).is_ok());
+        assert!(matches!(
+            signer.verify(&token, now + Duration::from_secs(120)),
+            Err(TokenError::Expired(_))
+        ));
+        let forged = token.replace("/app/w1", "/app/w2");
+        assert_eq!(signer.verify(&forged, now), Err(TokenError::BadSignature));
+        assert_eq!(signer.verify("garbage", now), Err(TokenError::Malformed));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
