@@ -170,6 +170,9 @@ fn json(response: Response) -> Result<HttpResponse, ApiError> {
         Response::Released => Ok(HttpResponse::NoContent().finish()),
         Response::RolledOut(summary) => Ok(HttpResponse::Ok().json(summary)),
         Response::Token(check) => Ok(HttpResponse::Ok().json(check)),
+        Response::Activated => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "active" })))
+        }
         Response::Logs(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),
@@ -226,6 +229,15 @@ async fn reload(
 ) -> Result<HttpResponse, ApiError> {
     read_body(payload).await?;
     json(ask(&state, Request::Reload).await?)
+}
+
+async fn activate(
+    _: Authorized,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    read_body(payload).await?;
+    json(ask(&state, Request::Activate).await?)
 }
 
 async fn drain(
@@ -516,6 +528,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/events", web::get().to(events))
         .route("/api/v1/reload", web::post().to(reload))
         .route("/api/v1/drain", web::post().to(drain))
+        .route("/api/v1/admin/activate", web::post().to(activate))
         .route("/api/v1/actors/{path:.*}", web::get().to(actor_get))
         .route("/api/v1/actors/{path:.*}", web::post().to(actor_post))
         .route("/api/v1/pools/{path:.*}", web::post().to(pool_post))

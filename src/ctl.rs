@@ -179,6 +179,7 @@ fn print_response(json: bool, request: &Request, response: Response) -> ExitCode
         Response::Released => {}
         Response::RolledOut(summary) => print_json(&summary),
         Response::Token(check) => print_json(&check),
+        Response::Activated => println!("active"),
     }
     let _ = request;
     ExitCode::SUCCESS

@@ -40,6 +40,10 @@ enum Command {
         /// is running, 1 naming the member that failed.
         #[arg(long)]
         detach: bool,
+        /// Start nothing until `POST /api/v1/admin/activate` (the admin API and control
+        /// socket answer meanwhile): for taking over from a running warden.
+        #[arg(long, conflicts_with = "detach")]
+        passive: bool,
         /// With --detach: how long to wait for every member to run.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, requires = "detach")]
         wait: std::time::Duration,
@@ -243,7 +247,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Up { .. } => match warden::runtime::up(config) {
+        Command::Up { passive, .. } => match warden::runtime::up_with(config, passive) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 report(cli.log_format, &format!("{e:#}"));

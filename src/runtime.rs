@@ -24,6 +24,13 @@ use crate::token::AdminToken;
 /// gracefully (reverse order, stop timeouts, SIGKILL to process groups) and returns.
 /// SIGHUP reloads the config file; SIGUSR1 drains.
 pub fn up(config: Config) -> anyhow::Result<()> {
+    up_with(config, false)
+}
+
+/// [`up`], optionally `passive`: the admin API and the control socket answer, but no
+/// child is started (no background work) until `POST /api/v1/admin/activate` — for a new
+/// warden taking over from an old one that shares its pools' sessions through Redis.
+pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     // A bound holder's connection comes first: a refused client must hear why at once.
     let bound_connection = take_bound_connection()?;
     let layout = StateLayout::new(&config.state_dir);
@@ -49,11 +56,16 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let signer = warden_actors::TokenSigner::load_or_create(&layout.token_key())
         .with_context(|| format!("worker token key {}", layout.token_key().display()))?;
-    let wiring = plan::Wiring {
+    let mut wiring = plan::Wiring {
         records: Some(store.clone()),
         tokens: Some(Arc::new(signer)),
         ..plan::Wiring::default()
     };
+    if let Some(url) = &config.cluster.redis_url {
+        let registry = warden_actors::RedisRegistry::connect(url).map_err(anyhow::Error::msg)?;
+        tracing::info!(%url, "pool sessions are shared through Redis");
+        wiring.sessions = Arc::new(registry);
+    }
     let spec = plan::root_spec(&config, &wiring)?;
     // Signals are taken before anything starts, so none is lost in between.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
@@ -61,6 +73,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
     let signals_handle = signals.handle();
     let system = actix::System::new();
     let result = system.block_on(async move {
+        let (activate_tx, mut activate_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let tree = Arc::new(ActorTree::new());
         let socket_path = layout.control_socket();
         let controller = Controller::new(ControllerConfig {
@@ -70,6 +83,7 @@ pub fn up(config: Config) -> anyhow::Result<()> {
             hub: wiring.hub.clone(),
             pools: wiring.pools.clone(),
             tokens: wiring.tokens.clone(),
+            activate: passive.then(|| activate_tx.clone()),
         })
         .start();
         socket::serve(&socket_path, controller.clone())
@@ -101,6 +115,18 @@ pub fn up(config: Config) -> anyhow::Result<()> {
         let (parent_gone_tx, mut parent_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
         if let Some(stream) = bound_connection {
             serve_bound(stream, controller.clone(), parent_gone_tx)?;
+        }
+        if passive {
+            tracing::info!("passive: waiting for POST /api/v1/admin/activate before starting anything");
+            tokio::select! {
+                Some(()) = activate_rx.recv() => tracing::info!("activated: starting the tree"),
+                signal = signal_rx.recv() => {
+                    tracing::info!(signal = signal.map(warden_supervisors::signal_name), "stopping (never activated)");
+                    server_handle.stop(true).await;
+                    let _ = std::fs::remove_file(&socket_path);
+                    return anyhow::Ok(());
+                }
+            }
         }
         let running = RunningTree::start_in(tree.clone(), &spec);
         let mut started = false;

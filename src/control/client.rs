@@ -205,7 +205,8 @@ fn http_ask(
         Request::Acquire { .. }
         | Request::Release { .. }
         | Request::Rollout { .. }
-        | Request::VerifyToken { .. } => {
+        | Request::VerifyToken { .. }
+        | Request::Activate => {
             return Ok(Err(Failure::new(
                 FailureKind::BadRequest,
                 "pool sessions are not a ctl verb: use the HTTP API",
@@ -296,7 +297,8 @@ fn http_ask(
         Request::Acquire { .. }
         | Request::Release { .. }
         | Request::Rollout { .. }
-        | Request::VerifyToken { .. } => {
+        | Request::VerifyToken { .. }
+        | Request::Activate => {
             return Err(ClientError::Protocol(
                 "pool requests are not asked over HTTP by ctl".to_owned(),
             ))

@@ -28,6 +28,8 @@ pub struct ControllerConfig {
     pub pools: Arc<PoolHub>,
     /// Verifies worker tokens.
     pub tokens: Option<Arc<TokenSigner>>,
+    /// `Some` while warden is passive: activation starts the tree.
+    pub activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 /// The control actor.
@@ -39,6 +41,7 @@ pub struct Controller {
     hub: Arc<OutboardHub>,
     pools: Arc<PoolHub>,
     tokens: Option<Arc<TokenSigner>>,
+    activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     draining: bool,
     reloading: bool,
 }
@@ -53,6 +56,7 @@ impl Controller {
             hub: config.hub,
             pools: config.pools,
             tokens: config.tokens,
+            activate: config.activate,
             draining: false,
             reloading: false,
         }
@@ -114,6 +118,10 @@ impl Handler<Request> for Controller {
             } else {
                 Health::Ok
             }))),
+            Request::Ready if self.activate.is_some() => immediate(Ok(Response::Ready {
+                ready: false,
+                waiting: Vec::new(),
+            })),
             Request::Ready => {
                 let mut waiting = not_ready(&tree);
                 let ready = waiting.is_empty() && !self.draining;
@@ -177,7 +185,23 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self))
             }
+            Request::Activate => immediate(match self.activate.take() {
+                Some(tx) => {
+                    let _ = tx.send(());
+                    Ok(Response::Activated)
+                }
+                None => Err(Failure::new(
+                    FailureKind::Conflict,
+                    "warden is already active",
+                )),
+            }),
             Request::Acquire { pool } => {
+                if self.activate.is_some() {
+                    return immediate(Err(Failure::new(
+                        FailureKind::Unavailable,
+                        "warden is passive: POST /api/v1/admin/activate first",
+                    )));
+                }
                 if self.draining {
                     return immediate(Err(Failure::new(
                         FailureKind::Unavailable,

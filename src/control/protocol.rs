@@ -87,6 +87,8 @@ pub enum Request {
         /// How long old workers may keep their sessions.
         deadline_ms: u64,
     },
+    /// Start the tree of a passive warden.
+    Activate,
     /// Check a worker token of a pool.
     VerifyToken {
         /// The pool.
@@ -150,6 +152,8 @@ pub enum Response {
     RolledOut(warden_actors::RolloutSummary),
     /// Answer to [`Request::VerifyToken`].
     Token(TokenCheck),
+    /// Answer to [`Request::Activate`].
+    Activated,
 }
 
 /// Whether a worker token is valid, and whose it is.
