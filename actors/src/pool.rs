@@ -281,6 +281,7 @@ impl ChildFactory for PoolFactory {
             workers: Vec::new(),
             next_worker: 0,
             reap: None,
+            retiring: Vec::new(),
         };
         for _ in 0..self.spec.min {
             manager.new_worker()?;
@@ -337,6 +338,9 @@ pub(crate) struct PoolManager {
     workers: Vec<Worker>,
     next_worker: u64,
     reap: Option<SpawnHandle>,
+    /// Workers taken out of the list whose process may still be stopping: their ports
+    /// are not handed out until they have left the tree.
+    retiring: Vec<(ActorPath, u16)>,
 }
 
 impl fmt::Debug for PoolManager {
@@ -393,11 +397,23 @@ impl PoolManager {
         }
     }
 
-    fn free_port(&self) -> Option<u16> {
-        self.spec
-            .ports
-            .clone()
-            .find(|p| !self.workers.iter().any(|w| w.port == *p))
+    /// The lowest port neither a worker nor a stopping former worker holds.
+    fn free_port(&mut self) -> Option<u16> {
+        let tree = &self.tree;
+        self.retiring.retain(|(path, _)| tree.get(path).is_some());
+        let taken = |p: &u16| {
+            self.workers.iter().any(|w| w.port == *p)
+                || self.retiring.iter().any(|(_, port)| port == p)
+        };
+        self.spec.ports.clone().find(|p| !taken(p))
+    }
+
+    /// Takes worker `i` out of the pool (its supervisor stops it on the next sync).
+    fn retire(&mut self, i: usize) -> Worker {
+        let worker = self.workers.remove(i);
+        self.forget_token(&worker.path);
+        self.retiring.push((worker.path.clone(), worker.port));
+        worker
     }
 
     /// Adds a worker to the list (not yet to the supervisor).
@@ -491,6 +507,7 @@ impl PoolManager {
         removed |= !gone.is_empty();
         for w in &gone {
             self.forget_token(&w.path);
+            self.retiring.push((w.path.clone(), w.port));
         }
         // Idle workers above min, the longest idle first.
         loop {
@@ -509,8 +526,7 @@ impl PoolManager {
             match idle {
                 Some((i, _)) => {
                     tracing::info!(pool = %self.path, worker = %self.workers[i].path, "reaping an idle worker");
-                    let worker = self.workers.remove(i);
-                    self.forget_token(&worker.path);
+                    self.retire(i);
                     removed = true;
                 }
                 None => break,
@@ -729,7 +745,10 @@ impl Handler<Rollout> for PoolManager {
             .spec
             .ports
             .clone()
-            .filter(|p| !self.workers.iter().any(|w| w.port == *p))
+            .filter(|p| {
+                !self.workers.iter().any(|w| w.port == *p)
+                    && !self.retiring.iter().any(|(_, port)| port == p)
+            })
             .count() as u32;
         if free_ports < wanted {
             return Err(PoolError::Invalid(format!(

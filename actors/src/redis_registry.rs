@@ -12,8 +12,9 @@
 //! a later call, at most once every 500 ms; once Redis answers again it
 //! resyncs (writes back the sessions this process holds that Redis lacks, deletes those
 //! removed during the outage, then adopts Redis's view, which includes what other wardens
-//! added) and logs that it did. Every Redis exchange has a 1 s connect and read/write
-//! timeout, so no call blocks long on a dead Redis.
+//! added) and logs that it did. Every Redis exchange is a single command with a 1 s
+//! connect and read/write timeout (`remove` and the per-pool resync are small Lua scripts,
+//! atomic and one reply each), so a call on a dead or frozen Redis returns within ~1 s.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -78,6 +79,25 @@ impl fmt::Debug for RedisRegistry {
             .finish_non_exhaustive()
     }
 }
+
+/// Removes one session atomically and answers it (nil if absent).
+/// KEYS[1]: the pool's hash; ARGV[1]: the session id.
+const REMOVE_SCRIPT: &str = "\
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v";
+
+/// The resync of one pool, atomically: deletes the ids removed during the outage, writes
+/// the sessions this process holds that the hash lacks, answers `{written, HGETALL}`.
+/// KEYS[1]: the pool's hash; ARGV: n, then n ids to delete, then (id, json) pairs.
+const RESYNC_SCRIPT: &str = "\
+local n = tonumber(ARGV[1])
+for i = 2, n + 1 do redis.call('HDEL', KEYS[1], ARGV[i]) end
+local written = 0
+for i = n + 2, #ARGV - 1, 2 do
+  written = written + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return {written, redis.call('HGETALL', KEYS[1])}";
 
 /// The Redis hash holding the sessions of `pool`.
 fn key(pool: &ActorPath) -> String {
@@ -245,16 +265,15 @@ impl RedisRegistry {
         let (mut written, mut deleted) = (0usize, 0usize);
         for (pool, local) in pools.iter_mut() {
             let key = key(pool);
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            if !local.removed.is_empty() {
-                pipe.cmd("HDEL").arg(&key);
-                for id in &local.removed {
-                    pipe.arg(id);
-                }
-                pipe.ignore();
+            // One command per pool (one reply, so one read timeout at most).
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(RESYNC_SCRIPT)
+                .arg(1)
+                .arg(&key)
+                .arg(local.removed.len());
+            for id in &local.removed {
+                cmd.arg(id);
             }
-            let mut puts = 0;
             for id in &local.own {
                 if let Some(session) = local.sessions.get(id) {
                     let json = serde_json::to_string(session).map_err(|e| {
@@ -264,22 +283,11 @@ impl RedisRegistry {
                             e.to_string(),
                         ))
                     })?;
-                    pipe.cmd("HSETNX").arg(&key).arg(id).arg(json);
-                    puts += 1;
+                    cmd.arg(id).arg(json);
                 }
             }
-            pipe.cmd("HGETALL").arg(&key);
-            // Replies: one 0/1 per HSETNX, then the hash.
-            let mut replies: Vec<redis::Value> = pipe.query(conn)?;
-            let raw = match replies.pop() {
-                Some(value) => redis::from_redis_value::<HashMap<String, String>>(value)?,
-                None => HashMap::new(),
-            };
-            written += replies
-                .iter()
-                .take(puts)
-                .filter(|v| matches!(v, redis::Value::Int(1)))
-                .count();
+            let (added, raw): (usize, HashMap<String, String>) = cmd.query(conn)?;
+            written += added;
             deleted += local.removed.len();
             local.removed.clear();
             local.sessions = parse_all(pool, raw);
@@ -337,16 +345,12 @@ impl SessionRegistry for RedisRegistry {
         let mut state = self.lock();
         let key = key(pool);
         let in_redis = self.with_redis(&mut state, |conn| {
-            let (json, _): (Option<String>, i64) = redis::pipe()
-                .atomic()
-                .cmd("HGET")
+            redis::cmd("EVAL")
+                .arg(REMOVE_SCRIPT)
+                .arg(1)
                 .arg(&key)
                 .arg(session_id)
-                .cmd("HDEL")
-                .arg(&key)
-                .arg(session_id)
-                .query(conn)?;
-            Ok(json)
+                .query::<Option<String>>(conn)
         });
         let local = state.pools.entry(pool.clone()).or_default();
         let known = local.sessions.remove(session_id);
