@@ -1,0 +1,349 @@
+//! Tests of the Redis session registry against a real `redis-server` (each test starts its
+//! own on a free loopback port and kills it at the end): put/list/remove, two registries
+//! sharing one Redis, a clear error for an unreachable Redis, and serving from local state
+//! while Redis is killed or frozen, then resyncing once it is back.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warden_actors::{RedisRegistry, Session, SessionRegistry};
+use warden_supervisors::ActorPath;
+
+/// The longest a registry call may take while Redis is dead or frozen (1 s timeouts).
+const CALL_BOUND: Duration = Duration::from_secs(2);
+
+fn redis_server_bin() -> PathBuf {
+    let found = Command::new("which")
+        .arg("redis-server")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty());
+    match found {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from("/usr/bin/redis-server"),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether a Redis on `port` answers PING.
+fn pings(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A `redis-server` child, killed (by pid) on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let bin = redis_server_bin();
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut redis = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pings(port) {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!("redis-server on port {port} exited: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING within 10s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("a pid fits in i32")
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// SIGKILL, and wait until it is gone and its port is free.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pings(port) {
+            assert!(Instant::now() < deadline, "redis on {port} still answers");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // SIGCONT first, in case a test froze it.
+        // SAFETY: kill(2) on the pid of our own child; harmless if it already exited.
+        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pool(path: &str) -> ActorPath {
+    ActorPath::parse(path).expect("a valid pool path")
+}
+
+fn session(id: &str, worker: &str, port: u16) -> Session {
+    Session {
+        session_id: id.to_owned(),
+        worker: ActorPath::parse(worker).expect("a valid worker path"),
+        port,
+    }
+}
+
+fn ids(sessions: &[Session]) -> Vec<String> {
+    let mut ids: Vec<String> = sessions.iter().map(|s| s.session_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// Runs `f`, asserting it returns within [`CALL_BOUND`].
+fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let value = f();
+    let took = started.elapsed();
+    assert!(took < CALL_BOUND, "{what} took {took:?}");
+    value
+}
+
+/// Polls `f` every 50 ms until it is true, for at most 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn put_list_remove_round_trip() {
+    let redis = Redis::start(free_port());
+    let registry = RedisRegistry::connect(&redis.url()).expect("connect");
+    let p = pool("/shiny");
+    let other = pool("/other");
+    assert!(registry.list(&p).expect("list").is_empty());
+
+    let a = session("a1", "/shiny/w1", 20000);
+    let b = session("b2", "/shiny/w2", 20001);
+    registry.put(&p, &a).expect("put a");
+    registry.put(&p, &b).expect("put b");
+    registry
+        .put(&other, &session("c3", "/other/w1", 21000))
+        .expect("put c");
+
+    let listed = registry.list(&p).expect("list");
+    assert_eq!(ids(&listed), ["a1", "b2"]);
+    assert!(listed.contains(&a) && listed.contains(&b));
+    assert_eq!(ids(&registry.list(&other).expect("list")), ["c3"]);
+
+    assert_eq!(registry.remove(&p, "a1").expect("remove"), Some(a));
+    assert_eq!(registry.remove(&p, "a1").expect("remove again"), None);
+    assert_eq!(registry.remove(&p, "nope").expect("remove unknown"), None);
+    assert_eq!(registry.list(&p).expect("list"), vec![b]);
+    assert!(!registry.is_degraded());
+    assert!(format!("{registry:?}").contains(&redis.url()));
+}
+
+#[test]
+fn two_registries_share_sessions() {
+    let redis = Redis::start(free_port());
+    let one = RedisRegistry::connect(&redis.url()).expect("connect one");
+    let two = RedisRegistry::connect(&redis.url()).expect("connect two");
+    let p = pool("/shiny");
+
+    let s1 = session("s1", "/shiny/w1", 20000);
+    let s2 = session("s2", "/shiny/w2", 20001);
+    one.put(&p, &s1).expect("put s1");
+    two.put(&p, &s2).expect("put s2");
+    assert_eq!(ids(&one.list(&p).expect("list one")), ["s1", "s2"]);
+    assert_eq!(ids(&two.list(&p).expect("list two")), ["s1", "s2"]);
+
+    // A session released through the other warden is gone for both.
+    assert_eq!(two.remove(&p, "s1").expect("remove"), Some(s1));
+    assert_eq!(one.list(&p).expect("list one"), vec![s2.clone()]);
+    assert_eq!(one.remove(&p, "s1").expect("remove again"), None);
+    assert_eq!(two.list(&p).expect("list two"), vec![s2]);
+}
+
+#[test]
+fn unreachable_redis_is_a_clear_error() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let err = RedisRegistry::connect(&url).expect_err("nothing listens there");
+    assert!(started.elapsed() < Duration::from_secs(2), "took too long");
+    assert!(
+        err.contains(&format!("cannot reach Redis at {url}")),
+        "error: {err}"
+    );
+
+    let err = RedisRegistry::connect("http://127.0.0.1:1").expect_err("not a Redis URL");
+    assert!(err.contains("http://127.0.0.1:1"), "error: {err}");
+
+    let err = RedisRegistry::connect(&format!("redis://:hunter2@127.0.0.1:{}/0", free_port()))
+        .expect_err("nothing listens there");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+    assert!(err.contains(":***@127.0.0.1"), "error: {err}");
+}
+
+#[test]
+fn redis_killed_then_restarted_serves_locally_and_resyncs() {
+    let port = free_port();
+    let redis = Redis::start(port);
+    let url = redis.url();
+    let one = RedisRegistry::connect(&url).expect("connect one");
+    let two = RedisRegistry::connect(&url).expect("connect two");
+    let p = pool("/shiny");
+
+    let before1 = session("before1", "/shiny/w1", 20000);
+    let before2 = session("before2", "/shiny/w1", 20000);
+    let theirs = session("theirs", "/shiny/w2", 20001);
+    one.put(&p, &before1).expect("put");
+    one.put(&p, &before2).expect("put");
+    two.put(&p, &theirs).expect("put");
+    assert_eq!(
+        ids(&one.list(&p).expect("list")),
+        ["before1", "before2", "theirs"]
+    );
+
+    redis.kill();
+
+    // Every call keeps working, from local state, in bounded time.
+    let during = session("during", "/shiny/w3", 20002);
+    bounded("put while down", || one.put(&p, &during)).expect("put while down");
+    assert!(one.is_degraded());
+    let removed = bounded("remove while down", || one.remove(&p, "before1"));
+    assert_eq!(removed.expect("remove while down"), Some(before1.clone()));
+    let listed = bounded("list while down", || one.list(&p)).expect("list while down");
+    assert_eq!(ids(&listed), ["before2", "during", "theirs"]);
+    let started = Instant::now();
+    for i in 0..20 {
+        let s = session(&format!("burst{i:02}"), "/shiny/w3", 20002);
+        bounded("put while down", || one.put(&p, &s)).expect("put while down");
+        bounded("remove while down", || one.remove(&p, &s.session_id)).expect("remove");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "40 calls while down took {:?}",
+        started.elapsed()
+    );
+    assert!(one.is_degraded());
+
+    // Redis comes back empty on the same port; a copy of `before1` that survived somewhere
+    // (say, a snapshot) must still be deleted by the resync.
+    let redis = Redis::start(port);
+    let seed = RedisRegistry::connect(&url).expect("connect seed");
+    seed.put(&p, &before1).expect("seed before1");
+
+    eventually("registry one resynced", || {
+        bounded("list after restart", || one.list(&p)).expect("list");
+        !one.is_degraded()
+    });
+    let fresh = RedisRegistry::connect(&url).expect("connect fresh");
+    // `two` held `theirs`: it writes it back on its own resync.
+    eventually("registry two resynced", || {
+        bounded("list after restart", || two.list(&p)).expect("list");
+        !two.is_degraded()
+    });
+    let in_redis = fresh.list(&p).expect("list fresh");
+    assert_eq!(ids(&in_redis), ["before2", "during", "theirs"]);
+    assert!(in_redis.contains(&during));
+    assert_eq!(ids(&two.list(&p).expect("list two")), ids(&in_redis));
+    assert_eq!(ids(&one.list(&p).expect("list one")), ids(&in_redis));
+
+    // Fully back: writes go to Redis again.
+    one.remove(&p, "during").expect("remove");
+    assert_eq!(ids(&two.list(&p).expect("list two")), ["before2", "theirs"]);
+    drop(redis);
+}
+
+#[test]
+fn redis_frozen_calls_stay_bounded_and_resync_on_resume() {
+    let redis = Redis::start(free_port());
+    let one = RedisRegistry::connect(&redis.url()).expect("connect one");
+    let two = RedisRegistry::connect(&redis.url()).expect("connect two");
+    let p = pool("/frozen");
+    let kept = session("kept", "/frozen/w1", 20000);
+    let gone = session("gone", "/frozen/w1", 20000);
+    one.put(&p, &kept).expect("put");
+    one.put(&p, &gone).expect("put");
+
+    // SIGSTOP: connections are accepted by the kernel but nothing answers.
+    redis.signal(libc::SIGSTOP);
+    let added = session("added", "/frozen/w2", 20001);
+    bounded("put while frozen", || one.put(&p, &added)).expect("put");
+    assert!(one.is_degraded());
+    std::thread::sleep(Duration::from_millis(600));
+    let removed = bounded("remove while frozen", || one.remove(&p, "gone")).expect("remove");
+    assert_eq!(removed, Some(gone));
+    std::thread::sleep(Duration::from_millis(600));
+    let listed = bounded("list while frozen", || one.list(&p)).expect("list");
+    assert_eq!(ids(&listed), ["added", "kept"]);
+
+    // Redis kept its data: the resync must add `added` and delete `gone`.
+    redis.signal(libc::SIGCONT);
+    eventually("registry one resynced", || {
+        bounded("list after resume", || one.list(&p)).expect("list");
+        !one.is_degraded()
+    });
+    assert_eq!(ids(&two.list(&p).expect("list two")), ["added", "kept"]);
+}
+
+#[test]
+fn put_remove_throughput() {
+    let redis = Redis::start(free_port());
+    let registry = RedisRegistry::connect(&redis.url()).expect("connect");
+    let p = pool("/bench");
+    let n = 2000;
+    let started = Instant::now();
+    for i in 0..n {
+        let s = session(&format!("s{i}"), "/bench/w1", 20000);
+        registry.put(&p, &s).expect("put");
+        assert_eq!(registry.remove(&p, &s.session_id).expect("remove"), Some(s));
+    }
+    let took = started.elapsed();
+    let rate = f64::from(n) / took.as_secs_f64();
+    println!("redis registry: {n} put+remove pairs in {took:?} = {rate:.0} pairs/s");
+    assert!(registry.list(&p).expect("list").is_empty());
+    assert!(!registry.is_degraded());
+}
