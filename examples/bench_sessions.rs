@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use warden::embed::RunningTree;
 use warden::{ServiceSpec, Strategy, SupervisorSpec};
 use warden_actors::{
-    MemoryRegistry, PoolFactory, PoolHub, PoolSpec, RedisRegistry, ServiceFactory, SessionRegistry, WorkerBuilder,
-    WorkerTemplate,
+    MemoryRegistry, PoolFactory, PoolHub, PoolSpec, RedisRegistry, ServiceFactory, SessionRegistry,
+    WorkerBuilder, WorkerTemplate,
 };
 use warden_supervisors::{ActorKind, ActorName, ActorPath, ChildSpec};
 
@@ -20,11 +20,16 @@ const PAIRS: usize = 20_000;
 
 async fn run(registry: Arc<dyn SessionRegistry>, label: &str) {
     let hub = Arc::new(PoolHub::new());
-    let build: WorkerBuilder = Arc::new(|worker: &ActorPath, template: &WorkerTemplate, _port: u16| {
-        let spec = ServiceSpec::new(template.command.clone()).map_err(|e| e.to_string())?;
-        let name = ActorName::new(worker.name()).map_err(|e| e.to_string())?;
-        Ok(ChildSpec::new(name, ServiceFactory::new(spec).with_kind(ActorKind::Worker)))
-    });
+    let build: WorkerBuilder = Arc::new(
+        |worker: &ActorPath, template: &WorkerTemplate, _port: u16| {
+            let spec = ServiceSpec::new(template.command.clone()).map_err(|e| e.to_string())?;
+            let name = ActorName::new(worker.name()).map_err(|e| e.to_string())?;
+            Ok(ChildSpec::new(
+                name,
+                ServiceFactory::new(spec).with_kind(ActorKind::Worker),
+            ))
+        },
+    );
     let spec = PoolSpec {
         template: WorkerTemplate {
             command: vec!["sleep".into(), "100000".into()],
@@ -39,13 +44,19 @@ async fn run(registry: Arc<dyn SessionRegistry>, label: &str) {
         start_timeout: Duration::from_secs(10),
         tokens: None,
     };
-    let pool = ChildSpec::new(ActorName::new("pool").expect("name"), PoolFactory::new(spec, hub.clone(), registry));
+    let pool = ChildSpec::new(
+        ActorName::new("pool").expect("name"),
+        PoolFactory::new(spec, hub.clone(), registry),
+    );
     let tree = RunningTree::start(&SupervisorSpec {
         strategy: Strategy::OneForOne,
         intensity: None,
         children: vec![pool],
     });
-    assert!(tree.ready(Duration::from_secs(10)).await, "pool did not start");
+    assert!(
+        tree.ready(Duration::from_secs(10)).await,
+        "pool did not start"
+    );
     let path = ActorPath::parse("/pool").expect("path");
     for _ in 0..1_000 {
         let s = hub.acquire(&path).await.expect("acquire");
