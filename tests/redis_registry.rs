@@ -3,122 +3,18 @@
 //! sharing one Redis, a clear error for an unreachable Redis, and serving from local state
 //! while Redis is killed or frozen, then resyncing once it is back.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
+
+use support::free_port;
+use support::redis::Redis;
 
 use warden_actors::{RedisRegistry, Session, SessionRegistry};
 use warden_supervisors::ActorPath;
 
 /// The longest a registry call may take while Redis is dead or frozen (1 s timeouts).
 const CALL_BOUND: Duration = Duration::from_secs(2);
-
-fn redis_server_bin() -> PathBuf {
-    let found = Command::new("which")
-        .arg("redis-server")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|p| !p.is_empty());
-    match found {
-        Some(path) => PathBuf::from(path),
-        None => PathBuf::from("/usr/bin/redis-server"),
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Whether a Redis on `port` answers PING.
-fn pings(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
-}
-
-/// A `redis-server` child, killed (by pid) on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let bin = redis_server_bin();
-        let child = Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut redis = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !pings(port) {
-            if let Ok(Some(status)) = redis.child.try_wait() {
-                panic!("redis-server on port {port} exited: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("a pid fits in i32")
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
-    }
-
-    /// SIGKILL, and wait until it is gone and its port is free.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let port = self.port;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pings(port) {
-            assert!(Instant::now() < deadline, "redis on {port} still answers");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        // SIGCONT first, in case a test froze it.
-        // SAFETY: kill(2) on the pid of our own child; harmless if it already exited.
-        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn pool(path: &str) -> ActorPath {
     ActorPath::parse(path).expect("a valid pool path")

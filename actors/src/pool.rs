@@ -136,6 +136,28 @@ pub trait SessionRegistry: Send + Sync + fmt::Debug + 'static {
     fn remove(&self, pool: &ActorPath, session_id: &str) -> Result<Option<Session>, String>;
     /// Every session of `pool`.
     fn list(&self, pool: &ActorPath) -> Result<Vec<Session>, String>;
+
+    /// Whether other wardens share this registry (then their sessions and workers count:
+    /// worker numbers and ports are handed out through it, and session counts are read
+    /// back from it).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// A worker number of `pool` unique among the wardens sharing the registry (`None`:
+    /// not shared, or unreachable now: the pool counts on its own).
+    fn next_worker(&self, _pool: &ActorPath) -> Option<u64> {
+        None
+    }
+
+    /// Claims `port` of `pool` for `worker`; `false` when another warden's worker holds
+    /// it.
+    fn claim_port(&self, _pool: &ActorPath, _port: u16, _worker: &ActorPath) -> bool {
+        true
+    }
+
+    /// Gives `port` back (only if `worker` holds it).
+    fn release_port(&self, _pool: &ActorPath, _port: u16, _worker: &ActorPath) {}
 }
 
 /// The in-memory [`SessionRegistry`].
@@ -195,6 +217,19 @@ impl PoolHub {
             .map(|(_, a)| a.clone())
             .filter(Addr::connected)
             .ok_or_else(|| PoolError::NoPool(pool.to_string()))
+    }
+
+    /// Tells every pool that warden drains: no new sessions, and each worker stops once
+    /// its sessions are gone.
+    pub fn drain_all(&self) {
+        for (_, manager) in self
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            manager.do_send(Drain);
+        }
     }
 
     /// Places a new session in `pool`.
@@ -282,6 +317,7 @@ impl ChildFactory for PoolFactory {
             next_worker: 0,
             reap: None,
             retiring: Vec::new(),
+            draining: false,
         };
         for _ in 0..self.spec.min {
             manager.new_worker()?;
@@ -322,6 +358,8 @@ struct Worker {
     port: u16,
     spec: ChildSpec,
     sessions: u32,
+    /// Sessions placed here but not yet in the registry (waiting for the worker to run).
+    pending: u32,
     idle_since: Option<Instant>,
     /// `Some(deadline)` once a rollout replaced it: no new sessions.
     draining: Option<Instant>,
@@ -341,6 +379,8 @@ pub(crate) struct PoolManager {
     /// Workers taken out of the list whose process may still be stopping: their ports
     /// are not handed out until they have left the tree.
     retiring: Vec<(ActorPath, u16)>,
+    /// warden drains: no new sessions; each worker stops once its sessions are gone.
+    draining: bool,
 }
 
 impl fmt::Debug for PoolManager {
@@ -357,6 +397,9 @@ impl Actor for PoolManager {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.publish();
+        if self.registry.shared() {
+            ctx.run_interval(Duration::from_secs(1), |act, ctx| act.recount(ctx));
+        }
         if let Some(tokens) = &self.spec.tokens {
             for worker in &self.workers {
                 write_worker_token(tokens, &worker.path);
@@ -375,6 +418,11 @@ impl Actor for PoolManager {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         for worker in &self.workers {
             self.forget_token(&worker.path);
+            self.registry
+                .release_port(&self.path, worker.port, &worker.path);
+        }
+        for (path, port) in &self.retiring {
+            self.registry.release_port(&self.path, *port, path);
         }
     }
 }
@@ -397,15 +445,25 @@ impl PoolManager {
         }
     }
 
-    /// The lowest port neither a worker nor a stopping former worker holds.
-    fn free_port(&mut self) -> Option<u16> {
-        let tree = &self.tree;
-        self.retiring.retain(|(path, _)| tree.get(path).is_some());
+    /// The lowest port that neither a worker nor a stopping former worker holds, nor
+    /// another warden sharing the registry; claimed for `worker`.
+    fn free_port(&mut self, worker: &ActorPath) -> Option<u16> {
+        let tree = self.tree.clone();
+        let (gone, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|(path, _)| tree.get(path).is_none());
+        self.retiring = still;
+        for (path, port) in gone {
+            self.registry.release_port(&self.path, port, &path);
+        }
         let taken = |p: &u16| {
             self.workers.iter().any(|w| w.port == *p)
                 || self.retiring.iter().any(|(_, port)| port == p)
         };
-        self.spec.ports.clone().find(|p| !taken(p))
+        let candidates: Vec<u16> = self.spec.ports.clone().filter(|p| !taken(p)).collect();
+        candidates
+            .into_iter()
+            .find(|p| self.registry.claim_port(&self.path, *p, worker))
     }
 
     /// Takes worker `i` out of the pool (its supervisor stops it on the next sync).
@@ -418,13 +476,17 @@ impl PoolManager {
 
     /// Adds a worker to the list (not yet to the supervisor).
     fn new_worker(&mut self) -> Result<usize, String> {
-        let port = self
-            .free_port()
-            .ok_or_else(|| format!("no free port left in {:?}", self.spec.ports))?;
-        self.next_worker += 1;
-        let id = format!("w{}", self.next_worker);
+        let number = match self.registry.next_worker(&self.path) {
+            Some(n) => n.max(self.next_worker + 1),
+            None => self.next_worker + 1,
+        };
+        self.next_worker = number;
+        let id = format!("w{number}");
         let name = ActorName::new(&id).map_err(|e| e.to_string())?;
         let path = self.path.child(&name);
+        let port = self
+            .free_port(&path)
+            .ok_or_else(|| format!("no free port left in {:?}", self.spec.ports))?;
         let spec = (self.spec.build)(&path, &self.template, port)?;
         if let Some(tokens) = &self.spec.tokens {
             write_worker_token(tokens, &path);
@@ -435,6 +497,7 @@ impl PoolManager {
             port,
             spec,
             sessions: 0,
+            pending: 0,
             idle_since: Some(Instant::now()),
             draining: None,
         });
@@ -576,6 +639,53 @@ struct Rollout {
 #[rtype(result = "()")]
 struct StopManager;
 
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Drain;
+
+impl Handler<Drain> for PoolManager {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        if self.draining {
+            return;
+        }
+        tracing::info!(pool = %self.path, "draining: each worker stops once its sessions are gone");
+        self.draining = true;
+        // No deadline: a draining warden waits for its own workers' sessions.
+        let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        for worker in &mut self.workers {
+            worker.draining.get_or_insert(never);
+        }
+        self.reap(ctx);
+        self.publish();
+    }
+}
+
+impl PoolManager {
+    /// Reads the session counts of this pool's workers back from a shared registry:
+    /// another warden may have released (or placed) sessions on them.
+    fn recount(&mut self, ctx: &mut Context<Self>) {
+        let Ok(sessions) = self.registry.list(&self.path) else {
+            return;
+        };
+        let mut changed = false;
+        for worker in &mut self.workers {
+            let count =
+                sessions.iter().filter(|s| s.worker == worker.path).count() as u32 + worker.pending;
+            if count != worker.sessions {
+                changed = true;
+                worker.sessions = count;
+                worker.idle_since = (count == 0).then(Instant::now);
+            }
+        }
+        if changed {
+            self.reap(ctx);
+            self.publish();
+        }
+    }
+}
+
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
@@ -617,6 +727,12 @@ impl Handler<Acquire> for PoolManager {
     type Result = ResponseActFuture<Self, Result<Session, PoolError>>;
 
     fn handle(&mut self, _: Acquire, ctx: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
+                "pool {} is draining",
+                self.path
+            )))));
+        }
         let spw = self.spec.sessions_per_worker;
         // The fullest worker with room: packing keeps the others idle, to be reaped.
         let chosen = self
@@ -652,6 +768,7 @@ impl Handler<Acquire> for PoolManager {
         // Reserved now, so concurrent requests see the seat as taken.
         let worker = &mut self.workers[index];
         worker.sessions += 1;
+        worker.pending += 1;
         worker.idle_since = None;
         let session = Session {
             session_id: random_id(),
@@ -668,6 +785,9 @@ impl Handler<Acquire> for PoolManager {
         );
         Box::pin(wait.into_actor(self).map(move |ready, act, ctx| {
             let put = ready.and_then(|()| act.registry.put(&act.path, &session));
+            if let Some(w) = act.workers.iter_mut().find(|w| w.id == worker_id) {
+                w.pending = w.pending.saturating_sub(1);
+            }
             match put {
                 Ok(()) => Ok(session),
                 Err(why) => {

@@ -374,6 +374,52 @@ impl SessionRegistry for RedisRegistry {
         }
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn next_worker(&self, pool: &ActorPath) -> Option<u64> {
+        let mut state = self.lock();
+        let key = format!("warden:pool:{pool}:next_worker");
+        self.with_redis(&mut state, |conn| {
+            redis::cmd("INCR").arg(&key).query::<u64>(conn)
+        })
+    }
+
+    fn claim_port(&self, pool: &ActorPath, port: u16, worker: &ActorPath) -> bool {
+        let mut state = self.lock();
+        let key = format!("warden:pool:{pool}:ports");
+        // HSETNX, or the same worker claiming again: one round trip.
+        let script = "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return 1 end \
+                      if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end return 0";
+        let claimed = self.with_redis(&mut state, |conn| {
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&key)
+                .arg(port)
+                .arg(worker.as_str())
+                .query::<i64>(conn)
+        });
+        // Unreachable: decide locally (the pool's own list still keeps its ports apart).
+        claimed.is_none_or(|c| c == 1)
+    }
+
+    fn release_port(&self, pool: &ActorPath, port: u16, worker: &ActorPath) {
+        let mut state = self.lock();
+        let key = format!("warden:pool:{pool}:ports");
+        let script = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
+        self.with_redis(&mut state, |conn| {
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&key)
+                .arg(port)
+                .arg(worker.as_str())
+                .query::<i64>(conn)
+        });
+    }
+
     fn list(&self, pool: &ActorPath) -> Result<Vec<Session>, String> {
         let mut state = self.lock();
         let key = key(pool);

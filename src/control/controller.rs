@@ -154,6 +154,7 @@ impl Handler<Request> for Controller {
                     tracing::warn!("draining: /healthz answers 503 from now on");
                 }
                 self.draining = true;
+                self.pools.drain_all();
                 immediate(Ok(Response::Draining))
             }
             Request::Metrics => {

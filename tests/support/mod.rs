@@ -2,6 +2,8 @@
 //! a small HTTP client, polling with deadlines, and process checks by pid.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod redis;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
