@@ -62,7 +62,9 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         ..plan::Wiring::default()
     };
     if let Some(url) = &config.cluster.redis_url {
-        let registry = warden_actors::RedisRegistry::connect(url).map_err(anyhow::Error::msg)?;
+        let registry = warden_actors::RedisRegistry::connect(url)
+            .map_err(anyhow::Error::msg)?
+            .with_instance(config.state_dir.to_string_lossy());
         tracing::info!(%url, "pool sessions are shared through Redis");
         wiring.sessions = Arc::new(registry);
     }

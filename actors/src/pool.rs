@@ -158,6 +158,9 @@ pub trait SessionRegistry: Send + Sync + fmt::Debug + 'static {
 
     /// Gives `port` back (only if `worker` holds it).
     fn release_port(&self, _pool: &ActorPath, _port: u16, _worker: &ActorPath) {}
+
+    /// Gives back every port this warden claimed in an earlier run (before a crash).
+    fn release_own_ports(&self, _pool: &ActorPath) {}
 }
 
 /// The in-memory [`SessionRegistry`].
@@ -319,6 +322,7 @@ impl ChildFactory for PoolFactory {
             retiring: Vec::new(),
             draining: false,
         };
+        self.registry.release_own_ports(&cx.path);
         for _ in 0..self.spec.min {
             manager.new_worker()?;
         }

@@ -45,6 +45,9 @@ pub struct RedisRegistry {
     url: String,
     client: redis::Client,
     state: Mutex<State>,
+    /// Who this warden is among those sharing the Redis (its state_dir): port claims are
+    /// tagged with it, so a restarted warden takes back what it held before a crash.
+    instance: String,
 }
 
 #[derive(Default)]
@@ -161,6 +164,7 @@ impl RedisRegistry {
             .map_err(|e| format!("cannot reach Redis at {shown}: {e}"))?;
         Ok(Self {
             url: shown,
+            instance: String::new(),
             client,
             state: Mutex::new(State {
                 conn: Some(conn),
@@ -181,6 +185,17 @@ impl RedisRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Names this warden among those sharing the Redis (e.g. its state_dir).
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
+    }
+
+    /// How a port claim of `worker` by this warden is written.
+    fn owned(&self, worker: &ActorPath) -> String {
+        format!("{worker}@{}", self.instance)
     }
 
     /// Runs `f` on the Redis connection, (re)connecting and resyncing first if needed.
@@ -386,7 +401,27 @@ impl SessionRegistry for RedisRegistry {
         })
     }
 
+    fn release_own_ports(&self, pool: &ActorPath) {
+        let mut state = self.lock();
+        let key = format!("warden:pool:{pool}:ports");
+        let suffix = format!("@{}", self.instance);
+        // Claims left by this warden's earlier run (a crash keeps them): given back.
+        let script = "local n = 0 local all = redis.call('HGETALL', KEYS[1]) \
+                      for i = 1, #all, 2 do local v = all[i + 1] \
+                      if string.sub(v, -string.len(ARGV[1])) == ARGV[1] then redis.call('HDEL', KEYS[1], all[i]) n = n + 1 end end \
+                      return n";
+        self.with_redis(&mut state, |conn| {
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&key)
+                .arg(&suffix)
+                .query::<i64>(conn)
+        });
+    }
+
     fn claim_port(&self, pool: &ActorPath, port: u16, worker: &ActorPath) -> bool {
+        let worker = &self.owned(worker);
         let mut state = self.lock();
         let key = format!("warden:pool:{pool}:ports");
         // HSETNX, or the same worker claiming again: one round trip.
@@ -398,7 +433,7 @@ impl SessionRegistry for RedisRegistry {
                 .arg(1)
                 .arg(&key)
                 .arg(port)
-                .arg(worker.as_str())
+                .arg(worker)
                 .query::<i64>(conn)
         });
         // Unreachable: decide locally (the pool's own list still keeps its ports apart).
@@ -406,6 +441,7 @@ impl SessionRegistry for RedisRegistry {
     }
 
     fn release_port(&self, pool: &ActorPath, port: u16, worker: &ActorPath) {
+        let worker = &self.owned(worker);
         let mut state = self.lock();
         let key = format!("warden:pool:{pool}:ports");
         let script = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
@@ -415,7 +451,7 @@ impl SessionRegistry for RedisRegistry {
                 .arg(1)
                 .arg(&key)
                 .arg(port)
-                .arg(worker.as_str())
+                .arg(worker)
                 .query::<i64>(conn)
         });
     }
