@@ -23,35 +23,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A TOML basic string holding `s`.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A TOML `command` array running `script` with `/bin/sh -c`.
-fn sh(script: &str) -> String {
-    format!("[\"/bin/sh\", \"-c\", {}]", toml_str(script))
-}
-
-/// The absolute path of `rel` in `dir`, as a string for scripts.
-fn abs(dir: &tempfile::TempDir, rel: &str) -> String {
-    dir.path()
-        .join(rel)
-        .to_str()
-        .expect("utf-8 path")
-        .to_owned()
-}
-
 /// A service that appends "start NAME <its pid>" to `file` and then is `sleep 1000`
 /// (one process: the shell execs, so `$$` is the service's pid).
 fn recording_sleeper(name: &str, file: &str) -> String {

@@ -11,35 +11,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// A TOML basic string holding `s`.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A TOML `command` array running `script` with `/bin/sh -c`.
-fn sh(script: &str) -> String {
-    format!("[\"/bin/sh\", \"-c\", {}]", toml_str(script))
-}
-
-/// The absolute path of `rel` in `dir`, as a string for scripts.
-fn abs(dir: &tempfile::TempDir, rel: &str) -> String {
-    dir.path()
-        .join(rel)
-        .to_str()
-        .expect("utf-8 path")
-        .to_owned()
-}
-
 fn count(file: &str) -> usize {
     lines(Path::new(file)).len()
 }
