@@ -3,9 +3,10 @@
 //! adopts its children instead of starting second instances.
 //!
 //! A record holds the actor path, pid, process group, the process start time (field 22 of
-//! /proc/PID/stat) and the boot id; it is written with write-then-rename (atomic) right
-//! after the spawn, before the child is reported running, and removed when the process is
-//! gone. No fsync: a warden crash keeps the page cache, and after a machine crash the boot
+//! /proc/PID/stat) and the boot id; it is written in one write to a file named by the pid
+//! right after the spawn, before the child is reported running, and removed when the
+//! process is gone. A torn record (a crash mid-write) does not parse and is deleted; its
+//! process is then an orphan, found by its marker and killed, never a second instance. No fsync: a warden crash keeps the page cache, and after a machine crash the boot
 //! id differs, so such records are never trusted anyway. A record is adopted only when
 //! its pid is alive with the same start time and boot id; any other record is deleted,
 //! and its pid is never signalled.
@@ -163,12 +164,20 @@ impl StateStore {
         self.dir.join(format!("{name}@{pid}.json"))
     }
 
+    /// One write of one new file (named by the pid, so never overwritten): a crash in
+    /// the middle leaves a file that does not parse, which the next warden deletes, and
+    /// the process it named is then an orphan, found by its marker and killed. So no
+    /// temp file and rename are needed on the spawn path.
     fn write(&self, path: &ActorPath, record: &Record) -> io::Result<()> {
+        use std::io::Write as _;
         let file = self.file_for(path, record.pid);
-        let tmp = file.with_extension("tmp");
         let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &file)
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&file)?;
+        out.write_all(&bytes)
     }
 
     /// Kills the process groups of live records that no actor adopted once the tree has

@@ -422,10 +422,11 @@ fn reopen_output(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
 
 /// `pipe:[inode]` of an fd of ours.
 fn fd_identity(fd: &std::os::fd::OwnedFd) -> Option<String> {
-    use std::os::fd::AsRawFd;
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    // What readlink(/proc/self/fd/N) says of a pipe, from one fstat (cheaper on the
+    // spawn path than a /proc lookup).
+    nix::sys::stat::fstat(fd)
         .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|st| format!("pipe:[{}]", st.st_ino))
 }
 
 /// Makes the pipe hold up to 1 MiB (best effort), so a child can write that much while no
