@@ -314,9 +314,12 @@ async fn join_exit(task: tokio::task::JoinHandle<Exit>) -> Exit {
 /// Who to tell when a recorded process is gone.
 type RecordHandle = Option<(Arc<dyn ProcessRecords>, warden_supervisors::ActorPath, u32)>;
 
+/// Deletes the record of a process that is gone, off the restart path (on the blocking
+/// pool): a record that outlives its process for a moment is harmless, since a later
+/// warden checks the pid's start time before trusting it.
 fn forget(record: RecordHandle) {
     if let Some((records, path, pid)) = record {
-        records.removed(&path, pid);
+        tokio::task::spawn_blocking(move || records.removed(&path, pid));
     }
 }
 
