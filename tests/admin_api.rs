@@ -3,8 +3,6 @@
 //! that answers before the children are started.
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
@@ -41,9 +39,8 @@ const KINDS: [&str; 7] = [
     "actor",
 ];
 
-/// Sends one request with exactly the headers given (`Connection: close` is added) and an
-/// optional body; ignores a failed body write (the server may answer early) and reads the
-/// response.
+/// [`support::raw_request`] with a JSON Content-Type and Content-Length added for a body
+/// or a POST.
 fn raw_request(
     port: u16,
     method: &str,
@@ -51,76 +48,13 @@ fn raw_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
+    let length = body.len().to_string();
+    let mut all = headers.to_vec();
     if !body.is_empty() || method == "POST" {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        all.push(("Content-Type", "application/json"));
+        all.push(("Content-Length", &length));
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    // The server may answer and close before reading a large body: keep going to the read.
-    for chunk in body.chunks(64 * 1024) {
-        if stream.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let mut raw = Vec::new();
-    let read = stream.read_to_end(&mut raw);
-    if raw.is_empty() {
-        read?;
-    }
-    parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let mut body = raw[split + 4..].to_vec();
-    if chunked {
-        let mut out = Vec::new();
-        let mut data = &body[..];
-        while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16)
-                .unwrap_or(0);
-            data = &data[eol + 2..];
-            if size == 0 || data.len() < size {
-                break;
-            }
-            out.extend_from_slice(&data[..size]);
-            data = &data[(size + 2).min(data.len())..];
-        }
-        body = out;
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    support::raw_request(port, method, path, &all, body)
 }
 
 /// Asserts an error answer: `status` and a JSON body `{"error": "<non-empty string>"}`.

@@ -15,92 +15,6 @@ const T: Duration = Duration::from_secs(10);
 /// A wrong but well-formed bearer token.
 const WRONG_TOKEN: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Sends one request with exactly the headers given (`Connection: close` is added) and
-/// `body` as is; ignores a failed body write (the server may answer early) and reads the
-/// response.
-fn raw_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(20)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    for chunk in body.chunks(16 * 1024) {
-        if stream.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let mut raw = Vec::new();
-    let read = stream.read_to_end(&mut raw);
-    if raw.is_empty() {
-        read?;
-    }
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let mut body = raw[split + 4..].to_vec();
-    if chunked {
-        body = dechunk(&body).0;
-    }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Decodes the complete chunks at the start of a chunked body; answers the bytes and
-/// whether the terminating zero-size chunk was seen.
-fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..eol]).into_owned();
-        let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
-        let Ok(size) = usize::from_str_radix(&size_text, 16) else {
-            break;
-        };
-        if size == 0 {
-            return (out, true);
-        }
-        let rest = &data[eol + 2..];
-        if rest.len() < size + 2 {
-            break;
-        }
-        out.extend_from_slice(&rest[..size]);
-        data = &rest[size + 2..];
-    }
-    (out, false)
-}
-
 /// Asserts an error answer: `status` and a JSON body `{"error": "<non-empty string>"}`.
 fn assert_json_error(r: &Response, status: u16, what: &str) {
     assert_eq!(r.status, status, "{what}: status; body: {}", r.text());
@@ -477,7 +391,7 @@ impl EventStream {
 
     /// The `state` events received so far, as JSON.
     fn state_events(&self) -> Vec<Value> {
-        let (text, _) = dechunk(&self.raw);
+        let text = dechunk(&self.raw);
         let text = String::from_utf8_lossy(&text).into_owned();
         let mut out = Vec::new();
         for block in text.split("\n\n") {

@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::*;
@@ -46,21 +46,6 @@ fn event_ms(file: &str, event: &str) -> f64 {
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
     ns as f64 / 1e6
-}
-
-fn rfc3339(v: &Value) -> SystemTime {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("expected an RFC 3339 timestamp, got {v}"));
-    humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("bad RFC 3339 timestamp {s:?}: {e}"))
-}
-
-/// `a - b` in milliseconds (negative if `a` is earlier).
-fn diff_ms(a: SystemTime, b: SystemTime) -> f64 {
-    match a.duration_since(b) {
-        Ok(d) => d.as_secs_f64() * 1e3,
-        Err(e) => -e.duration().as_secs_f64() * 1e3,
-    }
 }
 
 fn pid_of(a: &Value) -> Option<u32> {

@@ -50,21 +50,6 @@ fn line_ms(line: &str) -> f64 {
     ns as f64 / 1e6
 }
 
-fn rfc3339(v: &Value) -> SystemTime {
-    let s = v
-        .as_str()
-        .unwrap_or_else(|| panic!("expected an RFC 3339 timestamp, got {v}"));
-    humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("bad RFC 3339 timestamp {s:?}: {e}"))
-}
-
-/// `a - b` in milliseconds (negative if `a` is earlier).
-fn diff_ms(a: SystemTime, b: SystemTime) -> f64 {
-    match a.duration_since(b) {
-        Ok(d) => d.as_secs_f64() * 1e3,
-        Err(e) => -e.duration().as_secs_f64() * 1e3,
-    }
-}
-
 #[test]
 fn permanent_child_is_restarted_after_a_clean_exit_after_a_crash_and_after_a_kill() {
     let dir = temp_dir();

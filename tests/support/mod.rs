@@ -136,7 +136,7 @@ pub fn http(
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
     let split = raw
         .windows(4)
@@ -168,7 +168,8 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     })
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+/// The body of a chunked transfer (as far as it is complete).
+pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size =
@@ -181,6 +182,38 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(size + 2).min(data.len())..];
     }
     out
+}
+
+/// Sends one request with exactly the headers given (`Host` and `Connection: close` are
+/// added) and `body` as is, for tests of malformed or oversized requests; a failed body
+/// write is ignored (the server may answer early), then the response is read.
+pub fn raw_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    for chunk in body.chunks(16 * 1024) {
+        if stream.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    if raw.is_empty() {
+        read?;
+    }
+    parse_response(&raw)
 }
 
 /// A `warden up` process started by a test, with its config dir, port and token.
@@ -384,4 +417,20 @@ pub fn abs(dir: &tempfile::TempDir, rel: &str) -> String {
         .to_str()
         .expect("utf-8 path")
         .to_owned()
+}
+
+/// A JSON RFC 3339 timestamp as a time.
+pub fn rfc3339(v: &serde_json::Value) -> std::time::SystemTime {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an RFC 3339 timestamp, got {v}"));
+    humantime::parse_rfc3339(s).unwrap_or_else(|e| panic!("bad RFC 3339 timestamp {s:?}: {e}"))
+}
+
+/// `a - b` in milliseconds (negative if `a` is earlier).
+pub fn diff_ms(a: std::time::SystemTime, b: std::time::SystemTime) -> f64 {
+    match a.duration_since(b) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    }
 }
