@@ -56,9 +56,7 @@ impl AdminToken {
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io_err)?;
                 }
-                let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
-                let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let token = warden_actors::random_hex(32).map_err(TokenError::Random)?;
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)

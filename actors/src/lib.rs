@@ -10,6 +10,7 @@ mod actor;
 mod outboard;
 mod pool;
 mod redis_registry;
+mod secret;
 mod service;
 mod worker_token;
 
@@ -20,6 +21,7 @@ pub use pool::{
     SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 pub use redis_registry::RedisRegistry;
+pub use secret::{hex, random_hex};
 pub use service::log::{tail_lines, LogFile, LogSpec};
 pub use service::proc;
 pub use service::ready::ReadyCheck;

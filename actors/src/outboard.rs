@@ -263,9 +263,7 @@ impl OutboardFactory {
                 return Ok(old.token);
             }
         }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| format!("cannot generate a token: {e}"))?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        crate::random_hex(32).map_err(|e| format!("cannot generate a token: {e}"))
     }
 
     fn write_config(&self, cx: &StartContext, token: &str) -> std::io::Result<()> {

@@ -691,16 +691,14 @@ impl PoolManager {
 }
 
 fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
+    crate::random_hex(16).unwrap_or_else(|_| {
         // The OS random source failing is exceptional; ids must still be unique.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        bytes.copy_from_slice(&nanos.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&nanos.to_le_bytes())
+    })
 }
 
 /// Waits until the actor at `path` is running (or fails, or `timeout` passes).
