@@ -317,15 +317,18 @@ pub struct RestartConfig {
     pub intensity: Intensity,
 }
 
+/// The built-in defaults are the runtime's own (`warden_supervisors`), so a config and
+/// an embedded tree restart alike.
 impl Default for RestartConfig {
     fn default() -> Self {
+        let intensity = warden_supervisors::Intensity::DEFAULT;
         RestartConfig {
             policy: RestartPolicy::Permanent,
             backoff: BackoffConfig::default(),
-            reset_after: Duration::from_secs(30),
+            reset_after: warden_supervisors::DEFAULT_RESET_AFTER,
             intensity: Intensity {
-                max: 10,
-                within: Duration::from_secs(60),
+                max: intensity.max,
+                within: intensity.within,
             },
         }
     }
@@ -346,11 +349,12 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
+        let runtime = warden_supervisors::BackoffConfig::default();
         BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            multiplier: 2.0,
-            jitter: 0.1,
+            initial: runtime.initial,
+            max: runtime.max,
+            multiplier: runtime.multiplier,
+            jitter: runtime.jitter,
         }
     }
 }

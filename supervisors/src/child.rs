@@ -70,6 +70,9 @@ pub trait ChildFactory: Send + Sync + 'static {
     fn start(&self, cx: StartContext) -> Result<RunningChild, String>;
 }
 
+/// A run this long resets the backoff, unless a child says otherwise.
+pub const DEFAULT_RESET_AFTER: Duration = Duration::from_secs(30);
+
 /// A child of a supervisor: its name, how it is restarted, and how it is started.
 #[derive(Clone)]
 pub struct ChildSpec {
@@ -95,7 +98,7 @@ impl ChildSpec {
             name,
             restart: RestartType::Permanent,
             backoff: BackoffConfig::default(),
-            reset_after: Duration::from_secs(30),
+            reset_after: DEFAULT_RESET_AFTER,
             intensity: Intensity::DEFAULT,
             factory: Arc::new(factory),
         }

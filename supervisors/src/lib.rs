@@ -40,7 +40,9 @@ mod tree;
 pub mod wire;
 
 #[cfg(feature = "runtime")]
-pub use child::{ChildFactory, ChildSpec, RunningChild, StartContext, StopMode};
+pub use child::{
+    ChildFactory, ChildSpec, RunningChild, StartContext, StopMode, DEFAULT_RESET_AFTER,
+};
 #[cfg(feature = "runtime")]
 pub use exit::{signal_name, Exit, LastExit};
 #[cfg(feature = "runtime")]
