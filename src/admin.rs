@@ -222,13 +222,23 @@ async fn actors(_: Authorized, state: web::Data<AdminState>) -> Result<HttpRespo
         .body(body))
 }
 
+/// A POST that takes no body (one sent is still held to the limit) and carries out
+/// `request`.
+async fn command(
+    payload: web::Payload,
+    state: &AdminState,
+    request: Request,
+) -> Result<HttpResponse, ApiError> {
+    read_body(payload).await?;
+    json(ask(state, request).await?)
+}
+
 async fn reload(
     _: Authorized,
     payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    read_body(payload).await?;
-    json(ask(&state, Request::Reload).await?)
+    command(payload, &state, Request::Reload).await
 }
 
 async fn activate(
@@ -236,8 +246,7 @@ async fn activate(
     payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    read_body(payload).await?;
-    json(ask(&state, Request::Activate).await?)
+    command(payload, &state, Request::Activate).await
 }
 
 async fn drain(
@@ -245,8 +254,7 @@ async fn drain(
     payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    read_body(payload).await?;
-    json(ask(&state, Request::Drain).await?)
+    command(payload, &state, Request::Drain).await
 }
 
 #[derive(Debug, Deserialize)]
