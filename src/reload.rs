@@ -1,7 +1,8 @@
 //! Reload: re-read the config file, and change only what changed. Added actors start,
 //! removed ones stop, changed ones restart with their new settings, and every other
 //! actor keeps running with its pid. A file that does not load is refused whole, with the
-//! same message as `warden check`, and the running tree is not touched.
+//! same message as `warden check`, and the running tree is not touched; so is a file
+//! that changes `state_dir` or `[logs]` `[logs]` or `[runtime]` (those need a restart of warden).
 
 use std::path::PathBuf;
 
@@ -34,15 +35,24 @@ impl Reloader {
         let bad = |m: String| Failure::new(FailureKind::BadRequest, m);
         let new = config::load(&self.current.path).map_err(|e| bad(e.to_string()))?;
         plan::root_spec(&new, &self.wiring).map_err(|e| bad(e.to_string()))?;
+        // Every child spec is built from the new file, so these would apply piecemeal
+        // (restarted and added children in a directory this warden neither locked nor
+        // owns, with other log limits or on_exit): refused whole, like a file that does
+        // not load.
         for (what, changed) in [
             ("state_dir", new.state_dir != self.current.state_dir),
-            ("[admin]", new.admin != self.current.admin),
-            ("[runtime]", new.runtime != self.current.runtime),
             ("[logs]", new.logs != self.current.logs),
+            ("[runtime]", new.runtime != self.current.runtime),
         ] {
             if changed {
-                tracing::warn!("{what} changed: it takes effect when warden restarts");
+                return Err(bad(format!(
+                    "{}: {what} changed: a reload cannot change it, restart warden to apply it (nothing was reloaded)",
+                    new.path.display()
+                )));
             }
+        }
+        if new.admin != self.current.admin {
+            tracing::warn!("[admin] changed: it takes effect when warden restarts");
         }
         let mut changes = ChildChanges::default();
         let result = apply(

@@ -171,6 +171,9 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     }
                 },
                 end = running.root().ended() => {
+                    // The runtime's tasks (each run's stop-on-drop) may never get to run
+                    // again: every process group of the tree is killed here and now.
+                    kill_every_group(&tree);
                     server_handle.stop(true).await;
                     anyhow::bail!("the root supervisor ended unexpectedly ({end}); its children were killed");
                 }

@@ -265,8 +265,13 @@ pub(super) struct RawReady {
     pub timeout: Option<Spanned<Dur>>,
 }
 
-/// A duration written as a string: "250ms", "5s", "2m".
+/// A duration written as a string: "250ms", "5s", "2m"; at most [`MAX_DURATION`].
 pub(super) struct Dur(pub Duration);
+
+/// The longest duration a config may say (ten years): every duration is added to a
+/// clock somewhere (a restart time, a deadline, an expiry), and a longer one could
+/// overflow it.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -277,9 +282,15 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration such as \"250ms\", \"5s\" or \"2m\"")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Dur, E> {
-                humantime::parse_duration(text)
-                    .map(Dur)
-                    .map_err(|e| E::custom(format!("invalid duration {text:?}: {e}")))
+                let duration = humantime::parse_duration(text)
+                    .map_err(|e| E::custom(format!("invalid duration {text:?}: {e}")))?;
+                if duration > MAX_DURATION {
+                    return Err(E::custom(format!(
+                        "invalid duration {text:?}: longer than the maximum of {}",
+                        humantime::format_duration(MAX_DURATION)
+                    )));
+                }
+                Ok(Dur(duration))
             }
         }
         deserializer.deserialize_str(DurVisitor)

@@ -11,10 +11,11 @@
 //! generation number, so a late exit, ready or timer of an old run never touches a new one.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -149,8 +150,14 @@ enum Down {
     Exited,
     /// Given up on (`failed_reason` says why).
     Failed,
-    /// Stopping as part of a restart of `batch`; then up again at `at`.
-    Restart { batch: u64, at: Option<Instant> },
+    /// Stopping as part of a restart of `batch`; then up again at `at`. `counts` says
+    /// whether that start counts as a restart (not for a removed child that a reload
+    /// brought back while its old run was still stopping).
+    Restart {
+        batch: u64,
+        at: Option<Instant>,
+        counts: bool,
+    },
     /// Removed from the supervisor (by a reload): stopped, then the slot goes away.
     Removed,
 }
@@ -175,6 +182,18 @@ struct Run {
     ready: bool,
     stopping: bool,
     not_ready: Option<String>,
+    /// The task watching the ready check: it ends with the run (see `Drop`).
+    ready_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Run {
+    /// A ready check never outlives its run: a crash-looping child does not pile up
+    /// checks (and their sockets) until each times out.
+    fn drop(&mut self) {
+        if let Some(task) = self.ready_task.take() {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,9 +220,42 @@ struct Slot {
     window: IntensityWindow,
     timer: Option<SpawnHandle>,
     waiters: Vec<Waiter>,
+    /// Whether a run of this slot has been `running` once. Until then the slot holds
+    /// back every later slot that has not run either (start order, SEMANTICS 1).
+    has_run: bool,
 }
 
 impl Slot {
+    /// A slot for `spec` under `parent` that is to start in `batch`.
+    fn new(id: u64, parent: &ActorPath, spec: ChildSpec, batch: u64) -> Self {
+        let path = parent.child(&spec.name);
+        Slot {
+            id,
+            info: ActorInfo::new(path, spec.factory.kind(), ActorState::Starting),
+            target: Target::Up {
+                batch,
+                at: None,
+                restart: false,
+            },
+            run: None,
+            generation: 0,
+            backoff: Backoff::new(spec.backoff),
+            window: IntensityWindow::default(),
+            timer: None,
+            waiters: Vec::new(),
+            has_run: false,
+            spec,
+        }
+    }
+
+    /// Whether the supervisor means this child to run (now, or after a stop or a delay).
+    fn meant_to_run(&self) -> bool {
+        matches!(
+            self.target,
+            Target::Up { .. } | Target::Down(Down::Restart { .. })
+        )
+    }
+
     fn is_live(&self) -> bool {
         self.run.is_some()
     }
@@ -236,10 +288,9 @@ impl Slot {
             Target::Down(Down::Restart { at, .. }) => at,
             _ => None,
         };
-        at.map(|at| {
-            let wall = std::time::SystemTime::now() + at.saturating_duration_since(now);
-            Timestamp(wall)
-        })
+        let at = at?;
+        let wall = std::time::SystemTime::now().checked_add(at.saturating_duration_since(now))?;
+        Some(Timestamp(wall))
     }
 }
 
@@ -270,6 +321,19 @@ pub struct Supervisor {
 
 const INITIAL_BATCH: u64 = 0;
 
+/// The instant `delay` after `now`; a delay past what the clock can hold (the config
+/// refuses those, a `ChildFactory` user might not) waits as long as the clock allows
+/// rather than panicking.
+fn later(now: Instant, delay: Duration) -> Instant {
+    let mut delay = delay;
+    loop {
+        if let Some(at) = now.checked_add(delay) {
+            return at;
+        }
+        delay /= 2;
+    }
+}
+
 /// Messages a supervisor queues before senders wait (operator requests are rare; this
 /// only has to absorb bursts).
 const MAILBOX_CAPACITY: usize = 4096;
@@ -291,25 +355,7 @@ impl Supervisor {
             .children
             .iter()
             .zip(1..)
-            .map(|(child, id)| {
-                let child_path = path.child(&child.name);
-                Slot {
-                    id,
-                    info: ActorInfo::new(child_path, child.factory.kind(), ActorState::Starting),
-                    target: Target::Up {
-                        batch: INITIAL_BATCH,
-                        at: None,
-                        restart: false,
-                    },
-                    run: None,
-                    generation: 0,
-                    backoff: Backoff::new(child.backoff),
-                    window: IntensityWindow::default(),
-                    timer: None,
-                    waiters: Vec::new(),
-                    spec: child.clone(),
-                }
-            })
+            .map(|(child, id)| Slot::new(id, &path, child.clone(), INITIAL_BATCH))
             .collect();
         Self {
             path,
@@ -462,12 +508,17 @@ impl Supervisor {
                 });
                 if !busy {
                     for j in 0..self.slots.len() {
-                        if let Target::Down(Down::Restart { batch: b, at }) = self.slots[j].target {
+                        if let Target::Down(Down::Restart {
+                            batch: b,
+                            at,
+                            counts,
+                        }) = self.slots[j].target
+                        {
                             if b == batch {
                                 self.slots[j].target = Target::Up {
                                     batch,
                                     at,
-                                    restart: true,
+                                    restart: counts,
                                 };
                                 self.publish(j);
                             }
@@ -478,42 +529,17 @@ impl Supervisor {
             k += 1;
         }
 
-        // 3. Starts, in order within each batch.
+        // 3. Starts, in order within each batch; and a child that has never been running
+        // holds back every later child that has not run either, whatever their batches
+        // (a child that fails its first start does not let its successors start).
         if self.phase == Phase::Running {
             let now = Instant::now();
             let mut blocked: Vec<u64> = Vec::new();
+            let mut first_run_pending = false;
             for i in 0..self.slots.len() {
-                let Target::Up { batch, at, .. } = self.slots[i].target else {
-                    continue;
-                };
-                if let Some(run) = &self.slots[i].run {
-                    if !run.ready && !blocked.contains(&batch) {
-                        blocked.push(batch);
-                    }
-                    continue;
-                }
-                if blocked.contains(&batch) {
-                    continue;
-                }
-                if let Some(at) = at.filter(|at| *at > now) {
-                    if self.slots[i].timer.is_none() {
-                        // A target change cancels this timer, so when it fires it is current.
-                        let id = self.slots[i].id;
-                        let handle = ctx.run_later(at - now, move |act, ctx| {
-                            if let Some(k) = act.slot_index(id) {
-                                act.slots[k].timer = None;
-                            }
-                            act.reconcile(ctx);
-                        });
-                        self.slots[i].timer = Some(handle);
-                    }
-                    blocked.push(batch);
-                    continue;
-                }
-                self.start_child(i, ctx);
-                if !self.slots[i].run.as_ref().is_some_and(|r| r.ready) {
-                    blocked.push(batch);
-                }
+                let held_back = first_run_pending && !self.slots[i].has_run;
+                self.start_if_due(i, held_back, now, &mut blocked, ctx);
+                first_run_pending |= self.slots[i].meant_to_run() && !self.slots[i].has_run;
             }
         }
 
@@ -528,14 +554,62 @@ impl Supervisor {
         }
     }
 
+    /// Step 3 of [`Self::reconcile`] for child `i`: starts it if its target is up, its
+    /// time has come and nothing earlier holds it back (`held_back`: an earlier child has
+    /// never run; `blocked`: batches with an earlier child not running yet).
+    fn start_if_due(
+        &mut self,
+        i: usize,
+        held_back: bool,
+        now: Instant,
+        blocked: &mut Vec<u64>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (batch, at) = match self.slots[i].target {
+            Target::Up { batch, at, .. } => (batch, at),
+            // Still stopping before it comes back up: the rest of its batch waits.
+            Target::Down(Down::Restart { batch, .. }) => {
+                if !blocked.contains(&batch) {
+                    blocked.push(batch);
+                }
+                return;
+            }
+            Target::Down(_) => return,
+        };
+        if let Some(run) = &self.slots[i].run {
+            if !run.ready && !blocked.contains(&batch) {
+                blocked.push(batch);
+            }
+            return;
+        }
+        if blocked.contains(&batch) || held_back {
+            return;
+        }
+        if let Some(at) = at.filter(|at| *at > now) {
+            if self.slots[i].timer.is_none() {
+                // A target change cancels this timer, so when it fires it is current.
+                let id = self.slots[i].id;
+                let handle = ctx.run_later(at - now, move |act, ctx| {
+                    if let Some(k) = act.slot_index(id) {
+                        act.slots[k].timer = None;
+                    }
+                    act.reconcile(ctx);
+                });
+                self.slots[i].timer = Some(handle);
+            }
+            blocked.push(batch);
+            return;
+        }
+        self.start_child(i, ctx);
+        if !self.slots[i].run.as_ref().is_some_and(|r| r.ready) {
+            blocked.push(batch);
+        }
+    }
+
+    /// Whether every child meant to run has been `running` once (one that failed its
+    /// first start keeps the initial start open until it has run, or is given up on).
     fn initial_start_done(&self) -> bool {
-        self.slots.iter().all(|s| match s.target {
-            Target::Up {
-                batch: INITIAL_BATCH,
-                ..
-            } => s.run.as_ref().is_some_and(|r| r.ready),
-            _ => true,
-        })
+        self.slots.iter().all(|s| s.has_run || !s.meant_to_run())
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
@@ -606,36 +680,49 @@ impl Supervisor {
                 }
                 tracing::info!(path = %path, pid, generation, "started");
                 slot.info.pid = pid;
-                slot.run = Some(Run {
-                    generation,
-                    stop: Some(stop),
-                    started: now,
-                    ready: ready.is_none(),
-                    stopping: false,
-                    not_ready: None,
-                });
+                slot.has_run |= ready.is_none();
                 // Watched by tasks of their own that message back: futures spawned in the
-                // actor's context would all be polled on every event.
+                // actor's context would all be polled on every event. A factory's future
+                // that panics is an abnormal exit (or a failed check), never a slot that
+                // waits forever for its run to end.
                 let addr = ctx.address();
                 actix_rt::spawn(async move {
-                    let exit = exit.await;
+                    let exit = AssertUnwindSafe(exit)
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| Exit::Panic(panic_message(&*panic)));
                     addr.do_send(ChildExited {
                         id,
                         generation,
                         exit,
                     });
                 });
-                if let Some(ready) = ready {
+                let ready_task = ready.map(|ready| {
                     let addr = ctx.address();
                     actix_rt::spawn(async move {
-                        let result = ready.await;
+                        let result =
+                            AssertUnwindSafe(ready)
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|panic| {
+                                    Err(format!("ready check panicked: {}", panic_message(&*panic)))
+                                });
                         addr.do_send(ChildReady {
                             id,
                             generation,
                             result,
                         });
-                    });
-                }
+                    })
+                });
+                slot.run = Some(Run {
+                    generation,
+                    stop: Some(stop),
+                    started: now,
+                    ready: ready_task.is_none(),
+                    stopping: false,
+                    not_ready: None,
+                    ready_task,
+                });
             }
             Err(reason) => {
                 tracing::warn!(path = %path, %reason, "could not start");
@@ -647,6 +734,7 @@ impl Supervisor {
                     ready: false,
                     stopping: false,
                     not_ready: None,
+                    ready_task: None,
                 });
                 // Handled as an exit on a later turn, so a child that can never start
                 // cannot spin this actor without letting messages in.
@@ -689,6 +777,7 @@ impl Supervisor {
         match res {
             Ok(()) => {
                 run.ready = true;
+                self.slots[i].has_run = true;
                 tracing::info!(path = %path, "ready");
                 self.publish(i);
             }
@@ -706,9 +795,11 @@ impl Supervisor {
         if slot.run.as_ref().map(|r| r.generation) != Some(generation) {
             return;
         }
-        let Some(run) = slot.run.take() else { return };
+        let Some(mut run) = slot.run.take() else {
+            return;
+        };
         // A fatal exit (a refusal) says more than the ready check it cut short.
-        let exit = match run.not_ready {
+        let exit = match run.not_ready.take() {
             Some(reason) if !exit.is_fatal() => Exit::NotReady(reason),
             _ => exit,
         };
@@ -758,7 +849,7 @@ impl Supervisor {
             slot.backoff.reset();
         }
         let delay = slot.backoff.next_delay();
-        let at = (!delay.is_zero()).then(|| now + delay);
+        let at = (!delay.is_zero()).then(|| later(now, delay));
         let batch = self.new_batch();
         match self.strategy {
             Strategy::OneForOne => self.set_target(
@@ -791,7 +882,15 @@ impl Supervisor {
                 Target::Up { .. } | Target::Down(Down::Restart { .. })
             );
             if j == failed || meant_to_run {
-                self.set_target(j, Target::Down(Down::Restart { batch, at }), ctx);
+                self.set_target(
+                    j,
+                    Target::Down(Down::Restart {
+                        batch,
+                        at,
+                        counts: true,
+                    }),
+                    ctx,
+                );
                 self.publish(j);
             }
         }
@@ -825,10 +924,31 @@ impl Supervisor {
         let mut old = std::mem::take(&mut self.slots);
         let mut changes = ChildChanges::default();
         let mut to_restart = Vec::new();
+        let mut revived = Vec::new();
         for ChildUpdate { spec, changed } in update.children {
             let existing = old
                 .iter()
                 .position(|s| s.spec.name == spec.name && s.target != Target::Down(Down::Removed));
+            // A removed child whose run is still stopping: the same slot comes back (up
+            // again once that run has ended), so one path never has two live runs.
+            let stopping_removed = || {
+                old.iter().position(|s| {
+                    s.spec.name == spec.name && s.target == Target::Down(Down::Removed)
+                })
+            };
+            if let (None, Some(pos)) = (existing, stopping_removed()) {
+                let mut slot = old.remove(pos);
+                changes.added.push(slot.info.path.clone());
+                slot.spec = spec;
+                slot.info.kind = slot.spec.factory.kind();
+                slot.info.restarts = 0;
+                slot.window.clear();
+                slot.backoff = Backoff::new(slot.spec.backoff);
+                slot.has_run = false;
+                revived.push(slot.id);
+                self.slots.push(slot);
+                continue;
+            }
             match existing {
                 Some(pos) => {
                     let mut slot = old.remove(pos);
@@ -843,26 +963,11 @@ impl Supervisor {
                     self.slots.push(slot);
                 }
                 None => {
-                    let path = self.path.child(&spec.name);
-                    changes.added.push(path.clone());
                     let id = self.next_slot_id;
                     self.next_slot_id += 1;
-                    self.slots.push(Slot {
-                        id,
-                        info: ActorInfo::new(path, spec.factory.kind(), ActorState::Starting),
-                        target: Target::Up {
-                            batch: added_batch,
-                            at: None,
-                            restart: false,
-                        },
-                        run: None,
-                        generation: 0,
-                        backoff: Backoff::new(spec.backoff),
-                        window: IntensityWindow::default(),
-                        timer: None,
-                        waiters: Vec::new(),
-                        spec,
-                    });
+                    let slot = Slot::new(id, &self.path, spec, added_batch);
+                    changes.added.push(slot.info.path.clone());
+                    self.slots.push(slot);
                 }
             }
         }
@@ -878,13 +983,28 @@ impl Supervisor {
         for i in first_removed..self.slots.len() {
             self.set_target(i, Target::Down(Down::Removed), ctx);
         }
+        for id in revived {
+            if let Some(i) = self.slot_index(id) {
+                let target = Target::Down(Down::Restart {
+                    batch: added_batch,
+                    at: None,
+                    counts: false,
+                });
+                self.set_target(i, target, ctx);
+            }
+        }
         for id in to_restart {
             let Some(i) = self.slot_index(id) else {
                 continue;
             };
             let batch = self.new_batch();
             if self.slots[i].is_live() {
-                self.set_target(i, Target::Down(Down::Restart { batch, at: None }), ctx);
+                let target = Target::Down(Down::Restart {
+                    batch,
+                    at: None,
+                    counts: true,
+                });
+                self.set_target(i, target, ctx);
             } else if self.slots[i].target != Target::Down(Down::Stopped) {
                 let target = Target::Up {
                     batch,
@@ -921,6 +1041,29 @@ impl Supervisor {
                 Target::Down(Down::Exited | Down::Failed | Down::Removed)
             ) {
                 self.set_target(i, Target::Down(Down::Stopped), ctx);
+            }
+            self.publish(i);
+        }
+        self.reconcile(ctx);
+    }
+
+    /// The parent is gone (it dropped this supervisor's stop handle): every live run ends
+    /// at once, as [`RunningChild::stop`] promises for a run whose supervisor died (its
+    /// stop handle is dropped, not sent), and then this supervisor ends. A run already in
+    /// its graceful stop finishes that stop (its handle was spent on it).
+    fn end_at_once(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(path = %self.path, "parent gone: ending every child at once");
+        self.phase = Phase::ShuttingDown;
+        for i in 0..self.slots.len() {
+            if !matches!(
+                self.slots[i].target,
+                Target::Down(Down::Exited | Down::Failed | Down::Removed)
+            ) {
+                self.set_target(i, Target::Down(Down::Stopped), ctx);
+            }
+            if let Some(run) = self.slots[i].run.as_mut() {
+                run.stopping = true;
+                drop(run.stop.take());
             }
             self.publish(i);
         }
@@ -978,7 +1121,11 @@ impl Supervisor {
                 }
                 let restart = op == ControlOp::Restart;
                 let target = if slot.is_live() {
-                    Target::Down(Down::Restart { batch, at: None })
+                    Target::Down(Down::Restart {
+                        batch,
+                        at: None,
+                        counts: true,
+                    })
                 } else {
                     Target::Up {
                         batch,
@@ -1149,7 +1296,13 @@ impl Supervisor {
         sup.ready_tx = Some(ready_tx);
         sup.exit_tx = Some(exit_tx);
         let mut ctx = Context::new();
-        ctx.spawn(wrap_future(stop_rx).map(|_, act: &mut Supervisor, ctx| act.begin_shutdown(ctx)));
+        ctx.spawn(
+            wrap_future(stop_rx).map(|stop, act: &mut Supervisor, ctx| match stop {
+                Ok(StopMode::Graceful) => act.begin_shutdown(ctx),
+                // The parent dropped this run's stop handle (it died): end at once.
+                Err(_) => act.end_at_once(ctx),
+            }),
+        );
         let fut = ctx.into_future(sup);
         let addr = fut.address();
         let join = actix_rt::spawn(fut);
