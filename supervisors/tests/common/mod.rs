@@ -6,11 +6,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::future::LocalBoxFuture;
 use tokio::sync::oneshot;
 use warden_supervisors::{
     ActorKind, ActorName, ChildFactory, ChildSpec, Exit, RunningChild, StartContext, StopMode,
@@ -194,7 +193,7 @@ impl ChildFactory for ProbeFactory {
             }
             exit
         };
-        let ready: Option<Pin<Box<dyn Future<Output = Result<(), String>>>>> = match self.ready {
+        let ready: Option<LocalBoxFuture<'static, Result<(), String>>> = match self.ready {
             Ready::AtStart => None,
             Ready::FailFirst { n, after } => Some(Box::pin(async move {
                 tokio::time::sleep(after).await;
