@@ -40,9 +40,11 @@ pub struct RunningChild {
     /// OS process id, for process children.
     pub pid: Option<u32>,
     /// Resolves when the child is ready; `None` means ready as soon as it is started.
-    /// An `Err` (or the factory's own timeout) is an abnormal exit: the child is stopped.
+    /// An `Err` (or the factory's own timeout, or a panic) is an abnormal exit: the child
+    /// is stopped. It is dropped when the run ends, resolved or not.
     pub ready: Option<LocalBoxFuture<'static, Result<(), String>>>,
-    /// Resolves once the run is over, however it ended.
+    /// Resolves once the run is over, however it ended. If it panics, the run counts as
+    /// ended with [`Exit::Panic`].
     pub exit: LocalBoxFuture<'static, Exit>,
     /// Asks the run to stop; `exit` resolves when it has.
     pub stop: oneshot::Sender<StopMode>,

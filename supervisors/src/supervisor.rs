@@ -6,9 +6,12 @@
 //! operator command) changes targets or runs and then calls [`Supervisor::reconcile`],
 //! which does the one thing that follows: stop the last live child whose target is down
 //! (one stop at a time, so stops go in reverse order), start the next child whose target
-//! is up (in order within its batch: the next starts once the previous is running), and
-//! finish a shutdown or an escalation once nothing is live. Every run carries a
-//! generation number, so a late exit, ready or timer of an old run never touches a new one.
+//! is up (in order within its batch: the next starts once the previous is running; and a
+//! child that has never been running holds back every later child that has not run
+//! either), and finish a shutdown or an escalation once nothing is live. Every run carries
+//! a generation number, so a late exit, ready or timer of an old run never touches a new
+//! one. A slot has at most one live run, and a path at most one slot: a removed child that
+//! a reload brings back while its run is still stopping gets its old slot back.
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -95,7 +98,8 @@ pub struct Control {
 /// by name: a new name is added and started, a missing name is stopped and removed, a
 /// child marked `changed` is restarted with its new spec, and every other child keeps
 /// running untouched (its spec is replaced for future restarts). Children take the new
-/// order.
+/// order. A removed child that is added back while its old run is still stopping starts
+/// again once that run has ended (never two runs of one path).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<ChildChanges, ControlError>")]
 pub struct UpdateChildren {
@@ -1250,8 +1254,8 @@ impl RootHandle {
         end
     }
 
-    /// Waits until every child has been started in order (and is ready, or has left the
-    /// initial start by failing).
+    /// Waits until every child meant to run has been `running` once, in order (a child
+    /// that fails its first start keeps this waiting until it has run, or is given up on).
     pub async fn wait_ready(&self) {
         let mut ready = self.ready.clone();
         let _ = ready.wait_for(|r| *r).await;
