@@ -131,11 +131,12 @@ fn a_child_that_fails_its_first_ready_check_holds_back_the_next_one() {
          [[service]]\nname = \"api\"\ncommand = [\"sleep\", \"1000\"]\n"
     );
     let w = Warden::start_in(dir, &body);
-    // Until db runs, api has not started.
+    // Until db runs, api has not started (api is read first: db stays running once it
+    // runs, so an api that started before this read finds db running in the next one).
     let deadline = Instant::now() + T;
     loop {
-        let db = w.actor("/db");
         let api = w.actor("/api");
+        let db = w.actor("/db");
         if db["state"] == "running" {
             break;
         }

@@ -16,18 +16,25 @@
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use actix::fut::wrap_future;
 use actix::prelude::*;
 use futures_util::FutureExt as _;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::child::{ChildFactory, ChildSpec, RunningChild, StartContext, StopMode};
+use crate::child::{ChildSpec, RunningChild, StartContext, StopMode};
 use crate::exit::Exit;
-use crate::path::{ActorName, ActorPath};
+use crate::path::ActorPath;
 use crate::policy::{intensity_reason, Backoff, Intensity, IntensityWindow, Strategy};
 use crate::state::{ActorKind, ActorState};
 use crate::tree::{ActorInfo, SharedTree, Timestamp};
+
+mod handle;
+mod messages;
+mod operator;
+
+pub use handle::{panic_message, RootHandle};
+pub use messages::{
+    ChildChanges, ChildUpdate, Control, ControlError, ControlOp, Shutdown, UpdateChildren,
+};
 
 /// A supervisor's own settings and its children, in start order.
 #[derive(Debug, Clone, Default)]
@@ -39,112 +46,6 @@ pub struct SupervisorSpec {
     /// The children, in start order.
     pub children: Vec<ChildSpec>,
 }
-
-/// What an operator can ask of an actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlOp {
-    /// Start a stopped, exited or failed actor (resets its intensity and backoff).
-    Start,
-    /// Stop it (cancels a pending restart).
-    Stop,
-    /// Stop it if it runs, then start it again.
-    Restart,
-}
-
-impl ControlOp {
-    /// The verb as the API spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ControlOp::Start => "start",
-            ControlOp::Stop => "stop",
-            ControlOp::Restart => "restart",
-        }
-    }
-}
-
-/// Why a control request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// No actor has that path.
-    #[error("no actor at {0}")]
-    NotFound(String),
-    /// The actor's state does not allow the operation now.
-    #[error("cannot {op} {path} while it is {state}")]
-    Conflict {
-        /// The actor.
-        path: String,
-        /// The refused operation.
-        op: &'static str,
-        /// Its state.
-        state: ActorState,
-    },
-    /// The supervisor is shutting down or giving up.
-    #[error("{0} is shutting down")]
-    ShuttingDown(String),
-}
-
-/// Asks a supervisor to act on one of its children. The answer is a receiver that fires
-/// when the transition is done (stopped, or settled after a start).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<oneshot::Receiver<()>, ControlError>")]
-pub struct Control {
-    /// The child's name.
-    pub name: String,
-    /// What to do.
-    pub op: ControlOp,
-}
-
-/// Replaces a supervisor's settings and children (a config reload). Children are matched
-/// by name: a new name is added and started, a missing name is stopped and removed, a
-/// child marked `changed` is restarted with its new spec, and every other child keeps
-/// running untouched (its spec is replaced for future restarts). Children take the new
-/// order. A removed child that is added back while its old run is still stopping starts
-/// again once that run has ended (never two runs of one path).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<ChildChanges, ControlError>")]
-pub struct UpdateChildren {
-    /// The new strategy.
-    pub strategy: Strategy,
-    /// The new intensity.
-    pub intensity: Option<Intensity>,
-    /// The new children, in order.
-    pub children: Vec<ChildUpdate>,
-}
-
-/// One child of an [`UpdateChildren`].
-#[derive(Debug)]
-pub struct ChildUpdate {
-    /// Its spec from now on.
-    pub spec: ChildSpec,
-    /// Whether it changed so that a running child must restart to apply it.
-    pub changed: bool,
-}
-
-/// What an [`UpdateChildren`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChildChanges {
-    /// Children added (and started).
-    pub added: Vec<ActorPath>,
-    /// Children stopped and removed.
-    pub removed: Vec<ActorPath>,
-    /// Children restarted with a new spec.
-    pub changed: Vec<ActorPath>,
-}
-
-impl ChildChanges {
-    /// Adds another supervisor's changes to these.
-    pub fn extend(&mut self, other: ChildChanges) {
-        self.added.extend(other.added);
-        self.removed.extend(other.removed);
-        self.changed.extend(other.changed);
-    }
-}
-
-/// Stops every child in reverse order, then the supervisor itself. The answer fires
-/// when all are stopped.
-#[derive(Debug, Message)]
-#[rtype(result = "oneshot::Receiver<()>")]
-pub struct Shutdown;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Down {
@@ -914,125 +815,6 @@ impl Supervisor {
         }
     }
 
-    fn update_children(
-        &mut self,
-        update: UpdateChildren,
-        ctx: &mut Context<Self>,
-    ) -> Result<ChildChanges, ControlError> {
-        if self.phase != Phase::Running {
-            return Err(ControlError::ShuttingDown(self.path.to_string()));
-        }
-        self.strategy = update.strategy;
-        self.intensity = update.intensity;
-        let added_batch = self.new_batch();
-        let mut old = std::mem::take(&mut self.slots);
-        let mut changes = ChildChanges::default();
-        let mut to_restart = Vec::new();
-        let mut revived = Vec::new();
-        for ChildUpdate { spec, changed } in update.children {
-            let existing = old
-                .iter()
-                .position(|s| s.spec.name == spec.name && s.target != Target::Down(Down::Removed));
-            // A removed child whose run is still stopping: the same slot comes back (up
-            // again once that run has ended), so one path never has two live runs.
-            let stopping_removed = || {
-                old.iter().position(|s| {
-                    s.spec.name == spec.name && s.target == Target::Down(Down::Removed)
-                })
-            };
-            if let (None, Some(pos)) = (existing, stopping_removed()) {
-                let mut slot = old.remove(pos);
-                changes.added.push(slot.info.path.clone());
-                slot.spec = spec;
-                slot.info.kind = slot.spec.factory.kind();
-                slot.info.restarts = 0;
-                slot.window.clear();
-                slot.backoff = Backoff::new(slot.spec.backoff);
-                slot.has_run = false;
-                revived.push(slot.id);
-                self.slots.push(slot);
-                continue;
-            }
-            match existing {
-                Some(pos) => {
-                    let mut slot = old.remove(pos);
-                    slot.spec = spec;
-                    if changed {
-                        changes.changed.push(slot.info.path.clone());
-                        slot.info.kind = slot.spec.factory.kind();
-                        slot.window.clear();
-                        slot.backoff = Backoff::new(slot.spec.backoff);
-                        to_restart.push(slot.id);
-                    }
-                    self.slots.push(slot);
-                }
-                None => {
-                    let id = self.next_slot_id;
-                    self.next_slot_id += 1;
-                    let slot = Slot::new(id, &self.path, spec, added_batch);
-                    changes.added.push(slot.info.path.clone());
-                    self.slots.push(slot);
-                }
-            }
-        }
-        // What is left was removed: it stops after everything else has its place, last
-        // in the list, so it is the first to be stopped.
-        let first_removed = self.slots.len();
-        for slot in old {
-            if slot.target != Target::Down(Down::Removed) {
-                changes.removed.push(slot.info.path.clone());
-            }
-            self.slots.push(slot);
-        }
-        for i in first_removed..self.slots.len() {
-            self.set_target(i, Target::Down(Down::Removed), ctx);
-        }
-        for id in revived {
-            if let Some(i) = self.slot_index(id) {
-                let target = Target::Down(Down::Restart {
-                    batch: added_batch,
-                    at: None,
-                    counts: false,
-                });
-                self.set_target(i, target, ctx);
-            }
-        }
-        for id in to_restart {
-            let Some(i) = self.slot_index(id) else {
-                continue;
-            };
-            let batch = self.new_batch();
-            if self.slots[i].is_live() {
-                let target = Target::Down(Down::Restart {
-                    batch,
-                    at: None,
-                    counts: true,
-                });
-                self.set_target(i, target, ctx);
-            } else if self.slots[i].target != Target::Down(Down::Stopped) {
-                let target = Target::Up {
-                    batch,
-                    at: None,
-                    restart: false,
-                };
-                self.set_target(i, target, ctx);
-            }
-        }
-        tracing::info!(
-            path = %self.path,
-            added = changes.added.len(),
-            removed = changes.removed.len(),
-            changed = changes.changed.len(),
-            "children updated"
-        );
-        self.declare();
-        for i in 0..self.slots.len() {
-            self.publish(i);
-        }
-        self.reconcile(ctx);
-        Ok(changes)
-    }
-
     fn begin_shutdown(&mut self, ctx: &mut Context<Self>) {
         if self.phase == Phase::ShuttingDown {
             return;
@@ -1073,79 +855,6 @@ impl Supervisor {
         }
         self.reconcile(ctx);
     }
-
-    fn control(
-        &mut self,
-        name: &str,
-        op: ControlOp,
-        ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<()>, ControlError> {
-        let Some(i) = self.slots.iter().position(|s| s.spec.name.as_str() == name) else {
-            let path = ActorName::new(name)
-                .map(|n| self.path.child(&n).to_string())
-                .unwrap_or_else(|_| format!("{}/{name}", self.path));
-            return Err(ControlError::NotFound(path));
-        };
-        if self.phase != Phase::Running {
-            return Err(ControlError::ShuttingDown(self.path.to_string()));
-        }
-        let state = self.slots[i].info.state;
-        let conflict = match op {
-            ControlOp::Start => matches!(
-                state,
-                ActorState::Starting
-                    | ActorState::Running
-                    | ActorState::Backoff
-                    | ActorState::Stopping
-            ),
-            ControlOp::Stop => matches!(state, ActorState::Stopped | ActorState::Stopping),
-            ControlOp::Restart => state == ActorState::Stopping,
-        };
-        if conflict {
-            return Err(ControlError::Conflict {
-                path: self.slots[i].info.path.to_string(),
-                op: op.as_str(),
-                state,
-            });
-        }
-        tracing::info!(path = %self.slots[i].info.path, op = op.as_str(), "operator request");
-        let (tx, rx) = oneshot::channel();
-        let after_generation = self.slots[i].generation;
-        let batch = self.new_batch();
-        let until = match op {
-            ControlOp::Stop => {
-                self.set_target(i, Target::Down(Down::Stopped), ctx);
-                Until::Down
-            }
-            ControlOp::Start | ControlOp::Restart => {
-                let slot = &mut self.slots[i];
-                if op == ControlOp::Start || state == ActorState::Failed {
-                    slot.window.clear();
-                    slot.backoff.reset();
-                }
-                let restart = op == ControlOp::Restart;
-                let target = if slot.is_live() {
-                    Target::Down(Down::Restart {
-                        batch,
-                        at: None,
-                        counts: true,
-                    })
-                } else {
-                    Target::Up {
-                        batch,
-                        at: None,
-                        restart,
-                    }
-                };
-                self.set_target(i, target, ctx);
-                Until::Settled { after_generation }
-            }
-        };
-        self.slots[i].waiters.push(Waiter { until, tx });
-        self.publish(i);
-        self.reconcile(ctx);
-        Ok(rx)
-    }
 }
 
 impl Actor for Supervisor {
@@ -1163,16 +872,6 @@ impl Actor for Supervisor {
             tracing::error!(path = %self.path, "supervisor panicked: its children are killed");
         }
         // Dropping the slots drops every run's stop sender: live children end at once.
-    }
-}
-
-impl Handler<Control> for Supervisor {
-    type Result = Result<oneshot::Receiver<()>, ControlError>;
-
-    fn handle(&mut self, msg: Control, ctx: &mut Self::Context) -> Self::Result {
-        let span = tracing::info_span!("supervisor", path = %self.path);
-        let _enter = span.enter();
-        self.control(&msg.name, msg.op, ctx)
     }
 }
 
@@ -1211,141 +910,5 @@ impl Handler<ChildReady> for Supervisor {
         if let Some(i) = self.slot_index(msg.id) {
             self.on_ready(i, msg.generation, msg.result, ctx);
         }
-    }
-}
-
-impl Handler<UpdateChildren> for Supervisor {
-    type Result = Result<ChildChanges, ControlError>;
-
-    fn handle(&mut self, msg: UpdateChildren, ctx: &mut Self::Context) -> Self::Result {
-        self.update_children(msg, ctx)
-    }
-}
-
-impl Handler<Shutdown> for Supervisor {
-    type Result = MessageResult<Shutdown>;
-
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.shutdown_waiters.push(tx);
-        self.begin_shutdown(ctx);
-        MessageResult(rx)
-    }
-}
-
-/// The running root of a tree.
-#[derive(Debug)]
-pub struct RootHandle {
-    /// The root supervisor.
-    pub addr: Addr<Supervisor>,
-    ready: tokio::sync::watch::Receiver<bool>,
-    ended: tokio::sync::watch::Receiver<Option<Exit>>,
-}
-
-impl RootHandle {
-    /// Waits until the root supervisor has ended (after a shutdown, or by a bug: a panic)
-    /// and says how.
-    pub async fn ended(&self) -> Exit {
-        let mut ended = self.ended.clone();
-        let end = match ended.wait_for(Option::is_some).await {
-            Ok(end) => end.clone().unwrap_or(Exit::Normal),
-            Err(_) => Exit::Normal,
-        };
-        end
-    }
-
-    /// Waits until every child meant to run has been `running` once, in order (a child
-    /// that fails its first start keeps this waiting until it has run, or is given up on).
-    pub async fn wait_ready(&self) {
-        let mut ready = self.ready.clone();
-        let _ = ready.wait_for(|r| *r).await;
-    }
-
-    /// Stops the whole tree in reverse order and waits until every child is gone.
-    pub async fn shutdown(&self) {
-        if let Ok(done) = self.addr.send(Shutdown).await {
-            let _ = done.await;
-        }
-    }
-}
-
-/// Starts nested supervisors: the child kind behind [`ChildSpec::supervisor`].
-#[derive(Debug)]
-struct SupervisorFactory {
-    spec: SupervisorSpec,
-}
-
-impl ChildFactory for SupervisorFactory {
-    fn kind(&self) -> ActorKind {
-        ActorKind::Supervisor
-    }
-
-    fn start(&self, cx: StartContext) -> Result<RunningChild, String> {
-        Ok(Supervisor::start_nested(cx, &self.spec).0)
-    }
-}
-
-impl Supervisor {
-    /// Starts a supervisor of `spec` as the run of a child at `cx.path`, for child kinds
-    /// built on a supervisor (nested supervisors, pools). Returns the run and the
-    /// supervisor's address (to change its children).
-    pub fn start_nested(
-        cx: StartContext,
-        spec: &SupervisorSpec,
-    ) -> (RunningChild, Addr<Supervisor>) {
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (exit_tx, exit_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<StopMode>();
-        let mut sup = Supervisor::new(cx.path, cx.tree, spec, false);
-        sup.ready_tx = Some(ready_tx);
-        sup.exit_tx = Some(exit_tx);
-        let mut ctx = Context::new();
-        ctx.spawn(
-            wrap_future(stop_rx).map(|stop, act: &mut Supervisor, ctx| match stop {
-                Ok(StopMode::Graceful) => act.begin_shutdown(ctx),
-                // The parent dropped this run's stop handle (it died): end at once.
-                Err(_) => act.end_at_once(ctx),
-            }),
-        );
-        let fut = ctx.into_future(sup);
-        let addr = fut.address();
-        let join = actix_rt::spawn(fut);
-        let exit = async move {
-            match join.await {
-                Ok(()) => exit_rx.await.unwrap_or(Exit::Normal),
-                Err(e) if e.is_panic() => Exit::Panic(panic_message(&*e.into_panic())),
-                Err(_) => Exit::Fatal("supervisor task was cancelled".to_owned()),
-            }
-        };
-        let run = RunningChild {
-            pid: None,
-            ready: Some(Box::pin(async move {
-                ready_rx
-                    .await
-                    .map_err(|_| "supervisor ended before its children started".to_owned())
-            })),
-            exit: Box::pin(exit),
-            stop: stop_tx,
-            adopted: false,
-        };
-        (run, addr)
-    }
-}
-
-impl ChildSpec {
-    /// A nested supervisor child (permanent, with the built-in backoff and intensity).
-    pub fn supervisor(name: ActorName, spec: SupervisorSpec) -> Self {
-        ChildSpec::new(name, SupervisorFactory { spec })
-    }
-}
-
-/// The message of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic payload".to_owned()
     }
 }
