@@ -14,8 +14,8 @@ use support::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Rewrites the config of `w`: `head` replaces the `state_dir` and `[admin]` lines that
-/// [`Warden::start`] wrote (`None`: the same ones), then `body`.
+/// Rewrites the config of `w` with `state_dir` ("state" is the one [`Warden::start`]
+/// wrote), the same `[admin]`, then `body`.
 fn rewrite(w: &Warden, state_dir: &str, body: &str) {
     let text = format!(
         "state_dir = \"{state_dir}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n{body}",

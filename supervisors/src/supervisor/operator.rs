@@ -46,6 +46,9 @@ impl Supervisor {
                 slot.window.clear();
                 slot.backoff = Backoff::new(slot.spec.backoff);
                 slot.has_run = false;
+                // Whoever waited on the removed child hears that it went away, as when a
+                // removed slot leaves.
+                slot.waiters.clear();
                 revived.push(slot.id);
                 self.slots.push(slot);
                 continue;
