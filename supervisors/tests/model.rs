@@ -1,10 +1,10 @@
 //! Model-based property test of the supervisor's state machine (design.md "Robustness
 //! promises": the state machine is checked against a model).
 //!
-//! Random sequences of child exits (normal, abnormal), operator stop/start/restart, an
-//! exit followed by a stop during its backoff, reloads that add, remove and change
-//! children, a remove and re-add while the old run is still in its slow stop, and waits
-//! that let timers fire, run against a real root supervisor of in-process children (the
+//! Under a random strategy (one_for_one, one_for_all, rest_for_one), random sequences of
+//! child exits (normal, abnormal), operator stop/start/restart, an exit followed by a stop
+//! during its backoff, reloads that add, remove and change children, a remove and re-add
+//! while the old run is still in its slow stop, and waits that let timers fire, run against a real root supervisor of in-process children (the
 //! probe kind of `common`, a real `ChildFactory`). After each step the tree must settle to
 //! what a small model predicts: each child's state, its `restarts`, and how many runs of
 //! it were started (so a timer that resurrects a stopped child, or a run started twice,
@@ -86,33 +86,54 @@ impl Child {
     }
 }
 
-/// What the supervisor should do, step by step (one_for_one, no supervisor intensity).
+/// What the supervisor should do, step by step (no supervisor intensity).
 #[derive(Debug, Clone)]
 struct Model {
+    strategy: Strategy,
     types: [RestartType; 3],
     children: [Child; 3],
 }
 
 impl Model {
-    fn new(types: [RestartType; 3]) -> Self {
+    fn new(strategy: Strategy, types: [RestartType; 3]) -> Self {
         Model {
+            strategy,
             types,
             children: [Child::fresh(0), Child::fresh(0), Child::fresh(0)],
         }
     }
 
-    /// An unexpected exit of a running child.
-    fn exit(&mut self, i: usize, abnormal: bool) {
-        let restarts = self.types[i].restarts_after(abnormal);
-        let c = &mut self.children[i];
-        if !restarts {
-            c.state = State::Exited;
-        } else if c.window >= MAX_RESTARTS {
-            c.state = State::Failed;
-        } else {
-            c.window += 1;
-            c.restarts += 1;
-            c.starts += 1;
+    /// Whether an unexpected (`abnormal`) exit of child `i` leads to a restart.
+    fn restarts_after(&self, i: usize, abnormal: bool) -> bool {
+        self.types[i].restarts_after(abnormal) && self.children[i].window < MAX_RESTARTS
+    }
+
+    /// An unexpected exit of running child `i`; `stopped`: an operator stop lands while
+    /// it waits for its restart.
+    fn exit(&mut self, i: usize, abnormal: bool, stopped: bool) {
+        if !self.types[i].restarts_after(abnormal) {
+            self.children[i].state = State::Exited;
+            return;
+        }
+        if self.children[i].window >= MAX_RESTARTS {
+            self.children[i].state = State::Failed;
+            return;
+        }
+        self.children[i].window += 1;
+        // The siblings the strategy restarts with it: those that run.
+        let group = match self.strategy {
+            Strategy::OneForOne => i..i + 1,
+            Strategy::OneForAll => 0..3,
+            Strategy::RestForOne => i..3,
+        };
+        for j in group {
+            let c = &mut self.children[j];
+            if j == i && stopped {
+                c.state = State::Stopped;
+            } else if j == i || (c.present && c.state == State::Running) {
+                c.restarts += 1;
+                c.starts += 1;
+            }
         }
     }
 
@@ -300,7 +321,7 @@ async fn reload(
         .collect();
     root.addr
         .send(UpdateChildren {
-            strategy: Strategy::OneForOne,
+            strategy: model.strategy,
             intensity: None,
             children,
         })
@@ -325,13 +346,12 @@ async fn step(
             if c.present && c.state == State::Running {
                 let code = i32::from(abnormal);
                 prop_assert!(probe.exit(path(child).as_str(), Exit::Code(code)));
-                model.exit(child, abnormal);
+                model.exit(child, abnormal, false);
             }
         }
         Op::ExitThenStop { child } => {
             let c = &model.children[child];
-            let restarts = model.types[child].restarts_after(true) && c.window < MAX_RESTARTS;
-            if c.present && c.state == State::Running && restarts {
+            if c.present && c.state == State::Running && model.restarts_after(child, true) {
                 let mut events = tree.subscribe();
                 prop_assert!(probe.exit(path(child).as_str(), Exit::Code(1)));
                 loop {
@@ -344,8 +364,16 @@ async fn step(
                     }
                 }
                 // The exit is recorded (window) but its restart is cancelled by the stop.
-                model.children[child].window += 1;
-                control(root, model, child, ControlOp::Stop).await?;
+                let answer = root
+                    .addr
+                    .send(Control {
+                        name: NAMES[child].to_owned(),
+                        op: ControlOp::Stop,
+                    })
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("mailbox: {e}")))?;
+                prop_assert!(answer.is_ok(), "stop during backoff: {:?}", answer.err());
+                model.exit(child, true, true);
             }
         }
         Op::Stop(i) | Op::Start(i) | Op::Restart(i) if model.children[i].present => {
@@ -373,18 +401,18 @@ async fn step(
     settle(model, tree, probe).await
 }
 
-fn run_case(types: [RestartType; 3], ops: &[Op]) -> Result<(), TestCaseError> {
+fn run_case(strategy: Strategy, types: [RestartType; 3], ops: &[Op]) -> Result<(), TestCaseError> {
     actix::System::new().block_on(async move {
         let probe = Probe::default();
         let tree = Arc::new(ActorTree::new());
         let root_spec = SupervisorSpec {
-            strategy: Strategy::OneForOne,
+            strategy,
             intensity: None,
             children: (0..3).map(|i| spec(&probe, i, types[i])).collect(),
         };
         let root = Supervisor::start_root(tree.clone(), &root_spec);
         root.wait_ready().await;
-        let mut model = Model::new(types);
+        let mut model = Model::new(strategy, types);
         settle(&model, &tree, &probe).await?;
         for op in ops {
             step(op, &root, &tree, &probe, &mut model).await?;
@@ -453,9 +481,14 @@ proptest! {
 
     #[test]
     fn the_supervisor_agrees_with_its_model(
+        strategy in prop_oneof![
+            Just(Strategy::OneForOne),
+            Just(Strategy::OneForAll),
+            Just(Strategy::RestForOne),
+        ],
         types in [restart_type(), restart_type(), restart_type()],
         ops in proptest::collection::vec(op(), 1..14),
     ) {
-        run_case(types, &ops)?;
+        run_case(strategy, types, &ops)?;
     }
 }
