@@ -193,3 +193,43 @@ fn a_child_that_fails_its_first_start_holds_back_its_successors() {
         root.shutdown().await;
     });
 }
+
+/// Promise "a duration that cannot be added to a clock" (review finding 24), for library
+/// users who build specs without the config's cap: a backoff longer than the clock can
+/// hold waits (as long as the clock allows) instead of panicking the supervisor. Before
+/// the fix `now + delay` panicked and took the root down at the first crash.
+#[test]
+fn a_backoff_longer_than_the_clock_holds_does_not_panic_the_supervisor() {
+    actix::System::new().block_on(async {
+        let probe = Probe::default();
+        let tree = Arc::new(ActorTree::new());
+        let forever = Duration::from_secs(u64::MAX);
+        let spec = SupervisorSpec {
+            strategy: Strategy::OneForOne,
+            intensity: None,
+            children: vec![probe
+                .child("patient", Ready::AtStart, Duration::ZERO)
+                .backoff(BackoffConfig {
+                    initial: forever,
+                    max: forever,
+                    multiplier: 1.0,
+                    jitter: 0.0,
+                })],
+        };
+        let root = Supervisor::start_root(tree.clone(), &spec);
+        root.wait_ready().await;
+        assert!(probe.exit("/patient", warden_supervisors::Exit::Code(1)));
+        let waiting = eventually(Duration::from_secs(2), || {
+            state(&tree, "/patient") == Some(ActorState::Backoff)
+        })
+        .await;
+        assert!(
+            waiting,
+            "{:?}",
+            tree.get(&ActorPath::parse("/patient").expect("path"))
+        );
+        let ended = tokio::time::timeout(Duration::from_millis(100), root.ended()).await;
+        assert!(ended.is_err(), "the root supervisor is alive: {ended:?}");
+        root.shutdown().await;
+    });
+}
