@@ -2,10 +2,11 @@
 //! (`api.log`, `api.log.1`, ... keeping the newest `keep` rotated files), and the tail of
 //! a log.
 //!
-//! Threads: a drain is a task on its supervisor's thread that only reads the pipe; every
-//! file write, rotation and directory creation happens on one log writer thread, fed by a
-//! bounded queue (so a flooding child fills its own pipe, not warden's memory, and a slow
-//! disk stalls only logging). [`tail_lines`] is blocking I/O for a blocking thread.
+//! Threads: no child output touches the supervision thread. Every drain is a task on one
+//! log reader thread (its own tokio runtime) that only reads pipes; every file write,
+//! rotation and directory creation happens on one log writer thread, fed by a bounded
+//! queue (so a flooding child fills its own pipe, not warden's memory, and a slow disk
+//! stalls only logging). [`tail_lines`] is blocking I/O for a blocking thread.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -107,13 +108,25 @@ impl LogFile {
     }
 
     /// Copies everything readable from `fd` (a pipe's read end) into the file until every
-    /// writer has closed it.
-    ///
-    /// Runs on the supervision thread but never touches the disk there: each chunk read is
-    /// queued to the log writer thread (see [`writer`]). When that bounded queue is full
-    /// this task waits without reading, so the child's pipe fills and only that child
-    /// slows down. At most [`CHUNKS_PER_POLL`] chunks are read before the task yields.
-    pub async fn drain(self: Arc<Self>, fd: OwnedFd) {
+    /// writer has closed it, off the caller's thread: the pipe is read by a task on the
+    /// log reader thread (see [`reader`]) and written by the log writer thread (see
+    /// [`writer`]), so the supervision thread never touches a child's output.
+    pub fn drain(self: Arc<Self>, fd: OwnedFd) {
+        match reader() {
+            Some(reader) => {
+                reader.spawn(self.copy(fd));
+            }
+            None => {
+                actix_rt::spawn(self.copy(fd));
+            }
+        }
+    }
+
+    /// The drain itself: reads the pipe and queues each chunk to the writer thread. When
+    /// the writer's bounded queue is full this task waits without reading, so the child's
+    /// pipe fills and only that child slows down. At most [`CHUNKS_PER_POLL`] chunks are
+    /// read before the task yields to the other drains of its thread.
+    async fn copy(self: Arc<Self>, fd: OwnedFd) {
         let rx = match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => rx,
             Err(e) => {
@@ -196,6 +209,39 @@ impl Chunk {
             tracing::error!(log = %self.log.spec.path.display(), error = %e, "cannot write log");
         }
     }
+}
+
+/// The log reader: one thread of the process running a current-thread tokio runtime that
+/// hosts every drain (they only read pipes and queue chunks). Started on first use; `None`
+/// if it cannot be started (then drains run on the caller's actix arbiter, as a last
+/// resort).
+fn reader() -> Option<&'static tokio::runtime::Handle> {
+    static READER: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    READER
+        .get_or_init(|| {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the log reader runtime: child output is read on the supervision thread");
+                    return None;
+                }
+            };
+            let handle = runtime.handle().clone();
+            let started = std::thread::Builder::new()
+                .name("warden-log-reader".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()));
+            match started {
+                Ok(_) => Some(handle),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the log reader thread: child output is read on the supervision thread");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }
 
 /// The log writer: one thread of the process that does every log file write, rotation and
