@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// What the `yes` flooder repeats (a long line).
+const YES_LINE: &str = "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy";
+
 /// The crash-looping child: notes its start time and exits 1 at once; restarted after 1 ms.
 fn looper(starts: &str) -> String {
     format!(
@@ -54,12 +57,40 @@ fn median_restart_ms(path: &Path, count: usize, timeout: Duration) -> f64 {
     gaps[gaps.len() / 2]
 }
 
+/// The complete lines kept in the log of `name` (`.2`, `.1`, current: `[logs] keep = 2`),
+/// oldest first. The first line is left out: when a rotation fell inside a line, the
+/// oldest kept file starts with the end of a line whose start was dropped. The last is
+/// left out unless it ends with a newline (a stopped flooder may leave half a line).
+fn kept_lines(w: &Warden, name: &str) -> Vec<Vec<u8>> {
+    let mut text = Vec::new();
+    for f in [
+        format!("{name}.log.2"),
+        format!("{name}.log.1"),
+        format!("{name}.log"),
+    ] {
+        text.extend(std::fs::read(w.path(&format!("state/logs/{f}"))).unwrap_or_default());
+    }
+    let Some(end) = text.iter().rposition(|&b| b == b'\n') else {
+        return Vec::new();
+    };
+    let mut lines: Vec<Vec<u8>> = text[..end]
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    if !lines.is_empty() {
+        lines.remove(0);
+    }
+    lines
+}
+
 /// The bound a loaded restart median must stay within: 5x the quiet one (with a 2 ms
 /// floor for the quiet value: the backoff timer alone ticks at 1 ms).
 fn allowed_ms(quiet_ms: f64) -> f64 {
     5.0 * quiet_ms.max(2.0)
 }
 
+// Three flooders at full speed: two `yes` (GB/s: on the old code their drains rarely found
+// the pipe empty, so they rarely yielded) and `seq` (numbered lines: the order check).
 // Promise: "A child that floods its output slows only itself: other children still restart
 // on time and /healthz still answers within milliseconds" (and no line of the flood is lost
 // or reordered). On the old code the drain copied the flood to disk on the supervision
@@ -79,6 +110,14 @@ keep = 2
 [[service]]
 name = "flood"
 command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec seq 1 inf"]
+
+[[service]]
+name = "yes1"
+command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec yes {YES_LINE}"]
+
+[[service]]
+name = "yes2"
+command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec yes {YES_LINE}"]
 {}"#,
         looper(&starts_file)
     );
@@ -120,30 +159,32 @@ command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec seq 1 inf
 
     // The flood's log: every line a number one more than the one before, across the
     // rotated files and the current one, oldest first.
-    let r = w.req("POST", "/api/v1/actors/flood/stop");
-    assert_eq!(r.status, 200, "stop the flood: {}", r.text());
-    let mut last_size = (0, 0);
-    wait_until("the flood's log settles", Duration::from_secs(20), || {
-        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let now = (size(&flood_log), size(&flood_rotated));
-        let settled = now == last_size;
-        last_size = now;
+    for flooder in ["yes1", "yes2", "flood"] {
+        let r = w.req("POST", &format!("/api/v1/actors/{flooder}/stop"));
+        assert_eq!(r.status, 200, "stop {flooder}: {}", r.text());
+    }
+    let flooders = ["flood", "yes1", "yes2"];
+    let mut last_sizes = Vec::new();
+    wait_until("the flooders' logs settle", Duration::from_secs(20), || {
+        let sizes: Vec<u64> = flooders
+            .iter()
+            .flat_map(|f| [format!("{f}.log"), format!("{f}.log.1")])
+            .map(|f| {
+                std::fs::metadata(w.path(&format!("state/logs/{f}")))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .collect();
+        let settled = sizes == last_sizes;
+        last_sizes = sizes;
         if !settled {
             std::thread::sleep(Duration::from_millis(100));
         }
         settled
     });
-    let mut text = Vec::new();
-    for f in [w.path("state/logs/flood.log.2"), flood_rotated, flood_log] {
-        text.extend(std::fs::read(&f).unwrap_or_default());
-    }
-    let complete = text
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(&text[..0], |i| &text[..=i]);
+    let numbers = kept_lines(&w, "flood");
     let mut previous: Option<u64> = None;
-    let mut count = 0u64;
-    for line in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+    for line in &numbers {
         let n: u64 = std::str::from_utf8(line)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -156,12 +197,21 @@ command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec seq 1 inf
             );
         }
         previous = Some(n);
-        count += 1;
     }
     assert!(
-        count > 100_000 && still_flooding > 0,
-        "the flood logged only {count} lines"
+        numbers.len() > 100_000 && still_flooding > 0,
+        "the flood logged only {} lines",
+        numbers.len()
     );
+    // The `yes` floods, written through the same queue: whole lines only.
+    for flooder in ["yes1", "yes2"] {
+        let kept = kept_lines(&w, flooder);
+        assert!(kept.len() > 4096, "{flooder} logged {} lines", kept.len());
+        assert!(
+            kept.iter().all(|l| l == YES_LINE.as_bytes()),
+            "the lines of {flooder} are whole"
+        );
+    }
 }
 
 // Promise: "Nothing blocks supervision ... a log read runs off the supervision thread":

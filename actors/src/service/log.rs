@@ -211,6 +211,14 @@ impl Chunk {
     }
 }
 
+/// Log threads give way to supervision when CPU is short: nice +10 for the calling thread
+/// only (Linux nice values are per thread), so a flood's copying competes with the
+/// supervision thread at about a tenth of its weight. Best effort: an error changes nothing.
+fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+}
+
 /// The log reader: one thread of the process running a current-thread tokio runtime that
 /// hosts every drain (they only read pipes and queue chunks). Started on first use; `None`
 /// if it cannot be started (then drains run on the caller's actix arbiter, as a last
@@ -232,7 +240,10 @@ fn reader() -> Option<&'static tokio::runtime::Handle> {
             let handle = runtime.handle().clone();
             let started = std::thread::Builder::new()
                 .name("warden-log-reader".into())
-                .spawn(move || runtime.block_on(std::future::pending::<()>()));
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    runtime.block_on(std::future::pending::<()>())
+                });
             match started {
                 Ok(_) => Some(handle),
                 Err(e) => {
@@ -256,6 +267,7 @@ fn writer() -> Option<&'static tokio::sync::mpsc::Sender<Chunk>> {
             let started = std::thread::Builder::new()
                 .name("warden-log-writer".into())
                 .spawn(move || {
+                    lower_this_threads_priority();
                     while let Some(chunk) = rx.blocking_recv() {
                         chunk.write();
                     }
