@@ -7,6 +7,10 @@
 //! (bash's `$EPOCHREALTIME`, appended to a file at each start): the time between two
 //! starts is exit + restart + the child's own few instructions. Each test measures it quiet
 //! first, in the same warden, then under load.
+//!
+//! Seen failing on the code before the fix (7f8f1e3), and passing after: flood, 3 of 3
+//! runs (restart median 51-62 ms vs 5-6 ms quiet, or /healthz at 51 ms); tail, no 40
+//! restarts within 30 s while one tail ran; socket cap, `ctl logs --tail 100001` exit 0.
 mod support;
 
 use std::path::Path;
