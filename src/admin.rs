@@ -15,8 +15,8 @@ use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, Re
 use serde::Deserialize;
 use warden_supervisors::ActorTree;
 
-use crate::control::protocol::{Failure, Health, Request, Response};
-use crate::control::Controller;
+use crate::control::protocol::{Failure, Health, Request, Response, MAX_TAIL};
+use crate::control::{Controller, Liveness};
 use crate::token::AdminToken;
 
 /// What the handlers share.
@@ -28,6 +28,8 @@ pub struct AdminState {
     pub token: AdminToken,
     /// Carries out requests.
     pub controller: Addr<Controller>,
+    /// What `/healthz` and `/readyz` answer from (never through the Controller).
+    pub liveness: Arc<Liveness>,
     /// The last `GET /api/v1/actors` body and the tree version it was made from: while
     /// nothing changes, the listing is served without rebuilding it.
     pub listing: Arc<std::sync::Mutex<Option<(u64, web::Bytes)>>>,
@@ -120,20 +122,20 @@ fn unexpected(r: &Response) -> ApiError {
     )
 }
 
-async fn healthz(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    match ask(&state, Request::Health).await? {
-        Response::Health(Health::Ok) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })))
-        }
-        Response::Health(Health::Draining) => Ok(
+/// `GET /healthz`: answered on the HTTP worker thread from [`Liveness`], so it answers
+/// however busy the supervision thread is.
+async fn healthz(state: web::Data<AdminState>) -> HttpResponse {
+    match state.liveness.health() {
+        Health::Ok => HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })),
+        Health::Draining => {
             HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }))
-        ),
-        other => Err(unexpected(&other)),
+        }
     }
 }
 
+/// `GET /readyz`: from [`Liveness`] and the shared tree, like `/healthz`.
 async fn readyz(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    match ask(&state, Request::Ready).await? {
+    match state.liveness.ready(&state.tree) {
         Response::Ready { ready: true, .. } => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "waiting": [] })))
         }
@@ -263,7 +265,6 @@ struct LogsQuery {
 }
 
 const DEFAULT_TAIL: usize = 100;
-const MAX_TAIL: usize = 100_000;
 
 /// `GET /api/v1/actors/{path}` and `GET /api/v1/actors/{path}/logs`.
 async fn actor_get(

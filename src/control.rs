@@ -9,5 +9,5 @@ pub mod protocol;
 mod request;
 pub mod socket;
 
-pub use controller::{Controller, ControllerConfig};
+pub use controller::{Controller, ControllerConfig, Liveness};
 pub use request::control;

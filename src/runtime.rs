@@ -11,7 +11,7 @@ use warden_supervisors::ActorTree;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::control::protocol::Request;
-use crate::control::{socket, Controller, ControllerConfig};
+use crate::control::{socket, Controller, ControllerConfig, Liveness};
 use crate::embed::RunningTree;
 use crate::holder::BOUND_FD_ENV;
 use crate::layout::StateLayout;
@@ -78,6 +78,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         let (activate_tx, mut activate_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let tree = Arc::new(ActorTree::new());
         let socket_path = layout.control_socket();
+        let liveness = Arc::new(Liveness::new(passive));
         let controller = Controller::new(ControllerConfig {
             tree: tree.clone(),
             layout,
@@ -86,6 +87,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             pools: wiring.pools.clone(),
             tokens: wiring.tokens.clone(),
             activate: passive.then(|| activate_tx.clone()),
+            liveness: liveness.clone(),
         })
         .start();
         socket::serve(&socket_path, controller.clone())
@@ -94,6 +96,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             tree: tree.clone(),
             token,
             controller: controller.clone(),
+            liveness,
             listing: Arc::default(),
         };
         let (server, bound) = admin::serve(config.admin.listen, state)

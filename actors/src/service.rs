@@ -144,7 +144,7 @@ impl ServiceFactory {
             if proc::fd_target(adoptable.pid, 1).as_deref() == Some(output.as_str()) {
                 match reopen_output(adoptable.pid) {
                     Ok(fd) => {
-                        actix_rt::spawn(log.clone().drain(fd));
+                        log.clone().drain(fd);
                     }
                     Err(e) => {
                         tracing::warn!(path = %cx.path, error = %e, "cannot reattach the output of an adopted process")
@@ -271,7 +271,7 @@ impl ChildFactory for ServiceFactory {
             records.saved(&cx.path, pid, output_id);
         }
         if let (Some(read), Some(log)) = (pipe_read, &self.log) {
-            actix_rt::spawn(log.clone().drain(read));
+            log.clone().drain(read);
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = actix_rt::spawn(supervise(

@@ -1,12 +1,13 @@
 //! The control actor: carries out every [`Request`], whichever encoding it came in.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use warden_supervisors::{ActorKind, ActorPath, ActorState, ActorTree, ControlOp};
 
-use super::protocol::{Failure, FailureKind, Health, Request, Response};
+use super::protocol::{Failure, FailureKind, Health, Request, Response, MAX_TAIL};
 use super::request::control;
 use crate::layout::StateLayout;
 use crate::metrics;
@@ -30,6 +31,71 @@ pub struct ControllerConfig {
     pub tokens: Option<Arc<TokenSigner>>,
     /// `Some` while warden is passive: activation starts the tree.
     pub activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// Draining and passive, shared with whoever answers `/healthz` and `/readyz`.
+    pub liveness: Arc<Liveness>,
+}
+
+/// What liveness and readiness are answered from, without asking the [`Controller`]: two
+/// flags the Controller sets (draining, passive) and the shared [`ActorTree`]. `/healthz`
+/// and `/readyz` read them on the HTTP worker threads, so they answer even while the
+/// supervision thread is busy.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    draining: AtomicBool,
+    passive: AtomicBool,
+}
+
+impl Liveness {
+    /// Flags of a warden that starts passive (waiting for activation) or not.
+    pub fn new(passive: bool) -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            passive: AtomicBool::new(passive),
+        }
+    }
+
+    /// Whether warden has been asked to drain.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Liveness: ok, or draining.
+    pub fn health(&self) -> Health {
+        if self.draining() {
+            Health::Draining
+        } else {
+            Health::Ok
+        }
+    }
+
+    /// Readiness: the answer to [`Request::Ready`] (`ready`, and the actors waited for).
+    pub fn ready(&self, tree: &ActorTree) -> Response {
+        if self.passive.load(Ordering::Acquire) {
+            return Response::Ready {
+                ready: false,
+                waiting: Vec::new(),
+            };
+        }
+        if self.draining() {
+            return Response::Ready {
+                ready: false,
+                waiting: Vec::new(),
+            };
+        }
+        let waiting = not_ready(tree);
+        Response::Ready {
+            ready: waiting.is_empty(),
+            waiting,
+        }
+    }
+
+    fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn set_active(&self) {
+        self.passive.store(false, Ordering::Release);
+    }
 }
 
 /// The control actor.
@@ -42,7 +108,7 @@ pub struct Controller {
     pools: Arc<PoolHub>,
     tokens: Option<Arc<TokenSigner>>,
     activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
-    draining: bool,
+    liveness: Arc<Liveness>,
     reloading: bool,
 }
 
@@ -57,7 +123,7 @@ impl Controller {
             pools: config.pools,
             tokens: config.tokens,
             activate: config.activate,
-            draining: false,
+            liveness: config.liveness,
             reloading: false,
         }
     }
@@ -113,23 +179,8 @@ impl Handler<Request> for Controller {
         let immediate =
             |r: Result<Response, Failure>| -> Self::Result { Box::pin(actix::fut::ready(r)) };
         match request {
-            Request::Health => immediate(Ok(Response::Health(if self.draining {
-                Health::Draining
-            } else {
-                Health::Ok
-            }))),
-            Request::Ready if self.activate.is_some() => immediate(Ok(Response::Ready {
-                ready: false,
-                waiting: Vec::new(),
-            })),
-            Request::Ready => {
-                let mut waiting = not_ready(&tree);
-                let ready = waiting.is_empty() && !self.draining;
-                if self.draining {
-                    waiting.clear();
-                }
-                immediate(Ok(Response::Ready { ready, waiting }))
-            }
+            Request::Health => immediate(Ok(Response::Health(self.liveness.health()))),
+            Request::Ready => immediate(Ok(self.liveness.ready(&tree))),
             Request::Status => {
                 immediate(Ok(Response::Actors(tree.descendants(&ActorPath::root()))))
             }
@@ -148,18 +199,19 @@ impl Handler<Request> for Controller {
             Request::Start { path } => self.drive(tree, path, ControlOp::Start),
             Request::Stop { path } => self.drive(tree, path, ControlOp::Stop),
             Request::Restart { path } => self.drive(tree, path, ControlOp::Restart),
-            Request::Logs { path, tail } => immediate(self.logs(&path, tail)),
+            Request::Logs { path, tail } => self.logs(&path, tail),
             Request::Drain => {
-                if !self.draining {
+                if !self.liveness.draining() {
                     tracing::warn!("draining: /healthz answers 503 from now on");
                 }
-                self.draining = true;
+                self.liveness.set_draining();
                 self.pools.drain_all();
                 immediate(Ok(Response::Draining))
             }
-            Request::Metrics => {
-                immediate(Ok(Response::Metrics(metrics::render(&tree, self.draining))))
-            }
+            Request::Metrics => immediate(Ok(Response::Metrics(metrics::render(
+                &tree,
+                self.liveness.draining(),
+            )))),
             Request::Call {
                 path,
                 body,
@@ -188,6 +240,7 @@ impl Handler<Request> for Controller {
             }
             Request::Activate => immediate(match self.activate.take() {
                 Some(tx) => {
+                    self.liveness.set_active();
                     let _ = tx.send(());
                     Ok(Response::Activated)
                 }
@@ -203,7 +256,7 @@ impl Handler<Request> for Controller {
                         "warden is passive: POST /api/v1/admin/activate first",
                     )));
                 }
-                if self.draining {
+                if self.liveness.draining() {
                     return immediate(Err(Failure::new(
                         FailureKind::Unavailable,
                         "warden is draining: pools take no new sessions",
@@ -342,7 +395,41 @@ impl Controller {
         Ok(Response::Token(check))
     }
 
-    fn logs(&self, path: &str, tail: usize) -> Result<Response, Failure> {
+    /// The tail of a process's log: checked here, read on a blocking thread (a tail reads
+    /// up to [`warden_actors::MAX_TAIL_BYTES`] from disk; the Controller runs on the
+    /// supervision thread).
+    fn logs(&self, path: &str, tail: usize) -> ResponseActFuture<Self, Result<Response, Failure>> {
+        let file = match self.log_file(path, tail) {
+            Ok(file) => file,
+            Err(failure) => return Box::pin(actix::fut::ready(Err(failure))),
+        };
+        let fut = async move {
+            let read_file = file.clone();
+            match tokio::task::spawn_blocking(move || warden_actors::tail_lines(&read_file, tail))
+                .await
+            {
+                Ok(Ok(bytes)) => Ok(Response::Logs(bytes)),
+                Ok(Err(e)) => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("cannot read {}: {e}", file.display()),
+                )),
+                Err(e) => Err(Failure::new(
+                    FailureKind::Internal,
+                    format!("reading {} failed: {e}", file.display()),
+                )),
+            }
+        };
+        Box::pin(fut.into_actor(self))
+    }
+
+    /// The log file of the process at `path`, if `tail` is within [`MAX_TAIL`].
+    fn log_file(&self, path: &str, tail: usize) -> Result<std::path::PathBuf, Failure> {
+        if tail > MAX_TAIL {
+            return Err(Failure::new(
+                FailureKind::BadRequest,
+                format!("tail must be a whole number from 0 to {MAX_TAIL}, not \"{tail}\""),
+            ));
+        }
         let path = parse_path(path)?;
         let info = self.tree.get(&path).ok_or_else(|| not_found(&path))?;
         if !matches!(
@@ -354,15 +441,7 @@ impl Controller {
                 format!("{path} is not a process and has no log"),
             ));
         }
-        let file = self.layout.log_file(&path);
-        warden_actors::tail_lines(&file, tail)
-            .map(Response::Logs)
-            .map_err(|e| {
-                Failure::new(
-                    FailureKind::Internal,
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })
+        Ok(self.layout.log_file(&path))
     }
 }
 

@@ -9,6 +9,11 @@ use warden_supervisors::{ActorPath, ActorView, ChildChanges, TreeNode};
 /// Version of the control socket protocol; client and server must agree.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The most lines a [`Request::Logs`] may ask for, over HTTP and the control socket alike;
+/// more is a bad request. The bytes answered are capped too, at
+/// [`warden_actors::MAX_TAIL_BYTES`].
+pub const MAX_TAIL: usize = 100_000;
+
 /// A control request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
 #[rtype(result = "Result<Response, Failure>")]
@@ -46,7 +51,7 @@ pub enum Request {
     Logs {
         /// Its path.
         path: String,
-        /// How many lines.
+        /// How many lines: at most [`MAX_TAIL`].
         tail: usize,
     },
     /// Re-read the config file and apply the difference.

@@ -1,11 +1,18 @@
 //! Child output: a pipe per run, drained into the actor's log file, rotated by size
-//! (`api.log`, `api.log.1`, ... keeping the newest `keep` rotated files).
+//! (`api.log`, `api.log.1`, ... keeping the newest `keep` rotated files), and the tail of
+//! a log.
+//!
+//! Threads: no child output touches the supervision thread. Every drain is a task on one
+//! log reader thread (its own tokio runtime) that only reads pipes; every file write,
+//! rotation and directory creation happens on one log writer thread, fed by a bounded
+//! queue (so a flooding child fills its own pipe, not warden's memory, and a slow disk
+//! stalls only logging). [`tail_lines`] is blocking I/O for a blocking thread.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::net::unix::pipe;
 
@@ -85,9 +92,7 @@ impl LogFile {
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
-        let mut name = self.spec.path.clone().into_os_string();
-        name.push(format!(".{n}"));
-        PathBuf::from(name)
+        rotated_path(&self.spec.path, n)
     }
 
     fn rotate(&self) -> io::Result<()> {
@@ -103,8 +108,25 @@ impl LogFile {
     }
 
     /// Copies everything readable from `fd` (a pipe's read end) into the file until every
-    /// writer has closed it.
-    pub async fn drain(self: Arc<Self>, fd: OwnedFd) {
+    /// writer has closed it, off the caller's thread: the pipe is read by a task on the
+    /// log reader thread (see [`reader`]) and written by the log writer thread (see
+    /// [`writer`]), so the supervision thread never touches a child's output.
+    pub fn drain(self: Arc<Self>, fd: OwnedFd) {
+        match reader() {
+            Some(reader) => {
+                reader.spawn(self.copy(fd));
+            }
+            None => {
+                actix_rt::spawn(self.copy(fd));
+            }
+        }
+    }
+
+    /// The drain itself: reads the pipe and queues each chunk to the writer thread. When
+    /// the writer's bounded queue is full this task waits without reading, so the child's
+    /// pipe fills and only that child slows down. At most [`CHUNKS_PER_POLL`] chunks are
+    /// read before the task yields to the other drains of its thread.
+    async fn copy(self: Arc<Self>, fd: OwnedFd) {
         let rx = match pipe::Receiver::from_owned_fd(fd) {
             Ok(rx) => rx,
             Err(e) => {
@@ -113,112 +135,255 @@ impl LogFile {
             }
         };
         thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
+        }
+        enum Read {
+            Chunk(Vec<u8>),
+            Empty,
+            Again,
+            End,
         }
         loop {
             if rx.readable().await.is_err() {
                 return;
             }
-            let done = BUF.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                loop {
+            for _ in 0..CHUNKS_PER_POLL {
+                // The read buffer is shared by every drain of this thread; only the bytes
+                // read are copied out (a line costs its length in the queue, not 64 KiB).
+                let read = BUF.with(|buf| {
+                    let mut buf = buf.borrow_mut();
                     match rx.try_read(&mut buf) {
-                        Ok(0) => return true,
-                        Ok(n) => {
-                            if let Err(e) = self.append(&buf[..n]) {
-                                tracing::error!(log = %self.spec.path.display(), error = %e, "cannot write log");
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return true,
+                        Ok(0) => Read::End,
+                        Ok(n) => Read::Chunk(buf[..n].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Empty,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => Read::Again,
+                        Err(_) => Read::End,
                     }
+                });
+                match read {
+                    Read::Chunk(bytes) => self.queue(bytes).await,
+                    Read::Again => {}
+                    Read::Empty => break,
+                    Read::End => return,
                 }
-            });
-            if done {
-                return;
             }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Hands `bytes` to the writer thread, waiting while its queue is full; writes them
+    /// here only if the writer thread could not be started.
+    async fn queue(self: &Arc<Self>, bytes: Vec<u8>) {
+        let chunk = Chunk {
+            log: self.clone(),
+            bytes,
+        };
+        let unsent = match writer() {
+            Some(tx) => match tx.send(chunk).await {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(chunk)) => chunk,
+            },
+            None => chunk,
+        };
+        unsent.write();
+    }
+}
+
+/// Bytes read from one child's pipe in one go (the most one chunk of the queue holds).
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks the writer queue holds: with [`READ_CHUNK`] at most 4 MiB of output waits for
+/// the disk; past that, drains stop reading and the children's pipes fill.
+const QUEUE_CHUNKS: usize = 64;
+/// Chunks a drain reads before it yields the supervision thread to other tasks.
+const CHUNKS_PER_POLL: usize = 4;
+
+/// Output of one child on its way to that child's log file.
+struct Chunk {
+    log: Arc<LogFile>,
+    bytes: Vec<u8>,
+}
+
+impl Chunk {
+    fn write(self) {
+        if let Err(e) = self.log.append(&self.bytes) {
+            tracing::error!(log = %self.log.spec.path.display(), error = %e, "cannot write log");
         }
     }
 }
 
-/// The last `n` lines of the log at `path`, reaching into the newest rotated file when the
-/// current one holds fewer. Bytes are returned as written.
-pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<u8>> {
-    let mut out = tail_of_file(path, n)?;
-    let have = count_lines(&out);
-    if have < n {
-        let mut rotated = path.as_os_str().to_owned();
-        rotated.push(".1");
-        match tail_of_file(Path::new(&rotated), n - have) {
-            Ok(mut older) => {
-                older.extend_from_slice(&out);
-                out = older;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+/// Log threads give way to supervision when CPU is short: nice +10 for the calling thread
+/// only (Linux nice values are per thread), so a flood's copying competes with the
+/// supervision thread at about a tenth of its weight. Best effort: an error changes nothing.
+fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
 }
 
-fn count_lines(bytes: &[u8]) -> usize {
-    let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
-    if bytes.last().is_some_and(|&b| b != b'\n') {
-        newlines + 1
-    } else {
-        newlines
-    }
-}
-
-fn tail_of_file(path: &Path, n: usize) -> io::Result<Vec<u8>> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // No log yet for the current file is an empty log, not an error.
-            return if path.extension().and_then(|e| e.to_str()) == Some("log") {
-                Ok(Vec::new())
-            } else {
-                Err(e)
+/// The log reader: one thread of the process running a current-thread tokio runtime that
+/// hosts every drain (they only read pipes and queue chunks). Started on first use; `None`
+/// if it cannot be started (then drains run on the caller's actix arbiter, as a last
+/// resort).
+fn reader() -> Option<&'static tokio::runtime::Handle> {
+    static READER: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    READER
+        .get_or_init(|| {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the log reader runtime: child output is read on the supervision thread");
+                    return None;
+                }
             };
-        }
-        Err(e) => return Err(e),
-    };
-    if n == 0 {
+            let handle = runtime.handle().clone();
+            let started = std::thread::Builder::new()
+                .name("warden-log-reader".into())
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    runtime.block_on(std::future::pending::<()>())
+                });
+            match started {
+                Ok(_) => Some(handle),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the log reader thread: child output is read on the supervision thread");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The log writer: one thread of the process that does every log file write, rotation and
+/// directory creation, in the order the drains queued them (so the lines of a pipe stay in
+/// order), fed by a queue of [`QUEUE_CHUNKS`] chunks. Started on first use; `None` if
+/// the thread cannot be started (then drains write themselves, as a last resort).
+fn writer() -> Option<&'static tokio::sync::mpsc::Sender<Chunk>> {
+    static WRITER: OnceLock<Option<tokio::sync::mpsc::Sender<Chunk>>> = OnceLock::new();
+    WRITER
+        .get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+            let started = std::thread::Builder::new()
+                .name("warden-log-writer".into())
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    while let Some(chunk) = rx.blocking_recv() {
+                        chunk.write();
+                    }
+                });
+            match started {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the log writer thread: logs are written on the supervision thread");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The most bytes [`tail_lines`] reads (and answers): 960 KiB, so that an answer fits a
+/// control socket frame (1 MiB) with room for its envelope.
+pub const MAX_TAIL_BYTES: usize = 960 * 1024;
+
+/// The last `n` lines of the log at `path`, reading backwards from the end of the current
+/// file into the rotated ones (`.1`, `.2`, ...) as far as needed, at most
+/// [`MAX_TAIL_BYTES`]. When the last `n` lines are longer than that, the answer is the
+/// newest whole lines that fit (or the end of one longer line). Bytes are returned as
+/// written. Blocking file I/O: call it off the supervision thread.
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<Vec<u8>> {
+    tail_lines_within(path, n, MAX_TAIL_BYTES)
+}
+
+fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// [`tail_lines`] reading at most `cap` bytes. One pass from the end: every byte is read
+/// and scanned once.
+fn tail_lines_within(path: &Path, n: usize, cap: usize) -> io::Result<Vec<u8>> {
+    const CHUNK: usize = 64 * 1024;
+    if n == 0 || cap == 0 {
         return Ok(Vec::new());
     }
-    let len = file.metadata()?.len();
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    const CHUNK: u64 = 64 * 1024;
-    loop {
-        let from = start.saturating_sub(CHUNK);
-        let mut chunk = vec![0; (start - from) as usize];
-        file.seek(SeekFrom::Start(from))?;
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        start = from;
-        // n lines need n newlines before them (plus the last line's own end).
-        let body = if buf.last() == Some(&b'\n') {
-            &buf[..buf.len() - 1]
+    // Chunks read, newest first, and the line ends found in them (the log's very last
+    // byte excepted: it ends the last line, it does not start one).
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut read = 0usize;
+    let mut line_ends = 0usize;
+    let mut at_end = true;
+    for index in 0.. {
+        let file_path = if index == 0 {
+            path.to_owned()
         } else {
-            &buf[..]
+            rotated_path(path, index)
         };
-        let newlines: Vec<usize> = body
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b == b'\n')
-            .map(|(i, _)| i)
-            .collect();
-        if newlines.len() >= n {
-            let cut = newlines[newlines.len() - n] + 1;
-            return Ok(buf[cut..].to_vec());
-        }
-        if start == 0 {
-            return Ok(buf);
+        let mut file = match File::open(&file_path) {
+            Ok(f) => f,
+            // No current file yet (never written, or just rotated): look at the older ones.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && index == 0 => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        };
+        let mut end = file.metadata()?.len();
+        while end > 0 {
+            let room = cap - read;
+            if room == 0 {
+                return Ok(whole_lines(chunks));
+            }
+            let len = usize::try_from(end)
+                .unwrap_or(usize::MAX)
+                .min(CHUNK)
+                .min(room);
+            let from = end - len as u64;
+            let mut chunk = vec![0; len];
+            file.seek(SeekFrom::Start(from))?;
+            file.read_exact(&mut chunk)?;
+            end = from;
+            read += len;
+            let mut scan = chunk.len();
+            if at_end {
+                at_end = false;
+                if chunk.last() == Some(&b'\n') {
+                    scan -= 1;
+                }
+            }
+            while let Some(i) = chunk[..scan].iter().rposition(|&b| b == b'\n') {
+                line_ends += 1;
+                if line_ends == n {
+                    chunk.drain(..=i);
+                    chunks.push(chunk);
+                    return Ok(concat_oldest_first(chunks));
+                }
+                scan = i;
+            }
+            chunks.push(chunk);
         }
     }
+    Ok(concat_oldest_first(chunks))
+}
+
+/// `chunks` (newest first) joined in file order.
+fn concat_oldest_first(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for chunk in chunks.iter().rev() {
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// `chunks` (newest first, cut by the byte cap) joined, without the partial line they
+/// start with, unless that line is all there is.
+fn whole_lines(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = concat_oldest_first(chunks);
+    let body = out.len().saturating_sub(1);
+    if let Some(i) = out[..body].iter().position(|&b| b == b'\n') {
+        out.drain(..=i);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -243,5 +408,63 @@ mod tests {
         let tail = tail_lines(&dir.join("a.log"), 3).unwrap();
         assert_eq!(String::from_utf8(tail).unwrap(), "line 7\nline 8\nline 9\n");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn write(path: &Path, text: &str) {
+        fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn tail_reads_backwards_through_rotated_files_as_one_stream() {
+        let dir = tempdir("stream");
+        let log = dir.join("b.log");
+        write(&rotated_path(&log, 2), "a\nb\n");
+        write(&rotated_path(&log, 1), "c\nd\n");
+        write(&log, "e\nf");
+        let tail = |n| String::from_utf8(tail_lines(&log, n).unwrap()).unwrap();
+        assert_eq!(tail(0), "");
+        assert_eq!(tail(1), "f");
+        assert_eq!(tail(2), "e\nf");
+        assert_eq!(tail(3), "d\ne\nf");
+        assert_eq!(tail(5), "b\nc\nd\ne\nf");
+        assert_eq!(tail(100), "a\nb\nc\nd\ne\nf");
+        fs::remove_file(&log).unwrap();
+        assert_eq!(
+            tail(1),
+            "d\n",
+            "no current file yet: the rotated ones answer"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tail_of_long_lines_is_capped_to_whole_lines() {
+        let dir = tempdir("cap");
+        let log = dir.join("c.log");
+        let line = |i: usize| format!("{i:05} {}\n", "x".repeat(994));
+        let text: String = (0..300).map(line).collect();
+        write(&log, &text);
+        let all = tail_lines_within(&log, 1000, 100_000).unwrap();
+        let expected: String = (201..300).map(line).collect();
+        assert_eq!(
+            String::from_utf8(all).unwrap(),
+            expected,
+            "100,000 bytes hold the newest 99 whole lines of 1,000 bytes"
+        );
+        let one = tail_lines_within(&log, 1000, 500).unwrap();
+        assert_eq!(one.len(), 500, "one line longer than the cap: its end");
+        assert_eq!(
+            tail_lines(&log, 2).unwrap(),
+            (298..300).map(line).collect::<String>().into_bytes()
+        );
+        assert!(tail_lines(&dir.join("none.log"), 5).unwrap().is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("warden-log-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }
