@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         eprintln!("outboard_stall: {e}");
         return ExitCode::from(1);
     }
-    println!("outboard_stall: ready as {}; never reading again", outboard.actor());
+    println!(
+        "outboard_stall: ready as {}; never reading again",
+        outboard.actor()
+    );
     // Keeps the connection open and unread for good.
     loop {
         std::thread::park();

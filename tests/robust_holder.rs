@@ -135,7 +135,9 @@ fn a_bound_holder_exits_within_2s_of_its_parents_sigkill_while_a_wait_is_in_flig
         .collect();
     assert_eq!(children.len(), 2, "{members:?}");
     cleanup.others.extend(&children);
-    wait_until("the parent is about to ask Wait", T, || asking_file.exists());
+    wait_until("the parent is about to ask Wait", T, || {
+        asking_file.exists()
+    });
     // The request leaves the parent microseconds after the file; give it ample time to be
     // read by the holder, so that it is surely in flight when the parent dies.
     std::thread::sleep(Duration::from_millis(500));

@@ -248,7 +248,9 @@ fn calls_to_a_child_that_stopped_reading_answer_504_and_other_childrens_calls_st
         echo_times.push(took);
     }
     let echo_median = median(echo_times.clone());
-    eprintln!("echo calls while the other child is wedged: median {echo_median:?}, all {echo_times:?}");
+    eprintln!(
+        "echo calls while the other child is wedged: median {echo_median:?}, all {echo_times:?}"
+    );
     assert!(
         echo_median < Duration::from_millis(500),
         "echo calls slowed down: {echo_times:?}"
@@ -256,7 +258,11 @@ fn calls_to_a_child_that_stopped_reading_answer_504_and_other_childrens_calls_st
 
     for (i, call) in calls.into_iter().enumerate() {
         let (status, took) = call.wait(CALL_TIMEOUT + T, &format!("call {i} to the stalled child"));
-        assert_eq!(status, Ok(504), "call {i} to the stalled child (after {took:?})");
+        assert_eq!(
+            status,
+            Ok(504),
+            "call {i} to the stalled child (after {took:?})"
+        );
         assert!(
             took < CALL_TIMEOUT + Duration::from_secs(5),
             "call {i} answered 504 only after {took:?}"
@@ -310,9 +316,15 @@ fn ctl_stop_of_a_child_that_stopped_reading_completes_within_its_stop_timeout() 
     let took = began.elapsed();
     eprintln!("ctl stop of the stalled child took {took:?} (bound {bound:?})");
     assert!(status.success(), "ctl stop: {status}");
-    assert!(!alive(pid), "the stalled child (pid {pid}) is still alive after the stop");
+    assert!(
+        !alive(pid),
+        "the stalled child (pid {pid}) is still alive after the stop"
+    );
     let a = w.wait_state("stall", "stopped", T);
-    assert_eq!(a["last_exit"]["signal"], "SIGKILL", "it ignores SIGTERM: SIGKILL ends it: {a}");
+    assert_eq!(
+        a["last_exit"]["signal"], "SIGKILL",
+        "it ignores SIGTERM: SIGKILL ends it: {a}"
+    );
 }
 
 /// Promise: warden's shutdown completes even when an outboard child never reads: SIGTERM

@@ -148,7 +148,11 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut links = self.hub.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut links = self
+            .hub
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if links.get(&self.path).is_some_and(|(id, _)| *id == self.id) {
             links.remove(&self.path);
         }

@@ -235,17 +235,18 @@ impl Link {
         let mut stop_written: Option<oneshot::Receiver<()>> = None;
         let mut accept_paused_until: Option<Instant> = None;
         let mut next_conn = 0u64;
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.spec.heartbeat,
-            self.spec.heartbeat,
-        );
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + self.spec.heartbeat, self.spec.heartbeat);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let exit = loop {
-            let wake = [accept_paused_until, self.stop_deadline(stop_written.is_some())]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                accept_paused_until,
+                self.stop_deadline(stop_written.is_some()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 exit = &mut inner_exit => break exit,
                 accepted = listener.accept(), if accept_paused_until.is_none() => match accepted {
@@ -371,9 +372,8 @@ impl Link {
             self.stopping = Stopping::Signalled;
             return None;
         }
-        if self.inner_stop.is_none() {
-            return None;
-        }
+        // Already signalled: nothing more to ask.
+        self.inner_stop.as_ref()?;
         let asked = self
             .shared
             .writer()
@@ -440,7 +440,8 @@ impl Link {
                     if welcomed {
                         tracing::info!(path = %self.path, "outboard: child connected");
                         self.heartbeat.answered();
-                        self.shared.set_current(Some(Connection { id: conn, writer }));
+                        self.shared
+                            .set_current(Some(Connection { id: conn, writer }));
                     }
                     let _ = accepted.send(welcomed);
                 }
