@@ -181,10 +181,10 @@ impl ChildFactory for OutboardFactory {
         let inner = match self.service.start(cx.clone()) {
             Ok(inner) => inner,
             Err(e) => {
-                drop(listener);
                 if let Some(ours) = socket_file {
                     link::remove_if_same(&self.spec.socket, ours);
                 }
+                drop(listener);
                 return Err(e);
             }
         };

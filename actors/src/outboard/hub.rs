@@ -220,3 +220,37 @@ impl OutboardHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call_now(hub: &OutboardHub, path: &ActorPath) -> Result<serde_json::Value, CallError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(hub.call(path, serde_json::json!(1), Duration::from_millis(10)))
+    }
+
+    /// Finding 4: a reload can run an old and a new run of one path side by side, both at
+    /// generation 1. The old run's cleanup must leave the new run's entry alone.
+    #[test]
+    fn an_old_runs_cleanup_keeps_a_newer_runs_entry() {
+        let hub = Arc::new(OutboardHub::new());
+        let path = ActorPath::parse("/child").expect("path");
+        let old = Registration::new(&hub, &path, Arc::new(LinkShared::default()));
+        let new = Registration::new(&hub, &path, Arc::new(LinkShared::default()));
+        drop(old);
+        // Still routed (to a run that is not connected), not unknown.
+        assert_eq!(
+            call_now(&hub, &path),
+            Err(CallError::NotConnected("/child".to_owned()))
+        );
+        drop(new);
+        assert_eq!(
+            call_now(&hub, &path),
+            Err(CallError::NotFound("/child".to_owned()))
+        );
+    }
+}

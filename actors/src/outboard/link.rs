@@ -280,7 +280,9 @@ impl Link {
                 }
             }
         };
+        // While the listener is open its socket file cannot be mistaken for a newer one.
         self.end();
+        drop(listener);
         self.verdict.take().unwrap_or(exit)
     }
 
@@ -565,9 +567,51 @@ pub(super) fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 }
 
 /// Removes `path` only if it still is the file `ours` (a newer run may have bound its own
-/// socket there since).
+/// socket there since). Call it while the socket that made `ours` is still open: that
+/// keeps the inode, so its number cannot have been reused by the newer file.
 pub(super) fn remove_if_same(path: &std::path::Path, ours: (u64, u64)) {
     if file_identity(path) == Some(ours) {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 4: an old run must not unlink the socket a newer run bound at the same path.
+    #[test]
+    fn the_socket_file_is_removed_only_while_it_is_this_runs() {
+        let dir = std::env::temp_dir().join(format!("warden-link-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("child.sock");
+        std::fs::write(&path, b"old").expect("old file");
+        let old = file_identity(&path).expect("identity");
+        // As the old run's bound listener does, keeps the old inode (and its number) alive.
+        let _pinned = std::fs::File::open(&path).expect("open old");
+        // A newer run replaces the file (a listener with try_overwrite unlinks and binds).
+        std::fs::remove_file(&path).expect("unlink");
+        std::fs::write(&path, b"new").expect("new file");
+        remove_if_same(&path, old);
+        assert_eq!(std::fs::read(&path).expect("still there"), b"new");
+        let new = file_identity(&path).expect("identity");
+        remove_if_same(&path, new);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn heartbeat_misses_are_the_larger_of_unanswered_pings_and_stalled_writes() {
+        let mut heartbeat = Heartbeat::new(3);
+        heartbeat.ping_sent();
+        heartbeat.write_stalled();
+        heartbeat.ping_sent();
+        assert_eq!(heartbeat.missed(), 2);
+        assert!(!heartbeat.given_up());
+        heartbeat.write_stalled();
+        heartbeat.write_stalled();
+        assert!(heartbeat.given_up());
+        heartbeat.answered();
+        assert_eq!(heartbeat.missed(), 0);
     }
 }
