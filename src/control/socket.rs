@@ -4,10 +4,12 @@
 //! bad frame (garbage, truncated, oversized) or a version mismatch gets an `error` frame
 //! and that connection is closed; warden and every other connection carry on.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 
 use actix::Addr;
+use futures_util::StreamExt as _;
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
@@ -117,16 +119,57 @@ pub(crate) fn check_hello(frame: &ClientFrame) -> Result<(), String> {
     }
 }
 
+/// Frames read ahead while a request is in flight (so that the end of the connection is
+/// seen at once); past that, reading waits for the request.
+const READ_AHEAD: usize = 16;
+
 /// Serves requests after the handshake until the client closes or sends a bad frame.
+///
+/// Requests are answered one at a time, in order. While one is in flight the connection
+/// is still read: later frames wait their turn, but the end of the connection (the client
+/// died, or a bound holder's parent) ends the loop at once, dropping the request's answer.
 pub(crate) async fn request_loop<R, W>(rx: &mut R, tx: &mut W, controller: &Addr<Controller>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // A stream of frames keeps a half-read frame across polls (reading is not cancel-safe).
+    let frames = futures_util::stream::unfold(rx, |rx| async move {
+        let frame = next_frame(rx).await;
+        Some((frame, rx))
+    });
+    tokio::pin!(frames);
+    let mut waiting: VecDeque<Result<ClientFrame, FrameError>> = VecDeque::new();
+    let mut bad_frame_seen = false;
     loop {
-        match next_frame(rx).await {
-            Ok(Some(ClientFrame::Request { id, request })) => {
-                let result = match controller.send(request).await {
+        let frame = match waiting.pop_front() {
+            Some(frame) => frame,
+            None => match frames.next().await {
+                Some(Ok(Some(frame))) => Ok(frame),
+                Some(Err(e)) => Err(e),
+                Some(Ok(None)) | None => return,
+            },
+        };
+        match frame {
+            Ok(ClientFrame::Request { id, request }) => {
+                let answer = controller.send(request);
+                tokio::pin!(answer);
+                let answered = loop {
+                    let read_more = !bad_frame_seen && waiting.len() < READ_AHEAD;
+                    tokio::select! {
+                        answered = &mut answer => break answered,
+                        next = frames.next(), if read_more => match next {
+                            Some(Ok(Some(frame))) => waiting.push_back(Ok(frame)),
+                            Some(Err(e)) => {
+                                bad_frame_seen = true;
+                                waiting.push_back(Err(e));
+                            }
+                            // Nobody is left to answer.
+                            Some(Ok(None)) | None => return,
+                        },
+                    }
+                };
+                let result = match answered {
                     Ok(result) => result,
                     Err(_) => Err(super::protocol::Failure::new(
                         super::protocol::FailureKind::Unavailable,
@@ -137,11 +180,10 @@ where
                     return;
                 }
             }
-            Ok(Some(ClientFrame::Hello { .. })) => {
+            Ok(ClientFrame::Hello { .. }) => {
                 refuse(tx, "hello was already sent on this connection".to_owned()).await;
                 return;
             }
-            Ok(None) => return,
             Err(e) => {
                 refuse(tx, format!("bad frame: {e}")).await;
                 return;
