@@ -73,6 +73,42 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The live direct children of `pid` (by the parent pid in `/proc/*/stat`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat
+                        .rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .collect::<Vec<_>>();
+                    // after[0] is the state, after[1] the parent pid.
+                    Some(after.first()? != &"Z" && after.get(1)?.parse::<u32>().ok()? == pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Checks `cond` every 10 ms for `period`; panics with `what` the first time it is false.
+pub fn holds_for(what: &str, period: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + period;
+    loop {
+        assert!(cond(), "no longer true: {what}");
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sends `signal` (e.g. libc-style number 9) to `pid`.
 pub fn kill(pid: u32, signal: i32) {
     let _ = Command::new("kill")
