@@ -15,39 +15,6 @@ fn count(file: &str) -> usize {
     lines(Path::new(file)).len()
 }
 
-/// A child that appends "start NAME <ns>" when it starts and "stop NAME <ns>" when it gets
-/// SIGTERM (then exits 0), and otherwise waits.
-fn logging_child(name: &str, file: &str) -> String {
-    sh(&format!(
-        "trap 'echo \"stop {name} $(date +%s%N)\" >> \"{file}\"; exit 0' TERM; \
-         echo \"start {name} $(date +%s%N)\" >> \"{file}\"; sleep 1000 & wait"
-    ))
-}
-
-/// The first two words of each line: "start a", "stop c".
-fn events(file: &str) -> Vec<String> {
-    lines(Path::new(file))
-        .iter()
-        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
-/// Milliseconds since the epoch of the line of `file` starting with `event`, from the
-/// `date +%s%N` the child wrote last on it.
-fn event_ms(file: &str, event: &str) -> f64 {
-    let all = lines(Path::new(file));
-    let line = all
-        .iter()
-        .find(|l| l.starts_with(&format!("{event} ")))
-        .unwrap_or_else(|| panic!("no {event:?} in {all:?}"));
-    let ns: u128 = line
-        .split_whitespace()
-        .last()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
-    ns as f64 / 1e6
-}
-
 fn pid_of(a: &Value) -> Option<u32> {
     a["pid"].as_u64().map(|p| p as u32)
 }
@@ -123,6 +90,9 @@ command = {c}
         events(&log),
         ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
     );
+    // Reverse order means one after the other, not three SIGTERMs back to back.
+    assert_stopped_one_after_the_other(&log, "stop c", "stop b");
+    assert_stopped_one_after_the_other(&log, "stop b", "stop a");
     for pid in pids {
         wait_until("every service gone", Duration::from_secs(5), || !alive(pid));
     }
