@@ -419,12 +419,21 @@ fn stop_of_an_unknown_path_returns_a_not_found_failure() {
     }
     // The connection stays usable after a failure.
     assert_answers(&mut client, "after a failed request");
+    let api = wait_for("/app/api's pid", Duration::from_secs(10), || {
+        w.actor_pid("app/api")
+    });
+    assert!(alive(api));
     match client.ask(Request::Stop {
         path: "/app/api".to_owned(),
     }) {
         Ok(Ok(Response::Actor(view))) => assert_eq!(view.info.state.as_str(), "stopped"),
         other => panic!("Stop /app/api answered {other:?}"),
     }
+    // Not only the reply: the process is gone once Stop has answered.
+    assert!(
+        !alive(api),
+        "/app/api (pid {api}) still runs after Stop answered"
+    );
     match client.ask(Request::Stop {
         path: "/app/api".to_owned(),
     }) {
