@@ -214,12 +214,25 @@ fn a_warden_restarted_after_sigkill_adopts_every_child_with_the_same_pid_and_no_
 
     // The new warden supervises what it adopted: an adopted child killed is restarted.
     let old_b = before[1];
+    let killed_at = std::time::SystemTime::now();
     kill(old_b, 9);
     let b = wait_for("b restarted with a new pid", T, || {
         let a = w.actor("b");
         (a["state"] == "running" && pid_of(&a).is_some_and(|p| p != old_b)).then_some(a)
     });
     assert_eq!(b["restarts"], 1, "{b}");
+    // Its exit is seen at once (a pidfd, not a poll): last_exit.at within 300 ms of the
+    // kill, and the new run started one backoff (100 ms +-10 %) after that.
+    let seen = diff_ms(rfc3339(&b["last_exit"]["at"]), killed_at);
+    assert!(
+        (-5.0..300.0).contains(&seen),
+        "the adopted child's exit was seen {seen:.0} ms after its SIGKILL: {b}"
+    );
+    let backoff = diff_ms(rfc3339(&b["started_at"]), rfc3339(&b["last_exit"]["at"]));
+    assert!(
+        (85.0..600.0).contains(&backoff),
+        "restarted {backoff:.0} ms after the exit; want the 100 ms backoff: {b}"
+    );
     let reason = b["last_exit"]["reason"].as_str().unwrap_or("");
     assert!(
         reason.contains("adopted") || reason.contains("status unknown"),
@@ -535,21 +548,34 @@ fn fifty_sigkills_at_random_moments_leave_every_child_running_exactly_once_and_n
     let mut rng = Rng(seed);
     let mut dir = dir;
     let mut recovered = [0u64; 3];
+    let mut rounds_that_adopted = 0;
     for round in 0..50 {
         let mut w = Warden::start_in(dir, &body);
         let pause = rng.below(151);
         std::thread::sleep(Duration::from_millis(pause));
         crash(&mut w);
         at_most_one_instance_each(&state, &format!("round {round} (seed {seed:#x})"));
+        let stderr = w.stderr_text();
         for (total, key) in recovered.iter_mut().zip(RECOVERED_KEYS) {
-            *total += logged_count(&w.stderr_text(), key);
+            *total += logged_count(&stderr, key);
+        }
+        if logged_count(&stderr, RECOVERED_KEYS[0]) > 0 {
+            rounds_that_adopted += 1;
         }
         dir = take_dir(w);
     }
     eprintln!(
-        "50 crashes took {:?}; the restarts recovered {:?}",
+        "50 crashes took {:?}; the restarts recovered {:?}; {rounds_that_adopted} rounds adopted",
         began.elapsed(),
         RECOVERED_KEYS.iter().zip(recovered).collect::<Vec<_>>()
+    );
+    // The crashes must have hit wardens that had children to leave behind: otherwise
+    // adoption (the thing under test) was never exercised. Each round after the first
+    // finds at least the previous round's healthy child when that one had started.
+    assert!(
+        rounds_that_adopted >= 25,
+        "only {rounds_that_adopted} of 50 restarts adopted a child: adoption was barely exercised \
+         ({recovered:?})"
     );
 
     let mut w = Warden::start_in(dir, &body);
