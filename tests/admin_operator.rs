@@ -195,6 +195,35 @@ ready = { delay = "2500ms" }
     assert_eq!(paths(&ready_at["waiting"]), Vec::<String>::new());
 }
 
+/// A child in backoff alone holds /readyz at 503 and is named in `waiting` (no failed
+/// child to explain the 503 instead).
+#[test]
+fn readyz_is_503_naming_a_child_in_backoff() {
+    let w = Warden::start(
+        r#"
+[[service]]
+name = "ok"
+command = ["sleep", "1000"]
+
+[[service]]
+name = "flappy"
+command = ["/bin/sh", "-c", "sleep 0.2; exit 1"]
+restart = { backoff = { initial = "5s", max = "5s", jitter = 0.0 } }
+"#,
+    );
+    w.wait_state("/ok", "running", T);
+    w.wait_state("/flappy", "backoff", T);
+    let (status, body) = readyz(&w);
+    // Read while /flappy was in backoff before and after (its backoff is 5 s).
+    assert_eq!(
+        w.state("/flappy"),
+        "backoff",
+        "left backoff during the check"
+    );
+    assert_eq!(status, 503, "/readyz with a child in backoff: {body}");
+    assert_eq!(paths(&body["waiting"]), ["/flappy"], "{body}");
+}
+
 #[test]
 fn readyz_is_503_while_a_child_is_in_backoff_or_failed_and_200_once_the_failed_one_is_stopped() {
     let w = Warden::start(

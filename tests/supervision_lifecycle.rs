@@ -144,17 +144,19 @@ command = {after}
     );
 }
 
-#[test]
-fn notify_child_that_never_signals_ready_within_its_timeout_is_restarted() {
-    let w = Warden::start(
+/// A run that never passes its ready check within `timeout` is ended and restarted: the
+/// old process is gone, a new process exists and is `starting` again (not only the
+/// `restarts` counter).
+fn assert_unready_run_is_restarted(ready: &str) {
+    let w = Warden::start(&format!(
         r#"
 [[service]]
 name = "mute"
 command = ["sleep", "1000"]
-ready = { notify = true, timeout = "500ms" }
-restart = { backoff = { initial = "50ms", jitter = 0.0 } }
-"#,
-    );
+ready = {ready}
+restart = {{ backoff = {{ initial = "50ms", jitter = 0.0 }} }}
+"#
+    ));
     let first = wait_for("mute spawned", T, || {
         let a = w.actor("mute");
         pid_of(&a).is_some().then_some(a)
@@ -178,6 +180,28 @@ restart = { backoff = { initial = "50ms", jitter = 0.0 } }
     );
     wait_until("the unready run gone", T, || !alive(first));
     assert_ne!(a["state"], "running", "never ready, never running: {a}");
+    // A new process runs, and is waiting for its own ready check again.
+    let second = wait_for("a new live run", T, || {
+        let a = w.actor("mute");
+        pid_of(&a)
+            .filter(|&p| p != first && alive(p))
+            .map(|p| (p, a))
+    });
+    assert_eq!(second.1["state"], "starting", "the new run: {}", second.1);
+}
+
+#[test]
+fn notify_child_that_never_signals_ready_within_its_timeout_is_restarted() {
+    assert_unready_run_is_restarted(r#"{ notify = true, timeout = "500ms" }"#);
+}
+
+#[test]
+fn tcp_ready_check_that_never_connects_within_its_timeout_is_restarted() {
+    // Nothing listens on this port.
+    let silent = free_port();
+    assert_unready_run_is_restarted(&format!(
+        r#"{{ tcp = "127.0.0.1:{silent}", timeout = "500ms" }}"#
+    ));
 }
 
 #[test]

@@ -376,13 +376,16 @@ fn child_over_its_intensity_is_failed_and_an_operator_start_revives_it() {
 [[service]]
 name = "flappy"
 command = {cmd}
-restart = {{ backoff = {{ initial = "10ms", jitter = 0.0 }}, intensity = {{ max = 3, within = "10s" }} }}
+restart = {{ backoff = {{ initial = "200ms", jitter = 0.0 }}, intensity = {{ max = 3, within = "10s" }} }}
 "#,
         cmd = sh(&format!("echo run >> '{starts}'; exit 1")),
     );
     let w = Warden::start_in(dir, &body);
 
     let a = w.wait_state("flappy", "failed", T);
+    // The backoff grew to 800 ms (200, 400, 800) before the give-up.
+    assert_eq!(a["backoff"]["attempt"], 3, "{a}");
+    assert_eq!(a["backoff"]["delay_ms"], 800, "{a}");
     // The first run and 3 restarts; the 4th failure is the one that gives up.
     assert_eq!(a["restarts"], 3, "{a}");
     assert_eq!(count(&starts), 4);
@@ -399,6 +402,16 @@ restart = {{ backoff = {{ initial = "10ms", jitter = 0.0 }}, intensity = {{ max 
     // An operator start resets the window: it runs again, and restarts again by policy.
     let r = w.req("POST", "/api/v1/actors/flappy/start");
     assert_eq!(r.status, 200, "{}", r.text());
+    // ... and the backoff: the first delay after the start is the initial one again.
+    let a = w.wait_state("flappy", "backoff", T);
+    assert_eq!(
+        a["backoff"]["attempt"], 1,
+        "backoff reset by the start: {a}"
+    );
+    assert_eq!(
+        a["backoff"]["delay_ms"], 200,
+        "backoff reset by the start: {a}"
+    );
     wait_until("4 more runs after the operator start", T, || {
         count(&starts) >= 8
     });
