@@ -299,6 +299,34 @@ command = ["sleep", "1000"]
     assert_eq!(w.state("/svc"), "running");
 }
 
+/// SIGUSR1 drains like `POST /api/v1/drain` (README): /healthz and /readyz answer 503
+/// "draining", warden keeps running and so do its children (same pid).
+#[test]
+fn sigusr1_drains_warden_and_the_children_keep_running() {
+    let mut w = Warden::start(
+        r#"
+[[service]]
+name = "svc"
+command = ["sleep", "1000"]
+"#,
+    );
+    let pid = w.wait_state("/svc", "running", T)["pid"].clone();
+    wait_until("/readyz 200", T, || readyz(&w).0 == 200);
+    assert_eq!(get(w.port, "/healthz", None).status, 200);
+
+    kill(w.pid(), 10); // SIGUSR1
+    wait_until("/healthz 503 after SIGUSR1", T, || {
+        get(w.port, "/healthz", None).status == 503
+    });
+    let h = get(w.port, "/healthz", None);
+    assert_eq!(h.json(), serde_json::json!({ "status": "draining" }));
+    assert_eq!(readyz(&w).0, 503, "/readyz after SIGUSR1");
+    assert!(w.try_wait().is_none(), "SIGUSR1 must not stop warden");
+    let a = w.actor("/svc");
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["pid"], pid, "{a}");
+}
+
 #[test]
 fn metrics_needs_the_bearer_token() {
     let w = Warden::start("");

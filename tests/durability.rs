@@ -319,6 +319,66 @@ fn output_written_while_no_warden_runs_reaches_the_log_with_no_line_lost_or_repe
     }
 }
 
+/// README: "while no warden runs the child's writes wait in the pipe (up to 1 MiB), so no
+/// line is lost". The child writes exactly 1 MiB (16,384 lines of 64 bytes) in one go
+/// while warden is dead; the write must complete without a reader (the child says so in
+/// a file), and the next warden must bring every line to the log, in order.
+#[test]
+fn one_mib_written_while_no_warden_runs_is_not_blocked_and_reaches_the_log_whole() {
+    let _serial = serial();
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let _reaper = Reaper(state.clone());
+    let log = state.join("logs/burst.log");
+    let trigger = dir.path().join("trigger");
+    let written = dir.path().join("written");
+    const LINES: usize = 16 * 1024;
+    let script = format!(
+        "import os,sys,time\n\
+         while not os.path.exists({trigger:?}): time.sleep(0.01)\n\
+         data = b''.join(b'line %07d ' % i + b'x' * 50 + b'\\n' for i in range(1, {LINES} + 1))\n\
+         assert len(data) == 1024 * 1024\n\
+         sys.stdout.buffer.write(data); sys.stdout.buffer.flush()\n\
+         open({written:?}, 'w').close()\n\
+         time.sleep(1000)\n"
+    );
+    let body = format!(
+        "[[service]]\nname = \"burst\"\ncommand = [\"python3\", \"-c\", {}]\n",
+        toml_str(&script)
+    );
+    let mut w = Warden::start_in(dir, &body);
+    let pid = running_pid(&w, "burst");
+    crash(&mut w);
+    std::fs::write(&trigger, b"go").expect("trigger");
+    wait_until(
+        "the child's 1 MiB write completes while no warden runs",
+        T,
+        || written.exists(),
+    );
+    assert!(alive(pid), "the writer lives on");
+
+    let w = Warden::start_in(take_dir(w), &body);
+    let a = w.wait_state("burst", "running", T);
+    assert_eq!(pid_of(&a), Some(pid), "burst was not adopted: {a}");
+    let numbers = || -> Vec<usize> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.len() == 63)
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect()
+    };
+    wait_until("all 16,384 lines in the log", T, || {
+        numbers().len() >= LINES
+    });
+    let got = numbers();
+    assert!(
+        got == (1..=LINES).collect::<Vec<_>>(),
+        "the log must hold lines 1..={LINES} once each, in order: {} lines, first {:?}",
+        got.len(),
+        &got[..got.len().min(5)]
+    );
+}
+
 #[test]
 fn a_record_whose_pid_now_belongs_to_another_process_is_neither_adopted_nor_signalled() {
     let _serial = serial();

@@ -244,6 +244,66 @@ stop = {{ signal = "TERM", timeout = "500ms" }}
     });
 }
 
+/// A plain `[[service]]` runs in its `cwd`, with its `env` added to warden's, and is
+/// stopped by its `stop.signal` (here INT, as in the README), not by SIGTERM.
+#[test]
+fn a_service_runs_in_its_cwd_with_its_env_and_is_stopped_by_its_stop_signal() {
+    let dir = temp_dir();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    let script = "import os,signal,sys,time\n\
+        open('cwd.txt', 'w').write(os.getcwd())\n\
+        open('env.txt', 'w').write(os.environ.get('GREETING', '') + ' ' + os.environ.get('PATH', ''))\n\
+        def stop(n, f):\n    open('signal.txt', 'w').write(signal.Signals(n).name); sys.exit(0)\n\
+        signal.signal(signal.SIGINT, stop)\n\
+        signal.signal(signal.SIGTERM, stop)\n\
+        time.sleep(1000)\n";
+    let body = format!(
+        r#"
+[[service]]
+name = "svc"
+command = ["python3", "-c", {script}]
+cwd = {cwd}
+env = {{ GREETING = "hello there" }}
+stop = {{ signal = "INT", timeout = "10s" }}
+"#,
+        script = toml_str(script),
+        cwd = toml_str(work.to_str().expect("utf-8")),
+    );
+    let w = Warden::start_in(dir, &body);
+    let pid = running_pid(&w, "svc");
+    let cwd_file = work.join("cwd.txt");
+    let env_file = work.join("env.txt");
+    wait_until("the service wrote its cwd and env", T, || {
+        env_file.exists() && cwd_file.exists()
+    });
+    let cwd = std::fs::read_to_string(&cwd_file).expect("cwd.txt");
+    assert_eq!(
+        Path::new(&cwd),
+        work.canonicalize().expect("canonical"),
+        "the service's working folder"
+    );
+    let env = std::fs::read_to_string(&env_file).expect("env.txt");
+    assert!(env.starts_with("hello there "), "GREETING: {env:?}");
+    assert!(
+        env.len() > "hello there ".len(),
+        "warden's own environment (PATH) is inherited: {env:?}"
+    );
+
+    let t0 = Instant::now();
+    let r = w.req("POST", "/api/v1/actors/svc/stop");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let signal = std::fs::read_to_string(work.join("signal.txt")).unwrap_or_default();
+    assert_eq!(signal, "SIGINT", "the stop signal the service received");
+    assert_eq!(r.json()["last_exit"]["code"], 0, "{}", r.text());
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped by INT, not the timeout: {took:?}"
+    );
+    assert!(!alive(pid));
+}
+
 #[test]
 fn crashed_leader_takes_its_grandchildren_with_it() {
     let dir = temp_dir();
