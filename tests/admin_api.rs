@@ -586,7 +586,7 @@ command = ["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo \"line $i padding p
 }
 
 #[test]
-fn a_one_mib_post_body_is_refused_with_4xx_and_warden_keeps_answering() {
+fn a_one_mib_post_body_is_refused_with_413_and_warden_keeps_answering() {
     let w = Warden::start(
         r#"
 [[service]]
@@ -620,14 +620,109 @@ command = ["sleep", "1000"]
     assert_eq!(h.status, 200);
     assert_eq!(w.req("GET", "/api/v1/actors").status, 200);
     let r = r.unwrap_or_else(|e| panic!("no HTTP answer to a 1 MiB body: {e}"));
-    assert!(
-        (400..500).contains(&r.status),
-        "expected a 4xx (413 per design.md) for a 1 MiB body, got {seen}"
-    );
+    assert_json_error(&r, 413, "a 1 MiB POST body (design.md: 413)");
     assert_eq!(
         w.actor("x")["pid"].as_u64(),
         Some(pid),
         "a refused request must not stop the actor"
+    );
+}
+
+/// The 64 KiB body limit holds on every POST route, as exactly 413 with a JSON error, and
+/// a refused request changes nothing; a body of exactly 64 KiB is not refused for its size.
+#[test]
+fn every_post_route_refuses_64_kib_plus_1_with_413_json_and_changes_nothing() {
+    let port = free_port();
+    let w = Warden::start(&format!(
+        r#"
+[[service]]
+name = "x"
+command = ["sleep", "1000"]
+
+[[outboard]]
+name = "ob"
+command = ["sleep", "1000"]
+heartbeat = "600s"
+
+[[pool]]
+name = "p"
+command = ["sleep", "1000"]
+ports = "{port}-{port}"
+min = 0
+max = 1
+"#
+    ));
+    let x = w.wait_state("x", "running", Duration::from_secs(10));
+    let ob = w.wait_state("ob", "running", Duration::from_secs(10));
+    let token = w.token();
+    let auth = format!("Bearer {token}");
+    let big = vec![b' '; 64 * 1024 + 1];
+    let len = big.len().to_string();
+    let mut wrong = Vec::new();
+    for path in [
+        "/api/v1/actors/x/start",
+        "/api/v1/actors/x/stop",
+        "/api/v1/actors/x/restart",
+        "/api/v1/actors/ob/call",
+        "/api/v1/pools/p/sessions",
+        "/api/v1/pools/p/rollout",
+        "/api/v1/pools/p/tokens/verify",
+        "/api/v1/reload",
+        "/api/v1/drain",
+        "/api/v1/admin/activate",
+    ] {
+        let r = raw_request(w.port, "POST", path, &[("Authorization", &auth)], &big)
+            .unwrap_or_else(|e| panic!("POST {path}: no answer: {e}"));
+        let json_error = r
+            .header("content-type")
+            .unwrap_or("")
+            .contains("application/json")
+            && r.json()["error"].as_str().is_some_and(|m| !m.is_empty());
+        if r.status != 413 || !json_error {
+            wrong.push(format!("{path}: {} {:?}", r.status, r.text()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a {len}-byte body must get 413 with a JSON error on every POST route; got:\n{}",
+        wrong.join("\n")
+    );
+    // Nothing changed: same processes, no restart, no session, not draining.
+    for (path, before) in [("x", &x), ("ob", &ob)] {
+        let a = w.actor(path);
+        assert_eq!(a["state"], "running", "{a}");
+        assert_eq!(a["pid"], before["pid"], "{a}");
+        assert_eq!(a["restarts"], 0, "{a}");
+    }
+    let p = w.actor("p");
+    assert_eq!(p["details"]["sessions"], 0, "{p}");
+    let h = http(w.port, "GET", "/healthz", None, None).expect("healthz");
+    assert_eq!(
+        h.status,
+        200,
+        "a refused drain does not drain: {}",
+        h.text()
+    );
+
+    // Exactly 64 KiB is within the limit.
+    let prefix = br#"{"token":""#;
+    let mut at_limit = prefix.to_vec();
+    at_limit.resize(64 * 1024 - 2, b'a');
+    at_limit.extend_from_slice(br#""}"#);
+    assert_eq!(at_limit.len(), 64 * 1024);
+    let r = http(
+        w.port,
+        "POST",
+        "/api/v1/pools/p/tokens/verify",
+        Some(&token),
+        Some(&at_limit),
+    )
+    .expect("http");
+    assert_ne!(
+        r.status,
+        413,
+        "exactly 64 KiB must not be refused: {}",
+        r.text()
     );
 }
 

@@ -195,6 +195,35 @@ ready = { delay = "2500ms" }
     assert_eq!(paths(&ready_at["waiting"]), Vec::<String>::new());
 }
 
+/// A child in backoff alone holds /readyz at 503 and is named in `waiting` (no failed
+/// child to explain the 503 instead).
+#[test]
+fn readyz_is_503_naming_a_child_in_backoff() {
+    let w = Warden::start(
+        r#"
+[[service]]
+name = "ok"
+command = ["sleep", "1000"]
+
+[[service]]
+name = "flappy"
+command = ["/bin/sh", "-c", "sleep 0.2; exit 1"]
+restart = { backoff = { initial = "5s", max = "5s", jitter = 0.0 } }
+"#,
+    );
+    w.wait_state("/ok", "running", T);
+    w.wait_state("/flappy", "backoff", T);
+    let (status, body) = readyz(&w);
+    // Read while /flappy was in backoff before and after (its backoff is 5 s).
+    assert_eq!(
+        w.state("/flappy"),
+        "backoff",
+        "left backoff during the check"
+    );
+    assert_eq!(status, 503, "/readyz with a child in backoff: {body}");
+    assert_eq!(paths(&body["waiting"]), ["/flappy"], "{body}");
+}
+
 #[test]
 fn readyz_is_503_while_a_child_is_in_backoff_or_failed_and_200_once_the_failed_one_is_stopped() {
     let w = Warden::start(
@@ -268,6 +297,34 @@ command = ["sleep", "1000"]
     let r = w.req("POST", "/api/v1/drain");
     assert_eq!(r.status, 200, "second drain: {}", r.text());
     assert_eq!(w.state("/svc"), "running");
+}
+
+/// SIGUSR1 drains like `POST /api/v1/drain` (README): /healthz and /readyz answer 503
+/// "draining", warden keeps running and so do its children (same pid).
+#[test]
+fn sigusr1_drains_warden_and_the_children_keep_running() {
+    let mut w = Warden::start(
+        r#"
+[[service]]
+name = "svc"
+command = ["sleep", "1000"]
+"#,
+    );
+    let pid = w.wait_state("/svc", "running", T)["pid"].clone();
+    wait_until("/readyz 200", T, || readyz(&w).0 == 200);
+    assert_eq!(get(w.port, "/healthz", None).status, 200);
+
+    kill(w.pid(), 10); // SIGUSR1
+    wait_until("/healthz 503 after SIGUSR1", T, || {
+        get(w.port, "/healthz", None).status == 503
+    });
+    let h = get(w.port, "/healthz", None);
+    assert_eq!(h.json(), serde_json::json!({ "status": "draining" }));
+    assert_eq!(readyz(&w).0, 503, "/readyz after SIGUSR1");
+    assert!(w.try_wait().is_none(), "SIGUSR1 must not stop warden");
+    let a = w.actor("/svc");
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["pid"], pid, "{a}");
 }
 
 #[test]

@@ -363,24 +363,21 @@ fn up_exits_1_naming_the_address_when_the_admin_port_is_taken_and_leaves_no_chil
         stderr.contains(&addr.to_string()),
         "stderr must name {addr}: {stderr}"
     );
+    // SEMANTICS #6: the admin port is bound before any child starts, so the child was
+    // never spawned. (Were it spawned, its first command writes the file within
+    // milliseconds; 300 ms gives a busy machine time to show it.)
     let pid_file = dir.path().join("child.pid");
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(300));
     if let Some(pid) = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
     {
-        let gone = {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            !alive(pid)
-        };
-        if !gone {
-            kill(pid, 9);
-        }
-        assert!(gone, "child {pid} outlived a warden that could not start");
+        kill(pid, 9);
     }
+    assert!(
+        !pid_file.exists(),
+        "a child was spawned by a warden that could not bind its admin port"
+    );
     drop(taken);
 }
 

@@ -368,6 +368,13 @@ fn over_admin_http_status_restart_logs_and_reload_work_with_the_configs_token() 
         Some(u64::from(api)),
         "a new process: {v}"
     );
+    // The processes themselves, not only the JSON: the old one gone, the new one alive.
+    let new_api = v["pid"].as_u64().expect("pid") as u32;
+    assert!(!alive(api), "the old /app/api (pid {api}) still runs");
+    assert!(
+        alive(new_api),
+        "the new /app/api (pid {new_api}) is not alive"
+    );
 
     let out = ok(
         "ctl --admin logs",
@@ -393,12 +400,25 @@ fn over_admin_http_status_restart_logs_and_reload_work_with_the_configs_token() 
         ctl_http(&w, &["wait", "/app/api", "--timeout", "5s"]),
     );
     ok("ctl --admin stop", ctl_http(&w, &["stop", "/app/api"]));
+    assert!(
+        !alive(new_api),
+        "/app/api (pid {new_api}) still runs after ctl stop"
+    );
     fails(
         "ctl --admin wait for a stopped actor",
         1,
         ctl_http(&w, &["wait", "/app/api", "--timeout", "500ms"]),
     );
+    let h = http(w.port, "GET", "/healthz", None, None).expect("healthz");
+    assert_eq!(h.status, 200, "before drain: {}", h.text());
     ok("ctl --admin drain", ctl_http(&w, &["drain"]));
+    let h = http(w.port, "GET", "/healthz", None, None).expect("healthz");
+    assert_eq!(
+        h.status,
+        503,
+        "ctl drain must make /healthz answer 503: {}",
+        h.text()
+    );
 }
 
 #[test]

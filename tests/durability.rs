@@ -214,12 +214,25 @@ fn a_warden_restarted_after_sigkill_adopts_every_child_with_the_same_pid_and_no_
 
     // The new warden supervises what it adopted: an adopted child killed is restarted.
     let old_b = before[1];
+    let killed_at = std::time::SystemTime::now();
     kill(old_b, 9);
     let b = wait_for("b restarted with a new pid", T, || {
         let a = w.actor("b");
         (a["state"] == "running" && pid_of(&a).is_some_and(|p| p != old_b)).then_some(a)
     });
     assert_eq!(b["restarts"], 1, "{b}");
+    // Its exit is seen at once (a pidfd, not a poll): last_exit.at within 300 ms of the
+    // kill, and the new run started one backoff (100 ms +-10 %) after that.
+    let seen = diff_ms(rfc3339(&b["last_exit"]["at"]), killed_at);
+    assert!(
+        (-5.0..300.0).contains(&seen),
+        "the adopted child's exit was seen {seen:.0} ms after its SIGKILL: {b}"
+    );
+    let backoff = diff_ms(rfc3339(&b["started_at"]), rfc3339(&b["last_exit"]["at"]));
+    assert!(
+        (85.0..600.0).contains(&backoff),
+        "restarted {backoff:.0} ms after the exit; want the 100 ms backoff: {b}"
+    );
     let reason = b["last_exit"]["reason"].as_str().unwrap_or("");
     assert!(
         reason.contains("adopted") || reason.contains("status unknown"),
@@ -304,6 +317,66 @@ fn output_written_while_no_warden_runs_reaches_the_log_with_no_line_lost_or_repe
             &problems[..problems.len().min(10)]
         );
     }
+}
+
+/// README: "while no warden runs the child's writes wait in the pipe (up to 1 MiB), so no
+/// line is lost". The child writes exactly 1 MiB (16,384 lines of 64 bytes) in one go
+/// while warden is dead; the write must complete without a reader (the child says so in
+/// a file), and the next warden must bring every line to the log, in order.
+#[test]
+fn one_mib_written_while_no_warden_runs_is_not_blocked_and_reaches_the_log_whole() {
+    let _serial = serial();
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let _reaper = Reaper(state.clone());
+    let log = state.join("logs/burst.log");
+    let trigger = dir.path().join("trigger");
+    let written = dir.path().join("written");
+    const LINES: usize = 16 * 1024;
+    let script = format!(
+        "import os,sys,time\n\
+         while not os.path.exists({trigger:?}): time.sleep(0.01)\n\
+         data = b''.join(b'line %07d ' % i + b'x' * 50 + b'\\n' for i in range(1, {LINES} + 1))\n\
+         assert len(data) == 1024 * 1024\n\
+         sys.stdout.buffer.write(data); sys.stdout.buffer.flush()\n\
+         open({written:?}, 'w').close()\n\
+         time.sleep(1000)\n"
+    );
+    let body = format!(
+        "[[service]]\nname = \"burst\"\ncommand = [\"python3\", \"-c\", {}]\n",
+        toml_str(&script)
+    );
+    let mut w = Warden::start_in(dir, &body);
+    let pid = running_pid(&w, "burst");
+    crash(&mut w);
+    std::fs::write(&trigger, b"go").expect("trigger");
+    wait_until(
+        "the child's 1 MiB write completes while no warden runs",
+        T,
+        || written.exists(),
+    );
+    assert!(alive(pid), "the writer lives on");
+
+    let w = Warden::start_in(take_dir(w), &body);
+    let a = w.wait_state("burst", "running", T);
+    assert_eq!(pid_of(&a), Some(pid), "burst was not adopted: {a}");
+    let numbers = || -> Vec<usize> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.len() == 63)
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect()
+    };
+    wait_until("all 16,384 lines in the log", T, || {
+        numbers().len() >= LINES
+    });
+    let got = numbers();
+    assert!(
+        got == (1..=LINES).collect::<Vec<_>>(),
+        "the log must hold lines 1..={LINES} once each, in order: {} lines, first {:?}",
+        got.len(),
+        &got[..got.len().min(5)]
+    );
 }
 
 #[test]
@@ -535,21 +608,34 @@ fn fifty_sigkills_at_random_moments_leave_every_child_running_exactly_once_and_n
     let mut rng = Rng(seed);
     let mut dir = dir;
     let mut recovered = [0u64; 3];
+    let mut rounds_that_adopted = 0;
     for round in 0..50 {
         let mut w = Warden::start_in(dir, &body);
         let pause = rng.below(151);
         std::thread::sleep(Duration::from_millis(pause));
         crash(&mut w);
         at_most_one_instance_each(&state, &format!("round {round} (seed {seed:#x})"));
+        let stderr = w.stderr_text();
         for (total, key) in recovered.iter_mut().zip(RECOVERED_KEYS) {
-            *total += logged_count(&w.stderr_text(), key);
+            *total += logged_count(&stderr, key);
+        }
+        if logged_count(&stderr, RECOVERED_KEYS[0]) > 0 {
+            rounds_that_adopted += 1;
         }
         dir = take_dir(w);
     }
     eprintln!(
-        "50 crashes took {:?}; the restarts recovered {:?}",
+        "50 crashes took {:?}; the restarts recovered {:?}; {rounds_that_adopted} rounds adopted",
         began.elapsed(),
         RECOVERED_KEYS.iter().zip(recovered).collect::<Vec<_>>()
+    );
+    // The crashes must have hit wardens that had children to leave behind: otherwise
+    // adoption (the thing under test) was never exercised. Each round after the first
+    // finds at least the previous round's healthy child when that one had started.
+    assert!(
+        rounds_that_adopted >= 25,
+        "only {rounds_that_adopted} of 50 restarts adopted a child: adoption was barely exercised \
+         ({recovered:?})"
     );
 
     let mut w = Warden::start_in(dir, &body);

@@ -15,6 +15,7 @@ fn pool_config(
     admin: u16,
     redis: &str,
     first_port: u16,
+    min: u32,
 ) -> std::path::PathBuf {
     let worker = "import socket,os,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(100000)";
     let text = format!(
@@ -27,7 +28,7 @@ redis_url = "{redis}"
 name = "app"
 command = ["python3", "-c", "{worker}"]
 ports = "{first}-{last}"
-min = 0
+min = {min}
 max = 4
 sessions_per_worker = 2
 idle_timeout = "1h"
@@ -56,6 +57,36 @@ fn post(port: u16, token: &str, path: &str) -> Response {
     http(port, "POST", path, Some(token), None).expect("http")
 }
 
+fn get(port: u16, token: &str, path: &str) -> serde_json::Value {
+    let r = http(port, "GET", path, Some(token), None).expect("http");
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    r.json()
+}
+
+/// The worker paths under `/app` that a warden's tree lists.
+fn workers(port: u16, token: &str) -> Vec<String> {
+    let v = get(port, token, "/api/v1/actors");
+    let list = v
+        .as_array()
+        .cloned()
+        .or_else(|| v["actors"].as_array().cloned());
+    list.unwrap_or_default()
+        .iter()
+        .filter_map(|a| a["path"].as_str())
+        .filter(|p| p.starts_with("/app/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The entry of `worker` in the pool's details on one warden.
+fn worker_detail(port: u16, token: &str, worker: &str) -> Option<serde_json::Value> {
+    get(port, token, "/api/v1/actors/app")["details"]["workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["worker"] == worker)
+        .cloned()
+}
+
 #[test]
 fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
     let redis = Redis::start(free_port());
@@ -64,7 +95,7 @@ fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
     // The old warden, with a session open on its worker.
     let old_dir = temp_dir();
     let old_admin = free_port();
-    let old_config = pool_config(old_dir.path(), old_admin, &redis.url(), first_port);
+    let old_config = pool_config(old_dir.path(), old_admin, &redis.url(), first_port, 0);
     let mut old = Command::new(warden_bin())
         .args(["up", "-c"])
         .arg(&old_config)
@@ -94,10 +125,11 @@ fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
         r.json()["pid"].as_u64()
     }) as u32;
 
-    // The new warden starts passive: nothing runs, sessions are refused.
+    // The new warden starts passive: nothing runs, sessions are refused. Its pool has
+    // `min = 1`, so a passive warden that started anything would show a worker.
     let new_dir = temp_dir();
     let new_admin = free_port();
-    let new_config = pool_config(new_dir.path(), new_admin, &redis.url(), first_port);
+    let new_config = pool_config(new_dir.path(), new_admin, &redis.url(), first_port, 1);
     let mut new = Command::new(warden_bin())
         .args(["up", "--passive", "-c"])
         .arg(&new_config)
@@ -115,6 +147,12 @@ fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
         post(new_admin, new_token, "/api/v1/pools/app/sessions").status,
         503
     );
+    let new_pid = new.id();
+    holds_for(
+        "a passive warden starts no worker (actor or process)",
+        Duration::from_secs(1),
+        || workers(new_admin, new_token).is_empty() && children_of(new_pid).is_empty(),
+    );
 
     // Handover: activate the new one, drain the old one.
     let activated = post(new_admin, new_token, "/api/v1/admin/activate");
@@ -122,6 +160,22 @@ fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
     assert_eq!(
         post(new_admin, new_token, "/api/v1/admin/activate").status,
         409
+    );
+    // Once active, its `min` worker starts: an actor and a live process of this warden.
+    let (new_worker, new_worker_pid) = wait_for(
+        "the activated warden's min worker",
+        Duration::from_secs(20),
+        || {
+            let worker = workers(new_admin, new_token).into_iter().next()?;
+            let a = get(new_admin, new_token, &format!("/api/v1/actors{worker}"));
+            let pid = (a["state"] == "running").then(|| a["pid"].as_u64())?? as u32;
+            Some((worker, pid))
+        },
+    );
+    assert!(alive(new_worker_pid), "{new_worker} pid {new_worker_pid}");
+    assert!(
+        children_of(new_pid).contains(&new_worker_pid),
+        "{new_worker} (pid {new_worker_pid}) is not a child of the new warden"
     );
     assert_eq!(post(old_admin, old_token, "/api/v1/drain").status, 200);
     assert_eq!(
@@ -140,6 +194,19 @@ fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
     assert_ne!(
         s2["worker"], s1["worker"],
         "worker ids are unique across the wardens"
+    );
+
+    // No session lost: the drained old warden keeps its worker running, with s1 on it,
+    // for as long as s1 is open (watched for a second, the worker process too).
+    holds_for(
+        "the old worker keeps running while its session is open",
+        Duration::from_secs(1),
+        || {
+            let d = worker_detail(old_admin, old_token, &old_worker);
+            alive(old_pid)
+                && d.as_ref()
+                    .is_some_and(|d| d["state"] == "running" && d["sessions"] == 1)
+        },
     );
 
     // The old session is still known (through Redis) and released through the new

@@ -253,23 +253,77 @@ fn up_detach_with_a_member_that_fails_exits_non_zero_naming_the_member() {
         dir.path(),
     );
     let took = began.elapsed();
-    assert_ne!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stderr.contains("/broken"),
         "stderr must name the failed member /broken: {stderr}"
     );
+    // /broken fails within milliseconds (intensity 1, backoff 10 ms): the command must
+    // say so then, not at the end of its 20 s --wait (3 s: warden's own start on CI).
     assert!(
-        took < Duration::from_secs(15),
+        took < Duration::from_secs(3),
         "the failure should be reported when it happens, not at the end of --wait: {took:?}"
     );
     let pid = pid_file(&state);
     stop_detached(pid, &state);
 }
 
+/// `up --detach --wait T` with a member still starting at T: exit 1 naming that member
+/// (not the one that runs), at T and not before; the detached warden keeps running.
+#[test]
+fn up_detach_wait_expiring_while_a_member_is_still_starting_exits_1_naming_it() {
+    let _serial = serial();
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    // Nothing listens on this port: the tcp ready check never passes within its 60 s.
+    let silent = free_port();
+    let body = format!(
+        "{}[[service]]\nname = \"slow\"\ncommand = [\"sleep\", \"1000\"]\n\
+         ready = {{ tcp = \"127.0.0.1:{silent}\", timeout = \"60s\" }}\n",
+        sleeper("fine", "")
+    );
+    let (config, _port) = write_config(&dir, &body);
+    let _cleanup = Cleanup {
+        config: config.clone(),
+        state: state.clone(),
+    };
+    let began = Instant::now();
+    let (code, stdout, stderr) = run_warden(
+        &[
+            "up",
+            "--detach",
+            "--wait",
+            "1500ms",
+            "-c",
+            config.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    let took = began.elapsed();
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stderr.contains("/slow"),
+        "stderr must name the member still starting, /slow: {stderr}"
+    );
+    assert!(
+        !stderr.contains("/fine"),
+        "/fine runs and must not be named: {stderr}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "the command should give up at its --wait of 1.5 s: {took:?}"
+    );
+    let pid = pid_file(&state);
+    assert!(alive(pid), "the detached warden keeps running");
+    stop_detached(pid, &state);
+}
+
 /// Not a test of its own: the parent process of a bound holder, run by
 /// `a_bound_holder_stops_its_tree_and_exits_within_2s_when_its_parent_is_sigkilled` as a
-/// re-executed test binary. Does nothing unless `WARDEN_TEST_BOUND_PARENT` is set.
+/// re-executed test binary (with `--ignored`). Does nothing unless
+/// `WARDEN_TEST_BOUND_PARENT` is set.
 #[test]
+#[ignore = "not a test: the parent process of the bound-holder test, run by it"]
 fn bound_parent_helper() {
     let Ok(config) = std::env::var(PARENT_ENV) else {
         return;
@@ -306,7 +360,13 @@ fn a_bound_holder_stops_its_tree_and_exits_within_2s_when_its_parent_is_sigkille
     let _serial = serial();
     let dir = temp_dir();
     let state = dir.path().join("state");
-    let body = format!("{}{}", sleeper("a", ""), sleeper("b", ""));
+    // b ignores SIGTERM and has a long stop timeout: only the holder's own 2 s bound
+    // (SIGKILL of the groups) can end it in time.
+    let body = format!(
+        "{}[[service]]\nname = \"b\"\ncommand = [\"/bin/sh\", \"-c\", \"trap '' TERM; sleep 1000 & wait\"]\n\
+         stop = {{ signal = \"TERM\", timeout = \"30s\" }}\n",
+        sleeper("a", "")
+    );
     let (config, port) = write_config(&dir, &body);
     let _cleanup = Cleanup {
         config: config.clone(),
@@ -320,6 +380,7 @@ fn a_bound_holder_stops_its_tree_and_exits_within_2s_when_its_parent_is_sigkille
             .args([
                 "bound_parent_helper",
                 "--exact",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -362,20 +423,36 @@ fn a_bound_holder_stops_its_tree_and_exits_within_2s_when_its_parent_is_sigkille
         assert!(alive(*pid));
     }
 
+    // Each process's own time from the SIGKILL until it is gone.
+    let watched: Vec<(&str, u32)> = std::iter::once(("holder", holder))
+        .chain(children.iter().map(|&p| ("child", p)))
+        .collect();
+    let mut gone_after: Vec<Option<Duration>> = vec![None; watched.len()];
     let killed = Instant::now();
     kill(parent_pid, 9);
     let _ = parent.0.wait();
     wait_until(
         "the holder and every child gone after the parent's SIGKILL",
         T,
-        || !alive(holder) && children.iter().all(|p| !alive(*p)),
+        || {
+            for (i, (_, pid)) in watched.iter().enumerate() {
+                if gone_after[i].is_none() && !alive(*pid) {
+                    gone_after[i] = Some(killed.elapsed());
+                }
+            }
+            gone_after.iter().all(Option::is_some)
+        },
     );
-    let took = killed.elapsed();
-    eprintln!("bound holder and its children gone {took:?} after the parent's SIGKILL");
-    assert!(
-        took < Duration::from_secs(3),
-        "the holder must stop its tree and exit within 2 s of its parent's death; took {took:?}"
-    );
+    // The promise is 2 s; 200 ms of slack for polling and a busy 2-core CI.
+    for ((what, pid), took) in watched.iter().zip(&gone_after) {
+        let took = took.unwrap_or_default();
+        eprintln!("{what} {pid} gone {took:?} after the parent's SIGKILL");
+        assert!(
+            took < Duration::from_millis(2200),
+            "the holder must stop its tree and exit within 2 s of its parent's death; \
+             {what} {pid} took {took:?}"
+        );
+    }
     assert!(marked(&state).is_empty(), "{:?}", marked(&state));
 }
 

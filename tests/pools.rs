@@ -363,6 +363,49 @@ fn sessions_per_worker_is_respected_new_workers_start_up_to_max_then_503_until_a
     assert_json_error(&acquire(&w, "pool"), 503, "full again");
 }
 
+/// SEMANTICS #27 "a session goes to the fullest worker with room", told apart from
+/// first-fit and least-loaded placement: two running workers with room at different fill
+/// levels, twice, the fuller one being first w1 and then w2.
+#[test]
+fn a_session_goes_to_the_fullest_worker_with_room_not_the_first_or_the_emptiest() {
+    let ports = port_range(2);
+    let w = Warden::start(&pool(
+        "pool",
+        ports,
+        "min = 0\nmax = 2\nsessions_per_worker = 3",
+    ));
+    w.wait_state("/pool", "running", T);
+    let mut on_w1 = Vec::new();
+    for n in 0..3 {
+        let (id, worker, _) = session(&acquire(&w, "pool"), &format!("session {n}"));
+        assert_eq!(worker, "/pool/w1", "packing w1 first");
+        on_w1.push(id);
+    }
+    let (_, worker, _) = session(&acquire(&w, "pool"), "w1 full");
+    assert_eq!(worker, "/pool/w2");
+    running_pid(&w, "/pool/w1");
+    running_pid(&w, "/pool/w2");
+
+    // w1 = 2, w2 = 1: both have room, w1 is fuller (least-loaded would pick w2).
+    assert_eq!(release(&w, "pool", &on_w1.pop().expect("id")).status, 204);
+    let (id, worker, _) = session(&acquire(&w, "pool"), "w1 2 of 3, w2 1 of 3");
+    assert_eq!(worker, "/pool/w1", "the fuller worker with room is w1");
+    on_w1.push(id);
+
+    // w1 = 3 (full); one more on w2, then w1 = 1, w2 = 2: w2 is fuller (first-fit
+    // would pick w1).
+    let (_, worker, _) = session(&acquire(&w, "pool"), "w1 full again");
+    assert_eq!(worker, "/pool/w2");
+    for id in on_w1.drain(..2) {
+        assert_eq!(release(&w, "pool", &id).status, 204);
+    }
+    let d = details(&w, "pool");
+    assert_eq!(worker_detail(&d, "/pool/w1")["sessions"], 1, "{d}");
+    assert_eq!(worker_detail(&d, "/pool/w2")["sessions"], 2, "{d}");
+    let (_, worker, _) = session(&acquire(&w, "pool"), "w1 1 of 3, w2 2 of 3");
+    assert_eq!(worker, "/pool/w2", "the fuller worker with room is w2");
+}
+
 #[test]
 fn concurrent_session_requests_never_overfill_a_worker_or_start_workers_past_max() {
     let ports = port_range(2);
@@ -683,6 +726,7 @@ fn while_warden_drains_session_requests_get_503_and_releases_still_work() {
     let w = Warden::start(&pool("pool", ports, "min = 1\nmax = 2"));
     running_pid(&w, "/pool/w1");
     let (sid, _, _) = session(&acquire(&w, "pool"), "before draining");
+    let pid1 = running_pid(&w, "/pool/w1");
 
     let r = post(&w, "/api/v1/drain", "");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -693,9 +737,22 @@ fn while_warden_drains_session_requests_get_503_and_releases_still_work() {
     assert_json_error(&acquire(&w, "pool"), 503, "again");
     assert_eq!(details(&w, "pool")["sessions"], 1, "no session was added");
     assert_eq!(workers_of(&w, "/pool"), ["/pool/w1"], "no worker started");
+    // No session lost: while its session is open the drained worker keeps running.
+    holds_for(
+        "w1 keeps running with its session while warden drains",
+        Duration::from_secs(1),
+        || {
+            let d = details(&w, "pool");
+            alive(pid1)
+                && worker_detail(&d, "/pool/w1")["state"] == "running"
+                && worker_detail(&d, "/pool/w1")["sessions"] == 1
+        },
+    );
     let r = release(&w, "pool", &sid);
     assert_eq!(r.status, 204, "releasing while draining: {}", r.text());
     assert_json_error(&acquire(&w, "pool"), 503, "still draining");
+    // Its last session gone, the drained worker stops (even the `min` one).
+    wait_until("w1 stops after its last release", T, || !alive(pid1));
 }
 
 #[test]

@@ -15,39 +15,6 @@ fn count(file: &str) -> usize {
     lines(Path::new(file)).len()
 }
 
-/// A child that appends "start NAME <ns>" when it starts and "stop NAME <ns>" when it gets
-/// SIGTERM (then exits 0), and otherwise waits.
-fn logging_child(name: &str, file: &str) -> String {
-    sh(&format!(
-        "trap 'echo \"stop {name} $(date +%s%N)\" >> \"{file}\"; exit 0' TERM; \
-         echo \"start {name} $(date +%s%N)\" >> \"{file}\"; sleep 1000 & wait"
-    ))
-}
-
-/// The first two words of each line: "start a", "stop c".
-fn events(file: &str) -> Vec<String> {
-    lines(Path::new(file))
-        .iter()
-        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
-/// Milliseconds since the epoch of the line of `file` starting with `event`, from the
-/// `date +%s%N` the child wrote last on it.
-fn event_ms(file: &str, event: &str) -> f64 {
-    let all = lines(Path::new(file));
-    let line = all
-        .iter()
-        .find(|l| l.starts_with(&format!("{event} ")))
-        .unwrap_or_else(|| panic!("no {event:?} in {all:?}"));
-    let ns: u128 = line
-        .split_whitespace()
-        .last()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
-    ns as f64 / 1e6
-}
-
 fn pid_of(a: &Value) -> Option<u32> {
     a["pid"].as_u64().map(|p| p as u32)
 }
@@ -123,6 +90,9 @@ command = {c}
         events(&log),
         ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
     );
+    // Reverse order means one after the other, not three SIGTERMs back to back.
+    assert_stopped_one_after_the_other(&log, "stop c", "stop b");
+    assert_stopped_one_after_the_other(&log, "stop b", "stop a");
     for pid in pids {
         wait_until("every service gone", Duration::from_secs(5), || !alive(pid));
     }
@@ -174,17 +144,19 @@ command = {after}
     );
 }
 
-#[test]
-fn notify_child_that_never_signals_ready_within_its_timeout_is_restarted() {
-    let w = Warden::start(
+/// A run that never passes its ready check within `timeout` is ended and restarted: the
+/// old process is gone, a new process exists and is `starting` again (not only the
+/// `restarts` counter).
+fn assert_unready_run_is_restarted(ready: &str) {
+    let w = Warden::start(&format!(
         r#"
 [[service]]
 name = "mute"
 command = ["sleep", "1000"]
-ready = { notify = true, timeout = "500ms" }
-restart = { backoff = { initial = "50ms", jitter = 0.0 } }
-"#,
-    );
+ready = {ready}
+restart = {{ backoff = {{ initial = "50ms", jitter = 0.0 }} }}
+"#
+    ));
     let first = wait_for("mute spawned", T, || {
         let a = w.actor("mute");
         pid_of(&a).is_some().then_some(a)
@@ -208,6 +180,28 @@ restart = { backoff = { initial = "50ms", jitter = 0.0 } }
     );
     wait_until("the unready run gone", T, || !alive(first));
     assert_ne!(a["state"], "running", "never ready, never running: {a}");
+    // A new process runs, and is waiting for its own ready check again.
+    let second = wait_for("a new live run", T, || {
+        let a = w.actor("mute");
+        pid_of(&a)
+            .filter(|&p| p != first && alive(p))
+            .map(|p| (p, a))
+    });
+    assert_eq!(second.1["state"], "starting", "the new run: {}", second.1);
+}
+
+#[test]
+fn notify_child_that_never_signals_ready_within_its_timeout_is_restarted() {
+    assert_unready_run_is_restarted(r#"{ notify = true, timeout = "500ms" }"#);
+}
+
+#[test]
+fn tcp_ready_check_that_never_connects_within_its_timeout_is_restarted() {
+    // Nothing listens on this port.
+    let silent = free_port();
+    assert_unready_run_is_restarted(&format!(
+        r#"{{ tcp = "127.0.0.1:{silent}", timeout = "500ms" }}"#
+    ));
 }
 
 #[test]
@@ -248,6 +242,66 @@ stop = {{ signal = "TERM", timeout = "500ms" }}
     wait_until("the grandchild gone", Duration::from_secs(5), || {
         !alive(grandchild)
     });
+}
+
+/// A plain `[[service]]` runs in its `cwd`, with its `env` added to warden's, and is
+/// stopped by its `stop.signal` (here INT, as in the README), not by SIGTERM.
+#[test]
+fn a_service_runs_in_its_cwd_with_its_env_and_is_stopped_by_its_stop_signal() {
+    let dir = temp_dir();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work dir");
+    let script = "import os,signal,sys,time\n\
+        open('cwd.txt', 'w').write(os.getcwd())\n\
+        open('env.txt', 'w').write(os.environ.get('GREETING', '') + ' ' + os.environ.get('PATH', ''))\n\
+        def stop(n, f):\n    open('signal.txt', 'w').write(signal.Signals(n).name); sys.exit(0)\n\
+        signal.signal(signal.SIGINT, stop)\n\
+        signal.signal(signal.SIGTERM, stop)\n\
+        time.sleep(1000)\n";
+    let body = format!(
+        r#"
+[[service]]
+name = "svc"
+command = ["python3", "-c", {script}]
+cwd = {cwd}
+env = {{ GREETING = "hello there" }}
+stop = {{ signal = "INT", timeout = "10s" }}
+"#,
+        script = toml_str(script),
+        cwd = toml_str(work.to_str().expect("utf-8")),
+    );
+    let w = Warden::start_in(dir, &body);
+    let pid = running_pid(&w, "svc");
+    let cwd_file = work.join("cwd.txt");
+    let env_file = work.join("env.txt");
+    wait_until("the service wrote its cwd and env", T, || {
+        env_file.exists() && cwd_file.exists()
+    });
+    let cwd = std::fs::read_to_string(&cwd_file).expect("cwd.txt");
+    assert_eq!(
+        Path::new(&cwd),
+        work.canonicalize().expect("canonical"),
+        "the service's working folder"
+    );
+    let env = std::fs::read_to_string(&env_file).expect("env.txt");
+    assert!(env.starts_with("hello there "), "GREETING: {env:?}");
+    assert!(
+        env.len() > "hello there ".len(),
+        "warden's own environment (PATH) is inherited: {env:?}"
+    );
+
+    let t0 = Instant::now();
+    let r = w.req("POST", "/api/v1/actors/svc/stop");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let signal = std::fs::read_to_string(work.join("signal.txt")).unwrap_or_default();
+    assert_eq!(signal, "SIGINT", "the stop signal the service received");
+    assert_eq!(r.json()["last_exit"]["code"], 0, "{}", r.text());
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped by INT, not the timeout: {took:?}"
+    );
+    assert!(!alive(pid));
 }
 
 #[test]

@@ -376,13 +376,16 @@ fn child_over_its_intensity_is_failed_and_an_operator_start_revives_it() {
 [[service]]
 name = "flappy"
 command = {cmd}
-restart = {{ backoff = {{ initial = "10ms", jitter = 0.0 }}, intensity = {{ max = 3, within = "10s" }} }}
+restart = {{ backoff = {{ initial = "200ms", jitter = 0.0 }}, intensity = {{ max = 3, within = "10s" }} }}
 "#,
         cmd = sh(&format!("echo run >> '{starts}'; exit 1")),
     );
     let w = Warden::start_in(dir, &body);
 
     let a = w.wait_state("flappy", "failed", T);
+    // The backoff grew to 800 ms (200, 400, 800) before the give-up.
+    assert_eq!(a["backoff"]["attempt"], 3, "{a}");
+    assert_eq!(a["backoff"]["delay_ms"], 800, "{a}");
     // The first run and 3 restarts; the 4th failure is the one that gives up.
     assert_eq!(a["restarts"], 3, "{a}");
     assert_eq!(count(&starts), 4);
@@ -399,6 +402,16 @@ restart = {{ backoff = {{ initial = "10ms", jitter = 0.0 }}, intensity = {{ max 
     // An operator start resets the window: it runs again, and restarts again by policy.
     let r = w.req("POST", "/api/v1/actors/flappy/start");
     assert_eq!(r.status, 200, "{}", r.text());
+    // ... and the backoff: the first delay after the start is the initial one again.
+    let a = w.wait_state("flappy", "backoff", T);
+    assert_eq!(
+        a["backoff"]["attempt"], 1,
+        "backoff reset by the start: {a}"
+    );
+    assert_eq!(
+        a["backoff"]["delay_ms"], 200,
+        "backoff reset by the start: {a}"
+    );
     wait_until("4 more runs after the operator start", T, || {
         count(&starts) >= 8
     });
@@ -458,4 +471,98 @@ restart = {{ backoff = {{ initial = "1s", jitter = 0.0 }} }}
     let a = w.actor("flappy");
     assert_eq!(a["state"], "stopped", "{a}");
     assert_eq!(a["restarts"], 0, "{a}");
+}
+
+/// SEMANTICS #12 (stale timers): the stop timeout of an earlier run does not fire on the
+/// next one. The run exits at once on SIGTERM; an operator start follows right away; when
+/// the old run's 1 s stop timeout would have passed, the new run still runs, unsignalled.
+#[test]
+fn the_stop_timeout_of_an_earlier_run_does_not_kill_the_next_run() {
+    let w = Warden::start(
+        r#"
+[[service]]
+name = "quick"
+command = ["sleep", "1000"]
+stop = { signal = "TERM", timeout = "1s" }
+"#,
+    );
+    let first = w.wait_state("quick", "running", T)["pid"]
+        .as_u64()
+        .expect("pid");
+    let r = w.req("POST", "/api/v1/actors/quick/stop");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = w.req("POST", "/api/v1/actors/quick/start");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = w.wait_state("quick", "running", T);
+    let second = a["pid"].as_u64().expect("pid") as u32;
+    assert_ne!(u64::from(second), first);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = w.actor("quick");
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["pid"].as_u64(), Some(u64::from(second)), "{a}");
+    assert!(
+        alive(second),
+        "the new run was killed by the old run's stop timer"
+    );
+}
+
+/// SEMANTICS #12 (stale timers): the ready timeout of an earlier run does not fire on the
+/// next one. Run 1 never says READY=1 (timeout 2 s); an operator restart at 1 s starts
+/// run 2, which says READY=1 1.5 s after its start: after run 1's timeout would have
+/// fired (at 2 s), before its own (at about 3 s). Run 2 must become running, not be
+/// restarted as unready.
+#[test]
+fn the_ready_timeout_of_an_earlier_run_does_not_end_the_next_run() {
+    let dir = temp_dir();
+    let runs = abs(&dir, "runs.txt");
+    let script = format!(
+        "import os,socket,time\n\
+         open({runs:?}, 'a').write('run\\n')\n\
+         n = len(open({runs:?}).read().splitlines())\n\
+         if n >= 2:\n    time.sleep(1.5)\n    \
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n    \
+         s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+         time.sleep(1000)\n"
+    );
+    let body = format!(
+        r#"
+[[service]]
+name = "slow"
+command = ["python3", "-c", {script}]
+ready = {{ notify = true, timeout = "2s" }}
+"#,
+        script = toml_str(&script),
+    );
+    let w = Warden::start_in(dir, &body);
+    let first = wait_for("run 1 spawned", T, || w.actor_pid("slow"));
+    let t0 = Instant::now();
+    assert_eq!(w.state("slow"), "starting");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        w.state("slow"),
+        "starting",
+        "run 1 is still waiting for READY=1"
+    );
+    let r = w.req("POST", "/api/v1/actors/slow/restart");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = wait_for("run 2 spawned", T, || {
+        w.actor_pid("slow").filter(|p| *p != first)
+    });
+    let a = w.wait_state("slow", "running", T);
+    assert_eq!(a["pid"].as_u64(), Some(u64::from(second)), "{a}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2000),
+        "run 2 became ready before run 1's timeout would have fired: the test proves nothing"
+    );
+    assert!(
+        a["last_exit"]["reason"]
+            .as_str()
+            .is_none_or(|r| !r.to_lowercase().contains("ready")),
+        "{a}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let a = w.actor("slow");
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["pid"].as_u64(), Some(u64::from(second)), "{a}");
+    assert_eq!(count(&runs), 2, "no third run");
 }

@@ -15,23 +15,6 @@ fn count(file: &str) -> usize {
     lines(Path::new(file)).len()
 }
 
-/// A child that appends "start NAME" when it starts and "stop NAME" when it gets SIGTERM
-/// (then exits 0), and otherwise waits.
-fn logging_child(name: &str, file: &str) -> String {
-    sh(&format!(
-        "trap 'echo \"stop {name}\" >> \"{file}\"; exit 0' TERM; \
-         echo \"start {name}\" >> \"{file}\"; sleep 1000 & wait"
-    ))
-}
-
-/// The first two words of each line: "start a", "stop c".
-fn events(file: &str) -> Vec<String> {
-    lines(Path::new(file))
-        .iter()
-        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
 fn pid_of(a: &Value) -> Option<u32> {
     a["pid"].as_u64().map(|p| p as u32)
 }
@@ -151,6 +134,7 @@ ready = {{ delay = "150ms" }}
             "start a", "start b", "start c", // all started again, in order
         ]
     );
+    assert_stopped_one_after_the_other(&log, "stop c", "stop a");
 }
 
 #[test]
@@ -202,10 +186,20 @@ ready = {{ delay = "150ms" }}
     );
 }
 
+/// SEMANTICS #14: a nested supervisor over its intensity gives up after exactly `max`
+/// restarts, stops its children in reverse order (one after the other), fails to its
+/// parent, and is restarted by it; the parent's other child never notices.
 #[test]
 fn nested_supervisor_over_its_intensity_stops_its_children_and_is_restarted_by_its_parent() {
     let dir = temp_dir();
+    let log = abs(&dir, "events.txt");
     let crashes = abs(&dir, "crashes.txt");
+    // The crasher fails on its first 3 runs and runs for good from the 4th on, so the
+    // count freezes once inner's second incarnation starts it.
+    let crasher = sh(&format!(
+        "touch '{crashes}'; n=$(wc -l < '{crashes}'); echo \"run $(date +%s%N)\" >> '{crashes}'; \
+         if [ \"$n\" -ge 3 ]; then exec sleep 1000; fi; exit 1"
+    ));
     let body = format!(
         r#"
 [[supervisor]]
@@ -213,9 +207,16 @@ name = "inner"
 intensity = {{ max = 2, within = "10s" }}
 
 [[service]]
-name = "buddy"
+name = "b1"
 supervisor = "inner"
-command = ["sleep", "1000"]
+command = {b1}
+ready = {{ delay = "100ms" }}
+
+[[service]]
+name = "b2"
+supervisor = "inner"
+command = {b2}
+ready = {{ delay = "100ms" }}
 
 [[service]]
 name = "crasher"
@@ -227,11 +228,11 @@ restart = {{ backoff = {{ initial = "10ms", jitter = 0.0 }}, intensity = {{ max 
 name = "steady"
 command = ["sleep", "1000"]
 "#,
-        crasher = sh(&format!("echo run >> '{crashes}'; exit 1")),
+        b1 = logging_child("b1", &log),
+        b2 = logging_child("b2", &log),
     );
     let w = Warden::start_in(dir, &body);
     let steady = running_pid(&w, "steady");
-    let buddy = wait_for("buddy's first pid", T, || w.actor_pid("inner/buddy"));
 
     let inner = wait_for("inner to be restarted by the root", T, || {
         let a = w.actor("inner");
@@ -243,14 +244,40 @@ command = ["sleep", "1000"]
         reason.to_lowercase().contains("intensity"),
         "inner's last_exit.reason should say it exceeded its intensity: {inner}"
     );
-    // Its first incarnation handled 2 restarts and gave up on the 3rd failure.
-    assert!(count(&crashes) >= 3);
+    w.wait_state("inner/crasher", "running", T);
+    wait_until("the crasher's 4th run", T, || count(&crashes) >= 4);
+    assert_eq!(w.actor("inner")["restarts"], 1, "inner restarted once");
 
-    // Giving up stopped the healthy child too; the new incarnation started a new one.
-    wait_until("the first buddy gone", T, || !alive(buddy));
-    wait_for("a new buddy", T, || {
-        w.actor_pid("inner/buddy").filter(|p| *p != buddy)
-    });
+    // Its first incarnation allowed 2 restarts and gave up on the 3rd failure: exactly 3
+    // runs before the pause of stopping b2 and b1 (>= 400 ms), then the 4th run.
+    let runs: Vec<f64> = lines(Path::new(&crashes))
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u128>().ok())
+        .map(|ns| ns as f64 / 1e6)
+        .collect();
+    assert_eq!(
+        runs.len(),
+        4,
+        "3 failed runs, then one that keeps running: {runs:?}"
+    );
+    let first_pause = runs
+        .windows(2)
+        .position(|w| w[1] - w[0] >= 300.0)
+        .map(|i| i + 1);
+    assert_eq!(
+        first_pause,
+        Some(3),
+        "inner's first incarnation should run the crasher exactly 3 times: {runs:?}"
+    );
+
+    // Giving up stopped the healthy children too, in reverse order, one after the other;
+    // the new incarnation started them again in order.
+    wait_until("b1 and b2 started again", T, || count(&log) >= 6);
+    assert_eq!(
+        events(&log),
+        ["start b1", "start b2", "stop b2", "stop b1", "start b1", "start b2"]
+    );
+    assert_stopped_one_after_the_other(&log, "stop b2", "stop b1");
 
     // The root's other child never noticed.
     let a = w.actor("steady");

@@ -217,17 +217,66 @@ mod tests {
         assert_eq!(b.next_delay().as_millis(), 100);
     }
 
+    /// SEMANTICS #8 "no hidden 15-minute cut-off": the `backoff` crate stops yielding
+    /// delays once `max_elapsed_time` (15 min by default) has passed since the backoff
+    /// started. Pretend it started 16 minutes ago: the delays must still double from
+    /// `initial` (not `None`, and not the `max` fallback of `next_delay`).
     #[test]
     fn backoff_never_runs_out() {
         let mut b = Backoff::new(BackoffConfig {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(1),
-            multiplier: 1.0,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
             jitter: 0.0,
         });
-        for _ in 0..100_000 {
-            assert_eq!(b.next_delay(), Duration::from_millis(1));
+        let sixteen_minutes = Duration::from_secs(16 * 60);
+        let started = Instant::now()
+            .checked_sub(sixteen_minutes)
+            .expect("the monotonic clock is older than 16 minutes");
+        b.inner.start_time = started;
+        let got: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(got, vec![100, 200, 400, 800]);
+        // The same after a reset that happens 16 minutes into a run.
+        b.reset();
+        b.inner.start_time = started;
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+
+    /// The default jitter (0.1) spreads each delay within +-10 % of the unjittered one,
+    /// and a jittered delay never exceeds `max`.
+    #[test]
+    fn jittered_delays_stay_within_their_bounds() {
+        let config = BackoffConfig::default();
+        assert!(
+            (config.jitter - 0.1).abs() < f64::EPSILON,
+            "default jitter is 0.1"
+        );
+        let config = BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(700),
+            multiplier: 2.0,
+            jitter: 0.1,
+        };
+        let mut seen_spread = false;
+        for _ in 0..200 {
+            let mut b = Backoff::new(config);
+            for unjittered in [100.0, 200.0, 400.0, 700.0, 700.0] {
+                let ms = b.next_delay().as_secs_f64() * 1000.0;
+                let (low, high) = (
+                    unjittered * 0.9 - 1.0,
+                    (unjittered * 1.1 + 1.0_f64).min(700.0),
+                );
+                assert!(
+                    ms >= low && ms <= high,
+                    "delay {ms:.1} ms outside [{low:.1}, {high:.1}] (unjittered {unjittered})"
+                );
+                seen_spread |= (ms - unjittered).abs() > 1.0;
+            }
         }
+        assert!(
+            seen_spread,
+            "jitter 0.1 never moved a delay: no spread at all"
+        );
     }
 
     #[test]

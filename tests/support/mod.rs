@@ -73,6 +73,42 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The live direct children of `pid` (by the parent pid in `/proc/*/stat`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat
+                        .rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .collect::<Vec<_>>();
+                    // after[0] is the state, after[1] the parent pid.
+                    Some(after.first()? != &"Z" && after.get(1)?.parse::<u32>().ok()? == pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Checks `cond` every 10 ms for `period`; panics with `what` the first time it is false.
+pub fn holds_for(what: &str, period: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + period;
+    loop {
+        assert!(cond(), "no longer true: {what}");
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sends `signal` (e.g. libc-style number 9) to `pid`.
 pub fn kill(pid: u32, signal: i32) {
     let _ = Command::new("kill")
@@ -433,4 +469,54 @@ pub fn diff_ms(a: std::time::SystemTime, b: std::time::SystemTime) -> f64 {
         Ok(d) => d.as_secs_f64() * 1e3,
         Err(e) => -e.duration().as_secs_f64() * 1e3,
     }
+}
+
+/// How long a [`logging_child`] takes to stop after SIGTERM: it sleeps this long before
+/// writing its stop line and exiting, so that a supervisor stopping children one by one
+/// leaves at least this much time between their stop lines.
+pub const LOGGING_CHILD_STOP_MS: f64 = 200.0;
+
+/// A `/bin/sh` service command that appends "start NAME <ns>" to `file` when it starts,
+/// and on SIGTERM sleeps 200 ms, appends "stop NAME <ns>" and exits 0 (`<ns>`: `date
+/// +%s%N` at the moment of writing).
+pub fn logging_child(name: &str, file: &str) -> String {
+    sh(&format!(
+        "trap 'sleep 0.2; echo \"stop {name} $(date +%s%N)\" >> \"{file}\"; exit 0' TERM; \
+         echo \"start {name} $(date +%s%N)\" >> \"{file}\"; sleep 1000 & wait"
+    ))
+}
+
+/// The first two words of each line of a [`logging_child`] log: "start a", "stop c".
+pub fn events(file: &str) -> Vec<String> {
+    lines(Path::new(file))
+        .iter()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Milliseconds since the epoch of the first line of `file` starting with `event` (e.g.
+/// "stop c"), from the `date +%s%N` written last on it.
+pub fn event_ms(file: &str, event: &str) -> f64 {
+    let all = lines(Path::new(file));
+    let line = all
+        .iter()
+        .find(|l| l.starts_with(&format!("{event} ")))
+        .unwrap_or_else(|| panic!("no {event:?} in {all:?}"));
+    let ns: u128 = line
+        .split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    ns as f64 / 1e6
+}
+
+/// Asserts that `later`'s line comes at least [`LOGGING_CHILD_STOP_MS`] after
+/// `earlier`'s: the supervisor waited for one child to exit before stopping the next.
+pub fn assert_stopped_one_after_the_other(file: &str, earlier: &str, later: &str) {
+    let gap = event_ms(file, later) - event_ms(file, earlier);
+    assert!(
+        gap >= LOGGING_CHILD_STOP_MS,
+        "{later:?} came {gap:.0} ms after {earlier:?}: the supervisor must wait for each \
+         child to exit (each takes {LOGGING_CHILD_STOP_MS} ms) before stopping the next"
+    );
 }
