@@ -2,7 +2,10 @@
 //! a small HTTP client, polling with deadlines, and process checks by pid.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod census;
+pub mod example_bin;
 pub mod redis;
+pub mod rng;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
