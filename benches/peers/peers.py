@@ -668,15 +668,18 @@ def report(args, ctx, rounds, chaos_runs, started, loads):
     add("")
     add("Per round (floor / runit / warden):")
     add("")
-    add("| round | load at start | restart p50 (ms) | restart p99 (ms) | fan-out (s) | warden RSS (MiB) |")
-    add("|---|---|---|---|---|---|")
+    add("| round | load at start | restart p50 (ms) | restart p99 (ms) | fan-out (s) | warden RSS (MiB) "
+        "| warden / floor: p50, fan-out |")
+    add("|---|---|---|---|---|---|---|")
     for i, r in enumerate(rounds):
         add("| %d | %s | %s / %s / %s | %s / %s / %s | %s / %s / %s | %s |" % (
             i + 1, r.get("load"), f(r.get("floor_p50"), "%.3f"), f(r.get("runit_p50"), "%.3f"),
             f(r.get("warden_p50"), "%.3f"), f(r.get("floor_p99"), "%.3f"),
             f(r.get("runit_p99"), "%.3f"), f(r.get("warden_p99"), "%.3f"),
             f(r.get("floor_fan"), "%.3f"), f(r.get("runit_fan"), "%.3f"),
-            f(r.get("warden_fan"), "%.3f"), f(r.get("warden_rss"), "%.1f")))
+            f(r.get("warden_fan"), "%.3f"), f(r.get("warden_rss"), "%.1f")) + " %s, %s |" % (
+            f(ratio(r.get("warden_p50"), r.get("floor_p50")), "%.2fx"),
+            f(ratio(r.get("warden_fan"), r.get("floor_fan")), "%.2fx")))
         if r.get("errors"):
             add("|  | errors: %s | | | | |" % "; ".join(r["errors"]))
     for c in chaos_runs:
