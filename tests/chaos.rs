@@ -1,5 +1,5 @@
-//! Chaos: warden is SIGKILLed at random moments (0-2 s after a start, or 0.3-2 s after its
-//! tree is up; seeded, the seed is printed) and started again on the same state_dir, while
+//! Chaos: warden is SIGKILLed at random moments (0-150 ms after it was spawned, or 0.3-2 s
+//! after its tree is up; seeded, the seed is printed) and started again on the same state_dir, while
 //! three services crash-loop beside a steady service, an `[[outboard]]` child
 //! (`outboard_echo`) and a `[[pool]]` (memory registry, scaled up by sessions before some
 //! kills). Every other round the kill comes only once the tree is up; in the others it may
@@ -354,21 +354,25 @@ fn warden_killed_at_random_moments_never_runs_anything_twice_nor_leaves_a_proces
     while began.elapsed() < Duration::from_secs(secs) {
         chaos.round += 1;
         chaos.restarts.clear();
-        let mut w = Warden::start_in(dir, &body);
-        let started = Instant::now();
         let settled = chaos.round % 2 == 1;
+        let mut w = if settled {
+            Warden::start_in(dir, &body)
+        } else {
+            Warden::spawn_in(dir, &body)
+        };
+        let started = Instant::now();
         if settled {
             chaos.verify_up(&mut w);
             if chaos.round % 4 == 1 {
                 scale_pool_up(&w);
             }
         }
-        // Settled rounds: 0.3-2 s after the tree is up. The others: 0-2 s after the admin
-        // API answered, often in the middle of start-up or adoption.
+        // Settled rounds: 0.3-2 s after the tree is up. The others: 0-150 ms after warden
+        // was spawned, often in the middle of start-up or adoption.
         let kill_at = if settled {
             Instant::now() + Duration::from_millis(rng.between(300, 2000))
         } else {
-            started + Duration::from_millis(rng.between(0, 2000))
+            started + Duration::from_millis(rng.between(0, 150))
         };
         chaos.watch_until(&w, kill_at);
         if !settled && listed(&w).is_none_or(|a| !tree_up(&a)) {
