@@ -2,7 +2,10 @@
 //! a small HTTP client, polling with deadlines, and process checks by pid.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod census;
+pub mod example_bin;
 pub mod redis;
+pub mod rng;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -274,6 +277,20 @@ impl Warden {
 
     /// As [`Warden::start`], in a given dir.
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
+        let mut w = Self::spawn_in(dir, body);
+        let port = w.port;
+        wait_until("admin API answers", Duration::from_secs(20), || {
+            if let Some(status) = w.try_wait() {
+                panic!("warden exited early ({status}): {}", w.stderr_text());
+            }
+            http(port, "GET", "/healthz", None, None).is_ok()
+        });
+        w
+    }
+
+    /// As [`Warden::start_in`], but returns at once, without waiting for the admin API
+    /// (for tests that act during start-up).
+    pub fn spawn_in(dir: tempfile::TempDir, body: &str) -> Warden {
         let port = free_port();
         let config = dir.path().join("warden.toml");
         let text =
@@ -289,21 +306,13 @@ impl Warden {
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("spawn warden");
-        let mut w = Warden {
+        Warden {
             dir,
             port,
             child: Some(child),
             config,
             stderr,
-        };
-        let port = w.port;
-        wait_until("admin API answers", Duration::from_secs(20), || {
-            if let Some(status) = w.try_wait() {
-                panic!("warden exited early ({status}): {}", w.stderr_text());
-            }
-            http(port, "GET", "/healthz", None, None).is_ok()
-        });
-        w
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

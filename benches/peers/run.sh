@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of warden against the physical floor of this machine (C loops
+# around posix_spawn) and runit, on the same workload in ONE run, plus warden's chaos
+# benchmark (1,000 crash-looping children). Writes benches/results/peers-<UTC time>.md.
+#
+#   benches/peers/run.sh [--rounds 3] [--kills 200] [--n 1000] [--chaos 60] ...
+#   benches/peers/run.sh --help          every knob (see peers.py)
+#
+# A hand-run script, not CI: it compiles the C programs with gcc, installs runit with
+# apt-get if it is missing (runit only, never runit-init: nothing replaces init, runsvdir
+# is just a child of this script), and builds warden with `cargo build --release`.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+build="${BENCH_BUILD:-$root/target/bench-peers}"
+
+for arg in "$@"; do
+  if [ "$arg" = "--help" ] || [ "$arg" = "-h" ]; then
+    exec python3 "$here/peers.py" --help
+  fi
+done
+
+command -v gcc >/dev/null || { echo "run.sh: gcc is needed (apt-get install gcc libc6-dev)" >&2; exit 2; }
+if ! command -v runsvdir >/dev/null; then
+  echo "run.sh: installing runit (apt-get, --no-install-recommends)" >&2
+  sudo_=""
+  [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends runit >&2
+fi
+
+mkdir -p "$build"
+compile() { # OUT SRC [FLAGS]: rebuild when the source is newer
+  local out="$1" src="$2"; shift 2
+  if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
+    gcc -O2 -Wall "$@" -o "$out" "$src"
+  fi
+}
+compile "$build/bench-child" "$here/child/bench-child.c" -static
+compile "$build/restart" "$here/floor/restart.c"
+compile "$build/fanout" "$here/floor/fanout.c"
+
+(cd "$root" && cargo build --release --bin warden)
+
+exec python3 "$here/peers.py" --build "$build" --warden "$root/target/release/warden" \
+  --out "$root/benches/results" "$@"
