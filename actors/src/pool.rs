@@ -297,6 +297,7 @@ impl ChildFactory for PoolFactory {
             recounting: false,
             restored: Vec::new(),
             gone: Vec::new(),
+            published_states: Vec::new(),
         };
         if let Some(table) = self.tables.take(&cx.path) {
             manager.rebuild(table, self.records.as_deref());
@@ -389,6 +390,8 @@ pub(crate) struct PoolManager {
     restored: Vec<Session>,
     /// Workers of the table whose process is gone: their sessions are released.
     gone: Vec<ActorPath>,
+    /// The worker states last published in the pool's details.
+    published_states: Vec<Option<ActorState>>,
 }
 
 impl fmt::Debug for PoolManager {
@@ -760,8 +763,9 @@ impl PoolManager {
         self.active().count() as u32 + self.allocating
     }
 
-    /// Persists the worker table (written off this thread).
-    fn save_table(&self) {
+    /// Persists the worker table (written off this thread); the answer resolves once it
+    /// is on disk.
+    fn save_table(&self) -> tokio::sync::oneshot::Receiver<()> {
         let table = Table {
             next_worker: self.next_worker,
             template: Some(self.template.clone()),
@@ -779,10 +783,15 @@ impl PoolManager {
                 })
                 .collect(),
         };
-        self.tables.save(&self.path, &table);
+        self.tables.save(&self.path, &table)
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.published_states = self
+            .workers
+            .iter()
+            .map(|w| self.state_of(&w.path))
+            .collect();
         let workers: Vec<serde_json::Value> = self
             .workers
             .iter()
@@ -813,6 +822,14 @@ impl PoolManager {
     /// Every second: replaces failed workers, tops up to `min`, reads session counts back
     /// from a shared registry.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let states: Vec<Option<ActorState>> = self
+            .workers
+            .iter()
+            .map(|w| self.state_of(&w.path))
+            .collect();
+        if states != self.published_states {
+            self.publish();
+        }
         self.retire_failed(ctx);
         self.fill_to_min(ctx);
         if self.registry.shared() {
@@ -1099,14 +1116,23 @@ impl PoolManager {
             wait.await?;
             registry.put(&pool, &recorded).await
         };
-        Box::pin(put.into_actor(self).map(move |put, act, ctx| {
+        Box::pin(put.into_actor(self).then(move |put, act, ctx| {
             let worker = act.workers.iter_mut().find(|w| w.id == worker_id);
-            match (put, worker) {
+            let answer = match (put, worker) {
                 (Ok(()), Some(w)) => {
                     w.pending = w.pending.saturating_sub(1);
                     w.held.push(session.clone());
-                    act.save_table();
-                    Ok(session)
+                    // Answered once the table holds it: an acknowledged session survives
+                    // a warden crash.
+                    let written = act.save_table();
+                    let answered: LocalBoxActorFuture<Self, Result<Session, PoolError>> = Box::pin(
+                        async move {
+                            let _ = written.await;
+                            Ok(session)
+                        }
+                        .into_actor(act),
+                    );
+                    return answered;
                 }
                 (Ok(()), None) => Ok(session),
                 (Err(why), worker) => {
@@ -1121,7 +1147,8 @@ impl PoolManager {
                     act.publish();
                     Err(PoolError::Unavailable(why))
                 }
-            }
+            };
+            Box::pin(actix::fut::ready(answer))
         }))
     }
 }

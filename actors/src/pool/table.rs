@@ -55,9 +55,12 @@ pub struct PoolTables {
     writer: Option<Arc<Writer>>,
 }
 
+/// A table waiting to be written, and who waits for it to be on disk.
+type Pending = (Vec<u8>, Vec<tokio::sync::oneshot::Sender<()>>);
+
 #[derive(Debug, Default)]
 struct Writer {
-    pending: Mutex<HashMap<PathBuf, Vec<u8>>>,
+    pending: Mutex<HashMap<PathBuf, Pending>>,
     wake: Condvar,
 }
 
@@ -111,33 +114,46 @@ impl PoolTables {
             .remove(pool.as_str())
     }
 
-    /// Queues `table` of `pool` for writing (a later save of the same pool replaces it).
-    pub(crate) fn save(&self, pool: &ActorPath, table: &Table) {
+    /// Queues `table` of `pool` for writing (a later save of the same pool replaces it);
+    /// the answer resolves once it (or a later one) is written, or could not be.
+    pub(crate) fn save(
+        &self,
+        pool: &ActorPath,
+        table: &Table,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
         let (Some(dir), Some(writer)) = (&self.dir, &self.writer) else {
-            return;
+            let _ = done.send(());
+            return written;
         };
         let bytes = match serde_json::to_vec(&(pool.as_str(), table)) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(%pool, error = %e, "cannot encode a pool table");
-                return;
+                let _ = done.send(());
+                return written;
             }
         };
         let name: String = pool.segments().collect::<Vec<_>>().join("~");
         let file = dir.join(format!("{name}.json"));
-        writer
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(file, bytes);
+        {
+            let mut pending = writer
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let entry = pending.entry(file).or_default();
+            entry.0 = bytes;
+            entry.1.push(done);
+        }
         writer.wake.notify_one();
+        written
     }
 }
 
 impl Writer {
     fn run(&self) {
         loop {
-            let batch: Vec<(PathBuf, Vec<u8>)> = {
+            let batch: Vec<(PathBuf, Pending)> = {
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 while pending.is_empty() {
                     pending = self
@@ -147,9 +163,12 @@ impl Writer {
                 }
                 pending.drain().collect()
             };
-            for (file, bytes) in batch {
+            for (file, (bytes, waiting)) in batch {
                 if let Err(e) = write_atomically(&file, &bytes) {
                     tracing::error!(file = %file.display(), error = %e, "cannot write a pool table: a warden crash would lose its workers");
+                }
+                for done in waiting {
+                    let _ = done.send(());
                 }
             }
         }
