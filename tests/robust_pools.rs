@@ -79,7 +79,20 @@ fn details(w: &Warden) -> Value {
     w.actor("/app")["details"].clone()
 }
 
-/// (worker, port, sessions, state) of each worker in the pool's details, sorted.
+/// The state of the actor at `path` ("" when there is none).
+fn state_of(w: &Warden, path: &str) -> String {
+    let r = w.req(
+        "GET",
+        &format!("/api/v1/actors/{}", path.trim_start_matches('/')),
+    );
+    if r.status != 200 {
+        return String::new();
+    }
+    r.json()["state"].as_str().unwrap_or("").to_owned()
+}
+
+/// (worker, port, sessions, state) of each worker in the pool's details (the state from
+/// the worker's own actor), sorted.
 fn workers(w: &Warden) -> Vec<(String, u16, u64, String)> {
     let mut all: Vec<_> = details(w)["workers"]
         .as_array()
@@ -87,11 +100,12 @@ fn workers(w: &Warden) -> Vec<(String, u16, u64, String)> {
         .unwrap_or_default()
         .iter()
         .map(|x| {
+            let name = x["worker"].as_str().unwrap_or("").to_owned();
             (
-                x["worker"].as_str().unwrap_or("").to_owned(),
+                name.clone(),
                 x["port"].as_u64().unwrap_or(0) as u16,
                 x["sessions"].as_u64().unwrap_or(0),
-                x["state"].as_str().unwrap_or("").to_owned(),
+                state_of(w, &name),
             )
         })
         .collect();
