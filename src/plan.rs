@@ -312,8 +312,10 @@ fn pool_child(
             ReadyConfig::Tcp { timeout, .. }
             | ReadyConfig::Notify { timeout }
             | ReadyConfig::Ipc { timeout },
-        ) => *timeout + std::time::Duration::from_secs(5),
-        Some(ReadyConfig::Delay { delay }) => *delay + std::time::Duration::from_secs(5),
+        ) => timeout.saturating_add(std::time::Duration::from_secs(5)),
+        Some(ReadyConfig::Delay { delay }) => {
+            delay.saturating_add(std::time::Duration::from_secs(5))
+        }
         None => std::time::Duration::from_secs(30),
     };
     let spec = PoolSpec {

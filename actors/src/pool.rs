@@ -7,7 +7,18 @@
 //! refusing past that. A worker with no session for `idle_timeout` is stopped, and leaves
 //! the tree, while the pool is above `min`. A rollout starts workers of a new template,
 //! marks the old ones draining (no new sessions) and stops each once its sessions are gone
-//! or its deadline passes. Sessions are kept in a [`SessionRegistry`].
+//! or its deadline passes. Sessions are kept in a [`SessionRegistry`], whose calls the
+//! manager runs as futures whose results come back to it: no handler and no
+//! `ChildFactory::start` waits on Redis (numbers and ports of new workers come from local
+//! state, or are claimed through a shared registry asynchronously).
+//!
+//! The worker table (names, ports, templates, sessions) is persisted in `state_dir` (see
+//! [`PoolTables`]); a warden started after a crash rebuilds each pool from it, so the
+//! worker services adopt their live processes by path, and the sessions of workers that
+//! are gone are released. A `failed` worker is retired (its sessions released) and
+//! replaced after a backoff (1 s doubling to 8 s while workers keep failing); it counts
+//! toward neither `min` nor `max`. A rollout allocates all its workers first and changes
+//! nothing if it cannot.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -1212,14 +1223,21 @@ impl Handler<Release> for PoolManager {
     fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
         let remove = self.registry.remove(&self.path, &msg.0);
         let id = msg.0;
-        Box::pin(remove.into_actor(self).map(move |removed, act, ctx| {
-            let session =
-                removed
-                    .map_err(PoolError::Unavailable)?
-                    .ok_or_else(|| PoolError::NoSession {
-                        pool: act.path.to_string(),
-                        session: id.clone(),
-                    })?;
+        Box::pin(remove.into_actor(self).then(move |removed, act, ctx| {
+            let found = removed.map_err(PoolError::Unavailable).and_then(|found| {
+                found.ok_or_else(|| PoolError::NoSession {
+                    pool: act.path.to_string(),
+                    session: id.clone(),
+                })
+            });
+            let session = match found {
+                Ok(session) => session,
+                Err(e) => {
+                    let failed: LocalBoxActorFuture<Self, Result<(), PoolError>> =
+                        Box::pin(actix::fut::ready(Err(e)));
+                    return failed;
+                }
+            };
             if let Some(w) = act.workers.iter_mut().find(|w| w.path == session.worker) {
                 w.sessions = w.sessions.saturating_sub(1);
                 w.held.retain(|s| s.session_id != id);
@@ -1229,8 +1247,16 @@ impl Handler<Release> for PoolManager {
             }
             act.reap(ctx);
             act.publish();
-            act.save_table();
-            Ok(())
+            // Answered once the table no longer holds it: a released session does not
+            // come back after a warden crash.
+            let written = act.save_table();
+            Box::pin(
+                async move {
+                    let _ = written.await;
+                    Ok(())
+                }
+                .into_actor(act),
+            )
         }))
     }
 }
