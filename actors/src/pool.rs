@@ -427,6 +427,8 @@ impl Actor for PoolManager {
         let keep: Vec<u16> = self.workers.iter().map(|w| w.port).collect();
         self.registry.release_own_ports_except(&self.path, keep);
         self.release_gone_sessions(ctx);
+        // Workers taken back from an earlier warden may be idle above min or draining.
+        self.reap(ctx);
         self.fill_to_min(ctx);
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         if let Some(tokens) = &self.spec.tokens {
