@@ -332,7 +332,8 @@ impl Inner {
         }
     }
 
-    /// PINGs Redis until it answers, then resyncs (again while local changes race it).
+    /// PINGs Redis until it answers, then resyncs (again while local changes race it);
+    /// the successful resync ends the outage.
     async fn recover(self: Arc<Self>) {
         loop {
             tokio::time::sleep(RECONNECT_EVERY).await;
@@ -347,7 +348,6 @@ impl Inner {
                 }
             }
         }
-        self.lock().recovering = false;
     }
 
     /// After an outage: puts back the sessions this process holds that Redis lacks,
@@ -396,7 +396,9 @@ impl Inner {
             let sessions = &local.sessions;
             local.own.retain(|id| sessions.contains_key(id));
         }
+        // Both under one lock: an outage right after this starts a new recovery.
         state.degraded = false;
+        state.recovering = false;
         tracing::info!(url = %self.url, written, deleted, "Redis is back: sessions resynced");
         Ok(true)
     }
