@@ -1170,6 +1170,15 @@ impl Handler<Acquire> for PoolManager {
     type Result = ResponseActFuture<Self, Result<Session, PoolError>>;
 
     fn handle(&mut self, _: Acquire, _ctx: &mut Self::Context) -> Self::Result {
+        self.acquire(true)
+    }
+}
+
+impl PoolManager {
+    /// Places a session: on the fullest worker with room, else on a new worker (up to
+    /// `max`). When workers are being allocated through a shared registry and none has
+    /// room, waits for that allocation and tries once more (`may_wait`).
+    fn acquire(&mut self, may_wait: bool) -> LocalBoxActorFuture<Self, Result<Session, PoolError>> {
         if self.draining {
             return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
                 "pool {} is draining",
@@ -1178,6 +1187,14 @@ impl Handler<Acquire> for PoolManager {
         }
         if let Some(index) = self.worker_with_room() {
             return self.place(index);
+        }
+        if may_wait && self.allocating > 0 {
+            // The allocation holds the lock until its workers are added.
+            let allocated = self.alloc_lock.clone().acquire_owned();
+            return Box::pin(allocated.into_actor(self).then(|permit, act, _| {
+                drop(permit);
+                act.acquire(false)
+            }));
         }
         if self.active_count() >= self.spec.max {
             return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
