@@ -72,6 +72,12 @@ impl StateLayout {
         self.root.join("pool.key")
     }
 
+    /// Folder of the pools' worker tables (what a restarted warden rebuilds its pools
+    /// from).
+    pub fn pool_tables_dir(&self) -> PathBuf {
+        self.root.join("pools")
+    }
+
     /// The local control socket.
     pub fn control_socket(&self) -> PathBuf {
         self.root.join("control.sock")

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use warden_actors::{
     LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolFactory,
-    PoolHub, PoolSpec, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec, SessionRegistry,
-    TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec,
+    SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{
     ActorKind, ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
@@ -39,6 +39,8 @@ pub struct Wiring {
     pub sessions: Arc<dyn SessionRegistry>,
     /// Signs worker tokens (`None`: pools write none).
     pub tokens: Option<Arc<TokenSigner>>,
+    /// The pools' worker tables (none: pools persist nothing).
+    pub pool_tables: Arc<PoolTables>,
 }
 
 impl Default for Wiring {
@@ -49,6 +51,7 @@ impl Default for Wiring {
             pools: Arc::default(),
             sessions: Arc::new(MemoryRegistry::default()),
             tokens: None,
+            pool_tables: Arc::new(PoolTables::none()),
         }
     }
 }
@@ -309,8 +312,10 @@ fn pool_child(
             ReadyConfig::Tcp { timeout, .. }
             | ReadyConfig::Notify { timeout }
             | ReadyConfig::Ipc { timeout },
-        ) => *timeout + std::time::Duration::from_secs(5),
-        Some(ReadyConfig::Delay { delay }) => *delay + std::time::Duration::from_secs(5),
+        ) => timeout.saturating_add(std::time::Duration::from_secs(5)),
+        Some(ReadyConfig::Delay { delay }) => {
+            delay.saturating_add(std::time::Duration::from_secs(5))
+        }
         None => std::time::Duration::from_secs(30),
     };
     let spec = PoolSpec {
@@ -336,7 +341,8 @@ fn pool_child(
     };
     Ok(ChildSpec::new(
         name,
-        PoolFactory::new(spec, wiring.pools.clone(), wiring.sessions.clone()),
+        PoolFactory::new(spec, wiring.pools.clone(), wiring.sessions.clone())
+            .with_tables(wiring.pool_tables.clone(), wiring.records.clone()),
     ))
 }
 

@@ -56,9 +56,12 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let signer = warden_actors::TokenSigner::load_or_create(&layout.token_key())
         .with_context(|| format!("worker token key {}", layout.token_key().display()))?;
+    let pool_tables = warden_actors::PoolTables::open(&layout.pool_tables_dir())
+        .with_context(|| format!("pool tables in {}", layout.pool_tables_dir().display()))?;
     let mut wiring = plan::Wiring {
         records: Some(store.clone()),
         tokens: Some(Arc::new(signer)),
+        pool_tables: Arc::new(pool_tables),
         ..plan::Wiring::default()
     };
     if let Some(url) = &config.cluster.redis_url {

@@ -248,6 +248,13 @@ impl ProcessRecords for StateStore {
         alive.then_some(adoptable)
     }
 
+    fn is_adoptable(&self, path: &ActorPath) -> bool {
+        self.adoptable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(path.as_str())
+    }
+
     fn marker(&self) -> Vec<(String, String)> {
         vec![(
             STATE_DIR_MARKER.to_owned(),

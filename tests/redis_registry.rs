@@ -34,6 +34,16 @@ fn ids(sessions: &[Session]) -> Vec<String> {
     ids
 }
 
+/// Waits for a registry call from this plain test thread (the registry's own thread does
+/// the Redis work).
+fn wait<F: std::future::Future>(call: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+        .block_on(call)
+}
+
 /// Runs `f`, asserting it returns within [`CALL_BOUND`].
 fn bounded<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let started = Instant::now();
@@ -58,25 +68,26 @@ fn put_list_remove_round_trip() {
     let registry = RedisRegistry::connect(&redis.url()).expect("connect");
     let p = pool("/shiny");
     let other = pool("/other");
-    assert!(registry.list(&p).expect("list").is_empty());
+    assert!(wait(registry.list(&p)).expect("list").is_empty());
 
     let a = session("a1", "/shiny/w1", 20000);
     let b = session("b2", "/shiny/w2", 20001);
-    registry.put(&p, &a).expect("put a");
-    registry.put(&p, &b).expect("put b");
-    registry
-        .put(&other, &session("c3", "/other/w1", 21000))
-        .expect("put c");
+    wait(registry.put(&p, &a)).expect("put a");
+    wait(registry.put(&p, &b)).expect("put b");
+    wait(registry.put(&other, &session("c3", "/other/w1", 21000))).expect("put c");
 
-    let listed = registry.list(&p).expect("list");
+    let listed = wait(registry.list(&p)).expect("list");
     assert_eq!(ids(&listed), ["a1", "b2"]);
     assert!(listed.contains(&a) && listed.contains(&b));
-    assert_eq!(ids(&registry.list(&other).expect("list")), ["c3"]);
+    assert_eq!(ids(&wait(registry.list(&other)).expect("list")), ["c3"]);
 
-    assert_eq!(registry.remove(&p, "a1").expect("remove"), Some(a));
-    assert_eq!(registry.remove(&p, "a1").expect("remove again"), None);
-    assert_eq!(registry.remove(&p, "nope").expect("remove unknown"), None);
-    assert_eq!(registry.list(&p).expect("list"), vec![b]);
+    assert_eq!(wait(registry.remove(&p, "a1")).expect("remove"), Some(a));
+    assert_eq!(wait(registry.remove(&p, "a1")).expect("remove again"), None);
+    assert_eq!(
+        wait(registry.remove(&p, "nope")).expect("remove unknown"),
+        None
+    );
+    assert_eq!(wait(registry.list(&p)).expect("list"), vec![b]);
     assert!(!registry.is_degraded());
     assert!(format!("{registry:?}").contains(&redis.url()));
 }
@@ -90,16 +101,16 @@ fn two_registries_share_sessions() {
 
     let s1 = session("s1", "/shiny/w1", 20000);
     let s2 = session("s2", "/shiny/w2", 20001);
-    one.put(&p, &s1).expect("put s1");
-    two.put(&p, &s2).expect("put s2");
-    assert_eq!(ids(&one.list(&p).expect("list one")), ["s1", "s2"]);
-    assert_eq!(ids(&two.list(&p).expect("list two")), ["s1", "s2"]);
+    wait(one.put(&p, &s1)).expect("put s1");
+    wait(two.put(&p, &s2)).expect("put s2");
+    assert_eq!(ids(&wait(one.list(&p)).expect("list one")), ["s1", "s2"]);
+    assert_eq!(ids(&wait(two.list(&p)).expect("list two")), ["s1", "s2"]);
 
     // A session released through the other warden is gone for both.
-    assert_eq!(two.remove(&p, "s1").expect("remove"), Some(s1));
-    assert_eq!(one.list(&p).expect("list one"), vec![s2.clone()]);
-    assert_eq!(one.remove(&p, "s1").expect("remove again"), None);
-    assert_eq!(two.list(&p).expect("list two"), vec![s2]);
+    assert_eq!(wait(two.remove(&p, "s1")).expect("remove"), Some(s1));
+    assert_eq!(wait(one.list(&p)).expect("list one"), vec![s2.clone()]);
+    assert_eq!(wait(one.remove(&p, "s1")).expect("remove again"), None);
+    assert_eq!(wait(two.list(&p)).expect("list two"), vec![s2]);
 }
 
 #[test]
@@ -134,11 +145,11 @@ fn redis_killed_then_restarted_serves_locally_and_resyncs() {
     let before1 = session("before1", "/shiny/w1", 20000);
     let before2 = session("before2", "/shiny/w1", 20000);
     let theirs = session("theirs", "/shiny/w2", 20001);
-    one.put(&p, &before1).expect("put");
-    one.put(&p, &before2).expect("put");
-    two.put(&p, &theirs).expect("put");
+    wait(one.put(&p, &before1)).expect("put");
+    wait(one.put(&p, &before2)).expect("put");
+    wait(two.put(&p, &theirs)).expect("put");
     assert_eq!(
-        ids(&one.list(&p).expect("list")),
+        ids(&wait(one.list(&p)).expect("list")),
         ["before1", "before2", "theirs"]
     );
 
@@ -146,17 +157,17 @@ fn redis_killed_then_restarted_serves_locally_and_resyncs() {
 
     // Every call keeps working, from local state, in bounded time.
     let during = session("during", "/shiny/w3", 20002);
-    bounded("put while down", || one.put(&p, &during)).expect("put while down");
+    bounded("put while down", || wait(one.put(&p, &during))).expect("put while down");
     assert!(one.is_degraded());
-    let removed = bounded("remove while down", || one.remove(&p, "before1"));
+    let removed = bounded("remove while down", || wait(one.remove(&p, "before1")));
     assert_eq!(removed.expect("remove while down"), Some(before1.clone()));
-    let listed = bounded("list while down", || one.list(&p)).expect("list while down");
+    let listed = bounded("list while down", || wait(one.list(&p))).expect("list while down");
     assert_eq!(ids(&listed), ["before2", "during", "theirs"]);
     let started = Instant::now();
     for i in 0..20 {
         let s = session(&format!("burst{i:02}"), "/shiny/w3", 20002);
-        bounded("put while down", || one.put(&p, &s)).expect("put while down");
-        bounded("remove while down", || one.remove(&p, &s.session_id)).expect("remove");
+        bounded("put while down", || wait(one.put(&p, &s))).expect("put while down");
+        bounded("remove while down", || wait(one.remove(&p, &s.session_id))).expect("remove");
     }
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -169,27 +180,30 @@ fn redis_killed_then_restarted_serves_locally_and_resyncs() {
     // (say, a snapshot) must still be deleted by the resync.
     let redis = Redis::start(port);
     let seed = RedisRegistry::connect(&url).expect("connect seed");
-    seed.put(&p, &before1).expect("seed before1");
+    wait(seed.put(&p, &before1)).expect("seed before1");
 
     eventually("registry one resynced", || {
-        bounded("list after restart", || one.list(&p)).expect("list");
+        bounded("list after restart", || wait(one.list(&p))).expect("list");
         !one.is_degraded()
     });
     let fresh = RedisRegistry::connect(&url).expect("connect fresh");
     // `two` held `theirs`: it writes it back on its own resync.
     eventually("registry two resynced", || {
-        bounded("list after restart", || two.list(&p)).expect("list");
+        bounded("list after restart", || wait(two.list(&p))).expect("list");
         !two.is_degraded()
     });
-    let in_redis = fresh.list(&p).expect("list fresh");
+    let in_redis = wait(fresh.list(&p)).expect("list fresh");
     assert_eq!(ids(&in_redis), ["before2", "during", "theirs"]);
     assert!(in_redis.contains(&during));
-    assert_eq!(ids(&two.list(&p).expect("list two")), ids(&in_redis));
-    assert_eq!(ids(&one.list(&p).expect("list one")), ids(&in_redis));
+    assert_eq!(ids(&wait(two.list(&p)).expect("list two")), ids(&in_redis));
+    assert_eq!(ids(&wait(one.list(&p)).expect("list one")), ids(&in_redis));
 
     // Fully back: writes go to Redis again.
-    one.remove(&p, "during").expect("remove");
-    assert_eq!(ids(&two.list(&p).expect("list two")), ["before2", "theirs"]);
+    wait(one.remove(&p, "during")).expect("remove");
+    assert_eq!(
+        ids(&wait(two.list(&p)).expect("list two")),
+        ["before2", "theirs"]
+    );
     drop(redis);
 }
 
@@ -201,28 +215,31 @@ fn redis_frozen_calls_stay_bounded_and_resync_on_resume() {
     let p = pool("/frozen");
     let kept = session("kept", "/frozen/w1", 20000);
     let gone = session("gone", "/frozen/w1", 20000);
-    one.put(&p, &kept).expect("put");
-    one.put(&p, &gone).expect("put");
+    wait(one.put(&p, &kept)).expect("put");
+    wait(one.put(&p, &gone)).expect("put");
 
     // SIGSTOP: connections are accepted by the kernel but nothing answers.
     redis.signal(libc::SIGSTOP);
     let added = session("added", "/frozen/w2", 20001);
-    bounded("put while frozen", || one.put(&p, &added)).expect("put");
+    bounded("put while frozen", || wait(one.put(&p, &added))).expect("put");
     assert!(one.is_degraded());
     std::thread::sleep(Duration::from_millis(600));
-    let removed = bounded("remove while frozen", || one.remove(&p, "gone")).expect("remove");
+    let removed = bounded("remove while frozen", || wait(one.remove(&p, "gone"))).expect("remove");
     assert_eq!(removed, Some(gone));
     std::thread::sleep(Duration::from_millis(600));
-    let listed = bounded("list while frozen", || one.list(&p)).expect("list");
+    let listed = bounded("list while frozen", || wait(one.list(&p))).expect("list");
     assert_eq!(ids(&listed), ["added", "kept"]);
 
     // Redis kept its data: the resync must add `added` and delete `gone`.
     redis.signal(libc::SIGCONT);
     eventually("registry one resynced", || {
-        bounded("list after resume", || one.list(&p)).expect("list");
+        bounded("list after resume", || wait(one.list(&p))).expect("list");
         !one.is_degraded()
     });
-    assert_eq!(ids(&two.list(&p).expect("list two")), ["added", "kept"]);
+    assert_eq!(
+        ids(&wait(two.list(&p)).expect("list two")),
+        ["added", "kept"]
+    );
 }
 
 /// The README's goal for the Redis registry is at least 5,000 acquire + release pairs
@@ -238,13 +255,16 @@ fn put_remove_pairs_run_at_least_2000_per_second() {
     let started = Instant::now();
     for i in 0..n {
         let s = session(&format!("s{i}"), "/bench/w1", 20000);
-        registry.put(&p, &s).expect("put");
-        assert_eq!(registry.remove(&p, &s.session_id).expect("remove"), Some(s));
+        wait(registry.put(&p, &s)).expect("put");
+        assert_eq!(
+            wait(registry.remove(&p, &s.session_id)).expect("remove"),
+            Some(s)
+        );
     }
     let took = started.elapsed();
     let rate = f64::from(n) / took.as_secs_f64();
     println!("redis registry: {n} put+remove pairs in {took:?} = {rate:.0} pairs/s");
-    assert!(registry.list(&p).expect("list").is_empty());
+    assert!(wait(registry.list(&p)).expect("list").is_empty());
     assert!(!registry.is_degraded());
     assert!(
         rate >= 2000.0,

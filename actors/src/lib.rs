@@ -17,8 +17,8 @@ mod worker_token;
 pub use actor::{ActorFactory, ActorHandle};
 pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
 pub use pool::{
-    MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, RolloutSummary, Session,
-    SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, PoolTables, RegistryFuture,
+    RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 pub use redis_registry::RedisRegistry;
 pub use secret::{hex, random_hex};

@@ -7,7 +7,18 @@
 //! refusing past that. A worker with no session for `idle_timeout` is stopped, and leaves
 //! the tree, while the pool is above `min`. A rollout starts workers of a new template,
 //! marks the old ones draining (no new sessions) and stops each once its sessions are gone
-//! or its deadline passes. Sessions are kept in a [`SessionRegistry`].
+//! or its deadline passes. Sessions are kept in a [`SessionRegistry`], whose calls the
+//! manager runs as futures whose results come back to it: no handler and no
+//! `ChildFactory::start` waits on Redis (numbers and ports of new workers come from local
+//! state, or are claimed through a shared registry asynchronously).
+//!
+//! The worker table (names, ports, templates, sessions) is persisted in `state_dir` (see
+//! [`PoolTables`]); a warden started after a crash rebuilds each pool from it, so the
+//! worker services adopt their live processes by path, and the sessions of workers that
+//! are gone are released. A `failed` worker is retired (its sessions released) and
+//! replaced after a backoff (1 s doubling to 8 s while workers keep failing); it counts
+//! toward neither `min` nor `max`. A rollout allocates all its workers first and changes
+//! nothing if it cannot.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,13 +26,24 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
+use actix::{ActorFutureExt, WrapFuture};
 use serde::{Deserialize, Serialize};
 use warden_supervisors::{
     ActorKind, ActorName, ActorPath, ActorState, ActorTree, ChildFactory, ChildSpec, ChildUpdate,
     Exit, Intensity, RunningChild, StartContext, Strategy, Supervisor, SupervisorSpec,
     UpdateChildren,
 };
+
+use crate::service::records::ProcessRecords;
+
+mod registry;
+mod table;
+
+pub use registry::{MemoryRegistry, RegistryFuture, SessionRegistry};
+pub use table::PoolTables;
+use table::{Table, TableWorker};
 
 /// What a worker runs: the command and environment, before `{port}` and `{worker_id}` are
 /// filled in.
@@ -128,78 +150,6 @@ pub enum PoolError {
     Unavailable(String),
 }
 
-/// Where sessions are kept (in memory by default; shared between wardens through Redis).
-pub trait SessionRegistry: Send + Sync + fmt::Debug + 'static {
-    /// Records `session` of `pool`.
-    fn put(&self, pool: &ActorPath, session: &Session) -> Result<(), String>;
-    /// Forgets a session; answers it if it was there.
-    fn remove(&self, pool: &ActorPath, session_id: &str) -> Result<Option<Session>, String>;
-    /// Every session of `pool`.
-    fn list(&self, pool: &ActorPath) -> Result<Vec<Session>, String>;
-
-    /// Whether other wardens share this registry (then their sessions and workers count:
-    /// worker numbers and ports are handed out through it, and session counts are read
-    /// back from it).
-    fn shared(&self) -> bool {
-        false
-    }
-
-    /// A worker number of `pool` unique among the wardens sharing the registry (`None`:
-    /// not shared, or unreachable now: the pool counts on its own).
-    fn next_worker(&self, _pool: &ActorPath) -> Option<u64> {
-        None
-    }
-
-    /// Claims `port` of `pool` for `worker`; `false` when another warden's worker holds
-    /// it.
-    fn claim_port(&self, _pool: &ActorPath, _port: u16, _worker: &ActorPath) -> bool {
-        true
-    }
-
-    /// Gives `port` back (only if `worker` holds it).
-    fn release_port(&self, _pool: &ActorPath, _port: u16, _worker: &ActorPath) {}
-
-    /// Gives back every port this warden claimed in an earlier run (before a crash).
-    fn release_own_ports(&self, _pool: &ActorPath) {}
-}
-
-/// The in-memory [`SessionRegistry`].
-#[derive(Debug, Default)]
-pub struct MemoryRegistry {
-    sessions: Mutex<HashMap<ActorPath, HashMap<String, Session>>>,
-}
-
-impl SessionRegistry for MemoryRegistry {
-    fn put(&self, pool: &ActorPath, session: &Session) -> Result<(), String> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(pool.clone())
-            .or_default()
-            .insert(session.session_id.clone(), session.clone());
-        Ok(())
-    }
-
-    fn remove(&self, pool: &ActorPath, session_id: &str) -> Result<Option<Session>, String> {
-        Ok(self
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(pool)
-            .and_then(|m| m.remove(session_id)))
-    }
-
-    fn list(&self, pool: &ActorPath) -> Result<Vec<Session>, String> {
-        Ok(self
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(pool)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default())
-    }
-}
-
 /// Finds the manager of each running pool.
 #[derive(Debug, Default)]
 pub struct PoolHub {
@@ -289,6 +239,11 @@ pub struct PoolFactory {
     spec: PoolSpec,
     hub: Arc<PoolHub>,
     registry: Arc<dyn SessionRegistry>,
+    tables: Arc<PoolTables>,
+    records: Option<Arc<dyn ProcessRecords>>,
+    /// The highest worker number this factory's runs handed out (a restarted pool goes on
+    /// counting).
+    next_worker: Arc<Mutex<u64>>,
 }
 
 impl PoolFactory {
@@ -299,7 +254,22 @@ impl PoolFactory {
             spec,
             hub,
             registry,
+            tables: Arc::new(PoolTables::none()),
+            records: None,
+            next_worker: Arc::default(),
         }
+    }
+
+    /// Persists the worker table in `tables`, and on its first start rebuilds the workers
+    /// an earlier warden left there whose processes `records` can adopt.
+    pub fn with_tables(
+        mut self,
+        tables: Arc<PoolTables>,
+        records: Option<Arc<dyn ProcessRecords>>,
+    ) -> Self {
+        self.tables = tables;
+        self.records = records;
+        self
     }
 }
 
@@ -308,23 +278,44 @@ impl ChildFactory for PoolFactory {
         ActorKind::Pool
     }
 
+    /// No I/O here: the table was read at warden's start, whether a worker's process can
+    /// be adopted is known from the records read then, and new workers are numbered and
+    /// given ports from local state (through a shared registry, asynchronously once the
+    /// manager runs).
     fn start(&self, cx: StartContext) -> Result<RunningChild, String> {
+        let next_worker = *self
+            .next_worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut manager = PoolManager {
             path: cx.path.clone(),
             tree: cx.tree.clone(),
             spec: self.spec.clone(),
             template: self.spec.template.clone(),
             registry: self.registry.clone(),
+            tables: self.tables.clone(),
             supervisor: None,
             workers: Vec::new(),
-            next_worker: 0,
+            next_worker,
+            shared_next_worker: self.next_worker.clone(),
             reap: None,
             retiring: Vec::new(),
             draining: false,
+            allocating: 0,
+            alloc_lock: Arc::new(tokio::sync::Semaphore::new(1)),
+            replace_after: None,
+            replace_backoff: REPLACE_BACKOFF_MIN,
+            recounting: false,
+            restored: Vec::new(),
+            gone: Vec::new(),
+            published_states: Vec::new(),
         };
-        self.registry.release_own_ports(&cx.path);
-        for _ in 0..self.spec.min {
-            manager.new_worker()?;
+        if let Some(table) = self.tables.take(&cx.path) {
+            manager.rebuild(table, self.records.as_deref());
+        }
+        if !self.registry.shared() {
+            let missing = self.spec.min.saturating_sub(manager.active_count());
+            manager.allocate_local(missing, &manager.template.clone())?;
         }
         let spec = SupervisorSpec {
             strategy: Strategy::OneForOne,
@@ -356,14 +347,25 @@ impl ChildFactory for PoolFactory {
     }
 }
 
+/// The first wait before a failed worker is replaced; doubled on each failure in a row.
+const REPLACE_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest wait before a failed worker is replaced.
+const REPLACE_BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// How often the manager checks for failed workers, tops up to `min` and (shared
+/// registry) reads session counts back.
+const TICK: Duration = Duration::from_secs(1);
+
 struct Worker {
     id: String,
     path: ActorPath,
     port: u16,
+    template: WorkerTemplate,
     spec: ChildSpec,
     sessions: u32,
     /// Sessions placed here but not yet in the registry (waiting for the worker to run).
     pending: u32,
+    /// The sessions this warden placed here (persisted in the table).
+    held: Vec<Session>,
     idle_since: Option<Instant>,
     /// `Some(deadline)` once a rollout replaced it: no new sessions.
     draining: Option<Instant>,
@@ -376,15 +378,31 @@ pub(crate) struct PoolManager {
     spec: PoolSpec,
     template: WorkerTemplate,
     registry: Arc<dyn SessionRegistry>,
+    tables: Arc<PoolTables>,
     supervisor: Option<Addr<Supervisor>>,
     workers: Vec<Worker>,
     next_worker: u64,
+    shared_next_worker: Arc<Mutex<u64>>,
     reap: Option<SpawnHandle>,
     /// Workers taken out of the list whose process may still be stopping: their ports
     /// are not handed out until they have left the tree.
     retiring: Vec<(ActorPath, u16)>,
     /// warden drains: no new sessions; each worker stops once its sessions are gone.
     draining: bool,
+    /// Workers being allocated through a shared registry (they count toward `max`).
+    allocating: u32,
+    /// One allocation through the registry at a time (so two never pick the same port).
+    alloc_lock: Arc<tokio::sync::Semaphore>,
+    /// No failed worker is replaced before this.
+    replace_after: Option<Instant>,
+    replace_backoff: Duration,
+    recounting: bool,
+    /// Sessions of adopted workers to put back into a non-shared registry.
+    restored: Vec<Session>,
+    /// Workers of the table whose process is gone: their sessions are released.
+    gone: Vec<ActorPath>,
+    /// The worker states last published in the pool's details.
+    published_states: Vec<Option<ActorState>>,
 }
 
 impl fmt::Debug for PoolManager {
@@ -401,9 +419,18 @@ impl Actor for PoolManager {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.publish();
-        if self.registry.shared() {
-            ctx.run_interval(Duration::from_secs(1), |act, ctx| act.recount(ctx));
+        self.save_table();
+        for session in std::mem::take(&mut self.restored) {
+            let put = self.registry.put(&self.path, &session);
+            ctx.spawn(put.into_actor(self).map(|_, _, _| ()));
         }
+        let keep: Vec<u16> = self.workers.iter().map(|w| w.port).collect();
+        self.registry.release_own_ports_except(&self.path, keep);
+        self.release_gone_sessions(ctx);
+        // Workers taken back from an earlier warden may be idle above min or draining.
+        self.reap(ctx);
+        self.fill_to_min(ctx);
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         if let Some(tokens) = &self.spec.tokens {
             for worker in &self.workers {
                 write_worker_token(tokens, &worker.path);
@@ -433,13 +460,62 @@ impl Actor for PoolManager {
 
 /// Writes a fresh token for `worker` (errors are logged: the worker keeps its old one).
 fn write_worker_token(tokens: &WorkerTokens, worker: &ActorPath) {
-    let token = tokens
-        .signer
-        .sign(worker, std::time::SystemTime::now() + tokens.ttl);
+    let Some(expires) = std::time::SystemTime::now().checked_add(tokens.ttl) else {
+        tracing::warn!(%worker, "token_ttl is too long to be added to the clock: no token written");
+        return;
+    };
+    let token = tokens.signer.sign(worker, expires);
     let file = (tokens.file)(worker);
     if let Err(e) = crate::worker_token::write_token(&file, &token) {
         tracing::warn!(%worker, file = %file.display(), error = %e, "cannot write a worker token");
     }
+}
+
+/// Numbers and ports for `count` new workers of `pool`, taken through `registry` (worker
+/// numbers unique among the wardens sharing it, ports not claimed by another warden's
+/// worker), trying `candidates` in order. All or nothing: on failure the ports claimed so
+/// far are given back.
+async fn claim_workers(
+    registry: Arc<dyn SessionRegistry>,
+    pool: ActorPath,
+    candidates: Vec<u16>,
+    mut next: u64,
+    count: u32,
+) -> Result<Vec<(u64, u16)>, String> {
+    let mut claimed: Vec<(u64, u16)> = Vec::new();
+    let mut candidates = candidates.into_iter();
+    for _ in 0..count {
+        let number = match registry.next_worker(&pool).await {
+            Some(n) => n.max(next + 1),
+            None => next + 1,
+        };
+        next = number;
+        let path = worker_path(&pool, number)?;
+        let port = loop {
+            match candidates.next() {
+                Some(port) if registry.claim_port(&pool, port, &path).await => break Some(port),
+                Some(_) => {}
+                None => break None,
+            }
+        };
+        match port {
+            Some(port) => claimed.push((number, port)),
+            None => {
+                for (number, port) in claimed {
+                    if let Ok(path) = worker_path(&pool, number) {
+                        registry.release_port(&pool, port, &path);
+                    }
+                }
+                return Err(format!("no free port left for {count} new workers"));
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+fn worker_path(pool: &ActorPath, number: u64) -> Result<ActorPath, String> {
+    let name = ActorName::new(&format!("w{number}")).map_err(|e| e.to_string())?;
+    Ok(pool.child(&name))
 }
 
 impl PoolManager {
@@ -449,9 +525,90 @@ impl PoolManager {
         }
     }
 
-    /// The lowest port that neither a worker nor a stopping former worker holds, nor
-    /// another warden sharing the registry; claimed for `worker`.
-    fn free_port(&mut self, worker: &ActorPath) -> Option<u16> {
+    /// Rebuilds the workers of an earlier warden's table: those whose process is still
+    /// alive (adoptable) come back with their names, ports, templates and sessions (their
+    /// services adopt the processes by path); the others are dropped, their sessions
+    /// released once the manager runs.
+    fn rebuild(&mut self, table: Table, records: Option<&dyn ProcessRecords>) {
+        self.next_worker = self.next_worker.max(table.next_worker);
+        if table.config_template.as_ref() == Some(&self.spec.template) {
+            if let Some(template) = table.template {
+                self.template = template;
+            }
+        }
+        let now = Instant::now();
+        for w in table.workers {
+            let Ok(name) = ActorName::new(&w.id) else {
+                continue;
+            };
+            let path = self.path.child(&name);
+            let alive = records.is_some_and(|r| r.is_adoptable(&path));
+            let in_range = self.spec.ports.contains(&w.port);
+            let spec = (alive && in_range)
+                .then(|| (self.spec.build)(&path, &w.template, w.port))
+                .and_then(Result::ok);
+            let Some(spec) = spec else {
+                tracing::info!(pool = %self.path, worker = %path, "a worker of the earlier warden is gone: releasing its sessions");
+                self.gone.push(path);
+                continue;
+            };
+            tracing::info!(pool = %self.path, worker = %path, port = w.port, sessions = w.sessions.len(), "taking back a worker of the earlier warden");
+            if !self.registry.shared() {
+                self.restored.extend(w.sessions.iter().cloned());
+            }
+            let sessions = w.sessions.len() as u32;
+            self.workers.push(Worker {
+                id: w.id,
+                path,
+                port: w.port,
+                template: w.template,
+                spec,
+                sessions,
+                pending: 0,
+                held: w.sessions,
+                idle_since: (sessions == 0).then_some(now),
+                // A draining worker's deadline did not survive: it drains anew, no
+                // longer than the idle timeout.
+                draining: w
+                    .draining
+                    .then(|| now.checked_add(self.spec.idle_timeout).unwrap_or(now)),
+            });
+        }
+    }
+
+    /// Releases the sessions (and claims) of the table's workers whose process is gone.
+    fn release_gone_sessions(&mut self, ctx: &mut Context<Self>) {
+        if self.gone.is_empty() {
+            return;
+        }
+        let gone = std::mem::take(&mut self.gone);
+        let registry = self.registry.clone();
+        let pool = self.path.clone();
+        ctx.spawn(
+            async move {
+                let Ok(sessions) = registry.list(&pool).await else {
+                    return 0;
+                };
+                let mut released = 0;
+                for s in sessions.iter().filter(|s| gone.contains(&s.worker)) {
+                    if registry.remove(&pool, &s.session_id).await.is_ok() {
+                        released += 1;
+                    }
+                }
+                released
+            }
+            .into_actor(self)
+            .map(|released, act, _| {
+                if released > 0 {
+                    tracing::info!(pool = %act.path, released, "released the sessions of workers that are gone");
+                }
+            }),
+        );
+    }
+
+    /// Ports neither a worker nor a stopping former worker holds, lowest first (and gives
+    /// back the claims of former workers that have left the tree).
+    fn free_ports(&mut self) -> Vec<u16> {
         let tree = self.tree.clone();
         let (gone, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
             .into_iter()
@@ -460,14 +617,14 @@ impl PoolManager {
         for (path, port) in gone {
             self.registry.release_port(&self.path, port, &path);
         }
-        let taken = |p: &u16| {
-            self.workers.iter().any(|w| w.port == *p)
-                || self.retiring.iter().any(|(_, port)| port == p)
-        };
-        let candidates: Vec<u16> = self.spec.ports.clone().filter(|p| !taken(p)).collect();
-        candidates
-            .into_iter()
-            .find(|p| self.registry.claim_port(&self.path, *p, worker))
+        self.spec
+            .ports
+            .clone()
+            .filter(|p| {
+                !self.workers.iter().any(|w| w.port == *p)
+                    && !self.retiring.iter().any(|(_, port)| port == p)
+            })
+            .collect()
     }
 
     /// Takes worker `i` out of the pool (its supervisor stops it on the next sync).
@@ -478,34 +635,111 @@ impl PoolManager {
         worker
     }
 
-    /// Adds a worker to the list (not yet to the supervisor).
-    fn new_worker(&mut self) -> Result<usize, String> {
-        let number = match self.registry.next_worker(&self.path) {
-            Some(n) => n.max(self.next_worker + 1),
-            None => self.next_worker + 1,
-        };
-        self.next_worker = number;
-        let id = format!("w{number}");
-        let name = ActorName::new(&id).map_err(|e| e.to_string())?;
-        let path = self.path.child(&name);
-        let port = self
-            .free_port(&path)
-            .ok_or_else(|| format!("no free port left in {:?}", self.spec.ports))?;
-        let spec = (self.spec.build)(&path, &self.template, port)?;
-        if let Some(tokens) = &self.spec.tokens {
-            write_worker_token(tokens, &path);
+    /// Numbers and ports for `count` workers from local state only (a registry that is
+    /// not shared has nothing to claim), then the workers, all or none.
+    fn allocate_local(
+        &mut self,
+        count: u32,
+        template: &WorkerTemplate,
+    ) -> Result<Vec<usize>, String> {
+        let free = self.free_ports();
+        if (free.len() as u32) < count {
+            return Err(format!(
+                "no free port left in {:?}: {count} new workers need {count}, {} left",
+                self.spec.ports,
+                free.len()
+            ));
         }
-        self.workers.push(Worker {
-            id,
-            path,
-            port,
-            spec,
-            sessions: 0,
-            pending: 0,
-            idle_since: Some(Instant::now()),
-            draining: None,
-        });
-        Ok(self.workers.len() - 1)
+        let claims: Vec<(u64, u16)> = free
+            .into_iter()
+            .take(count as usize)
+            .enumerate()
+            .map(|(i, port)| (self.next_worker + 1 + i as u64, port))
+            .collect();
+        self.commit_workers(claims, template)
+    }
+
+    /// Builds the specs of the allocated workers, then adds them all (not yet to the
+    /// supervisor), or none if one cannot be built.
+    fn commit_workers(
+        &mut self,
+        claims: Vec<(u64, u16)>,
+        template: &WorkerTemplate,
+    ) -> Result<Vec<usize>, String> {
+        let mut built = Vec::with_capacity(claims.len());
+        for (number, port) in &claims {
+            let path = worker_path(&self.path, *number)?;
+            match (self.spec.build)(&path, template, *port) {
+                Ok(spec) => built.push((*number, path, *port, spec)),
+                Err(e) => {
+                    for (number, port) in &claims {
+                        if let Ok(path) = worker_path(&self.path, *number) {
+                            self.registry.release_port(&self.path, *port, &path);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut added = Vec::with_capacity(built.len());
+        for (number, path, port, spec) in built {
+            self.next_worker = self.next_worker.max(number);
+            if let Some(tokens) = &self.spec.tokens {
+                write_worker_token(tokens, &path);
+            }
+            self.workers.push(Worker {
+                id: format!("w{number}"),
+                path,
+                port,
+                template: template.clone(),
+                spec,
+                sessions: 0,
+                pending: 0,
+                held: Vec::new(),
+                idle_since: Some(Instant::now()),
+                draining: None,
+            });
+            added.push(self.workers.len() - 1);
+        }
+        *self
+            .shared_next_worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = self.next_worker;
+        Ok(added)
+    }
+
+    /// Allocates `count` workers running `template` and hands the added workers' indices
+    /// (or why they could not be had) to `then`, with nothing changed in between by
+    /// another allocation. Through a shared registry the numbers and ports are claimed
+    /// asynchronously; otherwise at once.
+    fn allocate<T: 'static>(
+        &mut self,
+        count: u32,
+        template: WorkerTemplate,
+        then: impl FnOnce(&mut Self, &mut Context<Self>, Result<Vec<usize>, String>) -> T + 'static,
+    ) -> LocalBoxActorFuture<Self, T> {
+        if !self.registry.shared() {
+            let result = self.allocate_local(count, &template);
+            return Box::pin(actix::fut::ready(()).map(move |(), act, ctx| then(act, ctx, result)));
+        }
+        self.allocating += count;
+        let permit = self.alloc_lock.clone().acquire_owned();
+        Box::pin(permit.into_actor(self).then(move |permit, act, _| {
+            let candidates = act.free_ports();
+            let claim = claim_workers(
+                act.registry.clone(),
+                act.path.clone(),
+                candidates,
+                act.next_worker,
+                count,
+            );
+            claim.into_actor(act).map(move |claims, act, ctx| {
+                act.allocating = act.allocating.saturating_sub(count);
+                let result = claims.and_then(|claims| act.commit_workers(claims, &template));
+                drop(permit);
+                then(act, ctx, result)
+            })
+        }))
     }
 
     /// Tells the workers' supervisor the current list.
@@ -526,11 +760,51 @@ impl PoolManager {
         }
     }
 
-    fn active(&self) -> impl Iterator<Item = &Worker> {
-        self.workers.iter().filter(|w| w.draining.is_none())
+    fn state_of(&self, worker: &ActorPath) -> Option<ActorState> {
+        self.tree.get(worker).map(|i| i.state)
     }
 
-    fn publish(&self) {
+    /// Workers that take sessions: not draining, not failed.
+    fn active(&self) -> impl Iterator<Item = &Worker> {
+        self.workers
+            .iter()
+            .filter(|w| w.draining.is_none() && self.state_of(&w.path) != Some(ActorState::Failed))
+    }
+
+    /// Active workers and those being allocated: what counts toward `min` and `max`.
+    fn active_count(&self) -> u32 {
+        self.active().count() as u32 + self.allocating
+    }
+
+    /// Persists the worker table (written off this thread); the answer resolves once it
+    /// is on disk.
+    fn save_table(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let table = Table {
+            next_worker: self.next_worker,
+            template: Some(self.template.clone()),
+            config_template: Some(self.spec.template.clone()),
+            workers: self
+                .workers
+                .iter()
+                .map(|w| TableWorker {
+                    id: w.id.clone(),
+                    number: w.id.trim_start_matches('w').parse().unwrap_or(0),
+                    port: w.port,
+                    template: w.template.clone(),
+                    draining: w.draining.is_some(),
+                    sessions: w.held.clone(),
+                })
+                .collect(),
+        };
+        self.tables.save(&self.path, &table)
+    }
+
+    fn publish(&mut self) {
+        self.published_states = self
+            .workers
+            .iter()
+            .map(|w| self.state_of(&w.path))
+            .collect();
         let workers: Vec<serde_json::Value> = self
             .workers
             .iter()
@@ -540,7 +814,7 @@ impl PoolManager {
                     "port": w.port,
                     "sessions": w.sessions,
                     "draining": w.draining.is_some(),
-                    "state": self.tree.get(&w.path).map(|i| i.state),
+                    "state": self.state_of(&w.path),
                 })
             })
             .collect();
@@ -556,6 +830,81 @@ impl PoolManager {
                 "workers": workers,
             }),
         );
+    }
+
+    /// Every second: replaces failed workers, tops up to `min`, reads session counts back
+    /// from a shared registry.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let states: Vec<Option<ActorState>> = self
+            .workers
+            .iter()
+            .map(|w| self.state_of(&w.path))
+            .collect();
+        if states != self.published_states {
+            self.publish();
+        }
+        self.retire_failed(ctx);
+        self.fill_to_min(ctx);
+        if self.registry.shared() {
+            self.recount(ctx);
+        }
+    }
+
+    /// Takes failed workers out of the pool (their sessions are released) and schedules
+    /// their replacement after a backoff that doubles while workers keep failing.
+    fn retire_failed(&mut self, ctx: &mut Context<Self>) {
+        let failed: Vec<usize> = (0..self.workers.len())
+            .filter(|i| self.state_of(&self.workers[*i].path) == Some(ActorState::Failed))
+            .collect();
+        if failed.is_empty() {
+            let all_running = self
+                .workers
+                .iter()
+                .all(|w| self.state_of(&w.path) == Some(ActorState::Running));
+            if all_running && self.replace_after.is_none_or(|t| Instant::now() >= t) {
+                self.replace_backoff = REPLACE_BACKOFF_MIN;
+            }
+            return;
+        }
+        let now = Instant::now();
+        for i in failed.into_iter().rev() {
+            let worker = self.retire(i);
+            tracing::warn!(pool = %self.path, worker = %worker.path, sessions = worker.held.len(), backoff = ?self.replace_backoff, "retiring a failed worker: it is replaced after the backoff");
+            for session in &worker.held {
+                let remove = self.registry.remove(&self.path, &session.session_id);
+                ctx.spawn(remove.into_actor(self).map(|_, _, _| ()));
+            }
+        }
+        self.replace_after = now.checked_add(self.replace_backoff);
+        self.replace_backoff = (self.replace_backoff * 2).min(REPLACE_BACKOFF_MAX);
+        self.sync_workers();
+        self.publish();
+        self.save_table();
+    }
+
+    /// Starts workers up to `min` (unless warden drains or a failed worker's replacement
+    /// waits for its backoff).
+    fn fill_to_min(&mut self, ctx: &mut Context<Self>) {
+        if self.draining || self.replace_after.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let missing = self.spec.min.saturating_sub(self.active_count());
+        if missing == 0 {
+            return;
+        }
+        let template = self.template.clone();
+        let fill = self.allocate(missing, template, |act, _, result| match result {
+            Ok(added) => {
+                tracing::info!(pool = %act.path, added = added.len(), "starting workers up to min");
+                act.sync_workers();
+                act.publish();
+                act.save_table();
+            }
+            Err(e) => {
+                tracing::warn!(pool = %act.path, error = %e, "cannot start workers up to min")
+            }
+        });
+        ctx.spawn(fill);
     }
 
     /// Stops idle workers above `min`, and drained workers; schedules the next check.
@@ -602,17 +951,19 @@ impl PoolManager {
         if removed {
             self.sync_workers();
             self.publish();
+            self.save_table();
         }
-        // Next check: the earliest idle expiry or drain deadline.
+        // Next check: the earliest idle expiry or drain deadline (an idle timeout too
+        // long to be added to the clock never expires).
         let active = self.active().count() as u32;
         let next = self
             .workers
             .iter()
             .filter_map(|w| match w.draining {
                 Some(deadline) => Some(deadline),
-                None if active > self.spec.min && w.sessions == 0 => {
-                    w.idle_since.map(|t| t + self.spec.idle_timeout)
-                }
+                None if active > self.spec.min && w.sessions == 0 => w
+                    .idle_since
+                    .and_then(|t| t.checked_add(self.spec.idle_timeout)),
                 None => None,
             })
             .min();
@@ -620,6 +971,34 @@ impl PoolManager {
             let delay = at.saturating_duration_since(now) + Duration::from_millis(1);
             self.reap = Some(ctx.run_later(delay, |act, ctx| act.reap(ctx)));
         }
+    }
+
+    /// Reads the session counts of this pool's workers back from a shared registry:
+    /// another warden may have released (or placed) sessions on them.
+    fn recount(&mut self, ctx: &mut Context<Self>) {
+        if self.recounting {
+            return;
+        }
+        self.recounting = true;
+        let list = self.registry.list(&self.path);
+        ctx.spawn(list.into_actor(self).map(|listed, act, ctx| {
+            act.recounting = false;
+            let Ok(sessions) = listed else { return };
+            let mut changed = false;
+            for worker in &mut act.workers {
+                let count = sessions.iter().filter(|s| s.worker == worker.path).count() as u32
+                    + worker.pending;
+                if count != worker.sessions {
+                    changed = true;
+                    worker.sessions = count;
+                    worker.idle_since = (count == 0).then(Instant::now);
+                }
+            }
+            if changed {
+                act.reap(ctx);
+                act.publish();
+            }
+        }));
     }
 }
 
@@ -657,36 +1036,15 @@ impl Handler<Drain> for PoolManager {
         tracing::info!(pool = %self.path, "draining: each worker stops once its sessions are gone");
         self.draining = true;
         // No deadline: a draining warden waits for its own workers' sessions.
-        let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let now = Instant::now();
+        let never = now
+            .checked_add(Duration::from_secs(365 * 24 * 3600))
+            .unwrap_or(now);
         for worker in &mut self.workers {
             worker.draining.get_or_insert(never);
         }
         self.reap(ctx);
         self.publish();
-    }
-}
-
-impl PoolManager {
-    /// Reads the session counts of this pool's workers back from a shared registry:
-    /// another warden may have released (or placed) sessions on them.
-    fn recount(&mut self, ctx: &mut Context<Self>) {
-        let Ok(sessions) = self.registry.list(&self.path) else {
-            return;
-        };
-        let mut changed = false;
-        for worker in &mut self.workers {
-            let count =
-                sessions.iter().filter(|s| s.worker == worker.path).count() as u32 + worker.pending;
-            if count != worker.sessions {
-                changed = true;
-                worker.sessions = count;
-                worker.idle_since = (count == 0).then(Instant::now);
-            }
-        }
-        if changed {
-            self.reap(ctx);
-            self.publish();
-        }
     }
 }
 
@@ -725,49 +1083,29 @@ async fn wait_running(
     waited.unwrap_or_else(|_| Err(format!("worker {path} was not running within {timeout:?}")))
 }
 
-impl Handler<Acquire> for PoolManager {
-    type Result = ResponseActFuture<Self, Result<Session, PoolError>>;
-
-    fn handle(&mut self, _: Acquire, ctx: &mut Self::Context) -> Self::Result {
-        if self.draining {
-            return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
-                "pool {} is draining",
-                self.path
-            )))));
-        }
+impl PoolManager {
+    /// The fullest worker with room that can take a session (packing keeps the others
+    /// idle, to be reaped).
+    fn worker_with_room(&self) -> Option<usize> {
         let spw = self.spec.sessions_per_worker;
-        // The fullest worker with room: packing keeps the others idle, to be reaped.
-        let chosen = self
-            .workers
+        self.workers
             .iter()
             .enumerate()
             .filter(|(_, w)| w.draining.is_none() && w.sessions < spw)
             // A worker just added has no record yet: it is starting, and takes sessions.
             .filter(|(_, w)| {
                 !matches!(
-                    self.tree.get(&w.path).map(|i| i.state),
+                    self.state_of(&w.path),
                     Some(ActorState::Failed | ActorState::Stopped | ActorState::Stopping)
                 )
             })
             .max_by_key(|(_, w)| w.sessions)
-            .map(|(i, _)| i);
-        let index = match chosen {
-            Some(i) => i,
-            None if (self.active().count() as u32) < self.spec.max => match self.new_worker() {
-                Ok(i) => {
-                    self.sync_workers();
-                    i
-                }
-                Err(e) => return Box::pin(actix::fut::ready(Err(PoolError::Unavailable(e)))),
-            },
-            None => {
-                return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
-                    "pool {} is full: {} workers (its max) with {} sessions each",
-                    self.path, self.spec.max, spw
-                )))))
-            }
-        };
-        // Reserved now, so concurrent requests see the seat as taken.
+            .map(|(i, _)| i)
+    }
+
+    /// Reserves a seat on worker `index` now (so concurrent requests see it taken), then
+    /// waits for the worker to run and records the session.
+    fn place(&mut self, index: usize) -> LocalBoxActorFuture<Self, Result<Session, PoolError>> {
         let worker = &mut self.workers[index];
         worker.sessions += 1;
         worker.pending += 1;
@@ -779,21 +1117,40 @@ impl Handler<Acquire> for PoolManager {
         };
         let worker_id = worker.id.clone();
         self.publish();
-        let _ = ctx;
         let wait = wait_running(
             self.tree.clone(),
             session.worker.clone(),
             self.spec.start_timeout,
         );
-        Box::pin(wait.into_actor(self).map(move |ready, act, ctx| {
-            let put = ready.and_then(|()| act.registry.put(&act.path, &session));
-            if let Some(w) = act.workers.iter_mut().find(|w| w.id == worker_id) {
-                w.pending = w.pending.saturating_sub(1);
-            }
-            match put {
-                Ok(()) => Ok(session),
-                Err(why) => {
-                    if let Some(w) = act.workers.iter_mut().find(|w| w.id == worker_id) {
+        let registry = self.registry.clone();
+        let pool = self.path.clone();
+        let recorded = session.clone();
+        let put = async move {
+            wait.await?;
+            registry.put(&pool, &recorded).await
+        };
+        Box::pin(put.into_actor(self).then(move |put, act, ctx| {
+            let worker = act.workers.iter_mut().find(|w| w.id == worker_id);
+            let answer = match (put, worker) {
+                (Ok(()), Some(w)) => {
+                    w.pending = w.pending.saturating_sub(1);
+                    w.held.push(session.clone());
+                    // Answered once the table holds it: an acknowledged session survives
+                    // a warden crash.
+                    let written = act.save_table();
+                    let answered: LocalBoxActorFuture<Self, Result<Session, PoolError>> = Box::pin(
+                        async move {
+                            let _ = written.await;
+                            Ok(session)
+                        }
+                        .into_actor(act),
+                    );
+                    return answered;
+                }
+                (Ok(()), None) => Ok(session),
+                (Err(why), worker) => {
+                    if let Some(w) = worker {
+                        w.pending = w.pending.saturating_sub(1);
                         w.sessions = w.sessions.saturating_sub(1);
                         if w.sessions == 0 {
                             w.idle_since = Some(Instant::now());
@@ -803,39 +1160,180 @@ impl Handler<Acquire> for PoolManager {
                     act.publish();
                     Err(PoolError::Unavailable(why))
                 }
-            }
+            };
+            Box::pin(actix::fut::ready(answer))
+        }))
+    }
+}
+
+impl Handler<Acquire> for PoolManager {
+    type Result = ResponseActFuture<Self, Result<Session, PoolError>>;
+
+    fn handle(&mut self, _: Acquire, _ctx: &mut Self::Context) -> Self::Result {
+        self.acquire(true)
+    }
+}
+
+impl PoolManager {
+    /// Places a session: on the fullest worker with room, else on a new worker (up to
+    /// `max`). When workers are being allocated through a shared registry and none has
+    /// room, waits for that allocation and tries once more (`may_wait`).
+    fn acquire(&mut self, may_wait: bool) -> LocalBoxActorFuture<Self, Result<Session, PoolError>> {
+        if self.draining {
+            return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
+                "pool {} is draining",
+                self.path
+            )))));
+        }
+        if let Some(index) = self.worker_with_room() {
+            return self.place(index);
+        }
+        if may_wait && self.allocating > 0 {
+            // The allocation holds the lock until its workers are added.
+            let allocated = self.alloc_lock.clone().acquire_owned();
+            return Box::pin(allocated.into_actor(self).then(|permit, act, _| {
+                drop(permit);
+                act.acquire(false)
+            }));
+        }
+        if self.active_count() >= self.spec.max {
+            return Box::pin(actix::fut::ready(Err(PoolError::Full(format!(
+                "pool {} is full: {} workers (its max) with {} sessions each",
+                self.path, self.spec.max, self.spec.sessions_per_worker
+            )))));
+        }
+        let template = self.template.clone();
+        if !self.registry.shared() {
+            // Local state only: the worker is added and its seat reserved before any other
+            // request is handled.
+            return match self.allocate_local(1, &template) {
+                Ok(added) => {
+                    self.sync_workers();
+                    self.save_table();
+                    match added.first() {
+                        Some(index) => self.place(*index),
+                        None => Box::pin(actix::fut::ready(Err(PoolError::Unavailable(
+                            "no worker was added".to_owned(),
+                        )))),
+                    }
+                }
+                Err(e) => Box::pin(actix::fut::ready(Err(PoolError::Unavailable(e)))),
+            };
+        }
+        let added = self.allocate(1, template, |act, _, result| {
+            let added = result.map_err(PoolError::Unavailable)?;
+            act.sync_workers();
+            act.save_table();
+            added
+                .first()
+                .copied()
+                .ok_or_else(|| PoolError::Unavailable("no worker was added".to_owned()))
+        });
+        Box::pin(added.then(|added, act, _| match added {
+            Ok(index) => act.place(index),
+            Err(e) => Box::pin(actix::fut::ready(Err(e))),
         }))
     }
 }
 
 impl Handler<Release> for PoolManager {
-    type Result = Result<(), PoolError>;
+    type Result = ResponseActFuture<Self, Result<(), PoolError>>;
 
-    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) -> Self::Result {
-        let session = self
-            .registry
-            .remove(&self.path, &msg.0)
-            .map_err(PoolError::Unavailable)?
-            .ok_or_else(|| PoolError::NoSession {
-                pool: self.path.to_string(),
-                session: msg.0.clone(),
-            })?;
-        if let Some(w) = self.workers.iter_mut().find(|w| w.path == session.worker) {
-            w.sessions = w.sessions.saturating_sub(1);
-            if w.sessions == 0 {
-                w.idle_since = Some(Instant::now());
+    fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
+        let remove = self.registry.remove(&self.path, &msg.0);
+        let id = msg.0;
+        Box::pin(remove.into_actor(self).then(move |removed, act, ctx| {
+            let found = removed.map_err(PoolError::Unavailable).and_then(|found| {
+                found.ok_or_else(|| PoolError::NoSession {
+                    pool: act.path.to_string(),
+                    session: id.clone(),
+                })
+            });
+            let session = match found {
+                Ok(session) => session,
+                Err(e) => {
+                    let failed: LocalBoxActorFuture<Self, Result<(), PoolError>> =
+                        Box::pin(actix::fut::ready(Err(e)));
+                    return failed;
+                }
+            };
+            if let Some(w) = act.workers.iter_mut().find(|w| w.path == session.worker) {
+                w.sessions = w.sessions.saturating_sub(1);
+                w.held.retain(|s| s.session_id != id);
+                if w.sessions == 0 {
+                    w.idle_since = Some(Instant::now());
+                }
             }
-        }
-        self.reap(ctx);
-        self.publish();
-        Ok(())
+            act.reap(ctx);
+            act.publish();
+            // Answered once the table no longer holds it: a released session does not
+            // come back after a warden crash.
+            let written = act.save_table();
+            Box::pin(
+                async move {
+                    let _ = written.await;
+                    Ok(())
+                }
+                .into_actor(act),
+            )
+        }))
     }
 }
 
 impl Handler<Rollout> for PoolManager {
-    type Result = Result<RolloutSummary, PoolError>;
+    type Result = ResponseActFuture<Self, Result<RolloutSummary, PoolError>>;
 
-    fn handle(&mut self, msg: Rollout, ctx: &mut Self::Context) -> Self::Result {
+    /// All or nothing: the new workers (numbers, ports, claims) are allocated first; only
+    /// then are the old ones marked draining and the template replaced.
+    fn handle(&mut self, msg: Rollout, _ctx: &mut Self::Context) -> Self::Result {
+        match self.check_rollout(msg) {
+            Ok((template, wanted, deadline)) => {
+                let rollout = self.allocate(wanted, template.clone(), move |act, ctx, result| {
+                    let added = result.map_err(|e| PoolError::Invalid(format!("rollout: {e}")))?;
+                    let deadline = Instant::now().checked_add(deadline).ok_or_else(|| {
+                        PoolError::Invalid("rollout: deadline is too long".to_owned())
+                    });
+                    let deadline = match deadline {
+                        Ok(d) => d,
+                        Err(e) => {
+                            // Nothing may change: the workers just added go again.
+                            for i in added.into_iter().rev() {
+                                let w = act.workers.remove(i);
+                                act.registry.release_port(&act.path, w.port, &w.path);
+                            }
+                            return Err(e);
+                        }
+                    };
+                    let started: Vec<ActorPath> =
+                        added.iter().map(|i| act.workers[*i].path.clone()).collect();
+                    let mut draining = Vec::new();
+                    for w in &mut act.workers {
+                        if w.draining.is_none() && !started.contains(&w.path) {
+                            w.draining = Some(deadline);
+                            draining.push(w.path.clone());
+                        }
+                    }
+                    act.template = template;
+                    tracing::info!(pool = %act.path, started = started.len(), draining = draining.len(), "rollout");
+                    act.sync_workers();
+                    act.reap(ctx);
+                    act.publish();
+                    act.save_table();
+                    Ok(RolloutSummary { started, draining })
+                });
+                Box::pin(rollout)
+            }
+            Err(e) => Box::pin(actix::fut::ready(Err(e))),
+        }
+    }
+}
+
+impl PoolManager {
+    /// Validates a rollout: the new template, how many workers it starts, its deadline.
+    fn check_rollout(
+        &mut self,
+        msg: Rollout,
+    ) -> Result<(WorkerTemplate, u32, Duration), PoolError> {
         if msg.command.is_none() && msg.env.is_none() {
             return Err(PoolError::Invalid(
                 "rollout: give a new command, env or both".to_owned(),
@@ -856,45 +1354,21 @@ impl Handler<Rollout> for PoolManager {
         );
         (self.spec.build)(&sample, &template, *self.spec.ports.start())
             .map_err(|e| PoolError::Invalid(format!("rollout: {e}")))?;
-        let old: Vec<usize> = (0..self.workers.len())
-            .filter(|i| self.workers[*i].draining.is_none())
-            .collect();
-        let wanted = (old.len() as u32)
-            .max(self.spec.min)
-            .max(1)
-            .min(self.spec.max);
-        let free_ports = self
-            .spec
-            .ports
-            .clone()
-            .filter(|p| {
-                !self.workers.iter().any(|w| w.port == *p)
-                    && !self.retiring.iter().any(|(_, port)| port == p)
-            })
-            .count() as u32;
+        if Instant::now().checked_add(msg.deadline).is_none() {
+            return Err(PoolError::Invalid(
+                "rollout: deadline is too long".to_owned(),
+            ));
+        }
+        let old = self.workers.iter().filter(|w| w.draining.is_none()).count() as u32;
+        let wanted = old.max(self.spec.min).max(1).min(self.spec.max);
+        let free_ports = self.free_ports().len() as u32;
         if free_ports < wanted {
             return Err(PoolError::Invalid(format!(
                 "rollout: {wanted} new workers need {wanted} free ports, {free_ports} left in {:?}",
                 self.spec.ports
             )));
         }
-        let deadline = Instant::now() + msg.deadline;
-        let mut draining = Vec::new();
-        for i in old {
-            self.workers[i].draining = Some(deadline);
-            draining.push(self.workers[i].path.clone());
-        }
-        self.template = template;
-        let mut started = Vec::new();
-        for _ in 0..wanted {
-            let i = self.new_worker().map_err(PoolError::Unavailable)?;
-            started.push(self.workers[i].path.clone());
-        }
-        tracing::info!(pool = %self.path, started = started.len(), draining = draining.len(), "rollout");
-        self.sync_workers();
-        self.reap(ctx);
-        self.publish();
-        Ok(RolloutSummary { started, draining })
+        Ok((template, wanted, msg.deadline))
     }
 }
 

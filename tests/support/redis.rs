@@ -73,6 +73,10 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.id()).expect("a pid fits in i32")
     }
@@ -104,4 +108,32 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends one command (as RESP) to the Redis on `port` and answers the raw reply, read
+/// until it goes quiet for 100 ms (bounded: 2 s).
+pub fn command(port: u16, args: &[&str]) -> String {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("connect to redis on {port}: {e}"));
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .expect("write to redis");
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(_) if !reply.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
 }

@@ -26,6 +26,11 @@ pub trait ProcessRecords: Send + Sync + fmt::Debug + 'static {
     /// A live, verified process left for `path` by an earlier warden; each is handed out
     /// once.
     fn take_adoptable(&self, path: &ActorPath) -> Option<Adoptable>;
+    /// Whether a live process recorded for `path` waits to be adopted (answered from what
+    /// was read at startup: no I/O).
+    fn is_adoptable(&self, _path: &ActorPath) -> bool {
+        false
+    }
     /// Environment variables that mark a child as this warden's (for finding orphans).
     fn marker(&self) -> Vec<(String, String)>;
 }
