@@ -238,6 +238,11 @@ impl Warden {
 
     /// As [`Warden::start`], in a given dir.
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
+        Self::start_in_env(dir, body, &[])
+    }
+
+    /// As [`Warden::start_in`], with `env` added to warden's environment.
+    pub fn start_in_env(dir: tempfile::TempDir, body: &str, env: &[(&str, &str)]) -> Warden {
         let port = free_port();
         let config = dir.path().join("warden.toml");
         let text =
@@ -248,6 +253,7 @@ impl Warden {
             .arg("up")
             .arg("-c")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
@@ -433,4 +439,12 @@ pub fn diff_ms(a: std::time::SystemTime, b: std::time::SystemTime) -> f64 {
         Ok(d) => d.as_secs_f64() * 1e3,
         Err(e) => -e.duration().as_secs_f64() * 1e3,
     }
+}
+
+/// The instance id of the warden of `state_dir` (`state_dir/instance`), which its
+/// children carry as `WARDEN_INSTANCE`.
+pub fn instance_of(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join("instance")).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_owned())
 }
