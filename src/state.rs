@@ -111,8 +111,8 @@ impl StateStore {
                 continue;
             };
             let now = Identity::of(record.pid).ok();
-            let same_process = record.boot_id == boot_id
-                && now.is_some_and(|n| n.start_time == record.start_time);
+            let same_process =
+                record.boot_id == boot_id && now.is_some_and(|n| n.start_time == record.start_time);
             if !same_process {
                 recovered.stale += 1;
                 let _ = std::fs::remove_file(&file);
@@ -204,7 +204,10 @@ impl StateStore {
             let Ok(process) = Pinned::pin(identity) else {
                 continue;
             };
-            tracing::warn!(pid, "killing an orphan of an earlier warden (no adoptable record)");
+            tracing::warn!(
+                pid,
+                "killing an orphan of an earlier warden (no adoptable record)"
+            );
             if process.signal(libc::SIGKILL).is_ok() {
                 killed += 1;
             }

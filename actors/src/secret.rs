@@ -67,7 +67,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "two\n");
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let names: Vec<_> = std::fs::read_dir(dir.join("sub")).unwrap().flatten().collect();
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .unwrap()
+            .flatten()
+            .collect();
         assert_eq!(names.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

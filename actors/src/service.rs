@@ -209,7 +209,11 @@ impl ChildFactory for ServiceFactory {
             .process_group(0)
             .kill_on_drop(false);
         cmd.env("WARDEN_ACTOR", cx.path.as_str());
-        set_pre_exec(&mut cmd, spec.die_with_warden, proc::children_open_files_limit());
+        set_pre_exec(
+            &mut cmd,
+            spec.die_with_warden,
+            proc::children_open_files_limit(),
+        );
         if let Some(records) = &self.records {
             cmd.envs(records.marker());
         }

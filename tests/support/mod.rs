@@ -238,27 +238,36 @@ impl Warden {
 
     /// As [`Warden::start`], in a given dir.
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
-        Self::start_in_env(dir, body, &[])
+        Self::spawn(dir, body, &[], false)
     }
 
-    /// As [`Warden::start_in`], with `env` added to warden's environment.
+    /// As [`Warden::start_in`], with `env` added to warden's environment, and warden in a
+    /// process group of its own (so that a wrong group signal from warden, which such
+    /// tests provoke, cannot reach the test harness).
     pub fn start_in_env(dir: tempfile::TempDir, body: &str, env: &[(&str, &str)]) -> Warden {
+        Self::spawn(dir, body, env, true)
+    }
+
+    fn spawn(dir: tempfile::TempDir, body: &str, env: &[(&str, &str)], own_group: bool) -> Warden {
+        use std::os::unix::process::CommandExt;
         let port = free_port();
         let config = dir.path().join("warden.toml");
         let text =
             format!("state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{body}");
         std::fs::write(&config, text).expect("write config");
         let stderr = dir.path().join("warden.stderr");
-        let child = Command::new(warden_bin())
-            .arg("up")
+        let mut cmd = Command::new(warden_bin());
+        cmd.arg("up")
             .arg("-c")
             .arg(&config)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn warden");
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        if own_group {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().expect("spawn warden");
         let mut w = Warden {
             dir,
             port,

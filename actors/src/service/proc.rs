@@ -52,7 +52,10 @@ fn malformed() -> io::Error {
 pub fn stat(pid: u32) -> io::Result<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may contain spaces and parentheses: parse after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(malformed)?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(malformed)?;
     // Index 0 is field 3 (state).
     let fields: Vec<&str> = after.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3).copied().ok_or_else(malformed);
