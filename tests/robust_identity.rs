@@ -176,6 +176,7 @@ fn spawn_with_pid(pid: u32) -> Option<Owned> {
             return Some(s);
         }
         if alive(pid) {
+            eprintln!("pid {pid} taken; spawned {}", s.pid());
             return None;
         }
     }
