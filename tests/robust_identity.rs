@@ -455,3 +455,38 @@ fn without_pidfds_adoption_exit_detection_and_stop_still_work() {
     w.wait_state("b", "stopped", T);
     wait_until("adopted b gone", T, || !alive(b));
 }
+
+/// Promise: nothing runs twice (design "Durability": an adopted process's exit status goes
+/// to its new parent). A transient job adopted after kill -9 that then completes with code
+/// 0 is not run again: warden reads its status from /proc while it is a zombie, and an
+/// unknown status counts as normal for a transient child. (The old code reported `Lost`,
+/// counted it as a failure and ran the job a second time.)
+#[test]
+fn an_adopted_transient_job_that_completes_is_not_run_again() {
+    let _serial = serial();
+    let dir = temp_dir();
+    let runs = abs(&dir, "runs.txt");
+    let gate = abs(&dir, "gate");
+    let script =
+        format!("echo run $$ >> '{runs}'; while [ ! -e '{gate}' ]; do sleep 0.05; done; exit 0");
+    let body = format!(
+        "[[service]]\nname = \"job\"\ncommand = {}\nrestart = {{ policy = \"transient\" }}\n",
+        sh(&script)
+    );
+    let mut w = Warden::start_in_env(dir, &body, &[]);
+    let first = running_pid(&w, "job");
+    crash(&mut w);
+    let w = Warden::start_in_env(take_dir(w), &body, &[]);
+    assert_eq!(running_pid(&w, "job"), first, "the job was not adopted");
+    std::fs::write(&gate, "").expect("open the gate");
+    wait_until("the adopted job gone", T, || !alive(first));
+    // Time for a wrong restart to happen (backoff is ~100 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    let actor = w.actor("job");
+    assert_eq!(
+        lines(Path::new(&runs)),
+        [format!("run {first}")],
+        "the completed job ran again: {actor}"
+    );
+    assert_ne!(actor["state"], "running", "{actor}");
+}

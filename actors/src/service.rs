@@ -1,11 +1,18 @@
 //! The service child kind: an OS process in its own process group.
 //!
-//! Each run spawns `command` with `process_group(0)` (no `pre_exec` hook, so the fast
-//! posix_spawn path is kept), its stdout and stderr on one pipe drained into the actor's
-//! log file. A stop sends the configured signal to the whole group, then SIGKILL to the
-//! group after the timeout; the group also gets SIGKILL once its leader has exited, so no
-//! grandchild outlives its service. If the supervisor goes away without asking, the group
-//! is SIGKILLed at once.
+//! Each run spawns `command` with `process_group(0)`, its stdout and stderr on one pipe
+//! drained into the actor's log file. A `pre_exec` hook (fork instead of the fast
+//! posix_spawn path) is set only when needed: `die_with_warden`, or giving the child back
+//! the open files limit warden was started with when warden raised its own. Children do
+//! not inherit warden's `NOTIFY_SOCKET`, `WATCHDOG_*` or `LISTEN_*` (a notify child gets
+//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path.
+//!
+//! A stop sends the configured signal to the whole group, then SIGKILL to the group after
+//! the timeout; the group also gets SIGKILL once its leader has exited — while the leader
+//! is still an unreaped zombie (watched through a pidfd), so the group's number cannot
+//! have been reused — so no grandchild outlives its service. If the supervisor goes away
+//! without asking, the group is SIGKILLed at once. Adopted processes (left by an earlier
+//! warden) are signalled only through their [`proc::Pinned`] identity.
 
 pub(crate) mod log;
 pub mod proc;

@@ -135,3 +135,15 @@ pub fn signal_name(signal: i32) -> String {
         _ => format!("SIG{signal}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_end_of_an_adopted_process_does_not_rerun_a_transient_child() {
+        assert!(!Exit::Lost.is_abnormal());
+        assert!(!Exit::Code(0).is_abnormal());
+        assert!(Exit::Signal(9).is_abnormal());
+    }
+}
