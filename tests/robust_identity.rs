@@ -490,3 +490,40 @@ fn an_adopted_transient_job_that_completes_is_not_run_again() {
     );
     assert_ne!(actor["state"], "running", "{actor}");
 }
+
+/// Promise: an adopted child keeps supervising as before (design "Durability": child
+/// output goes to log files that survive a warden restart). A service whose stdout goes
+/// elsewhere but whose stderr is on warden's pipe gets that pipe reattached on adoption:
+/// lines it writes after the restart reach the log (a pipe nobody drains would block it
+/// after 1 MiB). (The old code reattached only fd 1.)
+#[test]
+fn adoption_reattaches_a_pipe_that_only_stderr_still_uses() {
+    let _serial = serial();
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let log = state.join("logs/chatty.log");
+    let marker = abs(&dir, "after-restart");
+    let body = format!(
+        "[[service]]\nname = \"chatty\"\ncommand = {}\n",
+        sh(&format!(
+            "exec >/dev/null; i=0; while :; do i=$((i+1)); \
+             if [ -e '{marker}' ]; then echo after $i >&2; else echo before $i >&2; fi; \
+             sleep 0.02; done"
+        ))
+    );
+    let mut w = Warden::start_in_env(dir, &body, &[]);
+    let pid = running_pid(&w, "chatty");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("stderr lines in the log", T, || {
+        read_log().contains("before 5")
+    });
+    crash(&mut w);
+    let w = Warden::start_in_env(take_dir(w), &body, &[]);
+    assert_eq!(running_pid(&w, "chatty"), pid, "not adopted");
+    std::fs::write(&marker, "").expect("marker");
+    wait_until(
+        "stderr lines written after the restart in the log",
+        T,
+        || read_log().contains("after "),
+    );
+}
