@@ -150,20 +150,25 @@ fn a_pid_reused_after_the_store_was_opened_is_neither_adopted_nor_signalled() {
     // The store is open (the first child is starting): now the pid gets a new owner.
     wait_until("/first spawned", T, || w.actor_pid("first").is_some());
     drop(recorded);
-    let Some(stranger) = spawn_with_pid(x) else {
-        eprintln!("could not reuse pid {x} (a busy machine took it): nothing to check");
+    let stranger = spawn_with_pid(x);
+    if stranger.is_none() && !alive(x) {
+        eprintln!("pid {x} could not be reused (a busy machine): nothing to check");
         return;
-    };
+    }
+    // Either our sleep has the pid, or another process of the machine took it first:
+    // both are strangers to warden (the latter is not ours to watch for signals).
     let fresh = running_pid(&w, "svc");
     assert_ne!(
         fresh, x,
         "the process that took the recorded pid was adopted"
     );
     drop(w);
-    assert!(
-        alive(stranger.pid()),
-        "warden signalled the process that reused a recorded pid"
-    );
+    if let Some(stranger) = stranger {
+        assert!(
+            alive(stranger.pid()),
+            "warden signalled the process that reused a recorded pid"
+        );
+    }
 }
 
 /// Spawns `sleep 1000` with pid `pid` (free now) through ns_last_pid (root only); a few
@@ -176,7 +181,7 @@ fn spawn_with_pid(pid: u32) -> Option<Owned> {
             return Some(s);
         }
         if alive(pid) {
-            eprintln!("pid {pid} taken; spawned {}", s.pid());
+            eprintln!("pid {pid} taken by another process of the machine");
             return None;
         }
     }
