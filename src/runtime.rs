@@ -280,11 +280,14 @@ fn serve_bound(
 }
 
 /// Lifts the soft limit on open files to the hard limit: each child needs a few (its
-/// output pipe, its log file, its pidfd).
+/// output pipe, its log file, its pidfd). Children get the soft limit warden was started
+/// with back (many programs break or slow down with a huge one), at the cost of a
+/// `pre_exec` hook (fork instead of posix_spawn) only when this raised it.
 fn raise_open_files_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if soft < hard {
+            warden_actors::proc::keep_open_files_limit_for_children(soft);
             if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
                 tracing::warn!(error = %e, "cannot raise the open files limit");
             }

@@ -2,27 +2,36 @@
 //! `state_dir/children/`, so that a warden killed (even by SIGKILL) and started again
 //! adopts its children instead of starting second instances.
 //!
-//! A record holds the actor path, pid, process group, the process start time (field 22 of
-//! /proc/PID/stat) and the boot id; it is written in one write to a file named by the pid
-//! right after the spawn, before the child is reported running, and removed when the
-//! process is gone. A torn record (a crash mid-write) does not parse and is deleted; its
-//! process is then an orphan, found by its marker and killed, never a second instance. No fsync: a warden crash keeps the page cache, and after a machine crash the boot
-//! id differs, so such records are never trusted anyway. A record is adopted only when
-//! its pid is alive with the same start time and boot id; any other record is deleted,
-//! and its pid is never signalled.
+//! A record holds the actor path and the process's identity: pid, process group, start
+//! time (field 22 of /proc/PID/stat), boot id and uid. It is written in one write to a file
+//! named by the pid right after the spawn, before the child is reported running, and
+//! removed when the process is gone. A torn record (a crash mid-write) does not parse and
+//! is deleted; its process is then an orphan, found by its marker and killed, never a
+//! second instance. No fsync: a warden crash keeps the page cache, and after a machine
+//! crash the boot id differs, so such records are never trusted anyway.
+//!
+//! Nothing signals a stranger: a record whose pid is gone or now has another start time
+//! (or whose boot id differs) is deleted and its pid never signalled. A record of the
+//! right process that cannot be adopted (it does not lead its own process group, or its
+//! group or uid changed) is deleted too, and its process, when it carries this
+//! instance's marker, is killed with the orphans before anything starts: never a second
+//! instance beside it. Adoption pins the process (pidfd, then the identity read again) at
+//! the moment an actor takes it, since the process may have ended and its pid been
+//! reused since the store was opened. The orphan sweep finds processes by
+//! `WARDEN_INSTANCE=<this instance>` (not by a path another warden may share) and of
+//! warden's own uid, and kills each through such a pin.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use warden_actors::{proc, Adoptable, ProcessRecords};
+use warden_actors::proc::{self, Identity, Pinned};
+use warden_actors::{Adoptable, ProcessRecords};
 use warden_supervisors::ActorPath;
 
-/// The environment variable that marks a child (and its descendants) as belonging to the
-/// warden of one state_dir.
-pub const STATE_DIR_MARKER: &str = "WARDEN_STATE_DIR";
+use crate::instance::{InstanceId, INSTANCE_ENV};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
@@ -31,16 +40,36 @@ struct Record {
     pgid: u32,
     start_time: u64,
     boot_id: String,
+    uid: u32,
     output: Option<String>,
+}
+
+impl Record {
+    fn identity(&self) -> Identity {
+        Identity {
+            pid: self.pid,
+            start_time: self.start_time,
+            pgid: self.pgid,
+            uid: self.uid,
+        }
+    }
+}
+
+/// A verified record, waiting for its actor to take it.
+#[derive(Debug)]
+struct Waiting {
+    identity: Identity,
+    output: Option<String>,
+    file: PathBuf,
 }
 
 /// The record files of one state_dir.
 #[derive(Debug)]
 pub struct StateStore {
-    state_dir: PathBuf,
     dir: PathBuf,
     boot_id: String,
-    adoptable: Mutex<HashMap<String, (Adoptable, PathBuf, u64)>>,
+    instance: InstanceId,
+    adoptable: Mutex<HashMap<String, Waiting>>,
 }
 
 /// What opening the store found.
@@ -50,20 +79,27 @@ pub struct Recovered {
     pub adoptable: usize,
     /// Records of processes that are gone or were replaced (deleted, never signalled).
     pub stale: usize,
-    /// Marked processes without a record, killed (spawned just before a crash).
+    /// Records of the right process that cannot be adopted (deleted; the process is
+    /// killed with the orphans when it carries this instance's marker).
+    pub unadoptable: usize,
+    /// Marked processes without an adoptable record, killed (spawned just before a crash,
+    /// or recorded in a way that cannot be adopted).
     pub orphans_killed: usize,
 }
 
 impl StateStore {
-    /// Opens the store of `state_dir`: reads every record, keeps the adoptable ones,
-    /// deletes the stale ones, then kills this state_dir's marked processes that no record
-    /// accounts for.
+    /// Opens the store of `state_dir`: loads (or creates) the instance id, reads every
+    /// record, keeps the adoptable ones, deletes the others, then kills this instance's
+    /// marked processes that no adoptable record accounts for. Probes pidfd support (and
+    /// says in the log when warden falls back to /proc).
     pub fn open(state_dir: &Path) -> io::Result<(Self, Recovered)> {
         let dir = state_dir.join("children");
         std::fs::create_dir_all(&dir)?;
+        let instance = InstanceId::load_or_create(state_dir)?;
         let boot_id = proc::boot_id()?;
+        proc::pidfds_available();
         let mut recovered = Recovered::default();
-        let mut adoptable: HashMap<String, (Adoptable, PathBuf, u64)> = HashMap::new();
+        let mut adoptable: HashMap<String, Waiting> = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let file = entry?.path();
             let record = std::fs::read(&file)
@@ -74,56 +110,71 @@ impl StateStore {
                 let _ = std::fs::remove_file(&file);
                 continue;
             };
-            let same_process = record.boot_id == boot_id
-                && proc::start_time(record.pid).is_ok_and(|t| t == record.start_time);
+            let now = Identity::of(record.pid).ok();
+            let same_process =
+                record.boot_id == boot_id && now.is_some_and(|n| n.start_time == record.start_time);
             if !same_process {
                 recovered.stale += 1;
                 let _ = std::fs::remove_file(&file);
                 continue;
             }
-            let candidate = Adoptable {
-                pid: record.pid,
-                pgid: record.pgid,
-                output: record.output.clone(),
-            };
+            let recorded = record.identity();
+            if now != Some(recorded) || !recorded.leads_its_group() {
+                tracing::warn!(path = %record.path, ?recorded, ?now, "a record that cannot be adopted (its process does not lead the recorded group, or its uid changed): deleted; its process is killed if it is marked as this warden's");
+                recovered.unadoptable += 1;
+                let _ = std::fs::remove_file(&file);
+                continue;
+            }
             // Two live records for one path cannot both be adopted: the newer wins, the
             // older is left to the orphan sweep.
-            match adoptable.get(&record.path) {
-                Some((_, old_file, t)) if *t >= record.start_time => {
-                    let _ = old_file;
-                    let _ = std::fs::remove_file(&file);
-                }
-                _ => {
-                    if let Some((_, old_file, _)) = adoptable.remove(&record.path) {
-                        let _ = std::fs::remove_file(old_file);
-                    }
-                    adoptable.insert(record.path.clone(), (candidate, file, record.start_time));
-                }
+            let older = adoptable
+                .get(&record.path)
+                .is_some_and(|w| w.identity.start_time >= record.start_time);
+            if older {
+                let _ = std::fs::remove_file(&file);
+                continue;
+            }
+            let waiting = Waiting {
+                identity: recorded,
+                output: record.output,
+                file,
+            };
+            if let Some(replaced) = adoptable.insert(record.path, waiting) {
+                let _ = std::fs::remove_file(replaced.file);
             }
         }
         recovered.adoptable = adoptable.len();
         let store = Self {
-            state_dir: state_dir.to_path_buf(),
             dir,
             boot_id,
-            adoptable: Mutex::new(adoptable.into_iter().collect()),
+            instance,
+            adoptable: Mutex::new(adoptable),
         };
         recovered.orphans_killed = store.kill_orphans();
         Ok((store, recovered))
     }
 
-    /// Kills processes marked with this state_dir whose process group is not one to
-    /// adopt: children spawned by a warden that died before recording them.
+    /// This installation's id (what children carry as `WARDEN_INSTANCE`).
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// Kills processes marked with this instance, of warden's own uid, whose process group
+    /// is not one to adopt: children spawned by a warden that died before recording them,
+    /// and processes of records that cannot be adopted. Each is pinned (identity read,
+    /// marker read, pidfd opened, identity read again and compared) before the SIGKILL, so
+    /// a pid reused in between is never hit.
     fn kill_orphans(&self) -> usize {
-        let keep: Vec<u32> = self
+        let keep: HashSet<u32> = self
             .adoptable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|(a, _, _)| a.pgid)
+            .map(|w| w.identity.pgid)
             .collect();
         let me = std::process::id();
-        let marker = self.state_dir.to_string_lossy().into_owned();
+        // SAFETY: getuid cannot fail.
+        let my_uid = unsafe { libc::getuid() };
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return 0;
         };
@@ -136,23 +187,28 @@ impl StateStore {
             else {
                 continue;
             };
-            if pid == me
-                || proc::environ_var(pid, STATE_DIR_MARKER).as_deref() != Some(marker.as_str())
+            if pid == me {
+                continue;
+            }
+            // Identity first: if it is the same when pinned, the marker read in between
+            // was this process's.
+            let Ok(identity) = Identity::of(pid) else {
+                continue;
+            };
+            if identity.uid != my_uid
+                || keep.contains(&identity.pgid)
+                || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
             {
                 continue;
             }
-            let Ok(pgid) = proc::process_group(pid) else {
+            let Ok(process) = Pinned::pin(identity) else {
                 continue;
             };
-            if keep.contains(&pgid) {
-                continue;
-            }
-            if let Ok(raw) = i32::try_from(pid) {
-                tracing::warn!(pid, "killing an orphan of an earlier warden (no record)");
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(raw),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+            tracing::warn!(
+                pid,
+                "killing an orphan of an earlier warden (no adoptable record)"
+            );
+            if process.signal(libc::SIGKILL).is_ok() {
                 killed += 1;
             }
         }
@@ -182,33 +238,24 @@ impl StateStore {
 
     /// Kills the process groups of live records that no actor adopted once the tree has
     /// started (an actor removed from the config while warden was down, a pool worker
-    /// beyond what the pool starts), checking each is still the recorded process, and
-    /// deletes their records. Answers how many.
+    /// beyond what the pool starts), each pinned and checked to be the recorded process,
+    /// and deletes their records. Answers how many.
     pub fn kill_unclaimed(&self) -> usize {
-        let unclaimed: Vec<(String, (Adoptable, PathBuf, u64))> = self
+        let unclaimed: Vec<(String, Waiting)> = self
             .adoptable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain()
             .collect();
         let mut killed = 0;
-        for (path, (adoptable, file, start_time)) in unclaimed {
-            // The pidfd pins the process; the start time proves it is the recorded one.
-            let pidfd = proc::pidfd_open(adoptable.pid)
-                .ok()
-                .filter(|_| proc::start_time(adoptable.pid).is_ok_and(|t| t == start_time));
-            if let Some(pidfd) = pidfd {
-                tracing::warn!(%path, pid = adoptable.pid, "no actor claims this process of an earlier warden: killing its group");
-                let _ = proc::pidfd_send_signal(&pidfd, libc::SIGKILL);
-                if let Ok(pgid) = i32::try_from(adoptable.pgid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pgid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+        for (path, waiting) in unclaimed {
+            if let Ok(process) = Pinned::pin(waiting.identity) {
+                tracing::warn!(%path, pid = waiting.identity.pid, "no actor claims this process of an earlier warden: killing its group");
+                if process.signal_group(libc::SIGKILL) {
+                    killed += 1;
                 }
-                killed += 1;
             }
-            let _ = std::fs::remove_file(file);
+            let _ = std::fs::remove_file(waiting.file);
         }
         killed
     }
@@ -216,16 +263,17 @@ impl StateStore {
 
 impl ProcessRecords for StateStore {
     fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>) {
-        let Ok(start_time) = proc::start_time(pid) else {
+        let Ok(identity) = Identity::of(pid) else {
             // Already gone: nothing to adopt later.
             return;
         };
         let record = Record {
             path: path.to_string(),
             pid,
-            pgid: pid,
-            start_time,
+            pgid: identity.pgid,
+            start_time: identity.start_time,
             boot_id: self.boot_id.clone(),
+            uid: identity.uid,
             output,
         };
         if let Err(e) = self.write(path, &record) {
@@ -238,14 +286,24 @@ impl ProcessRecords for StateStore {
     }
 
     fn take_adoptable(&self, path: &ActorPath) -> Option<Adoptable> {
-        let (adoptable, _file, _start) = self
+        let waiting = self
             .adoptable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(path.as_str())?;
-        // Checked again now: the process may have ended since the store was opened.
-        let alive = proc::start_time(adoptable.pid).is_ok();
-        alive.then_some(adoptable)
+        // Pinned now, not when the store was opened: the process may have ended and its
+        // pid been reused since (a child behind a slow start order).
+        match Pinned::pin(waiting.identity) {
+            Ok(process) => Some(Adoptable {
+                process,
+                output: waiting.output,
+            }),
+            Err(e) => {
+                tracing::info!(%path, error = %e, "the recorded process is gone: starting afresh (nothing signalled)");
+                let _ = std::fs::remove_file(waiting.file);
+                None
+            }
+        }
     }
 
     fn is_adoptable(&self, path: &ActorPath) -> bool {
@@ -256,10 +314,7 @@ impl ProcessRecords for StateStore {
     }
 
     fn marker(&self) -> Vec<(String, String)> {
-        vec![(
-            STATE_DIR_MARKER.to_owned(),
-            self.state_dir.to_string_lossy().into_owned(),
-        )]
+        vec![(INSTANCE_ENV.to_owned(), self.instance.as_str().to_owned())]
     }
 }
 

@@ -1,9 +1,8 @@
 //! The admin API's bearer token: read from its file, or created there (mode 0600, 256
 //! random bits) when missing; compared in constant time.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
@@ -19,9 +18,6 @@ pub enum TokenError {
         /// What failed.
         source: io::Error,
     },
-    /// The file exists but holds no token.
-    #[error("token file {0} is empty")]
-    Empty(PathBuf),
     /// The system's random source failed.
     #[error("cannot generate a token: {0}")]
     Random(String),
@@ -38,39 +34,37 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
-    /// Reads the token at `path`, creating the file with a fresh token if it is missing.
+    /// Reads the token at `path`, creating the file (mode 0600, written durably) with a
+    /// fresh token if it is missing, or with a warning if it is empty (a power loss while
+    /// an earlier warden created it). A file that holds something else is used as it is.
     pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {
         let io_err = |source| TokenError::Io {
             path: path.to_owned(),
             source,
         };
         match fs::read_to_string(path) {
-            Ok(text) => {
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(TokenError::Empty(path.to_owned()));
-                }
-                Ok(Self(token.to_owned()))
+            Ok(text) if !text.trim().is_empty() => Ok(Self(text.trim().to_owned())),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "the admin token file is empty (a power loss?): writing a new token");
+                Self::create(path)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(io_err)?;
-                }
-                let token = warden_actors::random_hex(32).map_err(TokenError::Random)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io_err)?;
-                file.set_permissions(fs::Permissions::from_mode(0o600))
-                    .map_err(io_err)?;
-                writeln!(file, "{token}").map_err(io_err)?;
+                let token = Self::create(path)?;
                 tracing::info!(path = %path.display(), "created admin token file");
-                Ok(Self(token))
+                Ok(token)
             }
             Err(e) => Err(io_err(e)),
         }
+    }
+
+    /// A fresh token, written durably to `path`.
+    fn create(path: &Path) -> Result<Self, TokenError> {
+        let token = warden_actors::random_hex(32).map_err(TokenError::Random)?;
+        warden_actors::write_durably(path, &token).map_err(|source| TokenError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self(token))
     }
 
     /// Wraps a known token.

@@ -73,12 +73,12 @@ fn stat_field(pid: u32, n: usize) -> Option<u64> {
     rest.split_whitespace().nth(n - 3)?.parse().ok()
 }
 
-/// Live processes whose environment has `WARDEN_STATE_DIR=<state_dir>`.
+/// Live processes whose environment has `WARDEN_INSTANCE=<the id in state_dir/instance>`.
 fn marked(state_dir: &Path) -> Vec<u32> {
-    let mut wanted = vec![format!("WARDEN_STATE_DIR={}", state_dir.display())];
-    if let Ok(c) = state_dir.canonicalize() {
-        wanted.push(format!("WARDEN_STATE_DIR={}", c.display()));
-    }
+    let Some(instance) = instance_of(state_dir) else {
+        return Vec::new();
+    };
+    let wanted = [format!("WARDEN_INSTANCE={instance}")];
     procs_where(|pid| {
         std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
             env.split(|b| *b == 0)

@@ -21,7 +21,7 @@ pub use pool::{
     RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 pub use redis_registry::RedisRegistry;
-pub use secret::{hex, random_hex};
+pub use secret::{hex, random_hex, write_durably};
 pub use service::log::{tail_lines, LogFile, LogSpec, MAX_TAIL_BYTES};
 pub use service::proc;
 pub use service::ready::ReadyCheck;

@@ -1,4 +1,10 @@
-//! Random secrets as hex: the one place tokens, keys and ids are drawn from the OS.
+//! Secrets in hex and on disk: the one place tokens, keys and ids are drawn from the OS,
+//! and the one way a secret (or id) file in `state_dir` is written so that a power loss
+//! leaves either the old file, or the whole new one.
+
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 /// `bytes` random bytes from the OS, as lower-case hex (twice as many characters).
 pub fn random_hex(bytes: usize) -> Result<String, String> {
@@ -10,4 +16,62 @@ pub fn random_hex(bytes: usize) -> Result<String, String> {
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `line` and a newline to `path` durably, mode 0600: a temp file beside it,
+/// fsynced, renamed over `path`, then the folder fsynced (so the rename itself survives a
+/// power loss). Creates the folder if needed. Slow (two fsyncs): for files written once,
+/// never on a restart path.
+pub fn write_durably(path: &Path, line: &str) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = file
+        .write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_durable_write_replaces_the_file_whole_with_mode_0600_and_leaves_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("warden-durable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join("sub/secret");
+        write_durably(&file, "one").unwrap();
+        write_durably(&file, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "two\n");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(names.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,11 +1,18 @@
 //! The service child kind: an OS process in its own process group.
 //!
-//! Each run spawns `command` with `process_group(0)` (no `pre_exec` hook, so the fast
-//! posix_spawn path is kept), its stdout and stderr on one pipe drained into the actor's
-//! log file. A stop sends the configured signal to the whole group, then SIGKILL to the
-//! group after the timeout; the group also gets SIGKILL once its leader has exited, so no
-//! grandchild outlives its service. If the supervisor goes away without asking, the group
-//! is SIGKILLed at once.
+//! Each run spawns `command` with `process_group(0)`, its stdout and stderr on one pipe
+//! drained into the actor's log file. A `pre_exec` hook (fork instead of the fast
+//! posix_spawn path) is set only when needed: `die_with_warden`, or giving the child back
+//! the open files limit warden was started with when warden raised its own. Children do
+//! not inherit warden's `NOTIFY_SOCKET`, `WATCHDOG_*` or `LISTEN_*` (a notify child gets
+//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path.
+//!
+//! A stop sends the configured signal to the whole group, then SIGKILL to the group after
+//! the timeout; the group also gets SIGKILL once its leader has exited — while the leader
+//! is still an unreaped zombie (watched through a pidfd), so the group's number cannot
+//! have been reused — so no grandchild outlives its service. If the supervisor goes away
+//! without asking, the group is SIGKILLed at once. Adopted processes (left by an earlier
+//! warden) are signalled only through their [`proc::Pinned`] identity.
 
 pub(crate) mod log;
 pub mod proc;
@@ -21,6 +28,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use std::os::fd::OwnedFd;
+
+use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use warden_supervisors::{
@@ -136,15 +146,21 @@ impl ServiceFactory {
         self
     }
 
-    /// Takes over a live process left by an earlier warden: watches it through a pidfd,
-    /// reattaches its output pipe to the log, and stops it like any run.
-    fn adopt(&self, cx: &StartContext, adoptable: Adoptable) -> std::io::Result<RunningChild> {
-        let pidfd = proc::pidfd_open(adoptable.pid)?;
+    /// Takes over a live process left by an earlier warden, already pinned and checked
+    /// (see [`ProcessRecords::take_adoptable`]): watches it through its pidfd (or /proc
+    /// without pidfds), reattaches its output pipe to the log, and stops it like any run.
+    /// It cannot fail: a process that is pinned can always be watched (polling /proc when
+    /// its pidfd cannot be registered), so a verified record is never left running beside
+    /// a fresh instance.
+    fn adopt(&self, cx: &StartContext, adoptable: Adoptable) -> RunningChild {
+        let pid = adoptable.process.identity().pid;
         if let (Some(log), Some(output)) = (&self.log, &adoptable.output) {
-            if proc::fd_target(adoptable.pid, 1).as_deref() == Some(output.as_str()) {
-                match reopen_output(adoptable.pid) {
-                    Ok(fd) => {
-                        log.clone().drain(fd);
+            // Any fd of the process that still points at the recorded pipe (fd 1, or fd 2
+            // when stdout was redirected): a pipe nobody drains would block it.
+            if let Some(fd) = fd_on(pid, output) {
+                match reopen_fd(pid, fd) {
+                    Ok(read) => {
+                        log.clone().drain(read);
                     }
                     Err(e) => {
                         tracing::warn!(path = %cx.path, error = %e, "cannot reattach the output of an adopted process")
@@ -154,23 +170,20 @@ impl ServiceFactory {
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = actix_rt::spawn(supervise_adopted(
-            pidfd,
-            adoptable.pgid,
+            adoptable.process,
             stop_rx,
             self.spec.stop_signal,
             self.spec.stop_timeout,
-            self.records
-                .clone()
-                .map(|r| (r, cx.path.clone(), adoptable.pid)),
+            self.records.clone().map(|r| (r, cx.path.clone(), pid)),
         ));
-        tracing::info!(path = %cx.path, pid = adoptable.pid, "adopted a process left by an earlier warden");
-        Ok(RunningChild {
-            pid: Some(adoptable.pid),
+        tracing::info!(path = %cx.path, pid, "adopted a process left by an earlier warden");
+        RunningChild {
+            pid: Some(pid),
             ready: None,
             exit: Box::pin(join_exit(task)),
             stop: stop_tx,
             adopted: true,
-        })
+        }
     }
 
     fn notify_path(&self, cx: &StartContext, dir: &std::path::Path) -> PathBuf {
@@ -188,33 +201,26 @@ impl ChildFactory for ServiceFactory {
     fn start(&self, cx: StartContext) -> Result<RunningChild, String> {
         if let Some(records) = &self.records {
             if let Some(adoptable) = records.take_adoptable(&cx.path) {
-                match self.adopt(&cx, adoptable) {
-                    Ok(run) => return Ok(run),
-                    Err(e) => {
-                        tracing::warn!(path = %cx.path, error = %e, "cannot adopt: starting afresh")
-                    }
-                }
+                return Ok(self.adopt(&cx, adoptable));
             }
         }
         let spec = &self.spec;
         let mut cmd = Command::new(&spec.command[0]);
+        // What warden itself was handed by its own manager is not the child's.
+        for key in INHERITED_NOT_PASSED_ON {
+            cmd.env_remove(key);
+        }
         cmd.args(&spec.command[1..])
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(false);
         cmd.env("WARDEN_ACTOR", cx.path.as_str());
-        if spec.die_with_warden {
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        set_pre_exec(
+            &mut cmd,
+            spec.die_with_warden,
+            proc::children_open_files_limit(),
+        );
         if let Some(records) = &self.records {
             cmd.envs(records.marker());
         }
@@ -296,6 +302,56 @@ impl ChildFactory for ServiceFactory {
     }
 }
 
+/// Variables of warden's own environment that its children must not inherit: the
+/// sd_notify socket, watchdog and socket activation of warden's own unit (a notify child
+/// gets its own `NOTIFY_SOCKET`), and the state_dir marker of older wardens.
+const INHERITED_NOT_PASSED_ON: [&str; 7] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WARDEN_STATE_DIR",
+];
+
+/// The work between fork and exec, only when there is some: a `pre_exec` hook makes the
+/// spawn fork instead of posix_spawn (measured ~2.8x slower), so a child that needs
+/// neither PDEATHSIG nor another open files limit than warden's keeps the fast path.
+/// `nofile` is the soft RLIMIT_NOFILE warden was started with, when warden has raised its
+/// own since (a child must not inherit the raised one: `select()` breaks above 1024 fds,
+/// and programs that close every fd up to the limit slow down).
+fn set_pre_exec(cmd: &mut Command, die_with_warden: bool, nofile: Option<libc::rlim_t>) {
+    if !die_with_warden && nofile.is_none() {
+        return;
+    }
+    // SAFETY: prctl, getrlimit and setrlimit are async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if die_with_warden && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(soft) = nofile {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                limit.rlim_cur = soft.min(limit.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Signals the process group `pgid` of a child of warden's own that is not reaped yet
+/// (its leader alive or a zombie), so the group's number cannot belong to anyone else.
 fn signal_group(pgid: u32, signal: Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     // ESRCH (the group is already gone) is the expected end.
@@ -323,6 +379,30 @@ fn forget(record: RecordHandle) {
     }
 }
 
+/// A pidfd of warden's own child, to learn of its exit without reaping it: its group is
+/// SIGKILLed while the leader is still a zombie, so the group's number cannot have been
+/// reused by then. `None` without pidfds (then the exit is learned by reaping, and the
+/// group follows microseconds later).
+fn leader_watch(pid: u32) -> Option<AsyncFd<OwnedFd>> {
+    if !proc::pidfds_available() {
+        return None;
+    }
+    let fd = proc::pidfd_open(pid).ok()?;
+    // SAFETY: the AsyncFd owns the pidfd, open and unchanged while it is registered.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+}
+
+/// Until the leader has exited: through its pidfd (not reaped), else by reaping it.
+async fn leader_exited(child: &mut Child, watch: Option<&AsyncFd<OwnedFd>>) {
+    if let Some(fd) = watch {
+        if let Ok(mut guard) = fd.readable().await {
+            guard.retain_ready();
+            return;
+        }
+    }
+    let _ = child.wait().await;
+}
+
 /// Watches one run until it is over; see the module doc.
 async fn supervise(
     mut child: Child,
@@ -332,30 +412,31 @@ async fn supervise(
     timeout: Duration,
     record: RecordHandle,
 ) -> Exit {
-    let status = tokio::select! {
-        status = child.wait() => status,
+    let watch = leader_watch(pgid);
+    tokio::select! {
+        () = leader_exited(&mut child, watch.as_ref()) => {}
         request = stop_rx => {
             match request {
                 Ok(StopMode::Graceful) => {
                     signal_group(pgid, signal);
-                    match tokio::time::timeout(timeout, child.wait()).await {
-                        Ok(status) => status,
-                        Err(_) => {
-                            tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
-                            signal_group(pgid, Signal::SIGKILL);
-                            child.wait().await
-                        }
+                    let exited = leader_exited(&mut child, watch.as_ref());
+                    if tokio::time::timeout(timeout, exited).await.is_err() {
+                        tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
+                        signal_group(pgid, Signal::SIGKILL);
+                        leader_exited(&mut child, watch.as_ref()).await;
                     }
                 }
                 Err(_) => {
                     signal_group(pgid, Signal::SIGKILL);
-                    child.wait().await
+                    leader_exited(&mut child, watch.as_ref()).await;
                 }
             }
         }
     };
-    // Whatever is left of the group (grandchildren) goes with its leader.
+    // Whatever is left of the group (grandchildren) goes with its leader, which is not
+    // reaped yet (with pidfds): the group's number is still ours.
     signal_group(pgid, Signal::SIGKILL);
+    let status = child.wait().await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -371,55 +452,67 @@ fn exit_of(status: ExitStatus) -> Exit {
     }
 }
 
-/// Watches an adopted process (not warden's child: no exit status) until it is over.
+/// Watches an adopted process (not warden's child) until it is over. Every signal goes
+/// through its pin ([`proc::Pinned`]). Its exit status belongs to its new parent: it is
+/// read from /proc while the process is a zombie, which tells a transient child that
+/// ended well (not run again) from one that failed or was killed (restarted); when its
+/// parent reaped it first, the exit is [`Exit::Lost`], which a transient child reads as
+/// normal (never re-run blindly).
 async fn supervise_adopted(
-    pidfd: std::os::fd::OwnedFd,
-    pgid: u32,
+    process: proc::Pinned,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
     record: RecordHandle,
 ) -> Exit {
-    // SAFETY: an OwnedFd keeps its fd open and unchanged while the AsyncFd owns it.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-    };
-    let pidfd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            signal_group(pgid, Signal::SIGKILL);
-            forget(record);
-            return Exit::Fatal(format!("cannot watch adopted pid {pgid}: {e}"));
-        }
-    };
-    tokio::select! {
-        _ = proc::wait_exit(&pidfd) => {}
+    let pid = process.identity().pid;
+    let status = tokio::select! {
+        status = process.exited() => status,
         request = stop_rx => {
-            if request.is_ok() {
-                signal_group(pgid, signal);
-                if tokio::time::timeout(timeout, proc::wait_exit(&pidfd)).await.is_err() {
-                    tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
-                    signal_group(pgid, Signal::SIGKILL);
-                    let _ = proc::wait_exit(&pidfd).await;
+            let first = if request.is_ok() { signal } else { Signal::SIGKILL };
+            process.signal_group(first as i32);
+            match tokio::time::timeout(timeout, process.exited()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    tracing::warn!(pid, "stop timeout: SIGKILL to the process group");
+                    process.signal_group(libc::SIGKILL);
+                    process.exited().await
                 }
-            } else {
-                signal_group(pgid, Signal::SIGKILL);
-                let _ = proc::wait_exit(&pidfd).await;
             }
         }
-    }
-    signal_group(pgid, Signal::SIGKILL);
+    };
+    // Grandchildren go with their leader, while the leader (a zombie until its new parent
+    // reaps it) still holds the group's number.
+    process.signal_group(libc::SIGKILL);
     forget(record);
-    Exit::Lost
+    match status {
+        Some(status) => exit_of(ExitStatus::from_raw(status)),
+        None => Exit::Lost,
+    }
 }
 
-/// Opens a new read end of the pipe that is fd 1 of `pid`.
-fn reopen_output(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+/// The first fd of `pid` that points at `target` (`pipe:[inode]`), fd 1 and 2 first.
+fn fd_on(pid: u32, target: &str) -> Option<u32> {
+    if let Some(fd) = [1, 2]
+        .into_iter()
+        .find(|fd| proc::fd_target(pid, *fd).as_deref() == Some(target))
+    {
+        return Some(fd);
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|fd| proc::fd_target(pid, *fd).as_deref() == Some(target))
+}
+
+/// Opens a new read end of the pipe that is fd `fd` of `pid`.
+fn reopen_fd(pid: u32, fd: u32) -> std::io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(format!("/proc/{pid}/fd/1"))?;
+        .open(format!("/proc/{pid}/fd/{fd}"))?;
     Ok(file.into())
 }
 

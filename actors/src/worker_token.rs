@@ -62,38 +62,40 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl TokenSigner {
-    /// Reads the key at `path`, creating it (0600, 256 random bits) when missing.
+    /// Reads the key at `path`, creating it (0600, 256 random bits, written durably) when
+    /// missing. A file that is empty or holds a cut-off key (a power loss while an older
+    /// warden wrote it) is replaced with a fresh key and a warning (tokens signed before
+    /// then no longer verify); any other content is an error naming the file.
     pub fn load_or_create(path: &Path) -> io::Result<Self> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let bytes = unhex(text.trim())
-                    .filter(|b| b.len() == 32)
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}: not a 256-bit hex key", path.display()),
-                        )
-                    })?;
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&bytes);
-                Ok(Self { key })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                let text = text.trim();
+                if let Some(bytes) = unhex(text).filter(|b| b.len() == 32) {
+                    let mut key = [0u8; 32];
+                    key.copy_from_slice(&bytes);
+                    return Ok(Self { key });
                 }
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)?;
-                writeln!(file, "{}", hex(&key))?;
-                Ok(Self { key })
+                let cut_off = text.len() < 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+                if !cut_off {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: not a 256-bit hex key", path.display()),
+                    ));
+                }
+                tracing::warn!(path = %path.display(), "the worker token key is empty or cut off (a power loss?): creating a new one; tokens signed before no longer verify");
+                Self::create(path)
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Self::create(path),
             Err(e) => Err(e),
         }
+    }
+
+    /// A fresh key, written durably to `path`.
+    fn create(path: &Path) -> io::Result<Self> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+        crate::secret::write_durably(path, &hex(&key))?;
+        Ok(Self { key })
     }
 
     fn mac(&self, body: &str) -> HmacSha256 {
@@ -179,6 +181,22 @@ mod tests {
         let forged = token.replace("/app/w1", "/app/w2");
         assert_eq!(signer.verify(&forged, now), Err(TokenError::BadSignature));
         assert_eq!(signer.verify("garbage", now), Err(TokenError::Malformed));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_empty_or_cut_off_key_is_replaced_and_garbage_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("warden-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("pool.key");
+        for broken in ["", "\n", "0123abcd"] {
+            std::fs::write(&key, broken).unwrap();
+            TokenSigner::load_or_create(&key).unwrap();
+            assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
+        }
+        std::fs::write(&key, "not a key at all").unwrap();
+        assert!(TokenSigner::load_or_create(&key).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,9 +35,11 @@ pub enum Exit {
 
 impl Exit {
     /// Whether a `transient` child is restarted after this: non-zero codes, signals and
-    /// every error are abnormal; only code 0 and a clean actor stop are normal.
+    /// every error are abnormal; code 0, a clean actor stop, and the unknown end of an
+    /// adopted process ([`Exit::Lost`]: a transient job that may have completed is never
+    /// re-run blindly) are normal.
     pub fn is_abnormal(&self) -> bool {
-        !matches!(self, Exit::Code(0) | Exit::Normal)
+        !matches!(self, Exit::Code(0) | Exit::Normal | Exit::Lost)
     }
 
     /// Whether the child is given up on at once, whatever its restart policy.
@@ -131,5 +133,17 @@ pub fn signal_name(signal: i32) -> String {
     match usize::try_from(signal).ok().and_then(|i| NAMES.get(i)) {
         Some(name) if !name.is_empty() => (*name).to_owned(),
         _ => format!("SIG{signal}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_end_of_an_adopted_process_does_not_rerun_a_transient_child() {
+        assert!(!Exit::Lost.is_abnormal());
+        assert!(!Exit::Code(0).is_abnormal());
+        assert!(Exit::Signal(9).is_abnormal());
     }
 }

@@ -277,7 +277,23 @@ impl Warden {
 
     /// As [`Warden::start`], in a given dir.
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
-        let mut w = Self::spawn_in(dir, body);
+        Self::started(Self::spawn_with(dir, body, &[], false))
+    }
+
+    /// As [`Warden::start_in`], with `env` added to warden's environment, and warden in a
+    /// process group of its own (so that a wrong group signal from warden, which such
+    /// tests provoke, cannot reach the test harness).
+    pub fn start_in_env(dir: tempfile::TempDir, body: &str, env: &[(&str, &str)]) -> Warden {
+        Self::started(Self::spawn_with(dir, body, env, true))
+    }
+
+    /// As [`Warden::start_in`], but returns at once, without waiting for the admin API
+    /// (for tests that act during start-up).
+    pub fn spawn_in(dir: tempfile::TempDir, body: &str) -> Warden {
+        Self::spawn_with(dir, body, &[], false)
+    }
+
+    fn started(mut w: Warden) -> Warden {
         let port = w.port;
         wait_until("admin API answers", Duration::from_secs(20), || {
             if let Some(status) = w.try_wait() {
@@ -288,24 +304,31 @@ impl Warden {
         w
     }
 
-    /// As [`Warden::start_in`], but returns at once, without waiting for the admin API
-    /// (for tests that act during start-up).
-    pub fn spawn_in(dir: tempfile::TempDir, body: &str) -> Warden {
+    fn spawn_with(
+        dir: tempfile::TempDir,
+        body: &str,
+        env: &[(&str, &str)],
+        own_group: bool,
+    ) -> Warden {
+        use std::os::unix::process::CommandExt;
         let port = free_port();
         let config = dir.path().join("warden.toml");
         let text =
             format!("state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{body}");
         std::fs::write(&config, text).expect("write config");
         let stderr = dir.path().join("warden.stderr");
-        let child = Command::new(warden_bin())
-            .arg("up")
+        let mut cmd = Command::new(warden_bin());
+        cmd.arg("up")
             .arg("-c")
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn warden");
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        if own_group {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().expect("spawn warden");
         Warden {
             dir,
             port,
@@ -528,4 +551,12 @@ pub fn assert_stopped_one_after_the_other(file: &str, earlier: &str, later: &str
         "{later:?} came {gap:.0} ms after {earlier:?}: the supervisor must wait for each \
          child to exit (each takes {LOGGING_CHILD_STOP_MS} ms) before stopping the next"
     );
+}
+
+/// The instance id of the warden of `state_dir` (`state_dir/instance`), which its
+/// children carry as `WARDEN_INSTANCE`.
+pub fn instance_of(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join("instance")).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_owned())
 }
