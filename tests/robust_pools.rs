@@ -132,7 +132,7 @@ fn workers_alive(state_dir: &Path, prefix: &str) -> Vec<(u32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
     };
-    let wanted = state_dir.to_string_lossy().into_owned();
+    let instance = support::instance_of(state_dir);
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -152,9 +152,7 @@ fn workers_alive(state_dir: &Path, prefix: &str) -> Vec<(u32, String)> {
             vars.iter()
                 .find_map(|v| v.strip_prefix(&format!("{k}=")).map(str::to_owned))
         };
-        let mine = get("WARDEN_STATE_DIR").is_some_and(|d| {
-            d == wanted || Path::new(&d).canonicalize().ok() == state_dir.canonicalize().ok()
-        });
+        let mine = get("WARDEN_INSTANCE").is_some_and(|id| Some(id) == instance);
         if !mine || !alive(pid) {
             continue;
         }

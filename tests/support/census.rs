@@ -1,5 +1,5 @@
 //! A census of the processes of one warden: every live (not zombie) process whose
-//! environment carries `WARDEN_STATE_DIR=<state_dir>`, with the actor path it was started
+//! environment carries `WARDEN_INSTANCE=<the id in state_dir/instance>`, with the actor path it was started
 //! for (`WARDEN_ACTOR`) and its process group, so tests can count the instances of each
 //! actor independently of what warden's API says.
 
@@ -23,13 +23,12 @@ pub fn stat_field(pid: u32, n: usize) -> Option<u64> {
     rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
-/// Every live process marked with `state_dir` (as given or canonicalized).
+/// Every live process marked with the instance id of the warden of `state_dir`.
 pub fn marked(state_dir: &Path) -> Vec<Marked> {
-    let mut wanted = vec![state_dir.to_string_lossy().into_owned()];
-    if let Ok(c) = state_dir.canonicalize() {
-        wanted.push(c.to_string_lossy().into_owned());
-    }
     let mut found = Vec::new();
+    let Some(wanted) = super::instance_of(state_dir) else {
+        return found;
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -48,8 +47,8 @@ pub fn marked(state_dir: &Path) -> Vec<Marked> {
         let mut actor = None;
         for var in environ.split(|b| *b == 0) {
             let var = String::from_utf8_lossy(var);
-            if let Some(v) = var.strip_prefix("WARDEN_STATE_DIR=") {
-                is_marked = wanted.iter().any(|w| w == v);
+            if let Some(v) = var.strip_prefix("WARDEN_INSTANCE=") {
+                is_marked = v == wanted;
             } else if let Some(v) = var.strip_prefix("WARDEN_ACTOR=") {
                 actor = Some(v.to_owned());
             }
