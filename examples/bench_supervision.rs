@@ -7,7 +7,7 @@
 //!   then warden's RSS, then a graceful stop of all.
 //!
 //! `cargo run --release --example bench_supervision [-- KILLS N]`; set `BENCH_CHILD` to the
-//! path of `../shared/bench-peers`' static `bench-child` to use it as the child.
+//! path of the static `bench-child` that `benches/peers/run.sh` builds (`target/bench-peers/bench-child`) to use it as the child.
 //! Figures are medians of several rounds; the machine is shared and noisy.
 
 use std::time::{Duration, Instant};
