@@ -29,51 +29,22 @@ const FILLING_CALLS: usize = 8;
 // ---------------------------------------------------------------------------------------
 // The examples, built once for the whole test binary.
 
-static EXAMPLES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+static EXAMPLES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
 
 /// The path of the example `name` (`outboard_stall` or `outboard_echo`), built once with
 /// the same cargo and target dir as these tests.
 fn example(name: &str) -> PathBuf {
-    let dir = EXAMPLES
-        .get_or_init(|| {
-            let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|d| {
-                    if d.is_absolute() {
-                        d
-                    } else {
-                        manifest_dir.join(d)
-                    }
-                })
-                .unwrap_or_else(|| manifest_dir.join("target"));
-            let out = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--example",
-                    "outboard_stall",
-                    "--example",
-                    "outboard_echo",
-                    "--target-dir",
-                ])
-                .arg(&target_dir)
-                .current_dir(&manifest_dir)
-                .output()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cargo build of the examples failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(target_dir.join("debug/examples"))
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let bin = dir.join(name);
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin
+    let (stall, echo) = EXAMPLES.get_or_init(|| {
+        (
+            support::example_bin::example_bin("outboard_stall"),
+            support::example_bin::example_bin("outboard_echo"),
+        )
+    });
+    match name {
+        "outboard_stall" => stall.clone(),
+        "outboard_echo" => echo.clone(),
+        other => panic!("no example {other:?} in these tests"),
+    }
 }
 
 /// An `[[outboard]]` entry running `outboard_stall` (with `args`), ready over IPC.
