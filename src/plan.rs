@@ -4,9 +4,9 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolFactory,
-    PoolHub, PoolSpec, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec, SessionRegistry,
-    TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    Cgroups, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
+    PoolFactory, PoolHub, PoolSpec, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec,
+    SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{
     ActorKind, ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
@@ -39,6 +39,8 @@ pub struct Wiring {
     pub sessions: Arc<dyn SessionRegistry>,
     /// Signs worker tokens (`None`: pools write none).
     pub tokens: Option<Arc<TokenSigner>>,
+    /// The cgroups services run in (`None`: process groups only).
+    pub cgroups: Option<Arc<Cgroups>>,
 }
 
 impl Default for Wiring {
@@ -49,6 +51,7 @@ impl Default for Wiring {
             pools: Arc::default(),
             sessions: Arc::new(MemoryRegistry::default()),
             tokens: None,
+            cgroups: None,
         }
     }
 }
@@ -189,9 +192,10 @@ fn service_spec(
 }
 
 fn service_factory(spec: ServiceSpec, wiring: &Wiring) -> ServiceFactory {
+    let factory = ServiceFactory::new(spec).with_cgroups(wiring.cgroups.clone());
     match &wiring.records {
-        Some(records) => ServiceFactory::new(spec).with_records(records.clone()),
-        None => ServiceFactory::new(spec),
+        Some(records) => factory.with_records(records.clone()),
+        None => factory,
     }
 }
 

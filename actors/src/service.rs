@@ -1,16 +1,20 @@
-//! The service child kind: an OS process in its own process group.
+//! The service child kind: an OS process in its own process group, and in its own
+//! cgroup where warden has a writable cgroup v2 hierarchy (see [`cgroup`]).
 //!
 //! Each run spawns `command` with `process_group(0)` (no `pre_exec` hook, so the fast
 //! posix_spawn path is kept), its stdout and stderr on one pipe drained into the actor's
 //! log file. A stop sends the configured signal to the whole group, then SIGKILL to the
 //! group after the timeout; the group also gets SIGKILL once its leader has exited, so no
 //! grandchild outlives its service. If the supervisor goes away without asking, the group
-//! is SIGKILLed at once.
+//! is SIGKILLed at once. In a cgroup, each of these SIGKILLs is a `cgroup.kill`, which also
+//! reaches descendants that left the group (setsid).
 
+pub(crate) mod cgroup;
 pub(crate) mod log;
 pub mod proc;
 pub(crate) mod ready;
 pub(crate) mod records;
+pub mod spawned;
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::process::ExitStatusExt;
@@ -27,6 +31,7 @@ use warden_supervisors::{
     panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode,
 };
 
+use self::cgroup::{Cgroups, RunContainment};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
@@ -106,6 +111,7 @@ pub struct ServiceFactory {
     log: Option<Arc<LogFile>>,
     records: Option<Arc<dyn ProcessRecords>>,
     kind: ActorKind,
+    cgroups: Option<Arc<Cgroups>>,
 }
 
 impl ServiceFactory {
@@ -120,7 +126,15 @@ impl ServiceFactory {
             log,
             records: None,
             kind: ActorKind::Service,
+            cgroups: None,
         }
+    }
+
+    /// Runs each process in a cgroup of its own below `cgroups` (instead of only its
+    /// process group), so that a stop ends every descendant.
+    pub fn with_cgroups(mut self, cgroups: Option<Arc<Cgroups>>) -> Self {
+        self.cgroups = cgroups;
+        self
     }
 
     /// Shows the runs as actors of `kind` (e.g. pool workers) instead of `service`.
@@ -152,10 +166,14 @@ impl ServiceFactory {
                 }
             }
         }
+        let containment = RunContainment::of_adopted(self.cgroups.as_deref(), adoptable.pid);
+        let containment_kind = containment.kind();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = actix_rt::spawn(supervise_adopted(
             pidfd,
             adoptable.pgid,
+            containment,
+            cx.path.clone(),
             stop_rx,
             self.spec.stop_signal,
             self.spec.stop_timeout,
@@ -170,6 +188,7 @@ impl ServiceFactory {
             exit: Box::pin(join_exit(task)),
             stop: stop_tx,
             adopted: true,
+            containment: Some(containment_kind),
         })
     }
 
@@ -259,9 +278,20 @@ impl ChildFactory for ServiceFactory {
             }
             _ => None,
         };
-        let spawned = cmd.spawn();
+        let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
+        if let Some(procs) = &procs {
+            cgroup::enter_at_exec(&mut cmd, procs);
+        }
+        let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
-        let child = spawned.map_err(|e| format!("{}: {e}", spec.command[0]))?;
+        drop(procs);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                containment.discard();
+                return Err(format!("{}: {e}", spec.command[0]));
+            }
+        };
         // The write ends of the pipe went to the child with `cmd`; drop ours.
         drop(cmd);
         let pid = child
@@ -274,9 +304,12 @@ impl ChildFactory for ServiceFactory {
             actix_rt::spawn(log.clone().drain(read));
         }
         let (stop_tx, stop_rx) = oneshot::channel();
+        let containment_kind = containment.kind();
         let task = actix_rt::spawn(supervise(
             child,
             pid,
+            containment,
+            cx.path.clone(),
             stop_rx,
             spec.stop_signal,
             spec.stop_timeout,
@@ -292,11 +325,12 @@ impl ChildFactory for ServiceFactory {
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
+            containment: Some(containment_kind),
         })
     }
 }
 
-fn signal_group(pgid: u32, signal: Signal) {
+pub(crate) fn signal_group(pgid: u32, signal: Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     // ESRCH (the group is already gone) is the expected end.
     let _ = killpg(Pid::from_raw(raw), signal);
@@ -327,6 +361,8 @@ fn forget(record: RecordHandle) {
 async fn supervise(
     mut child: Child,
     pgid: u32,
+    containment: RunContainment,
+    path: warden_supervisors::ActorPath,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
@@ -341,21 +377,23 @@ async fn supervise(
                     match tokio::time::timeout(timeout, child.wait()).await {
                         Ok(status) => status,
                         Err(_) => {
-                            tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
-                            signal_group(pgid, Signal::SIGKILL);
+                            tracing::warn!(%path, pid = pgid, "stop timeout: SIGKILL to every process of the service");
+                            containment.kill_all(pgid);
                             child.wait().await
                         }
                     }
                 }
                 Err(_) => {
-                    signal_group(pgid, Signal::SIGKILL);
+                    containment.kill_all(pgid);
                     child.wait().await
                 }
             }
         }
     };
-    // Whatever is left of the group (grandchildren) goes with its leader.
-    signal_group(pgid, Signal::SIGKILL);
+    // Reaped by tokio: from now on the pid may name an orphan.
+    spawned::forget(pgid);
+    // Whatever is left of the run (grandchildren) goes with its leader.
+    containment.end(pgid, &path).await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -375,6 +413,8 @@ fn exit_of(status: ExitStatus) -> Exit {
 async fn supervise_adopted(
     pidfd: std::os::fd::OwnedFd,
     pgid: u32,
+    containment: RunContainment,
+    path: warden_supervisors::ActorPath,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
@@ -387,7 +427,8 @@ async fn supervise_adopted(
     let pidfd = match registered {
         Ok(fd) => fd,
         Err(e) => {
-            signal_group(pgid, Signal::SIGKILL);
+            containment.kill_all(pgid);
+            containment.end(pgid, &path).await;
             forget(record);
             return Exit::Fatal(format!("cannot watch adopted pid {pgid}: {e}"));
         }
@@ -398,17 +439,17 @@ async fn supervise_adopted(
             if request.is_ok() {
                 signal_group(pgid, signal);
                 if tokio::time::timeout(timeout, proc::wait_exit(&pidfd)).await.is_err() {
-                    tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
-                    signal_group(pgid, Signal::SIGKILL);
+                    tracing::warn!(%path, pid = pgid, "stop timeout: SIGKILL to every process of the service");
+                    containment.kill_all(pgid);
                     let _ = proc::wait_exit(&pidfd).await;
                 }
             } else {
-                signal_group(pgid, Signal::SIGKILL);
+                containment.kill_all(pgid);
                 let _ = proc::wait_exit(&pidfd).await;
             }
         }
     }
-    signal_group(pgid, Signal::SIGKILL);
+    containment.end(pgid, &path).await;
     forget(record);
     Exit::Lost
 }

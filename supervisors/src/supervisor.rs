@@ -600,12 +600,14 @@ impl Supervisor {
                 exit,
                 stop,
                 adopted,
+                containment,
             }) => {
                 if adopted {
                     tracing::info!(path = %path, pid, "adopted");
                 }
                 tracing::info!(path = %path, pid, generation, "started");
                 slot.info.pid = pid;
+                slot.info.containment = containment;
                 slot.run = Some(Run {
                     generation,
                     stop: Some(stop),
@@ -1170,6 +1172,7 @@ impl Supervisor {
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
+            containment: None,
         };
         (run, addr)
     }
