@@ -1,8 +1,8 @@
 //! The service child kind: an OS process in its own process group, and in its own
 //! cgroup where warden has a writable cgroup v2 hierarchy (see [`cgroup`]).
 //!
-//! Each run spawns `command` with `process_group(0)` (no `pre_exec` hook, so the fast
-//! posix_spawn path is kept), its stdout and stderr on one pipe drained into the actor's
+//! Each run spawns `command` with `process_group(0)` (posix_spawn, unless a `pre_exec`
+//! hook is needed: to enter its cgroup, or for `die_with_warden`), its stdout and stderr on one pipe drained into the actor's
 //! log file. A stop sends the configured signal to the whole group, then SIGKILL to the
 //! group after the timeout; the group also gets SIGKILL once its leader has exited, so no
 //! grandchild outlives its service. If the supervisor goes away without asking, the group
@@ -166,14 +166,14 @@ impl ServiceFactory {
                 }
             }
         }
-        let containment = RunContainment::of_adopted(self.cgroups.as_deref(), adoptable.pid);
+        let containment =
+            RunContainment::of_adopted(self.cgroups.as_deref(), adoptable.pid, &cx.path);
         let containment_kind = containment.kind();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = actix_rt::spawn(supervise_adopted(
             pidfd,
             adoptable.pgid,
             containment,
-            cx.path.clone(),
             stop_rx,
             self.spec.stop_signal,
             self.spec.stop_timeout,
@@ -309,7 +309,6 @@ impl ChildFactory for ServiceFactory {
             child,
             pid,
             containment,
-            cx.path.clone(),
             stop_rx,
             spec.stop_signal,
             spec.stop_timeout,
@@ -362,7 +361,6 @@ async fn supervise(
     mut child: Child,
     pgid: u32,
     containment: RunContainment,
-    path: warden_supervisors::ActorPath,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
@@ -377,7 +375,7 @@ async fn supervise(
                     match tokio::time::timeout(timeout, child.wait()).await {
                         Ok(status) => status,
                         Err(_) => {
-                            tracing::warn!(%path, pid = pgid, "stop timeout: SIGKILL to every process of the service");
+                            tracing::warn!(pid = pgid, "stop timeout: SIGKILL to every process of the service");
                             containment.kill_all(pgid);
                             child.wait().await
                         }
@@ -393,7 +391,7 @@ async fn supervise(
     // Reaped by tokio: from now on the pid may name an orphan.
     spawned::forget(pgid);
     // Whatever is left of the run (grandchildren) goes with its leader.
-    containment.end(pgid, &path).await;
+    containment.end(pgid).await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -414,7 +412,6 @@ async fn supervise_adopted(
     pidfd: std::os::fd::OwnedFd,
     pgid: u32,
     containment: RunContainment,
-    path: warden_supervisors::ActorPath,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
@@ -428,7 +425,7 @@ async fn supervise_adopted(
         Ok(fd) => fd,
         Err(e) => {
             containment.kill_all(pgid);
-            containment.end(pgid, &path).await;
+            containment.end(pgid).await;
             forget(record);
             return Exit::Fatal(format!("cannot watch adopted pid {pgid}: {e}"));
         }
@@ -439,7 +436,7 @@ async fn supervise_adopted(
             if request.is_ok() {
                 signal_group(pgid, signal);
                 if tokio::time::timeout(timeout, proc::wait_exit(&pidfd)).await.is_err() {
-                    tracing::warn!(%path, pid = pgid, "stop timeout: SIGKILL to every process of the service");
+                    tracing::warn!(pid = pgid, "stop timeout: SIGKILL to every process of the service");
                     containment.kill_all(pgid);
                     let _ = proc::wait_exit(&pidfd).await;
                 }
@@ -449,7 +446,7 @@ async fn supervise_adopted(
             }
         }
     }
-    containment.end(pgid, &path).await;
+    containment.end(pgid).await;
     forget(record);
     Exit::Lost
 }

@@ -125,14 +125,17 @@ impl Cgroups {
 
     /// The cgroup that `pid` (an adopted process) lives in, when it is one of this
     /// instance's service cgroups.
-    fn of_process(&self, pid: u32) -> Option<ServiceCgroup> {
+    fn of_process(&self, pid: u32, path: &ActorPath) -> Option<ServiceCgroup> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
         let dir = under_mount(&self.mount, &self.mount_root, Path::new(rel))?;
         let ours = dir
             .components()
             .any(|c| c.as_os_str() == self.base_name.as_str());
-        (ours && dir.is_dir()).then_some(ServiceCgroup { dir })
+        (ours && dir.is_dir()).then(|| ServiceCgroup {
+            dir,
+            path: path.to_string(),
+        })
     }
 }
 
@@ -219,6 +222,8 @@ fn remove_empty_tree(dir: &Path) {
 #[derive(Debug)]
 pub(crate) struct ServiceCgroup {
     dir: PathBuf,
+    /// The actor path, for log lines.
+    path: String,
 }
 
 impl ServiceCgroup {
@@ -229,7 +234,13 @@ impl ServiceCgroup {
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))?;
-        Ok((Self { dir }, procs))
+        Ok((
+            Self {
+                dir,
+                path: path.to_string(),
+            },
+            procs,
+        ))
     }
 
     fn kill(&self) -> io::Result<()> {
@@ -242,7 +253,8 @@ impl ServiceCgroup {
 
     /// Kills whatever is left, waits (up to [`EMPTY_BOUND`]) until it is gone and
     /// removes the cgroup. Blocking: runs on the blocking pool.
-    fn end(&self, path: &str) {
+    fn end(&self) {
+        let path = self.path.as_str();
         if self.populated().unwrap_or(true) {
             if let Err(e) = self.kill() {
                 tracing::warn!(path, cgroup = %self.dir.display(), error = %e, "cannot write cgroup.kill");
@@ -293,8 +305,8 @@ impl RunContainment {
 
     /// The containment of an adopted process: the cgroup it lives in when that is one of
     /// this instance's, else its process group.
-    pub(crate) fn of_adopted(cgroups: Option<&Cgroups>, pid: u32) -> Self {
-        match cgroups.and_then(|c| c.of_process(pid)) {
+    pub(crate) fn of_adopted(cgroups: Option<&Cgroups>, pid: u32, path: &ActorPath) -> Self {
+        match cgroups.and_then(|c| c.of_process(pid, path)) {
             Some(cgroup) => Self::Cgroup(cgroup),
             None => Self::Group,
         }
@@ -331,11 +343,10 @@ impl RunContainment {
     /// After the leader is gone: whatever is left of the run goes with it. A cgroup is
     /// killed, waited for and removed on the blocking pool (never on the supervision
     /// thread); a process group gets SIGKILL.
-    pub(crate) async fn end(self, pgid: u32, path: &ActorPath) {
+    pub(crate) async fn end(self, pgid: u32) {
         match self {
             Self::Cgroup(cgroup) => {
-                let path = path.to_string();
-                let _ = tokio::task::spawn_blocking(move || cgroup.end(&path)).await;
+                let _ = tokio::task::spawn_blocking(move || cgroup.end()).await;
             }
             Self::Group => super::signal_group(pgid, Signal::SIGKILL),
         }
