@@ -366,8 +366,12 @@ async fn supervise(
     timeout: Duration,
     record: RecordHandle,
 ) -> Exit {
+    let mut requested = true;
     let status = tokio::select! {
-        status = child.wait() => status,
+        status = child.wait() => {
+            requested = false;
+            status
+        }
         request = stop_rx => {
             match request {
                 Ok(StopMode::Graceful) => {
@@ -391,7 +395,7 @@ async fn supervise(
     // Reaped by tokio: from now on the pid may name an orphan.
     spawned::forget(pgid);
     // Whatever is left of the run (grandchildren) goes with its leader.
-    containment.end(pgid).await;
+    containment.end(pgid, requested).await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -425,13 +429,14 @@ async fn supervise_adopted(
         Ok(fd) => fd,
         Err(e) => {
             containment.kill_all(pgid);
-            containment.end(pgid).await;
+            containment.end(pgid, true).await;
             forget(record);
             return Exit::Fatal(format!("cannot watch adopted pid {pgid}: {e}"));
         }
     };
+    let mut requested = true;
     tokio::select! {
-        _ = proc::wait_exit(&pidfd) => {}
+        _ = proc::wait_exit(&pidfd) => requested = false,
         request = stop_rx => {
             if request.is_ok() {
                 signal_group(pgid, signal);
@@ -446,7 +451,7 @@ async fn supervise_adopted(
             }
         }
     }
-    containment.end(pgid).await;
+    containment.end(pgid, requested).await;
     forget(record);
     Exit::Lost
 }

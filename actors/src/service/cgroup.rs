@@ -270,8 +270,8 @@ impl ServiceCgroup {
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
         }
-        // A restart may have recreated it meanwhile only after this run's exit is
-        // reported, which comes after this: the cgroup is ours to remove.
+        // The next run of this actor starts only after this run's exit is reported,
+        // which comes after this: the cgroup is ours to remove.
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -342,10 +342,16 @@ impl RunContainment {
 
     /// After the leader is gone: whatever is left of the run goes with it. A cgroup is
     /// killed, waited for and removed on the blocking pool (never on the supervision
-    /// thread); a process group gets SIGKILL.
-    pub(crate) async fn end(self, pgid: u32) {
+    /// thread); a process group gets SIGKILL. When the run ended by itself (`requested`
+    /// false, e.g. a crash) and left nothing behind, the empty cgroup is kept for the
+    /// restart that usually follows (saves a rmdir and a mkdir on the restart path); an
+    /// actor that is not restarted leaves it until warden exits.
+    pub(crate) async fn end(self, pgid: u32, requested: bool) {
         match self {
             Self::Cgroup(cgroup) => {
+                if !requested && cgroup.populated().is_ok_and(|p| !p) {
+                    return;
+                }
                 let _ = tokio::task::spawn_blocking(move || cgroup.end()).await;
             }
             Self::Group => super::signal_group(pgid, Signal::SIGKILL),
