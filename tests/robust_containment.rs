@@ -315,3 +315,18 @@ fn double_forked_orphans_are_reparented_to_warden_and_reaped() {
         "zombies whose parent is warden: {zombies:?}"
     );
 }
+
+/// Promise (config errors before anything starts): `[runtime] cgroup` takes only
+/// "auto" or "off".
+#[test]
+fn an_unknown_cgroup_value_is_refused_by_check() {
+    let dir = temp_dir();
+    std::fs::write(
+        dir.path().join("warden.toml"),
+        "[runtime]\ncgroup = \"maybe\"\n",
+    )
+    .expect("write config");
+    let (code, out, err) = run_warden(&["check", "-c", "warden.toml"], dir.path());
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("cgroup") && err.contains("auto, off"), "{err}");
+}
