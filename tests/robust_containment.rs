@@ -330,3 +330,50 @@ fn an_unknown_cgroup_value_is_refused_by_check() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("cgroup") && err.contains("auto, off"), "{err}");
 }
+
+/// Promise: a process adopted by a restarted warden keeps its cgroup (found from
+/// /proc/PID/cgroup), so stopping it still ends a grandchild that called setsid.
+#[test]
+fn an_adopted_service_keeps_its_cgroup_and_a_stop_still_ends_its_setsid_grandchild() {
+    let Some(mount) = cgroups_or_skip("an_adopted_service_keeps_its_cgroup") else {
+        return;
+    };
+    let dir = temp_dir();
+    // The grandchild leaves the group and clears its environment (so no marker sweep
+    // finds it either): only the adopted run's cgroup still holds it.
+    let file = abs(&dir, "grandchild.pid");
+    let body = format!(
+        "[[service]]\nname = \"svc\"\ncommand = {}\n",
+        sh(&format!(
+            "env -i setsid sleep 1000 & echo $! > {file}; exec sleep 1000"
+        ))
+    );
+    let mut first = Warden::start_in(dir, &body);
+    first.wait_state("/svc", "running", T);
+    let leader = first.actor_pid("/svc").expect("pid");
+    let grandchild = pid_in(&first.path("grandchild.pid"));
+    let _strays = (Stray::new(leader), Stray::new(grandchild));
+    let cgroup = cgroup_of(&mount, leader).expect("leader's cgroup");
+    kill(first.pid(), 9);
+    wait_until("warden gone after SIGKILL", T, || {
+        first.try_wait().is_some()
+    });
+    let dir = std::mem::replace(&mut first.dir, temp_dir());
+
+    let second = Warden::start_in(dir, &body);
+    let actor = second.wait_state("/svc", "running", T);
+    assert_eq!(
+        actor["pid"],
+        leader,
+        "not adopted: {actor}\n{}",
+        second.stderr_text()
+    );
+    assert_eq!(actor["containment"], "cgroup", "{actor}");
+    ctl(&second, "stop", "/svc");
+    wait_until(
+        "the adopted run's setsid grandchild gone after ctl stop",
+        T,
+        || !alive(grandchild),
+    );
+    wait_until("the adopted run's cgroup removed", T, || !cgroup.exists());
+}

@@ -1,8 +1,8 @@
 //! The service child kind: an OS process in its own process group, and in its own
 //! cgroup where warden has a writable cgroup v2 hierarchy (see [`cgroup`]).
 //!
-//! Each run spawns `command` with `process_group(0)` (posix_spawn, unless a `pre_exec`
-//! hook is needed: to enter its cgroup, or for `die_with_warden`), its stdout and stderr on one pipe drained into the actor's
+//! Each run spawns `command` with `process_group(0)` (no `pre_exec` hook unless
+//! `die_with_warden`, so the fast posix_spawn path is kept), its stdout and stderr on one pipe drained into the actor's
 //! log file. A stop sends the configured signal to the whole group, then SIGKILL to the
 //! group after the timeout; the group also gets SIGKILL once its leader has exited, so no
 //! grandchild outlives its service. If the supervisor goes away without asking, the group
@@ -279,12 +279,8 @@ impl ChildFactory for ServiceFactory {
             _ => None,
         };
         let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
-        if let Some(procs) = &procs {
-            cgroup::enter_at_exec(&mut cmd, procs);
-        }
         let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
-        drop(procs);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -297,6 +293,7 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
+        let containment = containment.enter(procs, pid);
         if let Some(records) = &self.records {
             records.saved(&cx.path, pid, output_id);
         }

@@ -6,20 +6,23 @@
 //! `cgroup.kill`: every process in it gets SIGKILL, setsid ones too. The empty cgroup is
 //! then removed. Elsewhere a run is contained by its process group, as before.
 //!
-//! The child enters its cgroup itself, between fork and exec (a `pre_exec` hook writing
-//! `0` to an fd of `cgroup.procs` that warden opened): no instruction of the service runs
-//! outside its cgroup. Measured here (kernel 6.18, 2 busy cores, 300 spawns of
-//! `/bin/true`): posix_spawn 127 us p50; posix_spawn then warden writes the pid 149 us;
-//! fork + the hook 246 us. The cheaper "write the pid after spawn" leaves a window: of
-//! 1,000 `sh -c 'cat /proc/self/cgroup'`, 22 ran outside the cgroup, and a grandchild
-//! forked in that window (setsid or not) would escape for good. So the hook it is. The
-//! fd is opened by warden before the fork: since Linux 5.16 the migration is checked
-//! against the opener's credentials, so a child that already dropped to another user
-//! still gets in.
+//! warden moves the leader into its cgroup right after the spawn (posix_spawn returns
+//! once the child has exec'd), then every child the leader already forked, recursively.
+//! Measured here (kernel 6.18, 2 busy cores, 300 spawns of `/bin/true`): posix_spawn
+//! 127 us p50; posix_spawn then the pid written 149 us; fork with a `pre_exec` hook that
+//! writes `0` (the child moves itself, no window) 246 us. The window of the write after
+//! spawn is real: of 1,000 `sh -c 'cat /proc/self/cgroup'`, 22 ran their first command
+//! before the move; a descendant forked in it is moved by the sweep of the leader's
+//! children, unless its parent already exited (a double fork within those microseconds:
+//! it is still in the leader's process group, and reparented to warden). The hook was
+//! tried and dropped: besides the 2.8x spawn, the forked copy of warden holds warden's
+//! fds (the state_dir lock, listening sockets) until its exec, and a warden restarted
+//! right after a SIGKILL found its state_dir still locked (tests/durability.rs, 3 of 3
+//! runs of `fifty_sigkills...`). The write uses an fd that warden opened: a child that
+//! drops to another user still gets in (Linux 5.16+ checks the opener's credentials).
 
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -177,6 +180,22 @@ fn under_mount(mount: &Path, mount_root: &Path, cgroup: &Path) -> Option<PathBuf
     Some(mount.join(rel))
 }
 
+/// The children of `pid` (of any of its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
@@ -286,9 +305,9 @@ pub(crate) enum RunContainment {
 }
 
 impl RunContainment {
-    /// The containment of a new run of `path`: its cgroup (created now, with the open
-    /// `cgroup.procs` that the child writes itself into, see [`enter_at_exec`]) where
-    /// `cgroups` is set up, else its process group. A cgroup that cannot be created falls
+    /// The containment of a new run of `path`: its cgroup (created now, with its open
+    /// `cgroup.procs`, see [`RunContainment::enter`]) where `cgroups` is set up, else its
+    /// process group. A cgroup that cannot be created falls
     /// back to the process group, with a warning.
     pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath) -> (Self, Option<File>) {
         let Some(cgroups) = cgroups else {
@@ -310,6 +329,33 @@ impl RunContainment {
             Some(cgroup) => Self::Cgroup(cgroup),
             None => Self::Group,
         }
+    }
+
+    /// Moves the just spawned leader `pid` into the run's cgroup, then every descendant it
+    /// already forked (see the module doc for the window this closes). A leader that
+    /// cannot be moved leaves the run contained by its process group, with a warning.
+    pub(crate) fn enter(self, procs: Option<File>, pid: u32) -> Self {
+        let (Self::Cgroup(cgroup), Some(mut procs)) = (self, procs) else {
+            return Self::Group;
+        };
+        if let Err(e) = procs.write_all(pid.to_string().as_bytes()) {
+            tracing::warn!(path = %cgroup.path, pid, error = %e, "cannot move the service into its cgroup: contained by its process group");
+            let _ = std::fs::remove_dir(&cgroup.dir);
+            return Self::Group;
+        }
+        let mut pending = children_of(pid);
+        let mut moved = 0;
+        while let Some(child) = pending.pop() {
+            // Bounded: a fork bomb in its first microseconds is not chased forever.
+            if moved >= 64 {
+                break;
+            }
+            if procs.write_all(child.to_string().as_bytes()).is_ok() {
+                moved += 1;
+                pending.extend(children_of(child));
+            }
+        }
+        Self::Cgroup(cgroup)
     }
 
     /// A run that never started: its (empty) cgroup is removed.
@@ -356,22 +402,6 @@ impl RunContainment {
             }
             Self::Group => super::signal_group(pgid, Signal::SIGKILL),
         }
-    }
-}
-
-/// Makes the child of `cmd` write itself into the cgroup whose `cgroup.procs` is `procs`
-/// between fork and exec. `procs` must stay open until the spawn returns.
-pub(crate) fn enter_at_exec(cmd: &mut tokio::process::Command, procs: &File) {
-    let fd = procs.as_raw_fd();
-    // SAFETY: write(2) is async-signal-safe; the fd is open (close-on-exec) in the child
-    // until its exec, since the caller keeps `procs` open across the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 
