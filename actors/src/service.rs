@@ -14,6 +14,7 @@
 //! without asking, the group is SIGKILLed at once. Adopted processes (left by an earlier
 //! warden) are signalled only through their [`proc::Pinned`] identity.
 
+pub(crate) mod listener;
 pub(crate) mod log;
 pub mod proc;
 pub(crate) mod ready;
@@ -289,8 +290,11 @@ impl ChildFactory for ServiceFactory {
             self.records.clone().map(|r| (r, cx.path.clone(), pid)),
         ));
         let exit = join_exit(task);
+        // Where the run has a cgroup of its own: `.in_cgroup(dir)` here.
+        let processes = crate::peer::ChildProcesses::led_by(pid);
         let ready = spec.ready.clone().map(|check| {
-            Box::pin(ready::wait(check, notify)) as futures_util::future::LocalBoxFuture<'static, _>
+            Box::pin(ready::wait(check, notify, processes))
+                as futures_util::future::LocalBoxFuture<'static, _>
         });
         Ok(RunningChild {
             pid: Some(pid),
