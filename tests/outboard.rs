@@ -573,7 +573,8 @@ fn a_child_that_stops_answering_heartbeats_is_restarted() {
 
 #[test]
 fn a_child_that_answers_heartbeats_is_left_alone() {
-    let w = Warden::start(&played_entry("fake", "heartbeat = \"100ms\"\nmissed = 2"));
+    // missed = 10: the played child (a python relay) gets a second to connect at all.
+    let w = Warden::start(&played_entry("fake", "heartbeat = \"100ms\"\nmissed = 10"));
     let a = w.wait_state("fake", "running", T);
     let pid = pid_of(&a);
     let mut stream = connect_welcomed(&w, "fake");
