@@ -41,7 +41,7 @@ pub use link::{HELLO_WITHIN as OUTBOARD_HELLO_WITHIN, OUTBOARD_MAX_CONNECTIONS};
 use crate::peer::ChildProcesses;
 use crate::service::ServiceFactory;
 use hub::{LinkShared, Registration};
-use link::{Link, RunInputs};
+use link::{Admission, Link, RunInputs};
 
 /// How an outboard child talks to warden (the keys `[[outboard]]` adds to a service).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,13 +210,15 @@ impl ChildFactory for OutboardFactory {
         let link = Link::new(
             cx.path.clone(),
             self.spec.clone(),
-            token,
+            Admission {
+                token,
+                // Where the child runs in a cgroup of its own: `.in_cgroup(dir)` here.
+                child: inner.pid.map(ChildProcesses::led_by),
+            },
             wants_ipc_ready.then_some(ready_tx),
             shared,
             inner.stop,
             socket_file,
-            // Where the child runs in a cgroup of its own: `.in_cgroup(dir)` here.
-            inner.pid.map(ChildProcesses::led_by),
         );
         let inputs = RunInputs {
             listener,

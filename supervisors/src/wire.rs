@@ -228,7 +228,7 @@ mod tests {
         impl Read for Recording<'_> {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
                 self.1 = self.1.max(buf.len());
-                self.0.read(buf)
+                Read::read(&mut self.0, buf)
             }
         }
         let mut bytes = ((MAX_FRAME - 1) as u32).to_be_bytes().to_vec();

@@ -237,11 +237,20 @@ enum Stopping {
     Signalled,
 }
 
+/// Who may connect to a run's socket: a process of the child (`None`: its pid is
+/// unknown, so nobody can be checked) that shows the run's token.
+pub(super) struct Admission {
+    /// The secret the hello must carry.
+    pub(super) token: String,
+    /// The child's processes.
+    pub(super) child: Option<ChildProcesses>,
+}
+
 /// One run's link to its child.
 pub(super) struct Link {
     pub(super) path: ActorPath,
     pub(super) spec: OutboardSpec,
-    pub(super) token: String,
+    admission: Admission,
     pub(super) ready_tx: Option<oneshot::Sender<()>>,
     pub(super) shared: Arc<LinkShared>,
     /// The socket file this run bound (device, inode): removed at the end only if it is
@@ -250,8 +259,6 @@ pub(super) struct Link {
     /// The process's own stop; taken when used.
     pub(super) inner_stop: Option<oneshot::Sender<StopMode>>,
     pub(super) verdict: Option<Exit>,
-    /// The child's processes (`None`: its pid is unknown, so nobody can be checked).
-    child: Option<ChildProcesses>,
     heartbeat: Heartbeat,
     stopping: Stopping,
     /// Connections open on the socket right now.
@@ -273,24 +280,22 @@ impl Link {
     pub(super) fn new(
         path: ActorPath,
         spec: OutboardSpec,
-        token: String,
+        admission: Admission,
         ready_tx: Option<oneshot::Sender<()>>,
         shared: Arc<LinkShared>,
         inner_stop: oneshot::Sender<StopMode>,
         socket_file: Option<(u64, u64)>,
-        child: Option<ChildProcesses>,
     ) -> Self {
         let heartbeat = Heartbeat::new(spec.missed);
         Self {
             path,
             spec,
-            token,
+            admission,
             ready_tx,
             shared,
             socket_file,
             inner_stop: Some(inner_stop),
             verdict: None,
-            child,
             heartbeat,
             stopping: Stopping::No,
             open: Arc::default(),
@@ -372,7 +377,7 @@ impl Link {
                     .refuse_at_accept(stream, format!("cannot read the peer's credentials: {e}"))
             }
         };
-        let Some(child) = &self.child else {
+        let Some(child) = &self.admission.child else {
             return self.refuse_at_accept(stream, "the child's pid is unknown".to_owned());
         };
         if let Err(e) = child.check(peer.pid) {
@@ -677,7 +682,7 @@ impl Link {
         if connected {
             return Err(("the child is already connected".to_owned(), false));
         }
-        if !bool::from(token.as_bytes().ct_eq(self.token.as_bytes())) {
+        if !bool::from(token.as_bytes().ct_eq(self.admission.token.as_bytes())) {
             return Err(("wrong token".to_owned(), false));
         }
         if pid != peer_pid {
