@@ -3,9 +3,12 @@
 //! child's socket, the stop asked over IPC before any signal, and the reconnection of a
 //! child to a warden restarted after SIGKILL.
 //!
-//! Misbehaving children are played by the test itself: the configured process is a plain
-//! `sleep 1000`, and the test reads `state/outboard/<name>.json`, connects to its socket and
-//! speaks (or mis-speaks) the protocol with `warden_supervisors::{ipc, wire}`.
+//! Misbehaving children are played by the test itself: the configured process is a small
+//! relay (`support::fd_relay`) that connects to its outboard socket when the test asks
+//! and hands the connection over, so the peer warden checks is the child's own process;
+//! the test reads `state/outboard/<name>.json` and speaks (or mis-speaks) the protocol
+//! with `warden_supervisors::{ipc, wire}` on that connection. A connection the test makes
+//! itself to a child's socket comes from outside the child's process group.
 mod support;
 
 use std::io::Write;
@@ -103,9 +106,12 @@ fn echo_entry_no_ready(name: &str, extra: &str) -> String {
     )
 }
 
-/// An `[[outboard]]` entry whose process is `sleep 1000`: the test plays the child.
+/// An `[[outboard]]` entry whose process is the fd relay: the test plays the child.
 fn played_entry(name: &str, extra: &str) -> String {
-    format!("[[outboard]]\nname = \"{name}\"\ncommand = [\"sleep\", \"1000\"]\n{extra}\n\n")
+    format!(
+        "[[outboard]]\nname = \"{name}\"\ncommand = {}\n{extra}\n\n",
+        support::fd_relay::outboard_relay_command()
+    )
 }
 
 /// `outboard_echo` as "echo" and a played child as "fake" (heartbeat too slow to matter).
@@ -184,23 +190,31 @@ fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
     cfg
 }
 
-/// A connection to the socket of the outboard child `name`, with read/write deadlines.
-fn connect(w: &Warden, name: &str) -> (OutboardConfigFile, UnixStream) {
+/// A connection to the socket of the outboard child `name`, with read/write deadlines, and
+/// the pid of the process that made it: the played child's own (through its relay), or,
+/// for `echo` (the real `outboard_echo`, not played), the test's.
+fn connect(w: &Warden, name: &str) -> (OutboardConfigFile, UnixStream, u32) {
     let cfg = outboard_config(w, name);
-    let stream = wait_for(&format!("connect to {}", cfg.socket.display()), T, || {
-        UnixStream::connect(&cfg.socket).ok()
-    });
+    let relay = support::fd_relay::relay_socket(&w.path(&format!("state/outboard/{name}.json")));
+    let (stream, pid) = if name != "echo" {
+        support::fd_relay::connection_from_relay(&relay, T)
+    } else {
+        let stream = wait_for(&format!("connect to {}", cfg.socket.display()), T, || {
+            UnixStream::connect(&cfg.socket).ok()
+        });
+        (stream, std::process::id())
+    };
     stream.set_read_timeout(Some(T)).expect("read timeout");
     stream.set_write_timeout(Some(T)).expect("write timeout");
-    (cfg, stream)
+    (cfg, stream, pid)
 }
 
-fn hello(protocol: u32, token: &str, app_version: u32) -> ChildMessage {
+fn hello(protocol: u32, token: &str, app_version: u32, pid: u32) -> ChildMessage {
     ChildMessage::Hello {
         protocol,
         token: token.to_owned(),
         app_version,
-        pid: std::process::id(),
+        pid,
     }
 }
 
@@ -222,8 +236,8 @@ fn recv_msg(stream: &mut UnixStream) -> Option<SupervisorMessage> {
 
 /// A connection that said a correct hello and got `Welcome`.
 fn connect_welcomed(w: &Warden, name: &str) -> UnixStream {
-    let (cfg, mut stream) = connect(w, name);
-    send_msg(&mut stream, &hello(IPC_PROTOCOL, &cfg.token, 1));
+    let (cfg, mut stream, pid) = connect(w, name);
+    send_msg(&mut stream, &hello(IPC_PROTOCOL, &cfg.token, 1, pid));
     match recv_msg(&mut stream) {
         Some(SupervisorMessage::Welcome { protocol }) => assert_eq!(protocol, IPC_PROTOCOL),
         other => panic!("expected welcome, got {other:?}"),
@@ -282,13 +296,12 @@ fn call_through_played(w: &Warden, stream: &mut UnixStream, name: &str) -> Respo
 /// A fresh connection to the socket of `name` that sends `bytes` raw, then
 /// (if `close_write`) shuts its write side; expects an error frame then EOF.
 fn raw_refused(w: &Warden, name: &str, bytes: &[u8], close_write: bool, what: &str) -> String {
-    let (_, mut stream) = connect(w, name);
-    stream.write_all(bytes).expect("write raw bytes");
-    stream.flush().expect("flush");
+    let (_, mut stream, _) = connect(w, name);
+    // A connection from outside the child's group may be refused before it is read.
+    let _ = stream.write_all(bytes);
+    let _ = stream.flush();
     if close_write {
-        stream
-            .shutdown(std::net::Shutdown::Write)
-            .expect("shutdown write");
+        let _ = stream.shutdown(std::net::Shutdown::Write);
     }
     expect_error_then_eof(&mut stream, what)
 }
@@ -398,16 +411,16 @@ fn a_hello_with_a_wrong_token_is_refused_and_a_correct_one_is_welcomed() {
     let w = echo_and_fake();
     let pid = w.actor_pid("fake");
 
-    let (cfg, mut stream) = connect(&w, "fake");
+    let (cfg, mut stream, relay_pid) = connect(&w, "fake");
     let wrong = format!("{}x", cfg.token);
-    send_msg(&mut stream, &hello(IPC_PROTOCOL, &wrong, 1));
+    send_msg(&mut stream, &hello(IPC_PROTOCOL, &wrong, 1, relay_pid));
     let message = expect_error_then_eof(&mut stream, "wrong token");
     assert!(message.contains("token"), "error frame: {message:?}");
     drop(stream);
 
     // An empty token too.
-    let (_, mut stream) = connect(&w, "fake");
-    send_msg(&mut stream, &hello(IPC_PROTOCOL, "", 1));
+    let (_, mut stream, relay_pid) = connect(&w, "fake");
+    send_msg(&mut stream, &hello(IPC_PROTOCOL, "", 1, relay_pid));
     expect_error_then_eof(&mut stream, "empty token");
     drop(stream);
 
@@ -484,8 +497,8 @@ fn assert_protocol_mismatch_fails_for_good(ready: &str, first_state: &str) {
     let a = w.wait_state("fake", first_state, T);
     let pid = pid_of(&a).expect("pid");
 
-    let (cfg, mut stream) = connect(&w, "fake");
-    send_msg(&mut stream, &hello(999, &cfg.token, 1));
+    let (cfg, mut stream, relay_pid) = connect(&w, "fake");
+    send_msg(&mut stream, &hello(999, &cfg.token, 1, relay_pid));
     let message = expect_error_then_eof(&mut stream, "protocol 999");
     assert!(message.contains("protocol"), "error frame: {message:?}");
 
@@ -560,7 +573,8 @@ fn a_child_that_stops_answering_heartbeats_is_restarted() {
 
 #[test]
 fn a_child_that_answers_heartbeats_is_left_alone() {
-    let w = Warden::start(&played_entry("fake", "heartbeat = \"100ms\"\nmissed = 2"));
+    // missed = 10: the played child (a python relay) gets a second to connect at all.
+    let w = Warden::start(&played_entry("fake", "heartbeat = \"100ms\"\nmissed = 10"));
     let a = w.wait_state("fake", "running", T);
     let pid = pid_of(&a);
     let mut stream = connect_welcomed(&w, "fake");
@@ -694,8 +708,8 @@ fn a_second_connection_of_a_connected_child_is_refused_and_the_first_stays_usabl
     let pid = w.actor_pid("fake");
 
     let mut first = connect_welcomed(&w, "fake");
-    let (cfg, mut second) = connect(&w, "fake");
-    send_msg(&mut second, &hello(IPC_PROTOCOL, &cfg.token, 1));
+    let (cfg, mut second, relay_pid) = connect(&w, "fake");
+    send_msg(&mut second, &hello(IPC_PROTOCOL, &cfg.token, 1, relay_pid));
     let message = expect_error_then_eof(&mut second, "second connection");
     assert!(
         message.contains("already connected"),
@@ -709,12 +723,17 @@ fn a_second_connection_of_a_connected_child_is_refused_and_the_first_stays_usabl
     assert_eq!(r.json(), json!({ "played": { "q": 42 } }));
     assert_fake_untouched(&w, pid, "a second connection");
 
-    // A second connection to the real echo child does not disturb it either.
-    let (cfg, mut second) = connect(&w, "echo");
-    send_msg(&mut second, &hello(IPC_PROTOCOL, &cfg.token, 1));
+    // A connection to the real echo child's socket (from the test, outside its process
+    // group, even with its token) does not disturb it either.
+    let (cfg, mut second, pid) = connect(&w, "echo");
+    let _ = wire::write_frame_blocking(
+        &mut second,
+        &wire::encode(&hello(IPC_PROTOCOL, &cfg.token, 1, pid)).expect("encode"),
+        MAX_FRAME,
+    );
     let message = expect_error_then_eof(&mut second, "second connection (echo)");
     assert!(
-        message.contains("already connected"),
+        message.contains("process group"),
         "error frame: {message:?}"
     );
     assert_echo_answers(&w, "echo", "second connection");

@@ -7,7 +7,9 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;
+pub mod log_budget;
 mod outboard;
+pub mod peer;
 mod pool;
 mod redis_registry;
 mod secret;
@@ -15,7 +17,10 @@ mod service;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
-pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
+pub use outboard::{
+    CallError, OutboardFactory, OutboardHub, OutboardSpec, OUTBOARD_HELLO_WITHIN,
+    OUTBOARD_MAX_CONNECTIONS,
+};
 pub use pool::{
     MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, PoolTables, RegistryFuture,
     RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,

@@ -5,9 +5,10 @@
 //! written to a temp file then renamed) whose path the child finds in
 //! `$WARDEN_OUTBOARD_CONFIG`, and listens on the socket. A connection must start with a
 //! `hello` carrying the protocol version, the token (compared in constant time) and the
-//! child's app version. A wrong token, garbage, a truncated or oversized frame, or a
-//! second connection gets an error frame and is closed, logged with the actor path; the
-//! child and every other child carry on. Another protocol or app version is fatal: the
+//! child's app version. Only a process of the child's own process group may connect
+//! (SO_PEERCRED), with its own pid in the hello. A wrong token, garbage, a truncated or
+//! oversized frame, or a second connection gets an error frame and is closed, logged
+//! (rate-limited) with the actor path; the child and every other child carry on. Another protocol or app version is fatal: the
 //! child is stopped and `failed`. Heartbeats: warden pings every `heartbeat`; `missed`
 //! pings without an answer in a row (or writes to the socket past their deadline) restart
 //! the child. A stop first asks the child over the socket and waits its stop timeout
@@ -35,10 +36,11 @@ use warden_supervisors::ipc::{OutboardConfigFile, IPC_PROTOCOL};
 use warden_supervisors::{ActorKind, ChildFactory, Exit, RunningChild, StartContext};
 
 pub use hub::OutboardHub;
+pub use link::{HELLO_WITHIN as OUTBOARD_HELLO_WITHIN, OUTBOARD_MAX_CONNECTIONS};
 
 use crate::service::ServiceFactory;
 use hub::{LinkShared, Registration};
-use link::{Link, RunInputs};
+use link::{Admission, Link, RunInputs};
 
 /// How an outboard child talks to warden (the keys `[[outboard]]` adds to a service).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +209,12 @@ impl ChildFactory for OutboardFactory {
         let link = Link::new(
             cx.path.clone(),
             self.spec.clone(),
-            token,
+            Admission {
+                token,
+                child: inner
+                    .pid
+                    .map(|pid| self.service.processes_of(&cx.path, pid, inner.containment)),
+            },
             wants_ipc_ready.then_some(ready_tx),
             shared,
             inner.stop,

@@ -18,6 +18,7 @@
 //! [`proc::Pinned`] identity (or their cgroup).
 
 pub(crate) mod cgroup;
+pub(crate) mod listener;
 pub(crate) mod log;
 pub mod proc;
 pub(crate) mod ready;
@@ -39,7 +40,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use warden_supervisors::{
-    panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode,
+    panic_message, ActorKind, ActorPath, ChildFactory, Containment, Exit, RunningChild,
+    StartContext, StopMode,
 };
 
 use self::cgroup::{Cgroups, RunContainment};
@@ -205,6 +207,24 @@ impl ServiceFactory {
         }
     }
 
+    /// The processes of the run of `path` led by `pid`: its process group and, when the
+    /// run is contained by a cgroup, that cgroup too (a sibling that joined the group with
+    /// setpgid is still not one of them).
+    pub(crate) fn processes_of(
+        &self,
+        path: &ActorPath,
+        pid: u32,
+        containment: Option<Containment>,
+    ) -> crate::peer::ChildProcesses {
+        let processes = crate::peer::ChildProcesses::led_by(pid);
+        match (&self.cgroups, containment) {
+            (Some(cgroups), Some(Containment::Cgroup)) => {
+                processes.in_cgroup(cgroups.service_dir(path))
+            }
+            _ => processes,
+        }
+    }
+
     fn notify_path(&self, cx: &StartContext, dir: &std::path::Path) -> PathBuf {
         let mut h = std::hash::DefaultHasher::new();
         cx.path.as_str().hash(&mut h);
@@ -318,8 +338,10 @@ impl ChildFactory for ServiceFactory {
             self.records.clone().map(|r| (r, cx.path.clone(), pid)),
         ));
         let exit = join_exit(task);
+        let processes = self.processes_of(&cx.path, pid, Some(containment_kind));
         let ready = spec.ready.clone().map(|check| {
-            Box::pin(ready::wait(check, notify)) as futures_util::future::LocalBoxFuture<'static, _>
+            Box::pin(ready::wait(check, notify, processes))
+                as futures_util::future::LocalBoxFuture<'static, _>
         });
         Ok(RunningChild {
             pid: Some(pid),

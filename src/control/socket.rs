@@ -3,10 +3,19 @@
 //! `hello` carrying the protocol version; then each request gets a reply with its id. A
 //! bad frame (garbage, truncated, oversized) or a version mismatch gets an `error` frame
 //! and that connection is closed; warden and every other connection carry on.
+//!
+//! Who may connect: besides the file mode, the kernel's record of the peer (SO_PEERCRED)
+//! must say warden's own uid or root; anyone else is closed at once, unanswered, with one
+//! rate-limited log line naming its uid and pid. A connection must say hello within
+//! [`HELLO_WITHIN`]; at most [`MAX_CONNECTIONS`] are served at once, and one more gets an
+//! error frame and is closed. A frame's buffer grows only as its bytes arrive.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
 
 use actix::Addr;
 use futures_util::StreamExt as _;
@@ -14,12 +23,23 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use warden_actors::log_budget::LogBudget;
+use warden_actors::peer::PeerCred;
 use warden_supervisors::wire::{self, FrameError, MAX_FRAME};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::protocol::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
 use super::Controller;
+
+/// Control connections served at once, at most; one more is refused with an error frame.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a new connection may take to say hello before it is closed.
+pub const HELLO_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long warden tries to write a refusal before it just closes the connection.
+const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
 /// Binds the control socket at `path` (replacing a stale file) and serves it on the
 /// current actix arbiter until the System stops.
@@ -41,10 +61,35 @@ pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
         .try_overwrite(true)
         .create_tokio()?;
     actix_rt::spawn(async move {
+        let open = Rc::new(Cell::new(0usize));
+        let mut strangers = LogBudget::default();
         loop {
             match listener.accept().await {
                 Ok(conn) => {
-                    actix_rt::spawn(serve_connection(conn, controller.clone()));
+                    if !admitted(&conn, &mut strangers) {
+                        continue;
+                    }
+                    match Slot::take(&open) {
+                        Some(slot) => {
+                            let controller = controller.clone();
+                            actix_rt::spawn(async move {
+                                serve_connection(conn, controller).await;
+                                drop(slot);
+                            });
+                        }
+                        None => {
+                            actix_rt::spawn(async move {
+                                let mut tx = &conn;
+                                refuse_within(
+                                    &mut tx,
+                                    format!(
+                                        "too many connections: at most {MAX_CONNECTIONS} at once"
+                                    ),
+                                )
+                                .await;
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket: accept failed");
@@ -54,6 +99,56 @@ pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Whether the peer of `conn` may use the control socket: warden's own uid or root. A
+/// refused one is logged (within `strangers`' budget) with its uid and pid.
+fn admitted(conn: &Stream, strangers: &mut LogBudget) -> bool {
+    match PeerCred::of_stream(conn) {
+        Ok(peer) if peer.is_warden_or_root() => true,
+        Ok(peer) => {
+            if let Some(suppressed) = strangers.take() {
+                tracing::warn!(
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    suppressed,
+                    "control socket: refusing a client of another user"
+                );
+            }
+            false
+        }
+        Err(e) => {
+            if let Some(suppressed) = strangers.take() {
+                tracing::warn!(error = %e, suppressed, "control socket: refusing a client whose credentials cannot be read");
+            }
+            false
+        }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] connection slots; given back when dropped.
+struct Slot(Rc<Cell<usize>>);
+
+impl Slot {
+    fn take(open: &Rc<Cell<usize>>) -> Option<Self> {
+        if open.get() >= MAX_CONNECTIONS {
+            return None;
+        }
+        open.set(open.get() + 1);
+        Some(Self(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Sends an `error` frame if that can be done within [`REFUSAL_WRITE`] (the connection is
+/// closed after it either way), without logging: for refusals a client can repeat at will.
+async fn refuse_within<W: AsyncWrite + Unpin>(tx: &mut W, message: String) {
+    let _ = tokio::time::timeout(REFUSAL_WRITE, send(tx, &ServerFrame::Error { message })).await;
 }
 
 async fn send<W: AsyncWrite + Unpin>(tx: &mut W, frame: &ServerFrame) -> Result<(), FrameError> {
@@ -76,7 +171,11 @@ async fn next_frame<R: AsyncRead + Unpin>(rx: &mut R) -> Result<Option<ClientFra
 async fn serve_connection(conn: Stream, controller: Addr<Controller>) {
     let mut rx = &conn;
     let mut tx = &conn;
-    match next_frame(&mut rx).await {
+    let Ok(hello) = tokio::time::timeout(HELLO_WITHIN, next_frame(&mut rx)).await else {
+        refuse_within(&mut tx, format!("no hello within {HELLO_WITHIN:?}")).await;
+        return;
+    };
+    match hello {
         Ok(Some(hello)) => {
             if let Err(reason) = check_hello(&hello) {
                 refuse(&mut tx, reason).await;

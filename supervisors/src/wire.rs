@@ -3,7 +3,9 @@
 //! socket warden speaks (the control socket, outboard children).
 //!
 //! A frame longer than the reader's maximum is refused *before* anything is allocated
-//! for it, so a hostile length prefix (up to 4 GiB) costs nothing.
+//! for it, so a hostile length prefix (up to 4 GiB) costs nothing; one under the maximum
+//! gets memory only as its bytes arrive (at most [`READ_CHUNK`] ahead of them), so a peer
+//! that announces 1 MiB and stalls pins almost nothing.
 
 use std::io::{self, Read, Write};
 
@@ -14,6 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame accepted by default: 1 MiB.
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// How far ahead of the bytes received a frame's buffer may grow.
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Why a frame could not be read, written, encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -98,18 +103,26 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         got += n;
     }
     let len = check_len(u32::from_be_bytes(prefix), max)?;
-    let mut payload = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
+    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+    while payload.len() < len {
+        let filled = grow(&mut payload, len);
         let n = reader.read(&mut payload[filled..]).await?;
+        payload.truncate(filled + n);
         if n == 0 {
             return Err(FrameError::Truncated {
                 missing: len - filled,
             });
         }
-        filled += n;
     }
     Ok(Some(payload))
+}
+
+/// Makes room in `payload` for the next at most [`READ_CHUNK`] bytes of a frame of `len`
+/// bytes (zeroed, to be read into); returns where they start.
+fn grow(payload: &mut Vec<u8>, len: usize) -> usize {
+    let filled = payload.len();
+    payload.resize(filled + (len - filled).min(READ_CHUNK), 0);
+    filled
 }
 
 /// Writes one frame (and flushes).
@@ -147,16 +160,16 @@ pub fn read_frame_blocking<R: Read>(
         got += n;
     }
     let len = check_len(u32::from_be_bytes(prefix), max)?;
-    let mut payload = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
+    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+    while payload.len() < len {
+        let filled = grow(&mut payload, len);
         let n = reader.read(&mut payload[filled..])?;
+        payload.truncate(filled + n);
         if n == 0 {
             return Err(FrameError::Truncated {
                 missing: len - filled,
             });
         }
-        filled += n;
     }
     Ok(Some(payload))
 }
@@ -205,5 +218,38 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(decode::<(String, u32)>(&[0xc1, 0xff]).is_err());
+    }
+
+    #[test]
+    fn a_frame_gets_memory_only_as_its_bytes_arrive() {
+        // Announces just under the maximum, sends 10 bytes: refused as truncated, and the
+        // buffer never grew past one chunk (checked through a reader that records it).
+        struct Recording<'a>(&'a [u8], usize);
+        impl Read for Recording<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 = self.1.max(buf.len());
+                Read::read(&mut self.0, buf)
+            }
+        }
+        let mut bytes = ((MAX_FRAME - 1) as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0x80; 10]);
+        let mut reader = Recording(&bytes, 0);
+        assert!(matches!(
+            read_frame_blocking(&mut reader, MAX_FRAME),
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(
+            reader.1 <= READ_CHUNK,
+            "asked to fill {} bytes at once",
+            reader.1
+        );
+        // A frame larger than a chunk still round-trips.
+        let big = vec![7u8; 3 * READ_CHUNK + 5];
+        let mut buf = Vec::new();
+        write_frame_blocking(&mut buf, &big, MAX_FRAME).unwrap();
+        assert_eq!(
+            read_frame_blocking(&mut buf.as_slice(), MAX_FRAME).unwrap(),
+            Some(big)
+        );
     }
 }

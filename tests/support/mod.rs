@@ -4,6 +4,7 @@
 
 pub mod census;
 pub mod example_bin;
+pub mod fd_relay;
 pub mod redis;
 pub mod rng;
 

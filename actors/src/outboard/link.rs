@@ -1,6 +1,16 @@
 //! One run's link to its outboard child: accepts connections on the child's socket, judges
 //! each hello, counts heartbeats and drives the stop.
 //!
+//! Who may connect: the kernel's record of the peer (SO_PEERCRED) must name a process of
+//! the child's own process group (and cgroup, when it has one), checked at accept before
+//! anything is read; its hello must carry that same pid. At most
+//! [`OUTBOARD_MAX_CONNECTIONS`] connections are open at once (the connected one included),
+//! each with [`HELLO_WITHIN`] to say hello. The hello is judged "already connected" first:
+//! a second hello for a connected child, even with the right token, is refused and never
+//! harms the connected one; then the token, the pid, and only then the versions (a
+//! mismatch there is fatal for the run). What a child can make warden log is cut short,
+//! escaped and rate-limited (`log_budget`).
+//!
 //! The link loop never awaits socket I/O: each connection has a reader task (which hands
 //! messages over through a bounded queue) and a writer task (fed through a bounded queue,
 //! see `writer`), and every arm of the loop only updates state and queues frames without
@@ -9,12 +19,14 @@
 //!
 //! Heartbeats: a ping without an answer, and a write that passes its deadline, are each a
 //! missed heartbeat; `missed` in a row (the larger of the two counts, both reset by a
-//! pong) restart the child. A stop first asks the child over the socket; the signals
+//! pong) restart the child. Only a pong carrying the number of a ping warden sent and that
+//! was not answered yet counts; it answers that ping and every earlier one. A stop first asks the child over the socket; the signals
 //! follow when the request cannot be written within the write deadline, when the child is
 //! not connected, or when it has not gone within its stop timeout; then the process's own
 //! stop runs (the stop signal to the group, SIGKILL after the stop timeout), as for any
 //! service.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +42,8 @@ use warden_supervisors::{ActorPath, Exit, StopMode};
 use super::hub::{Connection, LinkShared};
 use super::writer::{FrameWriter, WriterContext};
 use super::{CallError, OutboardSpec};
+use crate::log_budget::{untrusted, LogBudget};
+use crate::peer::{ChildProcesses, PeerCred};
 
 /// Events from connections (readers and writers) that may wait for the link.
 const INCOMING_QUEUE: usize = 64;
@@ -39,7 +53,14 @@ const INCOMING_QUEUE: usize = 64;
 const MAX_WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a connection may take to say hello.
-const HELLO_WITHIN: Duration = Duration::from_secs(5);
+pub const HELLO_WITHIN: Duration = Duration::from_secs(5);
+
+/// Connections open at once on one child's socket, at most (the connected one, a
+/// reconnection, and a few waiting for their hello); one more is refused.
+pub const OUTBOARD_MAX_CONNECTIONS: usize = 4;
+
+/// How long warden tries to write a refusal at accept before it just closes.
+const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
 /// The write deadline of a link with this spec.
 pub(super) fn write_deadline(spec: &OutboardSpec) -> Duration {
@@ -51,6 +72,8 @@ pub(super) enum Incoming {
     /// The first frame of a connection, for a verdict.
     Hello {
         conn: u64,
+        /// The connecting process, as the kernel recorded it.
+        peer_pid: u32,
         writer: FrameWriter,
         hello: Result<ChildMessage, FrameError>,
         accepted: oneshot::Sender<bool>,
@@ -69,11 +92,15 @@ pub(super) enum Incoming {
 /// then, if accepted, every message until it closes.
 async fn read_connection(
     conn: u64,
+    peer_pid: u32,
     stream: Arc<Stream>,
     writer: FrameWriter,
     to_link: mpsc::Sender<Incoming>,
     shared: Arc<LinkShared>,
+    slot: Slot,
 ) {
+    // Given back when this connection ends.
+    let _slot = slot;
     let mut reader = &*stream;
     let hello = tokio::time::timeout(HELLO_WITHIN, wire::read_frame(&mut reader, MAX_FRAME)).await;
     let hello = match hello {
@@ -87,6 +114,7 @@ async fn read_connection(
     let (accepted_tx, accepted_rx) = oneshot::channel();
     let hello = Incoming::Hello {
         conn,
+        peer_pid,
         writer,
         hello,
         accepted: accepted_tx,
@@ -121,7 +149,10 @@ async fn read_connection(
 #[derive(Debug)]
 struct Heartbeat {
     limit: u32,
-    unanswered: u32,
+    /// The number of the last ping sent.
+    sent: u64,
+    /// The number of the last ping answered (every earlier one counts as answered too).
+    answered: u64,
     stalled_writes: u32,
 }
 
@@ -129,31 +160,65 @@ impl Heartbeat {
     fn new(limit: u32) -> Self {
         Self {
             limit,
-            unanswered: 0,
+            sent: 0,
+            answered: 0,
             stalled_writes: 0,
         }
     }
 
-    /// The child answered: it reads and writes.
-    fn answered(&mut self) {
-        self.unanswered = 0;
+    /// A new connection: nothing is owed on it yet.
+    fn connected(&mut self) {
+        self.answered = self.sent;
         self.stalled_writes = 0;
     }
 
-    fn ping_sent(&mut self) {
-        self.unanswered = self.unanswered.saturating_add(1);
+    /// A pong numbered `seq`: `true` (the child reads and writes) if it answers a ping
+    /// that was sent and not answered yet; any other number is no heartbeat.
+    fn pong(&mut self, seq: u64) -> bool {
+        if seq <= self.answered || seq > self.sent {
+            return false;
+        }
+        self.answered = seq;
+        self.stalled_writes = 0;
+        true
+    }
+
+    /// Counts a new ping; returns its number.
+    fn ping_sent(&mut self) -> u64 {
+        self.sent += 1;
+        self.sent
     }
 
     fn write_stalled(&mut self) {
         self.stalled_writes = self.stalled_writes.saturating_add(1);
     }
 
-    fn missed(&self) -> u32 {
-        self.unanswered.max(self.stalled_writes)
+    fn missed(&self) -> u64 {
+        (self.sent - self.answered).max(u64::from(self.stalled_writes))
     }
 
     fn given_up(&self) -> bool {
-        self.missed() >= self.limit
+        self.missed() >= u64::from(self.limit)
+    }
+}
+
+/// One of the [`OUTBOARD_MAX_CONNECTIONS`] connection slots of a link; given back when
+/// dropped.
+pub(super) struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < OUTBOARD_MAX_CONNECTIONS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -172,11 +237,20 @@ enum Stopping {
     Signalled,
 }
 
+/// Who may connect to a run's socket: a process of the child (`None`: its pid is
+/// unknown, so nobody can be checked) that shows the run's token.
+pub(super) struct Admission {
+    /// The secret the hello must carry.
+    pub(super) token: String,
+    /// The child's processes.
+    pub(super) child: Option<ChildProcesses>,
+}
+
 /// One run's link to its child.
 pub(super) struct Link {
     pub(super) path: ActorPath,
     pub(super) spec: OutboardSpec,
-    pub(super) token: String,
+    admission: Admission,
     pub(super) ready_tx: Option<oneshot::Sender<()>>,
     pub(super) shared: Arc<LinkShared>,
     /// The socket file this run bound (device, inode): removed at the end only if it is
@@ -187,7 +261,12 @@ pub(super) struct Link {
     pub(super) verdict: Option<Exit>,
     heartbeat: Heartbeat,
     stopping: Stopping,
-    seq: u64,
+    /// Connections open on the socket right now.
+    open: Arc<AtomicUsize>,
+    /// Refused connections, logged within this budget.
+    refusals: LogBudget,
+    /// Errors the child reports, logged within this budget.
+    reports: LogBudget,
 }
 
 /// The parts of a run the link loop waits on.
@@ -201,7 +280,7 @@ impl Link {
     pub(super) fn new(
         path: ActorPath,
         spec: OutboardSpec,
-        token: String,
+        admission: Admission,
         ready_tx: Option<oneshot::Sender<()>>,
         shared: Arc<LinkShared>,
         inner_stop: oneshot::Sender<StopMode>,
@@ -211,7 +290,7 @@ impl Link {
         Self {
             path,
             spec,
-            token,
+            admission,
             ready_tx,
             shared,
             socket_file,
@@ -219,7 +298,9 @@ impl Link {
             verdict: None,
             heartbeat,
             stopping: Stopping::No,
-            seq: 0,
+            open: Arc::default(),
+            refusals: LogBudget::default(),
+            reports: LogBudget::default(),
         }
     }
 
@@ -252,7 +333,7 @@ impl Link {
                 accepted = listener.accept(), if accept_paused_until.is_none() => match accepted {
                     Ok(stream) => {
                         next_conn += 1;
-                        self.serve_connection(next_conn, stream, &to_link);
+                        self.on_accept(next_conn, stream, &to_link);
                     }
                     Err(e) => {
                         tracing::warn!(path = %self.path, error = %e, "outboard: accept failed");
@@ -286,8 +367,56 @@ impl Link {
         self.verdict.take().unwrap_or(exit)
     }
 
+    /// A new connection: served if its peer is one of the child's processes and a slot is
+    /// free, else refused at once (before anything is read).
+    fn on_accept(&mut self, conn: u64, stream: Stream, to_link: &mpsc::Sender<Incoming>) {
+        let peer = match PeerCred::of_stream(&stream) {
+            Ok(peer) => peer,
+            Err(e) => {
+                return self
+                    .refuse_at_accept(stream, format!("cannot read the peer's credentials: {e}"))
+            }
+        };
+        let Some(child) = &self.admission.child else {
+            return self.refuse_at_accept(stream, "the child's pid is unknown".to_owned());
+        };
+        if let Err(e) = child.check(peer.pid) {
+            let why = format!("refused: the connecting process (uid {}): {e}", peer.uid);
+            return self.refuse_at_accept(stream, why);
+        }
+        match Slot::take(&self.open) {
+            Some(slot) => self.serve_connection(conn, peer.pid, stream, to_link, slot),
+            None => self.refuse_at_accept(
+                stream,
+                format!("too many connections: at most {OUTBOARD_MAX_CONNECTIONS} at once"),
+            ),
+        }
+    }
+
+    /// Refuses a connection before reading it: an error frame if it can be written within
+    /// [`REFUSAL_WRITE`], then close; logged within the refusals' budget.
+    fn refuse_at_accept(&mut self, stream: Stream, why: String) {
+        if let Some(suppressed) = self.refusals.take() {
+            tracing::warn!(path = %self.path, reason = %why, suppressed, "outboard: refusing a connection");
+        }
+        actix_rt::spawn(async move {
+            if let Ok(payload) = wire::encode(&SupervisorMessage::Error { message: why }) {
+                let mut writer = &stream;
+                let write = wire::write_frame(&mut writer, &payload, MAX_FRAME);
+                let _ = tokio::time::timeout(REFUSAL_WRITE, write).await;
+            }
+        });
+    }
+
     /// Starts the writer and the reader of a new connection.
-    fn serve_connection(&self, conn: u64, stream: Stream, to_link: &mpsc::Sender<Incoming>) {
+    fn serve_connection(
+        &self,
+        conn: u64,
+        peer_pid: u32,
+        stream: Stream,
+        to_link: &mpsc::Sender<Incoming>,
+        slot: Slot,
+    ) {
         let stream = Arc::new(stream);
         let writer = FrameWriter::spawn(WriterContext {
             conn,
@@ -299,10 +428,12 @@ impl Link {
         });
         actix_rt::spawn(read_connection(
             conn,
+            peer_pid,
             stream,
             writer,
             to_link.clone(),
             self.shared.clone(),
+            slot,
         ));
     }
 
@@ -405,11 +536,10 @@ impl Link {
             self.give_up(self.unresponsive());
             return;
         }
-        self.seq += 1;
-        self.heartbeat.ping_sent();
+        let seq = self.heartbeat.ping_sent();
         if let Some(writer) = self.shared.writer() {
             // A full queue means the child does not read: the ping counts as missed.
-            let _ = writer.try_send(&SupervisorMessage::Ping { seq: self.seq });
+            let _ = writer.try_send(&SupervisorMessage::Ping { seq });
         }
     }
 
@@ -422,8 +552,12 @@ impl Link {
         )
     }
 
-    fn refuse(&self, writer: FrameWriter, why: String) {
-        tracing::warn!(path = %self.path, reason = %why, "outboard: refusing a connection");
+    /// Refuses a connection that was read (its reason may quote what the peer sent, so it
+    /// is logged cut short and escaped, within the refusals' budget).
+    fn refuse(&mut self, writer: FrameWriter, why: String) {
+        if let Some(suppressed) = self.refusals.take() {
+            tracing::warn!(path = %self.path, reason = %untrusted(&why), suppressed, "outboard: refusing a connection");
+        }
         writer.finish_with(&SupervisorMessage::Error { message: why });
     }
 
@@ -431,17 +565,18 @@ impl Link {
         match event {
             Incoming::Hello {
                 conn,
+                peer_pid,
                 writer,
                 hello,
                 accepted,
-            } => match self.judge(hello, self.shared.connection().is_some()) {
+            } => match self.judge(hello, self.shared.connection().is_some(), peer_pid) {
                 Ok(()) => {
                     let welcomed = writer.try_send(&SupervisorMessage::Welcome {
                         protocol: IPC_PROTOCOL,
                     });
                     if welcomed {
-                        tracing::info!(path = %self.path, "outboard: child connected");
-                        self.heartbeat.answered();
+                        tracing::info!(path = %self.path, pid = peer_pid, "outboard: child connected");
+                        self.heartbeat.connected();
                         self.shared
                             .set_current(Some(Connection { id: conn, writer }));
                     }
@@ -498,12 +633,20 @@ impl Link {
                     let _ = tx.send(());
                 }
             }
-            ChildMessage::Pong { .. } => self.heartbeat.answered(),
+            ChildMessage::Pong { seq } => {
+                if !self.heartbeat.pong(seq) {
+                    if let Some(suppressed) = self.reports.take() {
+                        tracing::warn!(path = %self.path, seq, last_ping = self.heartbeat.sent, suppressed, "outboard: a pong for no outstanding ping is no heartbeat");
+                    }
+                }
+            }
             ChildMessage::Reply { id, result } => {
                 self.shared.resolve(id, result.map_err(CallError::Handler));
             }
             ChildMessage::Error { message } => {
-                tracing::warn!(path = %self.path, %message, "outboard: the child reported an error");
+                if let Some(suppressed) = self.reports.take() {
+                    tracing::warn!(path = %self.path, message = %untrusted(&message), suppressed, "outboard: the child reported an error");
+                }
             }
             ChildMessage::Hello { .. } => {
                 if let Some(connection) = self.shared.set_current(None) {
@@ -517,24 +660,36 @@ impl Link {
         }
     }
 
-    /// Accepts a hello, or says why not and whether that is fatal for the child.
+    /// Accepts a hello from the process `peer_pid`, or says why not and whether that is
+    /// fatal for the child. "Already connected" comes first: whatever a second hello says,
+    /// it never harms the connected child.
     fn judge(
         &self,
         hello: Result<ChildMessage, FrameError>,
         connected: bool,
+        peer_pid: u32,
     ) -> Result<(), (String, bool)> {
         let hello = hello.map_err(|e| (format!("bad hello: {e}"), false))?;
         let ChildMessage::Hello {
             protocol,
             token,
             app_version,
-            ..
+            pid,
         } = hello
         else {
             return Err(("the first message must be hello".to_owned(), false));
         };
-        if !bool::from(token.as_bytes().ct_eq(self.token.as_bytes())) {
+        if connected {
+            return Err(("the child is already connected".to_owned(), false));
+        }
+        if !bool::from(token.as_bytes().ct_eq(self.admission.token.as_bytes())) {
             return Err(("wrong token".to_owned(), false));
+        }
+        if pid != peer_pid {
+            return Err((
+                format!("the hello names pid {pid}, but the connection is pid {peer_pid}'s"),
+                false,
+            ));
         }
         if protocol != IPC_PROTOCOL {
             return Err((
@@ -550,9 +705,6 @@ impl Link {
                 ),
                 true,
             ));
-        }
-        if connected {
-            return Err(("the child is already connected".to_owned(), false));
         }
         Ok(())
     }
@@ -611,7 +763,25 @@ mod tests {
         heartbeat.write_stalled();
         heartbeat.write_stalled();
         assert!(heartbeat.given_up());
-        heartbeat.answered();
+        assert!(heartbeat.pong(2));
+        assert_eq!(heartbeat.missed(), 0);
+    }
+
+    /// Finding 5/6: only a pong for a ping sent and not yet answered is a heartbeat.
+    #[test]
+    fn a_pong_counts_only_for_an_outstanding_ping() {
+        let mut heartbeat = Heartbeat::new(2);
+        assert!(!heartbeat.pong(0), "no ping sent yet");
+        let first = heartbeat.ping_sent();
+        let second = heartbeat.ping_sent();
+        assert!(!heartbeat.pong(second + 1), "a ping never sent");
+        assert!(!heartbeat.pong(0), "a replayed zero");
+        assert!(heartbeat.given_up());
+        // A late answer to the first ping answers it only.
+        assert!(heartbeat.pong(first));
+        assert_eq!(heartbeat.missed(), 1);
+        assert!(!heartbeat.pong(first), "answered already");
+        assert!(heartbeat.pong(second));
         assert_eq!(heartbeat.missed(), 0);
     }
 }

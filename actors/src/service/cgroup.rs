@@ -120,7 +120,7 @@ impl Cgroups {
     }
 
     /// The cgroup of the service at `path`.
-    fn service_dir(&self, path: &ActorPath) -> PathBuf {
+    pub(crate) fn service_dir(&self, path: &ActorPath) -> PathBuf {
         let mut dir = self.base.clone();
         dir.extend(path.segments());
         dir
