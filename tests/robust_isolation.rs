@@ -349,3 +349,61 @@ command = ["sh", "-c", "echo one; echo two; exec sleep 1000"]
         r.text()
     );
 }
+
+// Promise: "SIGTERM loses no output": warden's shutdown waits (bounded) until every drain
+// has read its child's pipe to the end and the log writer's queue is on disk. The child
+// writes 8 MiB then a known final line, and warden gets SIGTERM the moment that line is in
+// the pipe; small, numerous rotated files make the writer lag the pipe by its whole queue
+// (up to 4 MiB). On the old code warden exited with the queue unwritten: the final line
+// and megabytes before it were lost.
+#[test]
+fn sigterm_right_after_a_burst_leaves_the_childs_final_line_in_its_log() {
+    const FINAL: &str = "the-final-line-of-the-burst";
+    let dir = temp_dir();
+    let written = abs(&dir, "written");
+    let script = format!(
+        "yes {YES_LINE} | head -c 8388608; echo; echo {FINAL}; touch {written}; exec sleep 1000"
+    );
+    let body = format!(
+        r#"
+[logs]
+max_bytes = 65536
+keep = 400
+
+[[service]]
+name = "burst"
+command = {}
+"#,
+        sh(&script)
+    );
+    let mut w = Warden::start_in(dir, &body);
+    let written = Path::new(&written).to_owned();
+    wait_until("the burst is written", Duration::from_secs(30), || {
+        written.exists()
+    });
+    let status = w.signal_and_wait(15, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "warden exit: {status}: {}",
+        w.stderr_text()
+    );
+    let mut tail = std::fs::read(w.path("state/logs/burst.log.1")).unwrap_or_default();
+    tail.extend(std::fs::read(w.path("state/logs/burst.log")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&tail);
+    assert!(
+        text.ends_with(&format!("\n{FINAL}\n")),
+        "the log does not end with the final line; its last 200 bytes: {:?}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    let logged: u64 = std::fs::read_dir(w.path("state/logs"))
+        .expect("logs dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("burst.log"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert_eq!(
+        logged,
+        8_388_608 + 1 + FINAL.len() as u64 + 1,
+        "every byte of the burst is in the log files"
+    );
+}
