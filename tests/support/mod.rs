@@ -394,6 +394,20 @@ impl Warden {
         })
     }
 
+    /// SIGKILLs warden and waits (bounded) until it is gone (reaped).
+    pub fn crash(&mut self) {
+        kill(self.pid(), 9);
+        wait_until("warden gone after SIGKILL", Duration::from_secs(10), || {
+            self.try_wait().is_some()
+        });
+    }
+
+    /// The dir of a warden that has exited, to start the next warden in.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        assert!(self.try_wait().is_some(), "into_dir: warden still runs");
+        std::mem::replace(&mut self.dir, temp_dir())
+    }
+
     /// Sends `signal` to warden and waits (bounded) for its exit status.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> ExitStatus {
         let pid = self.pid();
