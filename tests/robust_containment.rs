@@ -244,8 +244,7 @@ fn kill9_takes_every_grandchild(runtime: &str) {
     let setsid = pid_in(&w.path("setsid.pid"));
     let _strays = (Stray::new(plain), Stray::new(setsid));
     assert!(alive(plain) && alive(setsid));
-    kill(w.pid(), 9);
-    wait_until("warden gone after SIGKILL", T, || w.try_wait().is_some());
+    w.crash();
     wait_until(
         "every grandchild gone within 3 s of warden's SIGKILL",
         Duration::from_secs(3),
@@ -354,11 +353,8 @@ fn an_adopted_service_keeps_its_cgroup_and_a_stop_still_ends_its_setsid_grandchi
     let grandchild = pid_in(&first.path("grandchild.pid"));
     let _strays = (Stray::new(leader), Stray::new(grandchild));
     let cgroup = cgroup_of(&mount, leader).expect("leader's cgroup");
-    kill(first.pid(), 9);
-    wait_until("warden gone after SIGKILL", T, || {
-        first.try_wait().is_some()
-    });
-    let dir = std::mem::replace(&mut first.dir, temp_dir());
+    first.crash();
+    let dir = first.into_dir();
 
     let second = Warden::start_in(dir, &body);
     let actor = second.wait_state("/svc", "running", T);

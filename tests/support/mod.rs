@@ -4,6 +4,8 @@
 
 pub mod census;
 pub mod example_bin;
+pub mod outboard;
+pub mod pools;
 pub mod redis;
 pub mod rng;
 
