@@ -186,6 +186,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                             let _ = cgroups.kill_all();
                         }
                     }
+                    warden_actors::flush_logs(BOUND_LOG_FLUSH).await;
                     server_handle.stop(false).await;
                     let _ = std::fs::remove_file(&socket_path);
                     return anyhow::Ok(());
@@ -211,6 +212,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     // The runtime's tasks (each run's stop-on-drop) may never get to run
                     // again: every process group of the tree is killed here and now.
                     kill_every_group(&tree);
+                    warden_actors::flush_logs(LOG_FLUSH).await;
                     server_handle.stop(true).await;
                     anyhow::bail!("the root supervisor ended unexpectedly ({end}); its children were killed");
                 }
@@ -228,6 +230,8 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                 }
             }
         }
+        // Every child is gone: their last output is in pipes and the log writer's queue.
+        warden_actors::flush_logs(LOG_FLUSH).await;
         server_handle.stop(true).await;
         let _ = std::fs::remove_file(&socket_path);
         tracing::info!("stopped");
@@ -268,6 +272,14 @@ fn containment(config: &Config, instance: &str) -> Option<Arc<Cgroups>> {
 /// How long a bound holder whose parent died gives its tree to stop gracefully before
 /// SIGKILLing every process group (the whole exit stays within 2 s).
 const BOUND_STOP: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// How long a stopped tree's last output may take to reach the log files (drains reading
+/// pipes to their end, then the writer's queue of at most 4 MiB) before warden exits
+/// without it.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// [`LOG_FLUSH`] for a bound holder, which exits within 2 s of its parent's death.
+const BOUND_LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// SIGKILLs the process group of every process in the tree.
 fn kill_every_group(tree: &ActorTree) {

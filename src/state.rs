@@ -63,6 +63,75 @@ struct Waiting {
     file: PathBuf,
 }
 
+/// The runs about to be adopted, as the orphan sweep sees them: a marked process belongs
+/// to one when it is in its process group, in its cgroup (one of this instance's service
+/// cgroups, `warden-<instance>/...`), or descends from its leader. The last two spare
+/// what left the group (setsid): in a cgroup, wherever its parent went; without one, as
+/// long as its parent chain still reaches the leader (a double-forked daemon whose
+/// parent is gone was reparented away from it, and is swept as an orphan).
+#[derive(Debug, Default)]
+struct Adoptees {
+    /// Each leader's pid and start time.
+    leaders: HashMap<u32, u64>,
+    groups: HashSet<u32>,
+    cgroups: HashSet<String>,
+}
+
+/// How far up a parent chain the sweep looks for an adopted leader.
+const MAX_ANCESTRY: usize = 64;
+
+impl Adoptees {
+    fn of(identities: impl Iterator<Item = Identity>, instance: &str) -> Self {
+        let service_cgroup = format!("/warden-{instance}/");
+        let mut adoptees = Self::default();
+        for identity in identities {
+            adoptees.leaders.insert(identity.pid, identity.start_time);
+            adoptees.groups.insert(identity.pgid);
+            if let Some(cgroup) =
+                warden_actors::cgroup_of(identity.pid).filter(|c| c.contains(&service_cgroup))
+            {
+                adoptees.cgroups.insert(cgroup);
+            }
+        }
+        adoptees
+    }
+
+    /// Whether `pid` (whose identity is `identity`) belongs to a run to adopt.
+    fn claim(&self, pid: u32, identity: &Identity) -> bool {
+        self.groups.contains(&identity.pgid)
+            || (!self.cgroups.is_empty()
+                && warden_actors::cgroup_of(pid).is_some_and(|c| self.cgroups.contains(&c)))
+            || self.descends_from_a_leader(pid)
+    }
+
+    /// Whether a leader (the same process: same start time) is among `pid`'s ancestors.
+    fn descends_from_a_leader(&self, pid: u32) -> bool {
+        let mut at = pid;
+        for _ in 0..MAX_ANCESTRY {
+            let Some(parent) = parent_of(at).filter(|&p| p > 1) else {
+                return false;
+            };
+            if let Some(&start) = self.leaders.get(&parent) {
+                return proc::start_time(parent).is_ok_and(|s| s == start);
+            }
+            at = parent;
+        }
+        false
+    }
+}
+
+/// The parent of `pid` (`PPid:` of /proc/PID/status; 0 for a process whose parent is
+/// outside its pid namespace).
+fn parent_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The record files of one state_dir.
 #[derive(Debug)]
 pub struct StateStore {
@@ -159,19 +228,20 @@ impl StateStore {
         &self.instance
     }
 
-    /// Kills processes marked with this instance, of warden's own uid, whose process group
-    /// is not one to adopt: children spawned by a warden that died before recording them,
-    /// and processes of records that cannot be adopted. Each is pinned (identity read,
+    /// Kills processes marked with this instance, of warden's own uid, that belong to no
+    /// run to adopt (see [`Adoptees::claim`]): children spawned by a warden that died
+    /// before recording them, and processes of records that cannot be adopted. Each is pinned (identity read,
     /// marker read, pidfd opened, identity read again and compared) before the SIGKILL, so
     /// a pid reused in between is never hit.
     fn kill_orphans(&self) -> usize {
-        let keep: HashSet<u32> = self
-            .adoptable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|w| w.identity.pgid)
-            .collect();
+        let keep = Adoptees::of(
+            self.adoptable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .map(|w| w.identity),
+            self.instance.as_str(),
+        );
         let me = std::process::id();
         // SAFETY: getuid cannot fail.
         let my_uid = unsafe { libc::getuid() };
@@ -196,8 +266,8 @@ impl StateStore {
                 continue;
             };
             if identity.uid != my_uid
-                || keep.contains(&identity.pgid)
                 || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
+                || keep.claim(pid, &identity)
             {
                 continue;
             }

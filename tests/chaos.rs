@@ -378,12 +378,9 @@ fn warden_killed_at_random_moments_never_runs_anything_twice_nor_leaves_a_proces
         if !settled && listed(&w).is_none_or(|a| !tree_up(&a)) {
             early_kills += 1;
         }
-        kill(w.pid(), 9);
-        wait_until("warden gone after SIGKILL", Duration::from_secs(10), || {
-            w.try_wait().is_some()
-        });
+        w.crash();
         chaos.at_most_once();
-        dir = std::mem::replace(&mut w.dir, temp_dir());
+        dir = w.into_dir();
     }
 
     // The last start: everything adopted or replaced, once each; the crashers still loop.

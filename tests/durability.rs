@@ -6,12 +6,13 @@
 mod support;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::census::{instances_by_actor, marked, stat_field, Reaper};
 use support::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -42,101 +43,13 @@ fn running_pid(w: &Warden, path: &str) -> u32 {
     pid_of(&w.wait_state(path, "running", T)).unwrap_or_else(|| panic!("{path} has no pid"))
 }
 
-/// SIGKILLs warden and waits until it is gone (reaped).
-fn crash(w: &mut Warden) {
-    kill(w.pid(), 9);
-    wait_until("warden gone after SIGKILL", T, || w.try_wait().is_some());
-}
-
-/// The dir of a warden that has exited, to start the next warden in.
-fn take_dir(mut w: Warden) -> tempfile::TempDir {
-    assert!(w.try_wait().is_some(), "take_dir: warden still runs");
-    std::mem::replace(&mut w.dir, temp_dir())
-}
-
-/// Fields after the command name of /proc/PID/stat: index 0 is field 3 (state).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat.
-fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    stat_fields(pid)?.get(n - 3)?.parse().ok()
-}
-
-/// One live process marked as a child of the warden of a state_dir.
-#[derive(Debug, Clone)]
-struct Marked {
-    pid: u32,
-    pgid: u32,
-    actor: Option<String>,
-}
-
-/// Every live (not zombie) process whose environment has `WARDEN_INSTANCE=<the id in
-/// state_dir/instance>`.
-fn marked(state_dir: &Path) -> Vec<Marked> {
-    let Some(instance) = instance_of(state_dir) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let mut is_marked = false;
-        let mut actor = None;
-        for var in environ.split(|b| *b == 0) {
-            let var = String::from_utf8_lossy(var);
-            if let Some(v) = var.strip_prefix("WARDEN_INSTANCE=") {
-                is_marked = v == instance;
-            } else if let Some(v) = var.strip_prefix("WARDEN_ACTOR=") {
-                actor = Some(v.to_owned());
-            }
-        }
-        if !is_marked || !alive(pid) {
-            continue;
-        }
-        let pgid = stat_field(pid, 5).unwrap_or(0) as u32;
-        found.push(Marked { pid, pgid, actor });
-    }
-    found
-}
-
-/// Live instances (distinct process groups) of the actor `path`.
+/// Live instances (distinct process groups, sorted) of the actor `path`.
 fn instances(state_dir: &Path, path: &str) -> Vec<u32> {
-    let mut groups: Vec<u32> = marked(state_dir)
-        .into_iter()
-        .filter(|m| m.actor.as_deref() == Some(path))
-        .map(|m| m.pgid)
-        .collect();
+    let mut groups = instances_by_actor(&marked(state_dir))
+        .remove(path)
+        .unwrap_or_default();
     groups.sort_unstable();
-    groups.dedup();
     groups
-}
-
-/// On drop, SIGKILLs whatever is left marked with this test's state_dir (only needed when
-/// a test fails while no warden runs). Declare it before the `Warden`, so that warden's
-/// own graceful stop comes first.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for m in marked(&self.0) {
-            kill(m.pid, 9);
-        }
-    }
 }
 
 /// A process the test started itself; killed and reaped on drop.
@@ -178,14 +91,14 @@ fn a_warden_restarted_after_sigkill_adopts_every_child_with_the_same_pid_and_no_
     let before: Vec<u32> = names.iter().map(|n| running_pid(&w, n)).collect();
     wait_until("3 start lines", T, || lines(Path::new(&starts)).len() >= 3);
 
-    crash(&mut w);
+    w.crash();
     for (name, pid) in names.iter().zip(&before) {
         assert!(
             alive(*pid),
             "{name} (pid {pid}) died with warden; on_exit is keep"
         );
     }
-    let w = Warden::start_in(take_dir(w), &body);
+    let w = Warden::start_in(w.into_dir(), &body);
     for (name, pid) in names.iter().zip(&before) {
         let a = w.wait_state(name, "running", T);
         assert_eq!(pid_of(&a), Some(*pid), "{name} was not adopted: {a}");
@@ -285,10 +198,10 @@ fn output_written_while_no_warden_runs_reaches_the_log_with_no_line_lost_or_repe
     let pid = running_pid(&w, "chatty");
     wait_until("20 lines in the log", T, || line_numbers(&log).len() >= 20);
 
-    crash(&mut w);
+    w.crash();
     let at_crash = line_numbers(&log).last().copied().unwrap_or(0);
     std::thread::sleep(Duration::from_millis(300));
-    let mut w = Warden::start_in(take_dir(w), &body);
+    let mut w = Warden::start_in(w.into_dir(), &body);
     let a = w.wait_state("chatty", "running", T);
     assert_eq!(pid_of(&a), Some(pid), "chatty was not adopted: {a}");
     // Well past the lines written while no warden ran.
@@ -349,7 +262,7 @@ fn one_mib_written_while_no_warden_runs_is_not_blocked_and_reaches_the_log_whole
     );
     let mut w = Warden::start_in(dir, &body);
     let pid = running_pid(&w, "burst");
-    crash(&mut w);
+    w.crash();
     std::fs::write(&trigger, b"go").expect("trigger");
     wait_until(
         "the child's 1 MiB write completes while no warden runs",
@@ -358,7 +271,7 @@ fn one_mib_written_while_no_warden_runs_is_not_blocked_and_reaches_the_log_whole
     );
     assert!(alive(pid), "the writer lives on");
 
-    let w = Warden::start_in(take_dir(w), &body);
+    let w = Warden::start_in(w.into_dir(), &body);
     let a = w.wait_state("burst", "running", T);
     assert_eq!(pid_of(&a), Some(pid), "burst was not adopted: {a}");
     let numbers = || -> Vec<usize> {
@@ -389,7 +302,7 @@ fn a_record_whose_pid_now_belongs_to_another_process_is_neither_adopted_nor_sign
     let body = "[[service]]\nname = \"svc\"\ncommand = [\"sleep\", \"1000\"]\n";
     let mut w = Warden::start_in(dir, body);
     let old = running_pid(&w, "svc");
-    crash(&mut w);
+    w.crash();
     let record_path = state.join(format!("children/svc@{old}.json"));
     let record: Value = serde_json::from_slice(
         &std::fs::read(&record_path).unwrap_or_else(|e| panic!("{}: {e}", record_path.display())),
@@ -418,7 +331,7 @@ fn a_record_whose_pid_now_belongs_to_another_process_is_neither_adopted_nor_sign
     let forged_path = state.join(format!("children/svc@{q}.json"));
     std::fs::write(&forged_path, serde_json::to_vec(&forged).expect("json")).expect("write");
 
-    let w = Warden::start_in(take_dir(w), body);
+    let w = Warden::start_in(w.into_dir(), body);
     let fresh = running_pid(&w, "svc");
     assert_ne!(fresh, q, "a process with another start time was adopted");
     assert_ne!(fresh, old);
@@ -614,7 +527,7 @@ fn fifty_sigkills_at_random_moments_leave_every_child_running_exactly_once_and_n
         let mut w = Warden::start_in(dir, &body);
         let pause = rng.below(151);
         std::thread::sleep(Duration::from_millis(pause));
-        crash(&mut w);
+        w.crash();
         at_most_one_instance_each(&state, &format!("round {round} (seed {seed:#x})"));
         let stderr = w.stderr_text();
         for (total, key) in recovered.iter_mut().zip(RECOVERED_KEYS) {
@@ -623,7 +536,7 @@ fn fifty_sigkills_at_random_moments_leave_every_child_running_exactly_once_and_n
         if logged_count(&stderr, RECOVERED_KEYS[0]) > 0 {
             rounds_that_adopted += 1;
         }
-        dir = take_dir(w);
+        dir = w.into_dir();
     }
     eprintln!(
         "50 crashes took {:?}; the restarts recovered {:?}; {rounds_that_adopted} rounds adopted",
@@ -712,7 +625,7 @@ fn with_on_exit_stop_a_warden_killed_by_sigkill_takes_its_children_with_it() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(alive(a) && alive(b), "children died before warden did");
     let killed = Instant::now();
-    crash(&mut w);
+    w.crash();
     wait_until(
         "the children gone within 2 s of warden's SIGKILL",
         Duration::from_secs(2),

@@ -559,8 +559,6 @@ fn ops_by_path_reach_the_instance_rebuilt_after_a_panic() {
 /// child with its group: leaders and their background grandchildren, nested or not, even
 /// when they ignore SIGTERM and their stop timeout is long.
 #[test]
-#[ignore = "fails: a dropped RunningTree leaves every child running (the ActorTree keeps \
-            the root supervisor's Addr alive, a cycle through its Arc); not yet fixed"]
 fn dropping_a_running_tree_without_shutdown_kills_every_childs_process_group() {
     let dir = support::temp_dir();
     actix::System::new().block_on(async {

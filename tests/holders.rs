@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::census::stat_field;
 use support::*;
 use warden::control::protocol::{Request, Response};
 use warden::holder::BoundHolder;
@@ -66,25 +67,12 @@ fn paths(actors: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat.
-fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(n - 3)?.parse().ok()
-}
-
-/// Live processes whose environment has `WARDEN_INSTANCE=<the id in state_dir/instance>`.
+/// The pids of the live processes marked with the instance of the warden of `state_dir`.
 fn marked(state_dir: &Path) -> Vec<u32> {
-    let Some(instance) = instance_of(state_dir) else {
-        return Vec::new();
-    };
-    let wanted = [format!("WARDEN_INSTANCE={instance}")];
-    procs_where(|pid| {
-        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-            env.split(|b| *b == 0)
-                .any(|v| wanted.iter().any(|w| w.as_bytes() == v))
-        })
-    })
+    support::census::marked(state_dir)
+        .iter()
+        .map(|m| m.pid)
+        .collect()
 }
 
 /// Live processes whose command line mentions `config` (the wardens started on it).

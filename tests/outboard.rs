@@ -13,12 +13,10 @@ mod support;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::outboard::echo_entry;
 use support::*;
 use warden_supervisors::ipc::{ChildMessage, OutboardConfigFile, SupervisorMessage, IPC_PROTOCOL};
 use warden_supervisors::wire::{self, FrameError, MAX_FRAME};
@@ -30,79 +28,14 @@ const T: Duration = Duration::from_secs(15);
 const SLOW_HEARTBEAT: &str = "600s";
 
 // ---------------------------------------------------------------------------------------
-// The outboard_echo example, built once for the whole test binary.
-
-static ECHO_BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-
-/// The path of the `outboard_echo` example, built (once) with the same cargo and target
-/// dir as these tests.
-fn echo_bin() -> PathBuf {
-    ECHO_BIN
-        .get_or_init(|| {
-            let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|d| {
-                    if d.is_absolute() {
-                        d
-                    } else {
-                        manifest_dir.join(d)
-                    }
-                })
-                .unwrap_or_else(|| manifest_dir.join("target"));
-            let out = Command::new(env!("CARGO"))
-                .args(["build", "--example", "outboard_echo", "--target-dir"])
-                .arg(&target_dir)
-                .current_dir(&manifest_dir)
-                .output()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "cargo build --example outboard_echo failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let bin = target_dir.join("debug/examples/outboard_echo");
-            if !bin.is_file() {
-                return Err(format!("{} was not built", bin.display()));
-            }
-            Ok(bin)
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-// ---------------------------------------------------------------------------------------
 // Config snippets.
 
-/// A TOML basic string holding `s`.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An `[[outboard]]` entry running `outboard_echo`, with extra keys.
-fn echo_entry(name: &str, extra: &str) -> String {
-    format!(
-        "[[outboard]]\nname = \"{name}\"\ncommand = [{}]\nready = {{ ipc = true }}\n{extra}\n\n",
-        toml_str(&echo_bin().to_string_lossy())
-    )
-}
-
-/// An `[[outboard]]` entry running `outboard_echo` without a ready check.
+/// An `[[outboard]]` entry running `outboard_echo` without a ready check (with a ready
+/// check: `support::outboard::echo_entry`).
 fn echo_entry_no_ready(name: &str, extra: &str) -> String {
     format!(
         "[[outboard]]\nname = \"{name}\"\ncommand = [{}]\n{extra}\n\n",
-        toml_str(&echo_bin().to_string_lossy())
+        toml_str(&support::example_bin::example_bin("outboard_echo").to_string_lossy())
     )
 }
 
@@ -890,8 +823,7 @@ fn an_outboard_child_reconnects_to_a_warden_restarted_after_sigkill_without_a_re
     let _guard = KillEchoOnDrop(pid);
     assert_echo_answers(&w, "echo", "before the crash");
 
-    kill(w.pid(), 9);
-    wait_until("warden gone after SIGKILL", T, || w.try_wait().is_some());
+    w.crash();
     assert!(
         alive(pid),
         "the child outlives a SIGKILLed warden (on_exit = keep)"
@@ -899,9 +831,7 @@ fn an_outboard_child_reconnects_to_a_warden_restarted_after_sigkill_without_a_re
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(pid), "the child keeps running without warden");
 
-    let dir = std::mem::replace(&mut w.dir, temp_dir());
-    drop(w);
-    let w = Warden::start_in(dir, &body);
+    let w = Warden::start_in(w.into_dir(), &body);
     let a = w.wait_state("echo", "running", T);
     assert_eq!(pid_of(&a), Some(pid), "adopted with the same pid: {a}");
     assert_eq!(restarts(&a), 0, "{a}");

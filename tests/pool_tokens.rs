@@ -70,7 +70,7 @@ fn worker_tokens_are_refreshed_and_verify_after_a_warden_restart() {
     let mut w = w;
     let status = w.signal_and_wait(15, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
-    let dir = std::mem::replace(&mut w.dir, temp_dir());
+    let dir = w.into_dir();
     let dir_path = dir.path().to_owned();
     let w = Warden::start_in(dir, &pool_body(first_port));
     assert_eq!(w.dir.path(), dir_path);

@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::census::stat_field;
 use support::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -31,25 +32,6 @@ fn pid_of(a: &Value) -> Option<u32> {
 
 fn running_pid(w: &Warden, path: &str) -> u32 {
     pid_of(&w.wait_state(path, "running", T)).unwrap_or_else(|| panic!("{path} has no pid"))
-}
-
-/// SIGKILLs warden and waits until it is gone (reaped).
-fn crash(w: &mut Warden) {
-    kill(w.pid(), 9);
-    wait_until("warden gone after SIGKILL", T, || w.try_wait().is_some());
-}
-
-/// The dir of a warden that has exited, to start the next warden in.
-fn take_dir(mut w: Warden) -> tempfile::TempDir {
-    assert!(w.try_wait().is_some(), "take_dir: warden still runs");
-    std::mem::replace(&mut w.dir, temp_dir())
-}
-
-/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat.
-fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(n - 3)?.parse().ok()
 }
 
 fn uid_of(pid: u32) -> u32 {
@@ -433,8 +415,8 @@ fn without_pidfds_adoption_exit_detection_and_stop_still_work() {
     let mut w = Warden::start_in_env(dir, body, &env);
     let a = running_pid(&w, "a");
     let b = running_pid(&w, "b");
-    crash(&mut w);
-    let w = Warden::start_in_env(take_dir(w), body, &env);
+    w.crash();
+    let w = Warden::start_in_env(w.into_dir(), body, &env);
     assert!(
         w.stderr_text().contains("falling back"),
         "warden did not say it falls back without pidfds: {}",
@@ -480,8 +462,8 @@ fn an_adopted_transient_job_that_completes_is_not_run_again() {
     );
     let mut w = Warden::start_in_env(dir, &body, &[]);
     let first = running_pid(&w, "job");
-    crash(&mut w);
-    let w = Warden::start_in_env(take_dir(w), &body, &[]);
+    w.crash();
+    let w = Warden::start_in_env(w.into_dir(), &body, &[]);
     assert_eq!(running_pid(&w, "job"), first, "the job was not adopted");
     std::fs::write(&gate, "").expect("open the gate");
     wait_until("the adopted job gone", T, || !alive(first));
@@ -522,8 +504,8 @@ fn adoption_reattaches_a_pipe_that_only_stderr_still_uses() {
     wait_until("stderr lines in the log", T, || {
         read_log().contains("before 5")
     });
-    crash(&mut w);
-    let w = Warden::start_in_env(take_dir(w), &body, &[]);
+    w.crash();
+    let w = Warden::start_in_env(w.into_dir(), &body, &[]);
     assert_eq!(running_pid(&w, "chatty"), pid, "not adopted");
     std::fs::write(&marker, "").expect("marker");
     wait_until(

@@ -8,13 +8,11 @@
 //! is full, any write to it waits for good, which is what used to wedge the link.
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::outboard::{big_body, echo_entry, fill_socket, stall_entry, CallInFlight};
 use support::*;
 
 /// Deadline for anything that should happen promptly.
@@ -23,95 +21,11 @@ const T: Duration = Duration::from_secs(15);
 /// `POST .../call` answers 504 after this long (`warden::admin::CALL_TIMEOUT_MS`).
 const CALL_TIMEOUT: Duration = Duration::from_millis(warden::admin::CALL_TIMEOUT_MS);
 
-/// Calls sent to fill the stalled child's socket (about 200 KiB fit in its buffer).
-const FILLING_CALLS: usize = 8;
-
 // ---------------------------------------------------------------------------------------
-// The examples, built once for the whole test binary.
-
-static EXAMPLES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-
-/// The path of the example `name` (`outboard_stall` or `outboard_echo`), built once with
-/// the same cargo and target dir as these tests.
-fn example(name: &str) -> PathBuf {
-    let (stall, echo) = EXAMPLES.get_or_init(|| {
-        (
-            support::example_bin::example_bin("outboard_stall"),
-            support::example_bin::example_bin("outboard_echo"),
-        )
-    });
-    match name {
-        "outboard_stall" => stall.clone(),
-        "outboard_echo" => echo.clone(),
-        other => panic!("no example {other:?} in these tests"),
-    }
-}
-
-/// An `[[outboard]]` entry running `outboard_stall` (with `args`), ready over IPC.
-fn stall_entry(name: &str, args: &[&str], extra: &str) -> String {
-    let mut command = vec![toml_str(&example("outboard_stall").to_string_lossy())];
-    command.extend(args.iter().map(|a| toml_str(a)));
-    format!(
-        "[[outboard]]\nname = \"{name}\"\ncommand = [{}]\nready = {{ ipc = true }}\n{extra}\n\n",
-        command.join(", ")
-    )
-}
-
-/// An `[[outboard]]` entry running `outboard_echo`, ready over IPC.
-fn echo_entry(name: &str) -> String {
-    format!(
-        "[[outboard]]\nname = \"{name}\"\ncommand = [{}]\nready = {{ ipc = true }}\n\n",
-        toml_str(&example("outboard_echo").to_string_lossy())
-    )
-}
+// Config entries (the outboard ones are in `support::outboard`).
 
 fn sleeper_entry(name: &str) -> String {
     format!("[[service]]\nname = \"{name}\"\ncommand = [\"sleep\", \"1000\"]\n\n")
-}
-
-// ---------------------------------------------------------------------------------------
-// Calls in flight.
-
-/// A call running on its own thread: its status (or the client's error) and how long it
-/// took arrive on `answer`.
-struct CallInFlight {
-    answer: mpsc::Receiver<(Result<u16, String>, Duration)>,
-}
-
-impl CallInFlight {
-    fn start(w: &Warden, path: &str, body: Vec<u8>) -> Self {
-        let (tx, answer) = mpsc::channel();
-        let port = w.port;
-        let token = w.token();
-        let route = format!("/api/v1/actors/{path}/call");
-        std::thread::spawn(move || {
-            let began = Instant::now();
-            let status = http(port, "POST", &route, Some(&token), Some(&body))
-                .map(|r| r.status)
-                .map_err(|e| e.to_string());
-            let _ = tx.send((status, began.elapsed()));
-        });
-        Self { answer }
-    }
-
-    /// The answer, or a failure if it takes longer than `bound`.
-    fn wait(self, bound: Duration, what: &str) -> (Result<u16, String>, Duration) {
-        self.answer
-            .recv_timeout(bound)
-            .unwrap_or_else(|_| panic!("{what}: no answer within {bound:?}: the call hangs"))
-    }
-}
-
-/// A JSON body of 64 KiB minus a little (the admin API takes at most 64 KiB).
-fn big_body() -> Vec<u8> {
-    serde_json::to_vec(&"x".repeat(64 * 1024 - 64)).expect("json")
-}
-
-/// Sends enough 64 KiB calls to `path` to fill its socket; returns them in flight.
-fn fill_socket(w: &Warden, path: &str) -> Vec<CallInFlight> {
-    (0..FILLING_CALLS)
-        .map(|_| CallInFlight::start(w, path, big_body()))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -204,7 +118,7 @@ fn calls_to_a_child_that_stopped_reading_answer_504_and_other_childrens_calls_st
     let body = format!(
         "{}{}",
         stall_entry("stall", &[], "heartbeat = \"30s\"\nmissed = 10"),
-        echo_entry("echo")
+        echo_entry("echo", "")
     );
     let w = Warden::start(&body);
     w.wait_state("stall", "running", T);
@@ -306,7 +220,7 @@ fn sigterm_to_warden_exits_0_while_an_outboard_child_never_reads() {
     let body = format!(
         "{}{}{}",
         sleeper_entry("plain"),
-        echo_entry("echo"),
+        echo_entry("echo", ""),
         stall_entry(
             "stall",
             &["--ignore-term"],

@@ -13,67 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::pools::{acquire, free_range, pool, release, server_command, session, SERVER};
 use support::redis::{command, Redis};
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
-
-/// A worker: listens on `$PORT` and sleeps. No double quotes, no braces (TOML string).
-const SERVER: &str = "import socket,os,time; s=socket.socket(); \
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
-s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(100000)";
-
-/// `n` consecutive free loopback ports.
-fn free_range(n: u16) -> u16 {
-    wait_for("free ports", Duration::from_secs(10), || {
-        let base = free_port();
-        let ok = base < 65000 - n
-            && (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        ok.then_some(base)
-    })
-}
-
-/// A pool `app` running `command` (TOML array) on ports `lo..lo+n-1`.
-fn pool(command: &str, lo: u16, n: u16, extra: &str, redis: Option<&str>) -> String {
-    let cluster = redis
-        .map(|url| format!("[cluster]\nredis_url = \"{url}\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"{cluster}
-[[pool]]
-name = "app"
-command = {command}
-ports = "{lo}-{hi}"
-ready = {{ tcp = "127.0.0.1:{{port}}", timeout = "10s" }}
-stop = {{ signal = "TERM", timeout = "2s" }}
-{extra}
-"#,
-        hi = lo + n - 1
-    )
-}
-
-fn server_command() -> String {
-    format!("[\"python3\", \"-c\", \"{SERVER}\"]")
-}
-
-fn acquire(w: &Warden) -> Response {
-    w.req("POST", "/api/v1/pools/app/sessions")
-}
-
-fn release(w: &Warden, id: &str) -> Response {
-    w.req("DELETE", &format!("/api/v1/pools/app/sessions/{id}"))
-}
-
-/// (session id, worker, port) of a 201 answer.
-fn session(r: &Response) -> (String, String, u16) {
-    assert_eq!(r.status, 201, "acquire: {}", r.text());
-    let v = r.json();
-    (
-        v["session_id"].as_str().expect("session_id").to_owned(),
-        v["worker"].as_str().expect("worker").to_owned(),
-        v["port"].as_u64().expect("port") as u16,
-    )
-}
 
 fn details(w: &Warden) -> Value {
     w.actor("/app")["details"].clone()
@@ -111,18 +55,6 @@ fn workers(w: &Warden) -> Vec<(String, u16, u64, String)> {
         .collect();
     all.sort();
     all
-}
-
-/// SIGKILLs warden and waits until it is reaped.
-fn crash(w: &mut Warden) {
-    kill(w.pid(), 9);
-    wait_until("warden gone after SIGKILL", T, || w.try_wait().is_some());
-}
-
-/// The dir of a warden that has exited.
-fn take_dir(mut w: Warden) -> tempfile::TempDir {
-    assert!(w.try_wait().is_some(), "take_dir: warden still runs");
-    std::mem::replace(&mut w.dir, temp_dir())
 }
 
 /// Live (not zombie) processes whose environment says they are the actor `prefix*` of the
@@ -203,8 +135,8 @@ fn busy_workers_survive_a_warden_crash(redis: Option<&Redis>) {
     let workers_before = workers(&w);
     assert_eq!(workers_before.len(), 3, "{workers_before:?}");
 
-    crash(&mut w);
-    let w = Warden::start_in(take_dir(w), &body);
+    w.crash();
+    let w = Warden::start_in(w.into_dir(), &body);
     w.wait_state("/app", "running", T);
     for (worker, pid) in &before {
         let a = w.wait_state(worker, "running", T);
@@ -295,12 +227,12 @@ fn a_worker_that_died_while_warden_was_down_loses_its_sessions_and_is_replaced_u
         })
         .collect();
 
-    crash(&mut w);
+    w.crash();
     let (dead_id, dead_worker, _) = sessions[2].clone();
     kill(pids[2], 9);
     wait_until("the worker is gone", T, || !alive(pids[2]));
 
-    let w = Warden::start_in(take_dir(w), &body);
+    let w = Warden::start_in(w.into_dir(), &body);
     for ((_, worker, _), pid) in sessions.iter().zip(&pids).take(2) {
         let a = w.wait_state(worker, "running", T);
         assert_eq!(a["pid"].as_u64(), Some(u64::from(*pid)), "{worker}: {a}");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
-use actix::Addr;
+use actix::{Addr, WeakAddr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::broadcast;
 
@@ -157,7 +157,10 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Registry {
     actors: HashMap<ActorPath, Entry>,
-    supervisors: HashMap<ActorPath, Addr<Supervisor>>,
+    /// Weak: the registry only finds supervisors, it never keeps one alive (the tree is
+    /// shared with the root supervisor, which holds the tree: a strong address here
+    /// would be a cycle).
+    supervisors: HashMap<ActorPath, WeakAddr<Supervisor>>,
 }
 
 /// The shared registry of every actor's record, and the event bus.
@@ -304,7 +307,9 @@ impl ActorTree {
     }
 
     pub(crate) fn register_supervisor(&self, path: &ActorPath, addr: Addr<Supervisor>) {
-        self.write().supervisors.insert(path.clone(), addr);
+        self.write()
+            .supervisors
+            .insert(path.clone(), addr.downgrade());
     }
 
     /// The address of the supervisor at `path`, if it is alive.
@@ -312,8 +317,8 @@ impl ActorTree {
         self.read()
             .supervisors
             .get(path)
-            .filter(|a| a.connected())
-            .cloned()
+            .and_then(WeakAddr::upgrade)
+            .filter(Addr::connected)
     }
 
     /// The record of one actor.

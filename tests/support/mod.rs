@@ -5,6 +5,8 @@
 pub mod census;
 pub mod example_bin;
 pub mod fd_relay;
+pub mod outboard;
+pub mod pools;
 pub mod redis;
 pub mod rng;
 
@@ -393,6 +395,20 @@ impl Warden {
             let a = self.actor(path);
             (a["state"] == state).then_some(a)
         })
+    }
+
+    /// SIGKILLs warden and waits (bounded) until it is gone (reaped).
+    pub fn crash(&mut self) {
+        kill(self.pid(), 9);
+        wait_until("warden gone after SIGKILL", Duration::from_secs(10), || {
+            self.try_wait().is_some()
+        });
+    }
+
+    /// The dir of a warden that has exited, to start the next warden in.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        assert!(self.try_wait().is_some(), "into_dir: warden still runs");
+        std::mem::replace(&mut self.dir, temp_dir())
     }
 
     /// Sends `signal` to warden and waits (bounded) for its exit status.

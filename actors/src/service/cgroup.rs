@@ -129,9 +129,8 @@ impl Cgroups {
     /// The cgroup that `pid` (an adopted process) lives in, when it is one of this
     /// instance's service cgroups.
     fn of_process(&self, pid: u32, path: &ActorPath) -> Option<ServiceCgroup> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
-        let dir = under_mount(&self.mount, &self.mount_root, Path::new(rel))?;
+        let rel = cgroup_of(pid)?;
+        let dir = under_mount(&self.mount, &self.mount_root, Path::new(&rel))?;
         let ours = dir
             .components()
             .any(|c| c.as_os_str() == self.base_name.as_str());
@@ -140,6 +139,14 @@ impl Cgroups {
             path: path.to_string(),
         })
     }
+}
+
+/// The cgroup v2 path of `pid` as /proc/PID/cgroup shows it (its `0::` line), if it has
+/// one and is still there.
+pub fn cgroup_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    Some(rel.to_owned())
 }
 
 /// The mount point and mount root of the cgroup2 hierarchy in `mountinfo`.

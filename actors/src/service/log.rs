@@ -7,12 +7,17 @@
 //! rotation and directory creation happens on one log writer thread, fed by a bounded
 //! queue (so a flooding child fills its own pipe, not warden's memory, and a slow disk
 //! stalls only logging). [`tail_lines`] is blocking I/O for a blocking thread.
+//! [`flush`] is for warden's shutdown: it waits (bounded) until the drains have read their
+//! pipes to the end and the writer has put everything on disk, so that the last output of
+//! stopped children does not die with the process.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use tokio::net::unix::pipe;
 
@@ -112,12 +117,17 @@ impl LogFile {
     /// log reader thread (see [`reader`]) and written by the log writer thread (see
     /// [`writer`]), so the supervision thread never touches a child's output.
     pub fn drain(self: Arc<Self>, fd: OwnedFd) {
+        let live = LiveDrain::new();
+        let copy = async move {
+            self.copy(fd).await;
+            drop(live);
+        };
         match reader() {
             Some(reader) => {
-                reader.spawn(self.copy(fd));
+                reader.spawn(copy);
             }
             None => {
-                actix_rt::spawn(self.copy(fd));
+                actix_rt::spawn(copy);
             }
         }
     }
@@ -179,14 +189,84 @@ impl LogFile {
             bytes,
         };
         let unsent = match writer() {
-            Some(tx) => match tx.send(chunk).await {
+            Some(tx) => match tx.send(Job::Write(chunk)).await {
                 Ok(()) => return,
-                Err(tokio::sync::mpsc::error::SendError(chunk)) => chunk,
+                Err(tokio::sync::mpsc::error::SendError(job)) => job,
             },
-            None => chunk,
+            None => Job::Write(chunk),
         };
-        unsent.write();
+        unsent.run();
     }
+}
+
+/// Drains whose pipe is still open (counted by [`LiveDrain`]), and the signal that one
+/// ended.
+static LIVE_DRAINS: AtomicUsize = AtomicUsize::new(0);
+static DRAIN_ENDED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// One drain that has not reached the end of its pipe yet: counted while it lives.
+struct LiveDrain;
+
+impl LiveDrain {
+    fn new() -> Self {
+        LIVE_DRAINS.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for LiveDrain {
+    fn drop(&mut self) {
+        LIVE_DRAINS.fetch_sub(1, Ordering::SeqCst);
+        DRAIN_ENDED.notify_waiters();
+    }
+}
+
+/// Waits, at most `timeout` in all, until every drain has read its pipe to the end (at
+/// most 3/4 of `timeout`: a pipe a surviving grandchild keeps open never ends) and then
+/// until the writer has written everything queued before this call. For warden's
+/// shutdown, once its children are gone: the log threads die with the process, and what
+/// they still held (up to the writer's queue, 4 MiB, and a pipe's 64 KiB per child) would
+/// be lost. `true` if everything was written in time.
+pub async fn flush(timeout: Duration) -> bool {
+    let start = tokio::time::Instant::now();
+    let drains_ended = tokio::time::timeout_at(start + timeout * 3 / 4, async {
+        loop {
+            let ended = DRAIN_ENDED.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if LIVE_DRAINS.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    })
+    .await
+    .is_ok();
+    if !drains_ended {
+        tracing::warn!(
+            open = LIVE_DRAINS.load(Ordering::SeqCst),
+            "logs: some child pipes are still open (a process outside warden's stop holds them); their later output is not logged"
+        );
+    }
+    // The writer runs its queue in order: once it reaches this marker, everything queued
+    // before it is written.
+    let Some(tx) = writer() else {
+        // Drains write themselves when there is no writer thread: nothing is queued.
+        return drains_ended;
+    };
+    let (done, written) = tokio::sync::oneshot::channel();
+    let written = tokio::time::timeout_at(start + timeout, async {
+        tx.send(Job::Flush(done)).await.is_ok() && written.await.is_ok()
+    })
+    .await
+    .unwrap_or(false);
+    if !written {
+        tracing::warn!(
+            ?timeout,
+            "logs: the last queued child output was not written in time and is lost"
+        );
+    }
+    drains_ended && written
 }
 
 /// Bytes read from one child's pipe in one go (the most one chunk of the queue holds).
@@ -203,10 +283,25 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
-impl Chunk {
-    fn write(self) {
-        if let Err(e) = self.log.append(&self.bytes) {
-            tracing::error!(log = %self.log.spec.path.display(), error = %e, "cannot write log");
+/// What the writer thread is asked to do, in queue order.
+enum Job {
+    /// Append a chunk to its log.
+    Write(Chunk),
+    /// Say when everything queued before this is written (see [`flush`]).
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Job {
+    fn run(self) {
+        match self {
+            Job::Write(Chunk { log, bytes }) => {
+                if let Err(e) = log.append(&bytes) {
+                    tracing::error!(log = %log.spec.path.display(), error = %e, "cannot write log");
+                }
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -259,17 +354,17 @@ fn reader() -> Option<&'static tokio::runtime::Handle> {
 /// directory creation, in the order the drains queued them (so the lines of a pipe stay in
 /// order), fed by a queue of [`QUEUE_CHUNKS`] chunks. Started on first use; `None` if
 /// the thread cannot be started (then drains write themselves, as a last resort).
-fn writer() -> Option<&'static tokio::sync::mpsc::Sender<Chunk>> {
-    static WRITER: OnceLock<Option<tokio::sync::mpsc::Sender<Chunk>>> = OnceLock::new();
+fn writer() -> Option<&'static tokio::sync::mpsc::Sender<Job>> {
+    static WRITER: OnceLock<Option<tokio::sync::mpsc::Sender<Job>>> = OnceLock::new();
     WRITER
         .get_or_init(|| {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE_CHUNKS);
             let started = std::thread::Builder::new()
                 .name("warden-log-writer".into())
                 .spawn(move || {
                     lower_this_threads_priority();
-                    while let Some(chunk) = rx.blocking_recv() {
-                        chunk.write();
+                    while let Some(job) = rx.blocking_recv() {
+                        job.run();
                     }
                 });
             match started {

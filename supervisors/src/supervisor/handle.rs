@@ -18,6 +18,9 @@ pub struct RootHandle {
     pub addr: Addr<Supervisor>,
     pub(super) ready: tokio::sync::watch::Receiver<bool>,
     pub(super) ended: tokio::sync::watch::Receiver<Option<Exit>>,
+    /// Never sent: dropping this handle drops it, and the root then ends every child at
+    /// once, as a nested supervisor does when its parent drops its stop handle.
+    pub(super) _stop_on_drop: oneshot::Sender<()>,
 }
 
 impl RootHandle {

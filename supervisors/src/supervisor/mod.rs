@@ -289,9 +289,16 @@ impl Supervisor {
             ActorState::Running,
         ));
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop_on_drop, dropped) = oneshot::channel::<()>();
         let mut sup = Supervisor::new(root, tree, spec, true);
         sup.ready_tx = Some(ready_tx);
-        let fut = Context::new().into_future(sup);
+        let mut ctx = Context::new();
+        // The handle was dropped without a shutdown: nothing else can stop this tree.
+        ctx.spawn(
+            actix::fut::wrap_future(dropped)
+                .map(|_, act: &mut Supervisor, ctx| act.end_at_once(ctx)),
+        );
+        let fut = ctx.into_future(sup);
         let addr = fut.address();
         let join = actix_rt::spawn(fut);
         let (ready_watch_tx, ready_watch) = tokio::sync::watch::channel(false);
@@ -313,6 +320,7 @@ impl Supervisor {
             addr,
             ready: ready_watch,
             ended,
+            _stop_on_drop: stop_on_drop,
         }
     }
 
@@ -835,12 +843,13 @@ impl Supervisor {
         self.reconcile(ctx);
     }
 
-    /// The parent is gone (it dropped this supervisor's stop handle): every live run ends
+    /// The parent is gone (it dropped this supervisor's stop handle; at the root: the
+    /// [`RootHandle`] was dropped without a shutdown): every live run ends
     /// at once, as [`RunningChild::stop`] promises for a run whose supervisor died (its
     /// stop handle is dropped, not sent), and then this supervisor ends. A run already in
     /// its graceful stop finishes that stop (its handle was spent on it).
     fn end_at_once(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(path = %self.path, "parent gone: ending every child at once");
+        tracing::warn!(path = %self.path, "stop handle dropped (parent gone): ending every child at once");
         self.phase = Phase::ShuttingDown;
         for i in 0..self.slots.len() {
             if !matches!(
