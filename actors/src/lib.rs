@@ -18,9 +18,10 @@ pub use actor::{ActorFactory, ActorHandle};
 pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
 pub use pool::{
     MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, PoolTables, RegistryFuture,
-    RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    RolloutPolicy, RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate,
+    WorkerTokens,
 };
-pub use redis_registry::RedisRegistry;
+pub use redis_registry::{redact_url, RedisRegistry};
 pub use secret::{hex, random_hex, write_durably};
 pub use service::log::{tail_lines, LogFile, LogSpec, MAX_TAIL_BYTES};
 pub use service::proc;

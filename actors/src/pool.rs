@@ -55,6 +55,18 @@ pub struct WorkerTemplate {
     pub env: Vec<(String, String)>,
 }
 
+/// Which programs a rollout may run (`[[pool]] rollout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RolloutPolicy {
+    /// `"config_only"` (default): only the program the pool's own `command` names (its
+    /// arguments and environment may change): the admin token alone cannot make warden
+    /// run a program the config file does not name.
+    #[default]
+    ConfigOnly,
+    /// `"any"`: any program.
+    Any,
+}
+
 /// Builds the child spec of one worker: (worker path, template, port) -> spec.
 pub type WorkerBuilder =
     Arc<dyn Fn(&ActorPath, &WorkerTemplate, u16) -> Result<ChildSpec, String> + Send + Sync>;
@@ -99,6 +111,8 @@ pub struct PoolSpec {
     pub start_timeout: Duration,
     /// Signed worker tokens (`None`: none are written).
     pub tokens: Option<WorkerTokens>,
+    /// Which programs a rollout may run.
+    pub rollout: RolloutPolicy,
 }
 
 impl fmt::Debug for PoolSpec {
@@ -1347,6 +1361,16 @@ impl PoolManager {
             return Err(PoolError::Invalid(
                 "rollout: command must be a non-empty array".to_owned(),
             ));
+        }
+        let program = &template.command[0];
+        let configured = self.spec.template.command.first();
+        if self.spec.rollout == RolloutPolicy::ConfigOnly && configured != Some(program) {
+            return Err(PoolError::Invalid(format!(
+                "rollout: program {program:?} is not the one the config names for {} ({}); \
+                 this pool has rollout = \"config_only\" (set rollout = \"any\" to allow others)",
+                self.path,
+                configured.map_or_else(|| "none".to_owned(), |p| format!("{p:?}")),
+            )));
         }
         // Checked on a sample worker before anything changes.
         let sample = self.path.child(
