@@ -126,13 +126,23 @@ pub struct LogsConfig {
     pub keep: usize,
 }
 
-/// Settings shared by the wardens of a cluster (the optional `[cluster]` table).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Settings shared by the wardens of a cluster (the optional `[cluster]` table). Its
+/// `Debug` shows the URL with its password hidden.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ClusterConfig {
     /// The Redis server of the cluster, as written (it may hold a password: show it only
     /// through [`warden_actors::redact_url`]); it starts with `redis://`. `None` (the
     /// default): no cluster.
     pub redis_url: Option<String>,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.redis_url.as_deref().map(warden_actors::redact_url);
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &shown)
+            .finish()
+    }
 }
 
 /// A supervisor: the root, or a `[[supervisor]]` entry.

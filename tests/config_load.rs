@@ -1704,6 +1704,7 @@ fn pool_entry_reads_every_service_key_and_its_own() {
         sessions_per_worker: 3,
         idle_timeout: Duration::from_secs(90),
         token_ttl: Duration::from_secs(600),
+        rollout: warden_actors::RolloutPolicy::ConfigOnly,
     };
     let app = supervisor(&config.root, "app");
     assert_eq!(app.children, vec![ChildConfig::Pool(shiny)]);
@@ -1746,6 +1747,7 @@ fn pool_without_options_gets_every_default() {
         sessions_per_worker: 10,
         idle_timeout: Duration::from_secs(300),
         token_ttl: Duration::from_secs(600),
+        rollout: warden_actors::RolloutPolicy::ConfigOnly,
     };
     assert_eq!(*pool(&config.root, "plain"), expected);
     assert_eq!(paths(&config.root), ["/app", "/plain"]);
