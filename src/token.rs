@@ -182,8 +182,9 @@ impl ApiTokens {
 }
 
 /// The content of a secret file that only warden's user may read: opened without
-/// following a symlink, then checked to be a regular file of this user, with no group or
-/// other permission bits, of at most [`MAX_TOKEN_FILE`] bytes.
+/// following a symlink, checked to be a regular file of at most [`MAX_TOKEN_FILE`] bytes
+/// and, unless it is empty (then it is replaced), owned by this user with no group or
+/// other permission bits.
 fn read_private_file(path: &Path) -> Result<String, TokenError> {
     let io_err = |source| TokenError::Io {
         path: path.to_owned(),
@@ -208,6 +209,21 @@ fn read_private_file(path: &Path) -> Result<String, TokenError> {
     if !meta.file_type().is_file() {
         return Err(untrusted("is not a regular file".to_owned()));
     }
+    if meta.len() > MAX_TOKEN_FILE {
+        return Err(untrusted(format!(
+            "is {} bytes, more than a token file holds ({MAX_TOKEN_FILE})",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    file.by_ref()
+        .take(MAX_TOKEN_FILE)
+        .read_to_string(&mut text)
+        .map_err(io_err)?;
+    if text.trim().is_empty() {
+        // Nothing in it to trust or distrust: the caller replaces it.
+        return Ok(text);
+    }
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     let euid = unsafe { libc::geteuid() };
     if meta.uid() != euid {
@@ -222,17 +238,6 @@ fn read_private_file(path: &Path) -> Result<String, TokenError> {
             "has mode {mode:04o}: group or others may use it (chmod 600 it)"
         )));
     }
-    if meta.len() > MAX_TOKEN_FILE {
-        return Err(untrusted(format!(
-            "is {} bytes, more than a token file holds ({MAX_TOKEN_FILE})",
-            meta.len()
-        )));
-    }
-    let mut text = String::new();
-    file.by_ref()
-        .take(MAX_TOKEN_FILE)
-        .read_to_string(&mut text)
-        .map_err(io_err)?;
     Ok(text)
 }
 

@@ -368,6 +368,39 @@ fn the_read_only_token_gets_200_on_get_and_403_on_post() {
     assert_ne!(w.actor("s")["pid"].as_u64(), pid);
 }
 
+/// Promise (review finding 14): a token file warden did not write safely is not trusted:
+/// one that group or others may read (a planted or leaked token) or one too short to be
+/// a token is refused at start, naming the file and why. Old code: any non-empty file was
+/// used as it was, so `a` was a valid admin token.
+#[test]
+fn a_loose_or_short_admin_token_file_is_refused_at_start_naming_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (content, mode, says) in [
+        ("f".repeat(64), 0o644, "mode 0644"),
+        ("a".to_owned(), 0o600, "too short"),
+    ] {
+        let dir = temp_dir();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).expect("state");
+        let file = state.join("admin.token");
+        std::fs::write(&file, format!("{content}\n")).expect("token");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let port = free_port();
+        let mut w = spawn_up(
+            dir,
+            port,
+            &format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"),
+        );
+        let status = wait_for("warden refuses to start", T, || w.try_wait());
+        let err = w.stderr_text();
+        assert_eq!(status.code(), Some(1), "{says}: {err}");
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains(says),
+            "the error names the file and {says:?}: {err}"
+        );
+    }
+}
+
 /// A pool of `sleep` workers (one at start) and its rollout policy line (`""`: default).
 fn sleep_pool(port: u16, first: u16, policy: &str) -> String {
     format!(
