@@ -43,6 +43,7 @@ async fn run(registry: Arc<dyn SessionRegistry>, label: &str) {
         idle_timeout: Duration::from_secs(3600),
         start_timeout: Duration::from_secs(10),
         tokens: None,
+        rollout: warden_actors::RolloutPolicy::ConfigOnly,
     };
     let pool = ChildSpec::new(
         ActorName::new("pool").expect("name"),

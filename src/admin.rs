@@ -1,6 +1,9 @@
 //! The admin HTTP API (actix-web). Routes, fields and statuses are those of `design.md`;
-//! every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`; every
-//! error is JSON `{"error": "..."}`; request bodies are limited to [`MAX_BODY`].
+//! every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`: the
+//! admin token for anything, the read-only token (`read_token_file`) for GET only (403
+//! otherwise). `/readyz` names the actors it waits for only to a caller with a token.
+//! Served over HTTPS when `[admin] tls` is set. Every error is JSON `{"error": "..."}`;
+//! request bodies are limited to [`MAX_BODY`].
 //! Requests are carried out by the [`Controller`], the same actor that serves the control
 //! socket; this module only translates HTTP to [`Request`] and [`Response`] to HTTP.
 
@@ -17,15 +20,15 @@ use warden_supervisors::ActorTree;
 
 use crate::control::protocol::{Failure, Health, Request, Response, MAX_TAIL};
 use crate::control::{Controller, Liveness};
-use crate::token::AdminToken;
+use crate::token::{Access, ApiTokens};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// The actor tree (for the event stream).
     pub tree: Arc<ActorTree>,
-    /// The bearer token.
-    pub token: AdminToken,
+    /// The bearer tokens.
+    pub tokens: ApiTokens,
     /// Carries out requests.
     pub controller: Addr<Controller>,
     /// What `/healthz` and `/readyz` answer from (never through the Controller).
@@ -70,7 +73,7 @@ impl From<Failure> for ApiError {
     }
 }
 
-/// Proof that the request carried the right bearer token.
+/// Proof that the request carried a bearer token that allows it.
 #[derive(Debug)]
 struct Authorized;
 
@@ -97,10 +100,18 @@ fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("malformed Authorization header: expected 'Bearer <token>'"))?;
-    if state.token.matches(presented.trim()) {
-        Ok(Authorized)
-    } else {
-        Err(unauthorized("wrong bearer token"))
+    match state.tokens.access(presented.trim()) {
+        Some(Access::Full) => Ok(Authorized),
+        Some(Access::ReadOnly) if req.method() == actix_web::http::Method::GET => Ok(Authorized),
+        Some(Access::ReadOnly) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the read-only token may only GET: {} {} needs the admin token",
+                req.method(),
+                req.path()
+            ),
+        )),
+        None => Err(unauthorized("wrong bearer token")),
     }
 }
 
@@ -133,8 +144,10 @@ async fn healthz(state: web::Data<AdminState>) -> HttpResponse {
     }
 }
 
-/// `GET /readyz`: from [`Liveness`] and the shared tree, like `/healthz`.
-async fn readyz(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
+/// `GET /readyz`: from [`Liveness`] and the shared tree, like `/healthz`. The paths of
+/// the actors it waits for are told only to a caller with a token (admin or read-only):
+/// to anyone else `waiting` is null, so an open probe port does not list what is down.
+async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
     match state.liveness.ready(&state.tree) {
         Response::Ready { ready: true, .. } => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "waiting": [] })))
@@ -142,8 +155,11 @@ async fn readyz(state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> 
         Response::Ready {
             ready: false,
             waiting,
-        } => Ok(HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "status": "not ready", "waiting": waiting }))),
+        } => {
+            let waiting = check_token(&req).is_ok().then_some(waiting);
+            Ok(HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({ "status": "not ready", "waiting": waiting })))
+        }
         other => Err(unexpected(&other)),
     }
 }
@@ -545,8 +561,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Binds the admin API on `listen` (bound before this returns, so it answers from then
-/// on) and returns the server to spawn and the address it got.
-pub fn serve(listen: SocketAddr, state: AdminState) -> std::io::Result<(Server, SocketAddr)> {
+/// on), over HTTPS with `tls` (see [`crate::admin_tls`]) or plain HTTP without, and
+/// returns the server to spawn and the address it got.
+pub fn serve(
+    listen: SocketAddr,
+    state: AdminState,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<(Server, SocketAddr)> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -573,8 +594,11 @@ pub fn serve(listen: SocketAddr, state: AdminState) -> std::io::Result<(Server, 
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(1)
-    .bind(listen)?;
+    .shutdown_timeout(1);
+    let server = match tls {
+        Some(config) => server.bind_rustls_0_23(listen, config)?,
+        None => server.bind(listen)?,
+    };
     let bound = server.addrs().first().copied().unwrap_or(listen);
     Ok((server.run(), bound))
 }

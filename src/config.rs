@@ -26,8 +26,17 @@
 //! the first and the last port of the range in place of `{port}`. Services and outboard
 //! children have no placeholders: their braces are kept as written.
 //!
-//! An optional `[cluster]` table holds `redis_url`, which must start with `redis://` or
-//! `rediss://`.
+//! An optional `[cluster]` table holds `redis_url`, which must start with `redis://`;
+//! `rediss://` (TLS) is refused here, at `check`, because this build speaks Redis in the
+//! clear only. A password in the URL is never shown: errors and logs carry the URL
+//! through [`warden_actors::redact_url`].
+//!
+//! `[admin]` takes `listen`, `token_file`, `read_token_file` (a second token that may
+//! only GET), `tls = { cert, key }` (PEM files: the API is HTTPS; both are read and
+//! checked here, so a bad file is an error at `check` naming it) and `insecure = true`.
+//! A `listen` address that is not loopback is refused unless `tls` or `insecure` is set.
+//! A `[[pool]]` entry also takes `rollout`: `"config_only"` (default: a rollout may run
+//! only the program the pool's `command` names) or `"any"`.
 
 mod build;
 mod raw;
@@ -66,6 +75,29 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Absolute path of the bearer-token file; default `state_dir/admin.token`.
     pub token_file: PathBuf,
+    /// Absolute path of the read-only token file (`read_token_file`): a token that may
+    /// only GET. `None` (the default): no such token.
+    pub read_token_file: Option<PathBuf>,
+    /// Plain HTTP (on a loopback address, or anywhere with `insecure = true`) or HTTPS.
+    pub transport: AdminTransport,
+}
+
+/// How the admin API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTransport {
+    /// Plain HTTP: `listen` is a loopback address, or `insecure = true` says so.
+    Http,
+    /// HTTPS with the certificate chain and key of `[admin] tls` (checked at load).
+    Https(TlsFiles),
+}
+
+/// The PEM files of `[admin] tls`, as absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate.
+    pub key: PathBuf,
 }
 
 /// Settings of warden's own lifetime.
@@ -107,12 +139,23 @@ pub struct LogsConfig {
     pub keep: usize,
 }
 
-/// Settings shared by the wardens of a cluster (the optional `[cluster]` table).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Settings shared by the wardens of a cluster (the optional `[cluster]` table). Its
+/// `Debug` shows the URL with its password hidden.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ClusterConfig {
-    /// The Redis server of the cluster, as written; it starts with `redis://` or
-    /// `rediss://`. `None` (the default): no cluster.
+    /// The Redis server of the cluster, as written (it may hold a password: show it only
+    /// through [`warden_actors::redact_url`]); it starts with `redis://`. `None` (the
+    /// default): no cluster.
     pub redis_url: Option<String>,
+}
+
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = self.redis_url.as_deref().map(warden_actors::redact_url);
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &shown)
+            .finish()
+    }
 }
 
 /// A supervisor: the root, or a `[[supervisor]]` entry.
@@ -255,14 +298,50 @@ pub struct PoolConfig {
     /// How long a worker's signed token is valid; it is rewritten every half of this;
     /// default 10m; at least 1s.
     pub token_ttl: Duration,
+    /// Which programs a rollout may run (`rollout`); default config_only.
+    pub rollout: warden_actors::RolloutPolicy,
 }
 
-/// Checks that `text` uses no placeholder but `{port}` and `{worker_id}` (the rule the
-/// loader applies to `[[pool]]` entries, for commands given later, e.g. by a rollout).
-pub fn check_placeholders(text: &str) -> Result<(), String> {
-    match build::unknown_placeholder(text) {
-        Some(found) => Err(build::unknown_placeholder_detail(found)),
-        None => Ok(()),
+/// Checks a command as the loader checks every `command`: not empty, the program not
+/// `""`, no NUL in any element, and (`placeholders`: a pool's) no placeholder but
+/// `{port}` and `{worker_id}`. The same rule for commands given later (a rollout).
+pub fn check_command(command: &[String], placeholders: bool) -> Result<(), String> {
+    match command.first() {
+        None => return Err("must not be empty".to_owned()),
+        Some(program) if program.is_empty() => {
+            return Err("the program (first element) must not be empty".to_owned())
+        }
+        Some(_) => {}
+    }
+    if let Some(at) = command.iter().position(|arg| arg.contains('\0')) {
+        return Err(format!("element {} must not contain NUL", at + 1));
+    }
+    match command
+        .iter()
+        .find_map(|arg| build::unknown_placeholder(arg))
+    {
+        Some(found) if placeholders => Err(build::unknown_placeholder_detail(found)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one environment variable as the loader checks every `env` entry: a name that
+/// is not empty and holds neither `=` nor NUL, a value without NUL, and (`placeholders`:
+/// a pool's) no placeholder but `{port}` and `{worker_id}` in the value. The same rule
+/// for variables given later (a rollout).
+pub fn check_env_var(name: &str, value: &str, placeholders: bool) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a variable name must not be empty".to_owned());
+    }
+    if name.contains(['=', '\0']) {
+        return Err("a variable name must not contain `=` or NUL".to_owned());
+    }
+    if value.contains('\0') {
+        return Err("a value must not contain NUL".to_owned());
+    }
+    match build::unknown_placeholder(value) {
+        Some(found) if placeholders => Err(build::unknown_placeholder_detail(found)),
+        _ => Ok(()),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct CtlOptions {
     pub token_file: Option<PathBuf>,
     /// Print JSON instead of tables.
     pub json: bool,
+    /// `logs --raw`: write the log bytes as they are, even to a terminal.
+    pub raw: bool,
 }
 
 /// Exit code: the operation failed.
@@ -81,7 +83,7 @@ pub fn run(options: &CtlOptions, request: Request) -> ExitCode {
         Err(e) => return usage_error(e),
     };
     match result {
-        Ok(response) => print_response(options.json, &request, response),
+        Ok(response) => print_response(options, &request, response),
         Err(failure) => {
             if options.json {
                 println!(
@@ -103,7 +105,8 @@ fn print_json<T: serde::Serialize>(value: &T) {
     }
 }
 
-fn print_response(json: bool, request: &Request, response: Response) -> ExitCode {
+fn print_response(options: &CtlOptions, request: &Request, response: Response) -> ExitCode {
+    let json = options.json;
     match response {
         Response::Actors(views) => {
             if json {
@@ -127,7 +130,15 @@ fn print_response(json: bool, request: &Request, response: Response) -> ExitCode
             }
         }
         Response::Logs(bytes) => {
-            let _ = std::io::stdout().write_all(&bytes);
+            use std::io::IsTerminal as _;
+            let mut stdout = std::io::stdout();
+            // A child writes what it likes to its log: escape sequences must not reach
+            // the operator's terminal (title, clipboard, hidden lines) unless asked.
+            if stdout.is_terminal() && !options.raw {
+                let _ = stdout.write_all(&escape_controls(&bytes));
+            } else {
+                let _ = stdout.write_all(&bytes);
+            }
         }
         Response::Reloaded(changes) => {
             if json {
@@ -273,5 +284,50 @@ fn print_tree(node: &TreeNode, depth: usize) {
     println!("{}{name} [{}]{pid}", "  ".repeat(depth), i.state);
     for child in &node.children {
         print_tree(child, depth + 1);
+    }
+}
+
+/// `bytes` fit for a terminal: every control character but newline and tab (C0, DEL, the
+/// C1 range U+0080..U+009F, and bytes that are not UTF-8) is written out as a visible
+/// escape (`\x1b`, `\u{9b}`), so that nothing a child logged can drive the terminal.
+pub fn escape_controls(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' | '\t' => out.push(c as u8),
+                c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                    out.extend_from_slice(format!("\\x{:02x}", u32::from(c)).as_bytes());
+                }
+                c if c.is_control() => {
+                    out.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
+                }
+                c => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+        }
+        for b in chunk.invalid() {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_bytes_are_escaped_and_text_is_kept() {
+        let raw = "ok\tline\n\x1b]52;c;aGk=\x07\x1b[2Jé\r\u{9b}\n".as_bytes();
+        let mut with_invalid = raw.to_vec();
+        with_invalid.push(0xff);
+        let shown = String::from_utf8(escape_controls(&with_invalid)).unwrap();
+        assert_eq!(
+            shown,
+            "ok\tline\n\\x1b]52;c;aGk=\\x07\\x1b[2Jé\\x0d\\u{9b}\n\\xff"
+        );
     }
 }

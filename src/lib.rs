@@ -11,6 +11,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod admin;
+pub mod admin_tls;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -119,6 +119,10 @@ enum CtlVerb {
         /// How many lines.
         #[arg(long, default_value_t = 100)]
         tail: usize,
+        /// Write the bytes as logged, even to a terminal (by default control characters
+        /// are escaped when stdout is a terminal).
+        #[arg(long)]
+        raw: bool,
     },
     /// Re-read the config file: start added actors, stop removed ones, restart changed
     /// ones; others keep running.
@@ -145,7 +149,7 @@ impl CtlVerb {
             CtlVerb::Start { path } => Request::Start { path },
             CtlVerb::Stop { path } => Request::Stop { path },
             CtlVerb::Restart { path } => Request::Restart { path },
-            CtlVerb::Logs { path, tail } => Request::Logs { path, tail },
+            CtlVerb::Logs { path, tail, .. } => Request::Logs { path, tail },
             CtlVerb::Reload => Request::Reload,
             CtlVerb::Drain => Request::Drain,
             CtlVerb::Wait { paths, timeout } => Request::Wait {
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
                 admin: args.admin,
                 token_file: args.token_file,
                 json: args.json,
+                raw: matches!(args.verb, CtlVerb::Logs { raw: true, .. }),
             };
             return warden::ctl::run(&options, args.verb.request());
         }

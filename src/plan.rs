@@ -257,12 +257,11 @@ fn pool_child(
     let records = wiring.clone();
     let build: WorkerBuilder = Arc::new(
         move |worker: &ActorPath, template: &WorkerTemplate, port: u16| {
-            for text in template
-                .command
-                .iter()
-                .chain(template.env.iter().map(|(_, v)| v))
-            {
-                config::check_placeholders(text)?;
+            // A template given later (a rollout) is held to the loader's own rules.
+            config::check_command(&template.command, true).map_err(|e| format!("command: {e}"))?;
+            for (name, value) in &template.env {
+                config::check_env_var(name, value, true)
+                    .map_err(|e| format!("env variable {name:?}: {e}"))?;
             }
             let id = worker.name();
             let fill = |text: &str| config::expand_placeholders(text, port, id);
@@ -342,6 +341,7 @@ fn pool_child(
                 ttl: pool.token_ttl,
             }
         }),
+        rollout: pool.rollout,
     };
     Ok(ChildSpec::new(
         name,

@@ -10,7 +10,7 @@ use warden_actors::{Cgroups, ProcessRecords as _};
 use warden_supervisors::ActorTree;
 
 use crate::admin::{self, AdminState};
-use crate::config::{CgroupMode, Config, OnExit};
+use crate::config::{AdminTransport, CgroupMode, Config, OnExit};
 use crate::control::protocol::Request;
 use crate::control::{socket, Controller, ControllerConfig, Liveness};
 use crate::embed::RunningTree;
@@ -20,7 +20,7 @@ use crate::plan;
 use crate::reaper;
 use crate::reload::Reloader;
 use crate::state::{Recovered, StateLock, StateStore};
-use crate::token::AdminToken;
+use crate::token::{AdminToken, ApiTokens};
 use crate::watchdog::Watchdog;
 
 /// Runs the tree of `config` in the foreground until SIGTERM or SIGINT, then stops it
@@ -47,7 +47,17 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "cannot become a child subreaper: orphans of services go to init")
         }
     }
-    let token = AdminToken::load_or_create(&config.admin.token_file)?;
+    let admin_token = AdminToken::load_or_create(&config.admin.token_file)?;
+    let read_token = match &config.admin.read_token_file {
+        Some(file) => Some(AdminToken::load_or_create(file)?),
+        None => None,
+    };
+    let tokens = ApiTokens::new(admin_token, read_token).map_err(anyhow::Error::msg)?;
+    // Read again (the loader checked the files): the files may have changed since.
+    let tls = match &config.admin.transport {
+        AdminTransport::Https(files) => Some(crate::admin_tls::server_config(files)?),
+        AdminTransport::Http => None,
+    };
     let (store, recovered) = StateStore::open(&config.state_dir).with_context(|| {
         format!(
             "cannot open the state store in {}",
@@ -79,7 +89,10 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         let registry = warden_actors::RedisRegistry::connect(url)
             .map_err(anyhow::Error::msg)?
             .with_instance(config.state_dir.to_string_lossy());
-        tracing::info!(%url, "pool sessions are shared through Redis");
+        tracing::info!(
+            url = registry.url(),
+            "pool sessions are shared through Redis"
+        );
         wiring.sessions = Arc::new(registry);
     }
     let spec = plan::root_spec(&config, &wiring)?;
@@ -125,16 +138,21 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             .with_context(|| format!("control socket: cannot listen on {}", socket_path.display()))?;
         let state = AdminState {
             tree: tree.clone(),
-            token,
+            tokens,
             controller: controller.clone(),
             liveness,
             listing: Arc::default(),
         };
-        let (server, bound) = admin::serve(config.admin.listen, state)
+        let https = tls.is_some();
+        let (server, bound) = admin::serve(config.admin.listen, state, tls)
             .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
         let server_handle = server.handle();
         actix_rt::spawn(server);
-        tracing::info!(listen = %bound, config = %config.path.display(), "admin API listening");
+        let scheme = if https { "https" } else { "http" };
+        tracing::info!(listen = %bound, scheme, config = %config.path.display(), "admin API listening");
+        if !https && !bound.ip().to_canonical().is_loopback() {
+            tracing::warn!(listen = %bound, "insecure = true: the admin API is plain HTTP on a non-loopback address; its token crosses the network in the clear");
+        }
 
         let (signal_tx, mut signal_rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::Builder::new()

@@ -43,9 +43,10 @@ fn paths(list: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `/readyz` as (status, JSON body), checked to be JSON.
+/// `/readyz` as (status, JSON body), checked to be JSON; asked with the token, so that a
+/// 503 names the actors it waits for.
 fn readyz(w: &Warden) -> (u16, Value) {
-    let r = get(w.port, "/readyz", None);
+    let r = get(w.port, "/readyz", Some(&w.token()));
     let ct = r.header("content-type").unwrap_or("").to_owned();
     assert!(
         ct.contains("application/json"),

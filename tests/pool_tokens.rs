@@ -66,14 +66,22 @@ fn worker_tokens_are_refreshed_and_verify_after_a_warden_restart() {
     assert_eq!(verify(&w, &forged)["valid"], false);
     assert_eq!(verify(&w, "not a token")["valid"], false);
 
-    // A restarted warden (same state_dir) verifies what the earlier one signed.
+    // A warden killed and started again (same state_dir) adopts w1, the same worker run,
+    // and verifies what the earlier one signed for it (a worker that is gone would not
+    // verify: see security_admin).
     let mut w = w;
-    let status = w.signal_and_wait(15, Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0));
+    let status = w.signal_and_wait(9, Duration::from_secs(20));
+    assert_eq!(status.code(), None);
     let dir = w.into_dir();
     let dir_path = dir.path().to_owned();
     let w = Warden::start_in(dir, &pool_body(first_port));
     assert_eq!(w.dir.path(), dir_path);
+    let adopted = w.wait_state("app/w1", "running", Duration::from_secs(10));
+    assert_eq!(
+        adopted["pid"].as_u64(),
+        Some(pid),
+        "w1 is adopted: {adopted}"
+    );
     let latest = std::fs::read_to_string(&file).unwrap_or(refreshed);
     let check = verify(&w, latest.trim());
     assert_eq!(check["valid"], true, "{check}");

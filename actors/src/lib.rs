@@ -23,9 +23,10 @@ pub use outboard::{
 };
 pub use pool::{
     MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, PoolTables, RegistryFuture,
-    RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    RolloutPolicy, RolloutSummary, Session, SessionRegistry, WorkerBuilder, WorkerTemplate,
+    WorkerTokens,
 };
-pub use redis_registry::RedisRegistry;
+pub use redis_registry::{redact_url, RedisRegistry};
 pub use secret::{hex, random_hex, write_durably};
 pub use service::cgroup::{cgroup_of, kill_cgroup, remove_when_empty, CgroupUnavailable, Cgroups};
 pub use service::log::{flush as flush_logs, tail_lines, LogFile, LogSpec, MAX_TAIL_BYTES};

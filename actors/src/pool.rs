@@ -55,6 +55,18 @@ pub struct WorkerTemplate {
     pub env: Vec<(String, String)>,
 }
 
+/// Which programs a rollout may run (`[[pool]] rollout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RolloutPolicy {
+    /// `"config_only"` (default): only the program the pool's own `command` names (its
+    /// arguments and environment may change): the admin token alone cannot make warden
+    /// run a program the config file does not name.
+    #[default]
+    ConfigOnly,
+    /// `"any"`: any program.
+    Any,
+}
+
 /// Builds the child spec of one worker: (worker path, template, port) -> spec.
 pub type WorkerBuilder =
     Arc<dyn Fn(&ActorPath, &WorkerTemplate, u16) -> Result<ChildSpec, String> + Send + Sync>;
@@ -99,6 +111,8 @@ pub struct PoolSpec {
     pub start_timeout: Duration,
     /// Signed worker tokens (`None`: none are written).
     pub tokens: Option<WorkerTokens>,
+    /// Which programs a rollout may run.
+    pub rollout: RolloutPolicy,
 }
 
 impl fmt::Debug for PoolSpec {
@@ -219,6 +233,24 @@ impl PoolHub {
                 env,
                 deadline,
             })
+            .await
+            .map_err(|_| PoolError::NoPool(pool.to_string()))?
+    }
+}
+
+impl PoolHub {
+    /// Verifies a worker token of `pool`: signed by warden, not expired, expiring no later
+    /// than the pool's `token_ttl` from now, and naming a worker that is still in the pool
+    /// with the same run (a retired worker's token, or one of an earlier worker of the same
+    /// name, does not verify). The inner error says why a token is not valid.
+    pub async fn verify_token(
+        &self,
+        pool: &ActorPath,
+        token: &str,
+    ) -> Result<Result<crate::VerifiedToken, String>, PoolError> {
+        let manager = self.manager(pool)?;
+        manager
+            .send(VerifyToken(token.to_owned()))
             .await
             .map_err(|_| PoolError::NoPool(pool.to_string()))?
     }
@@ -358,6 +390,10 @@ const TICK: Duration = Duration::from_secs(1);
 struct Worker {
     id: String,
     path: ActorPath,
+    /// Random, new for each worker this pool creates (kept across warden restarts in the
+    /// table): its tokens name it, so a token of an earlier worker of the same name never
+    /// verifies.
+    nonce: String,
     port: u16,
     template: WorkerTemplate,
     spec: ChildSpec,
@@ -433,13 +469,13 @@ impl Actor for PoolManager {
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
         if let Some(tokens) = &self.spec.tokens {
             for worker in &self.workers {
-                write_worker_token(tokens, &worker.path);
+                write_worker_token(tokens, &worker.path, &worker.nonce);
             }
             let every = (tokens.ttl / 2).max(Duration::from_millis(500));
             ctx.run_interval(every, |act, _| {
                 if let Some(tokens) = &act.spec.tokens {
                     for worker in &act.workers {
-                        write_worker_token(tokens, &worker.path);
+                        write_worker_token(tokens, &worker.path, &worker.nonce);
                     }
                 }
             });
@@ -458,13 +494,14 @@ impl Actor for PoolManager {
     }
 }
 
-/// Writes a fresh token for `worker` (errors are logged: the worker keeps its old one).
-fn write_worker_token(tokens: &WorkerTokens, worker: &ActorPath) {
+/// Writes a fresh token for run `nonce` of `worker` (errors are logged: the worker keeps
+/// its old one).
+fn write_worker_token(tokens: &WorkerTokens, worker: &ActorPath, nonce: &str) {
     let Some(expires) = std::time::SystemTime::now().checked_add(tokens.ttl) else {
         tracing::warn!(%worker, "token_ttl is too long to be added to the clock: no token written");
         return;
     };
-    let token = tokens.signer.sign(worker, expires);
+    let token = tokens.signer.sign(worker, nonce, expires);
     let file = (tokens.file)(worker);
     if let Err(e) = crate::worker_token::write_token(&file, &token) {
         tracing::warn!(%worker, file = %file.display(), error = %e, "cannot write a worker token");
@@ -560,6 +597,13 @@ impl PoolManager {
             self.workers.push(Worker {
                 id: w.id,
                 path,
+                // A table of an older warden has none: its tokens are of the old format,
+                // which no longer verifies anyway.
+                nonce: if w.nonce.is_empty() {
+                    random_id()
+                } else {
+                    w.nonce
+                },
                 port: w.port,
                 template: w.template,
                 spec,
@@ -684,12 +728,14 @@ impl PoolManager {
         let mut added = Vec::with_capacity(built.len());
         for (number, path, port, spec) in built {
             self.next_worker = self.next_worker.max(number);
+            let nonce = random_id();
             if let Some(tokens) = &self.spec.tokens {
-                write_worker_token(tokens, &path);
+                write_worker_token(tokens, &path, &nonce);
             }
             self.workers.push(Worker {
                 id: format!("w{number}"),
                 path,
+                nonce,
                 port,
                 template: template.clone(),
                 spec,
@@ -788,6 +834,7 @@ impl PoolManager {
                 .iter()
                 .map(|w| TableWorker {
                     id: w.id.clone(),
+                    nonce: w.nonce.clone(),
                     number: w.id.trim_start_matches('w').parse().unwrap_or(0),
                     port: w.port,
                     template: w.template.clone(),
@@ -1021,6 +1068,46 @@ struct Rollout {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct StopManager;
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Result<crate::VerifiedToken, String>, PoolError>")]
+struct VerifyToken(String);
+
+impl Handler<VerifyToken> for PoolManager {
+    type Result = Result<Result<crate::VerifiedToken, String>, PoolError>;
+
+    fn handle(&mut self, msg: VerifyToken, _ctx: &mut Self::Context) -> Self::Result {
+        let tokens = self.spec.tokens.as_ref().ok_or_else(|| {
+            PoolError::Unavailable(format!("pool {} signs no worker tokens", self.path))
+        })?;
+        let verified = match tokens
+            .signer
+            .verify(&msg.0, std::time::SystemTime::now(), tokens.ttl)
+        {
+            Ok(verified) => verified,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if verified.worker.parent().as_ref() != Some(&self.path) {
+            return Ok(Err(format!(
+                "the token is for {}, not a worker of {}",
+                verified.worker, self.path
+            )));
+        }
+        Ok(
+            match self.workers.iter().find(|w| w.path == verified.worker) {
+                None => Err(format!(
+                    "{} is no longer a worker of {}",
+                    verified.worker, self.path
+                )),
+                Some(w) if w.nonce != verified.nonce => Err(format!(
+                    "the token is of an earlier worker named {}",
+                    verified.worker
+                )),
+                Some(_) => Ok(verified),
+            },
+        )
+    }
+}
 
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -1347,6 +1434,16 @@ impl PoolManager {
             return Err(PoolError::Invalid(
                 "rollout: command must be a non-empty array".to_owned(),
             ));
+        }
+        let program = &template.command[0];
+        let configured = self.spec.template.command.first();
+        if self.spec.rollout == RolloutPolicy::ConfigOnly && configured != Some(program) {
+            return Err(PoolError::Invalid(format!(
+                "rollout: program {program:?} is not the one the config names for {} ({}); \
+                 this pool has rollout = \"config_only\" (set rollout = \"any\" to allow others)",
+                self.path,
+                configured.map_or_else(|| "none".to_owned(), |p| format!("{p:?}")),
+            )));
         }
         // Checked on a sample worker before anything changes.
         let sample = self.path.child(

@@ -116,8 +116,10 @@ fn key(pool: &ActorPath) -> String {
     format!("warden:pool:{pool}:sessions")
 }
 
-/// `url` with its password (if any) replaced by `***`, fit for messages and logs.
-fn redact(url: &str) -> String {
+/// `url` with its password (if any) replaced by `***`, fit for messages and logs: the one
+/// place that hides a URL's secret (config errors, warden's log, this registry's own
+/// messages all go through it).
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -160,7 +162,7 @@ impl RedisRegistry {
     /// names the URL: `cannot reach Redis at redis://127.0.0.1:6390: ...`. Call it from a
     /// plain thread (warden does, before its System starts): it waits for the answer.
     pub fn connect(url: &str) -> Result<Self, String> {
-        let shown = redact(url);
+        let shown = redact_url(url);
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| format!("invalid Redis URL {shown}: {e}"))?;
         // No CLIENT SETINFO on connect: against a frozen Redis each setup command costs a
@@ -570,17 +572,20 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(
-            redact("redis://:secret@127.0.0.1:6379/0"),
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:secret@127.0.0.1:6379/0"),
             "redis://:***@127.0.0.1:6379/0"
         );
         assert_eq!(
-            redact("redis://user:secret@host/0"),
+            redact_url("redis://user:secret@host/0"),
             "redis://user:***@host/0"
         );
-        assert_eq!(redact("redis://user@host"), "redis://user@host");
-        assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(redact_url("redis://user@host"), "redis://user@host");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Worker tokens: short-lived signed statements "this is worker W until T", so that a
-//! worker can prove who it is to others (who ask warden to verify). Each is
-//! `v1|<worker path>|<expiry, unix seconds>|<hex HMAC-SHA256>` under a key kept in
-//! `state_dir` (created 0600 when missing), so a restarted warden verifies tokens it
-//! signed before.
+//! Worker tokens: short-lived signed statements "this is run N of worker W until T", so
+//! that a worker can prove who it is to others (who ask warden to verify). Each is
+//! `v2|<worker path>|<run nonce>|<expiry, unix seconds>|<hex HMAC-SHA256>` under a key
+//! kept in `state_dir` (created 0600 when missing), so a restarted warden verifies tokens
+//! it signed before. The signature and expiry are checked here; the pool checks that the
+//! worker still exists with the same run nonce (see the pool's `verify_token`).
 
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -27,6 +28,10 @@ pub enum TokenError {
     /// It has expired.
     #[error("expired {0} s ago")]
     Expired(u64),
+    /// It claims to be valid longer than the pool's `token_ttl` allows from now: warden
+    /// never signs such a token.
+    #[error("expires {0} s past the pool's token_ttl from now")]
+    BeyondTtl(u64),
 }
 
 /// A verified token.
@@ -34,6 +39,8 @@ pub enum TokenError {
 pub struct VerifiedToken {
     /// The worker it names.
     pub worker: ActorPath,
+    /// The run of that worker it names (the pool checks it is the current one).
+    pub nonce: String,
     /// When it expires.
     pub expires_at: SystemTime,
 }
@@ -106,25 +113,36 @@ impl TokenSigner {
         mac
     }
 
-    /// A token for `worker`, valid until `expires_at`.
-    pub fn sign(&self, worker: &ActorPath, expires_at: SystemTime) -> String {
+    /// A token for the run `nonce` of `worker`, valid until `expires_at`. The nonce is
+    /// warden's own (hex), never input.
+    pub fn sign(&self, worker: &ActorPath, nonce: &str, expires_at: SystemTime) -> String {
         let secs = expires_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_secs();
-        let body = format!("v1|{worker}|{secs}");
+        let body = format!("v2|{worker}|{nonce}|{secs}");
         let tag = self.mac(&body).finalize().into_bytes();
         format!("{body}|{}", hex(&tag))
     }
 
-    /// Checks `token` at time `now` (the signature in constant time).
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, TokenError> {
+    /// Checks `token` at time `now` (the signature in constant time): signed with this
+    /// key, not expired, and expiring no later than `ttl` from now.
+    pub fn verify(
+        &self,
+        token: &str,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> Result<VerifiedToken, TokenError> {
         let token = token.trim();
         let (body, tag) = token.rsplit_once('|').ok_or(TokenError::Malformed)?;
         let mut parts = body.split('|');
-        let (Some("v1"), Some(worker), Some(secs), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v2"), Some(worker), Some(nonce), Some(secs), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(TokenError::Malformed);
         };
         let tag = unhex(tag).ok_or(TokenError::Malformed)?;
@@ -133,11 +151,24 @@ impl TokenSigner {
             .map_err(|_| TokenError::BadSignature)?;
         let worker = ActorPath::parse(worker).map_err(|_| TokenError::Malformed)?;
         let secs: u64 = secs.parse().map_err(|_| TokenError::Malformed)?;
-        let expires_at = UNIX_EPOCH + Duration::from_secs(secs);
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .ok_or(TokenError::Malformed)?;
         if let Ok(late) = now.duration_since(expires_at) {
             return Err(TokenError::Expired(late.as_secs()));
         }
-        Ok(VerifiedToken { worker, expires_at })
+        // Signed with whole seconds: a token signed now may end up to a second later.
+        let latest = now
+            .checked_add(ttl.saturating_add(Duration::from_secs(1)))
+            .unwrap_or(now);
+        if let Ok(beyond) = expires_at.duration_since(latest) {
+            return Err(TokenError::BeyondTtl(beyond.as_secs().max(1)));
+        }
+        Ok(VerifiedToken {
+            worker,
+            nonce: nonce.to_owned(),
+            expires_at,
+        })
     }
 }
 
@@ -169,18 +200,41 @@ mod tests {
         let signer = TokenSigner::load_or_create(&dir.join("key")).unwrap();
         let worker = ActorPath::parse("/app/w1").unwrap();
         let now = SystemTime::now();
-        let token = signer.sign(&worker, now + Duration::from_secs(60));
-        assert_eq!(signer.verify(&token, now).unwrap().worker, worker);
+        let ttl = Duration::from_secs(60);
+        let token = signer.sign(&worker, "abcd", now + ttl);
+        let verified = signer.verify(&token, now, ttl).unwrap();
+        assert_eq!((verified.worker, verified.nonce.as_str()), (worker, "abcd"));
         // The same key read again verifies it: a restarted warden.
         let again = TokenSigner::load_or_create(&dir.join("key")).unwrap();
-        assert!(again.verify(&token, now).is_ok());
+        assert!(again.verify(&token, now, ttl).is_ok());
         assert!(matches!(
-            signer.verify(&token, now + Duration::from_secs(120)),
+            signer.verify(&token, now + Duration::from_secs(120), ttl),
             Err(TokenError::Expired(_))
         ));
+        // Longer-lived than the pool's token_ttl allows: never signed by this pool.
+        let far = signer.sign(
+            &ActorPath::parse("/app/w1").unwrap(),
+            "abcd",
+            now + 10 * ttl,
+        );
+        assert!(matches!(
+            signer.verify(&far, now, ttl),
+            Err(TokenError::BeyondTtl(_))
+        ));
         let forged = token.replace("/app/w1", "/app/w2");
-        assert_eq!(signer.verify(&forged, now), Err(TokenError::BadSignature));
-        assert_eq!(signer.verify("garbage", now), Err(TokenError::Malformed));
+        assert_eq!(
+            signer.verify(&forged, now, ttl),
+            Err(TokenError::BadSignature)
+        );
+        let other_run = token.replace("|abcd|", "|abce|");
+        assert_eq!(
+            signer.verify(&other_run, now, ttl),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            signer.verify("garbage", now, ttl),
+            Err(TokenError::Malformed)
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

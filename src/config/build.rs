@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use toml::Spanned;
+use warden_actors::RolloutPolicy;
 
 use super::raw::{
     Dur, PortsSpec, RawAdmin, RawBackoff, RawFile, RawIntensity, RawOutboard, RawPool, RawReady,
-    RawRestart, RawService, RawStop, RawSupervisor, SignalSpec,
+    RawRestart, RawService, RawStop, RawSupervisor, RawTls, SignalSpec,
 };
 use super::{
-    expand_placeholders, AdminConfig, BackoffConfig, CgroupMode, ChildConfig, ClusterConfig,
-    Config, ConfigError, Intensity, LogsConfig, OnExit, OutboardConfig, PoolConfig, ReadyConfig,
-    RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig, Source, StopConfig, Strategy,
-    SupervisorConfig,
+    check_command, check_env_var, expand_placeholders, AdminConfig, AdminTransport, BackoffConfig,
+    CgroupMode, ChildConfig, ClusterConfig, Config, ConfigError, Intensity, LogsConfig, OnExit,
+    OutboardConfig, PoolConfig, ReadyConfig, RestartConfig, RestartPolicy, RuntimeConfig,
+    ServiceConfig, Source, StopConfig, Strategy, SupervisorConfig, TlsFiles,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -168,7 +169,69 @@ fn admin(
         Some(value) => resolve(src, "[admin]", "token_file", base_dir, value)?,
         None => state_dir.join("admin.token"),
     };
-    Ok(AdminConfig { listen, token_file })
+    let read_token_file = match table.and_then(|t| t.read_token_file.as_ref()) {
+        Some(value) => {
+            let file = resolve(src, "[admin]", "read_token_file", base_dir, value)?;
+            if file == token_file {
+                let detail = format!(
+                    "{} is also the admin token file: the read-only token needs a file of its own",
+                    file.display()
+                );
+                return Err(src.error(value.span(), "[admin]", "read_token_file", detail));
+            }
+            Some(file)
+        }
+        None => None,
+    };
+    let insecure = table.and_then(|t| t.insecure.as_ref());
+    let transport = match (table.and_then(|t| t.tls.as_ref()), insecure) {
+        (Some(_), Some(flag)) if *flag.get_ref() => {
+            let detail = "`insecure = true` asks for plain HTTP, but `tls` is set: keep one";
+            return Err(src.error(flag.span(), "[admin]", "insecure", detail));
+        }
+        (Some(tls), _) => AdminTransport::Https(tls_files(src, base_dir, tls.get_ref())?),
+        (None, _) => AdminTransport::Http,
+    };
+    let plain_on_purpose = insecure.is_some_and(|flag| *flag.get_ref());
+    if transport == AdminTransport::Http && !plain_on_purpose && !is_loopback(&listen) {
+        let span = table
+            .and_then(|t| t.listen.as_ref())
+            .map_or(0..0, Spanned::span);
+        let detail = format!(
+            "{listen} is not a loopback address: the admin token would cross the network in \
+             the clear. Set `tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}` for HTTPS, \
+             or `insecure = true` to serve plain HTTP there on purpose"
+        );
+        return Err(src.error(span, "[admin]", "listen", detail));
+    }
+    Ok(AdminConfig {
+        listen,
+        token_file,
+        read_token_file,
+        transport,
+    })
+}
+
+/// Whether `addr` can only be reached from this host (IPv4-mapped IPv6 included).
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// The files of `[admin] tls`, read and checked now (a certificate chain and the key that
+/// matches it), so that a bad file is refused at `check`, naming it.
+fn tls_files(src: &Source, base_dir: &Path, raw: &RawTls) -> Result<TlsFiles> {
+    let files = TlsFiles {
+        cert: resolve(src, "[admin]", "tls.cert", base_dir, &raw.cert)?,
+        key: resolve(src, "[admin]", "tls.key", base_dir, &raw.key)?,
+    };
+    if let Err(e) = crate::admin_tls::server_config(&files) {
+        let (key, span) = match e.file {
+            crate::admin_tls::TlsFile::Cert => ("tls.cert", raw.cert.span()),
+            crate::admin_tls::TlsFile::Key => ("tls.key", raw.key.span()),
+        };
+        return Err(src.error(span, "[admin]", key, e));
+    }
+    Ok(files)
 }
 
 fn logs(src: &Source, file: &RawFile) -> Result<LogsConfig> {
@@ -214,10 +277,16 @@ fn cluster(src: &Source, file: &RawFile) -> Result<ClusterConfig> {
         return Ok(ClusterConfig::default());
     };
     let url = value.get_ref();
-    let rest = url
-        .strip_prefix("redis://")
-        .or_else(|| url.strip_prefix("rediss://"));
-    match rest {
+    // Shown only with its password hidden: config errors reach logs and HTTP answers.
+    let shown = warden_actors::redact_url(url);
+    if url.starts_with("rediss://") {
+        let detail = format!(
+            "{shown:?}: rediss:// (TLS) is not supported by this build; use redis:// to a \
+             Redis on this host or a private network, or a TLS tunnel such as stunnel"
+        );
+        return Err(src.error(value.span(), "[cluster]", "redis_url", detail));
+    }
+    match url.strip_prefix("redis://") {
         Some(rest) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
             Ok(ClusterConfig {
                 redis_url: Some(url.clone()),
@@ -225,7 +294,7 @@ fn cluster(src: &Source, file: &RawFile) -> Result<ClusterConfig> {
         }
         _ => {
             let detail = format!(
-                "invalid Redis URL {url:?}: expected redis://HOST[:PORT][/DB], or rediss:// for TLS"
+                "invalid Redis URL {shown:?}: expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
             );
             Err(src.error(value.span(), "[cluster]", "redis_url", detail))
         }
@@ -312,24 +381,9 @@ fn service(
     };
 
     let command = raw.command.get_ref();
-    match command.first() {
-        None => return Err(src.error(raw.command.span(), &label, "command", "must not be empty")),
-        Some(program) if program.is_empty() => {
-            return Err(src.error(
-                raw.command.span(),
-                &label,
-                "command",
-                "the program (first element) must not be empty",
-            ))
-        }
-        Some(_) => {}
-    }
-    if let Kind::Pool(..) = kind {
-        if let Some(found) = command.iter().find_map(|arg| unknown_placeholder(arg)) {
-            let detail = unknown_placeholder_detail(found);
-            return Err(src.error(raw.command.span(), &label, "command", detail));
-        }
-    }
+    let placeholders = matches!(kind, Kind::Pool(..));
+    check_command(command, placeholders)
+        .map_err(|detail| src.error(raw.command.span(), &label, "command", detail))?;
 
     let cwd = match &raw.cwd {
         Some(value) => resolve(src, &label, "cwd", context.base_dir, value)?,
@@ -339,18 +393,7 @@ fn service(
     let mut env = Vec::new();
     if let Some(table) = &raw.env {
         for (key, value) in table.get_ref() {
-            let problem = if key.is_empty() {
-                Some("a variable name must not be empty".to_string())
-            } else if key.contains(['=', '\0']) {
-                Some("a variable name must not contain `=` or NUL".to_string())
-            } else if value.contains('\0') {
-                Some("a value must not contain NUL".to_string())
-            } else if let (Kind::Pool(..), Some(found)) = (kind, unknown_placeholder(value)) {
-                Some(unknown_placeholder_detail(found))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
+            if let Err(problem) = check_env_var(key, value, placeholders) {
                 let key = if key.is_empty() {
                     "env".to_string()
                 } else {
@@ -481,6 +524,20 @@ fn pool(
         Some(value) => value.get_ref().0,
         None => DEFAULT_TOKEN_TTL,
     };
+    let rollout = match &keys.rollout {
+        Some(value) => choose(
+            src,
+            &label,
+            "rollout",
+            "rollout policy",
+            value,
+            &[
+                ("config_only", RolloutPolicy::ConfigOnly),
+                ("any", RolloutPolicy::Any),
+            ],
+        )?,
+        None => RolloutPolicy::default(),
+    };
 
     node.child = match node.child {
         ChildConfig::Service(service) => ChildConfig::Pool(PoolConfig {
@@ -499,6 +556,7 @@ fn pool(
             sessions_per_worker,
             idle_timeout,
             token_ttl,
+            rollout,
         }),
         other => other,
     };

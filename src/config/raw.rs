@@ -38,6 +38,17 @@ pub(super) struct RawFile {
 pub(super) struct RawAdmin {
     pub listen: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
+    pub read_token_file: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawTls>>,
+    pub insecure: Option<Spanned<bool>>,
+}
+
+/// `[admin] tls = { cert = "cert.pem", key = "key.pem" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +207,7 @@ pub(super) struct RawPool {
     pub sessions_per_worker: Option<Spanned<u32>>,
     pub idle_timeout: Option<Spanned<Dur>>,
     pub token_ttl: Option<Spanned<Dur>>,
+    pub rollout: Option<Spanned<String>>,
 }
 
 /// The keys only a `[[pool]]` entry has.
@@ -206,6 +218,7 @@ pub(super) struct RawPoolKeys {
     pub sessions_per_worker: Option<Spanned<u32>>,
     pub idle_timeout: Option<Spanned<Dur>>,
     pub token_ttl: Option<Spanned<Dur>>,
+    pub rollout: Option<Spanned<String>>,
 }
 
 impl RawPool {
@@ -226,6 +239,7 @@ impl RawPool {
             sessions_per_worker,
             idle_timeout,
             token_ttl,
+            rollout,
         } = self;
         let service = RawService {
             name,
@@ -244,6 +258,7 @@ impl RawPool {
             sessions_per_worker,
             idle_timeout,
             token_ttl,
+            rollout,
         };
         (service, pool)
     }

@@ -302,7 +302,7 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self))
             }
-            Request::VerifyToken { pool, token } => immediate(self.verify_token(&pool, &token)),
+            Request::VerifyToken { pool, token } => self.verify_token(&pool, token),
             Request::Wait { paths, timeout_ms } => {
                 let parsed: Result<Vec<ActorPath>, Failure> =
                     paths.iter().map(|p| parse_path(p)).collect();
@@ -355,44 +355,56 @@ impl Controller {
         Box::pin(fut.into_actor(self))
     }
 
-    fn verify_token(&self, pool: &str, token: &str) -> Result<Response, Failure> {
+    /// Checks a worker token of `pool`: here that the pool exists and tokens are signed;
+    /// the pool manager checks the token itself and that its worker is still the same.
+    fn verify_token(
+        &self,
+        pool: &str,
+        token: String,
+    ) -> ResponseActFuture<Self, Result<Response, Failure>> {
         use super::protocol::TokenCheck;
-        let pool = parse_path(pool)?;
-        match self.tree.get(&pool) {
-            Some(info) if info.kind == ActorKind::Pool => {}
-            _ => {
-                return Err(Failure::new(
-                    FailureKind::NotFound,
-                    format!("no pool at {pool}"),
-                ))
+        let checked = parse_path(pool).and_then(|pool| {
+            match self.tree.get(&pool) {
+                Some(info) if info.kind == ActorKind::Pool => {}
+                _ => {
+                    return Err(Failure::new(
+                        FailureKind::NotFound,
+                        format!("no pool at {pool}"),
+                    ))
+                }
             }
-        }
-        let signer = self.tokens.as_ref().ok_or_else(|| {
-            Failure::new(
-                FailureKind::Unavailable,
-                "this warden signs no worker tokens",
-            )
-        })?;
-        let invalid = |reason: String| TokenCheck {
-            valid: false,
-            worker: None,
-            expires_at: None,
-            reason: Some(reason),
+            if self.tokens.is_none() {
+                return Err(Failure::new(
+                    FailureKind::Unavailable,
+                    "this warden signs no worker tokens",
+                ));
+            }
+            Ok(pool)
+        });
+        let pools = self.pools.clone();
+        let fut = async move {
+            let pool = checked?;
+            let check = match pools
+                .verify_token(&pool, &token)
+                .await
+                .map_err(pool_failure)?
+            {
+                Ok(verified) => TokenCheck {
+                    valid: true,
+                    worker: Some(verified.worker),
+                    expires_at: Some(warden_supervisors::Timestamp(verified.expires_at)),
+                    reason: None,
+                },
+                Err(reason) => TokenCheck {
+                    valid: false,
+                    worker: None,
+                    expires_at: None,
+                    reason: Some(reason),
+                },
+            };
+            Ok(Response::Token(check))
         };
-        let check = match signer.verify(token, std::time::SystemTime::now()) {
-            Ok(verified) if verified.worker.parent().as_ref() == Some(&pool) => TokenCheck {
-                valid: true,
-                worker: Some(verified.worker),
-                expires_at: Some(warden_supervisors::Timestamp(verified.expires_at)),
-                reason: None,
-            },
-            Ok(verified) => invalid(format!(
-                "the token is for {}, not a worker of {pool}",
-                verified.worker
-            )),
-            Err(e) => invalid(e.to_string()),
-        };
-        Ok(Response::Token(check))
+        Box::pin(fut.into_actor(self))
     }
 
     /// The tail of a process's log: checked here, read on a blocking thread (a tail reads

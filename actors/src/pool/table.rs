@@ -35,6 +35,9 @@ pub(crate) struct Table {
 pub(crate) struct TableWorker {
     /// Its name (`w3`).
     pub(crate) id: String,
+    /// Its run nonce (in its tokens); empty in a table of an older warden.
+    #[serde(default)]
+    pub(crate) nonce: String,
     /// Its number.
     pub(crate) number: u64,
     /// Its port.
