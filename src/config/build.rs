@@ -904,14 +904,9 @@ fn choose<T: Copy>(
     Err(src.error(value.span(), label, key, detail))
 }
 
-/// Names are `[A-Za-z0-9_.-]+`, and neither `.` nor `..`.
+/// Names are `[A-Za-z0-9_.-]+`, and neither `.` nor `..` (the rule of `warden_supervisors::ActorName`).
 fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    warden_supervisors::ActorName::new(name).is_ok()
 }
 
 fn name(src: &Source, label: &str, value: &Spanned<String>) -> Result<String> {
