@@ -16,6 +16,19 @@ impl StateLayout {
         Self { root: root.into() }
     }
 
+    /// Makes `state_dir` and the folders warden keeps in it private to warden (created
+    /// 0700; an existing one is refused, naming it and the problem, when it is a symbolic
+    /// link, owned by another uid, or group- or world-writable: see
+    /// `warden_actors::state_file`). Called once at start, before anything in it is read.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        use warden_actors::state_file::ensure_private_dir;
+        ensure_private_dir(&self.root)?;
+        for sub in ["logs", "children", "pools", "notify", "outboard", "tokens"] {
+            ensure_private_dir(&self.root.join(sub))?;
+        }
+        Ok(())
+    }
+
     /// `state_dir` itself.
     pub fn root(&self) -> &Path {
         &self.root

@@ -282,6 +282,7 @@ fn pool_child(
                 line: entry.line,
                 command: template.command.iter().map(|c| fill(c)).collect(),
                 cwd: entry.cwd.clone(),
+                run_as: entry.run_as.clone(),
                 env,
                 stop: entry.stop.clone(),
                 restart: entry.restart.clone(),

@@ -28,6 +28,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use warden_actors::proc::{self, Identity, Pinned};
+use warden_actors::state_file;
 use warden_actors::{Adoptable, ProcessRecords};
 use warden_supervisors::ActorPath;
 
@@ -63,6 +64,10 @@ struct Waiting {
     file: PathBuf,
 }
 
+/// The largest record read back (a record is a few hundred bytes): a bigger file is not
+/// one warden wrote, and is deleted unread.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
 /// The record files of one state_dir.
 #[derive(Debug)]
 pub struct StateStore {
@@ -94,7 +99,7 @@ impl StateStore {
     /// says in the log when warden falls back to /proc).
     pub fn open(state_dir: &Path) -> io::Result<(Self, Recovered)> {
         let dir = state_dir.join("children");
-        std::fs::create_dir_all(&dir)?;
+        state_file::ensure_private_dir(&dir)?;
         let instance = InstanceId::load_or_create(state_dir)?;
         let boot_id = proc::boot_id()?;
         proc::pidfds_available();
@@ -102,13 +107,25 @@ impl StateStore {
         let mut adoptable: HashMap<String, Waiting> = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let file = entry?.path();
-            let record = std::fs::read(&file)
-                .ok()
-                .filter(|_| file.extension().is_some_and(|e| e == "json"))
-                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok());
-            let Some(record) = record else {
-                let _ = std::fs::remove_file(&file);
-                continue;
+            // Only regular files of at most MAX_RECORD_BYTES are read (a planted symbolic
+            // link or FIFO is never followed nor waited on).
+            let record = if file.extension().is_some_and(|e| e == "json") {
+                state_file::read_bounded(&file, MAX_RECORD_BYTES)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        serde_json::from_slice::<Record>(&bytes)
+                            .map_err(|e| format!("{}: {e}", file.display()))
+                    })
+            } else {
+                Err(format!("{}: not a record", file.display()))
+            };
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(error = %e, "deleting a record that cannot be read (torn by a crash, or not warden's)");
+                    let _ = std::fs::remove_file(&file);
+                    continue;
+                }
             };
             let now = Identity::of(record.pid).ok();
             let same_process =
@@ -175,6 +192,9 @@ impl StateStore {
         let me = std::process::id();
         // SAFETY: getuid cannot fail.
         let my_uid = unsafe { libc::getuid() };
+        // A warden running as root starts children as other users (`user = ...`): their
+        // orphans carry the marker too. One that does not run as root has only its own.
+        let any_uid = state_file::euid() == 0;
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return 0;
         };
@@ -195,7 +215,7 @@ impl StateStore {
             let Ok(identity) = Identity::of(pid) else {
                 continue;
             };
-            if identity.uid != my_uid
+            if (identity.uid != my_uid && !any_uid)
                 || keep.contains(&identity.pgid)
                 || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
             {
@@ -225,15 +245,9 @@ impl StateStore {
     /// the process it named is then an orphan, found by its marker and killed. So no
     /// temp file and rename are needed on the spawn path.
     fn write(&self, path: &ActorPath, record: &Record) -> io::Result<()> {
-        use std::io::Write as _;
         let file = self.file_for(path, record.pid);
         let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&file)?;
-        out.write_all(&bytes)
+        state_file::create_fresh(&file, &bytes)
     }
 
     /// Kills the process groups of live records that no actor adopted once the tree has
@@ -331,28 +345,25 @@ impl StateLock {
     /// Takes the lock, or says which warden holds it.
     pub fn acquire(state_dir: &Path) -> Result<Self, String> {
         use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
+        state_file::ensure_private_dir(state_dir).map_err(|e| format!("state_dir {e}"))?;
         let lock_path = state_dir.join("warden.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let lock = state_file::open(&lock_path, state_file::Access::Lock)
+            .map_err(|e| format!("cannot open the lock: {e}"))?;
         // SAFETY: flock on a valid fd.
         let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         let pidfile = state_dir.join("warden.pid");
         if r != 0 {
-            let holder = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            let holder = state_file::read_bounded(&pidfile, 64)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             return Err(format!(
                 "another warden is running on state_dir {} (pid {})",
                 state_dir.display(),
                 holder.trim()
             ));
         }
-        std::fs::write(&pidfile, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write {}: {e}", pidfile.display()))?;
+        state_file::create_fresh(&pidfile, format!("{}\n", std::process::id()).as_bytes())
+            .map_err(|e| format!("cannot write the pid file: {e}"))?;
         Ok(Self {
             _lock: lock,
             pidfile,

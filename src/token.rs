@@ -1,7 +1,8 @@
 //! The admin API's bearer token: read from its file, or created there (mode 0600, 256
-//! random bits) when missing; compared in constant time.
+//! random bits) when missing; compared in constant time. A file that other users may read,
+//! that another uid owns, or that is too short to be a token is refused at start, naming
+//! it (someone may have planted it).
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -10,8 +11,9 @@ use subtle::ConstantTimeEq;
 /// Why the token file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// Reading, creating or writing the file failed.
-    #[error("token file {path}: {source}")]
+    /// Reading, creating or writing the file failed, or it is not to be trusted (the
+    /// message names the file).
+    #[error("admin token: {source}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -22,6 +24,13 @@ pub enum TokenError {
     #[error("cannot generate a token: {0}")]
     Random(String),
 }
+
+/// The fewest characters an admin token file may hold (warden writes 64 hex
+/// characters: 256 bits).
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// The largest admin token file read.
+const MAX_TOKEN_FILE: u64 = 4096;
 
 /// A bearer token.
 #[derive(Clone)]
@@ -36,14 +45,24 @@ impl std::fmt::Debug for AdminToken {
 impl AdminToken {
     /// Reads the token at `path`, creating the file (mode 0600, written durably) with a
     /// fresh token if it is missing, or with a warning if it is empty (a power loss while
-    /// an earlier warden created it). A file that holds something else is used as it is.
+    /// an earlier warden created it). A file that other users may read, that another uid
+    /// owns, that is not a regular file (a symbolic link is not followed), or that holds
+    /// fewer than [`MIN_TOKEN_LEN`] characters is refused, naming it.
     pub fn load_or_create(path: &Path) -> Result<Self, TokenError> {
         let io_err = |source| TokenError::Io {
             path: path.to_owned(),
             source,
         };
-        match fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => Ok(Self(text.trim().to_owned())),
+        match warden_actors::state_file::read_secret(path, MAX_TOKEN_FILE) {
+            Ok(text) if text.len() >= MIN_TOKEN_LEN => Ok(Self(text)),
+            Ok(text) if !text.is_empty() => Err(io_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {} characters is too short to be a token (at least {MIN_TOKEN_LEN}): refused; delete it to get a new one",
+                    path.display(),
+                    text.len()
+                ),
+            ))),
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "the admin token file is empty (a power loss?): writing a new token");
                 Self::create(path)

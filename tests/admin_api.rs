@@ -219,7 +219,7 @@ fn a_pre_existing_token_file_is_used_as_is() {
     let dir = temp_dir();
     std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
     let file = dir.path().join("state/admin.token");
-    let mine = "my-own-operator-token-0123";
+    let mine = "my-own-operator-token-0123456789abcdef";
     std::fs::write(&file, format!("{mine}\n")).expect("write token");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let w = Warden::start_in(dir, SLEEPER);

@@ -157,6 +157,7 @@ fn design_example_gives_the_expected_tree() {
         line: line_of(DESIGN_EXAMPLE, "[[service]]"),
         command: vec!["./api".into(), "--port".into(), "8080".into()],
         cwd: base.to_path_buf(),
+        run_as: None,
         env: vec![("RUST_LOG".into(), "info".into())],
         stop: StopConfig {
             signal: 15,
@@ -1164,6 +1165,7 @@ fn outboard_entry_reads_every_service_key_and_its_own() {
                 "--x".into(),
             ],
             cwd: base.join("helpers"),
+            run_as: None,
             env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
             stop: StopConfig {
                 signal: 2,
@@ -1213,6 +1215,7 @@ fn outboard_without_options_gets_every_default() {
             line: line_of(OUTBOARD_EXAMPLE, "name = \"plain\"") - 1,
             command: vec!["plain".into()],
             cwd: dir.path().to_path_buf(),
+            run_as: None,
             env: Vec::new(),
             stop: StopConfig::default(),
             restart: RestartConfig {
@@ -1671,6 +1674,7 @@ fn pool_entry_reads_every_service_key_and_its_own() {
             "--json={\"a\":1}".into(),
         ],
         cwd: base.join("apps"),
+        run_as: None,
         env: vec![
             ("PLAIN".into(), "x".into()),
             ("PORT".into(), "{port}".into()),
@@ -1722,6 +1726,7 @@ fn pool_without_options_gets_every_default() {
         line: line_of(POOL_EXAMPLE, "name = \"plain\"") - 1,
         command: vec!["plain".into()],
         cwd: dir.path().to_path_buf(),
+        run_as: None,
         env: Vec::new(),
         stop: StopConfig::default(),
         // the [restart] table, as for a service

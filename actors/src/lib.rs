@@ -12,6 +12,7 @@ mod pool;
 mod redis_registry;
 mod secret;
 mod service;
+pub mod state_file;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
@@ -26,5 +27,6 @@ pub use service::log::{tail_lines, LogFile, LogSpec, MAX_TAIL_BYTES};
 pub use service::proc;
 pub use service::ready::ReadyCheck;
 pub use service::records::{Adoptable, ProcessRecords};
+pub use service::run_as::{effective_ids, RunAs, RunAsError};
 pub use service::{Output, ServiceFactory, ServiceSpec};
 pub use worker_token::{TokenError, TokenSigner, VerifiedToken};

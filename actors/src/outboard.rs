@@ -107,9 +107,9 @@ impl OutboardFactory {
         // The first run of this warden keeps the token on file: a child adopted from an
         // earlier warden reconnects with it. Every later run gets a fresh one.
         if self.first_start.swap(false, Ordering::SeqCst) {
-            if let Some(old) = std::fs::read(&self.spec.config_file)
+            if let Some(old) = crate::state_file::read_secret(&self.spec.config_file, 64 * 1024)
                 .ok()
-                .and_then(|b| serde_json::from_slice::<OutboardConfigFile>(&b).ok())
+                .and_then(|text| serde_json::from_str::<OutboardConfigFile>(&text).ok())
             {
                 return Ok(old.token);
             }
@@ -118,12 +118,6 @@ impl OutboardFactory {
     }
 
     fn write_config(&self, cx: &StartContext, token: &str) -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = &self.spec.config_file;
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let config = OutboardConfigFile {
             socket: self.spec.socket.clone(),
             token: token.to_owned(),
@@ -131,16 +125,8 @@ impl OutboardFactory {
             heartbeat_ms: u64::try_from(self.spec.heartbeat.as_millis()).unwrap_or(u64::MAX),
             actor: cx.path.to_string(),
         };
-        let tmp = file.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&serde_json::to_vec(&config).map_err(std::io::Error::other)?)?;
-        drop(out);
-        std::fs::rename(&tmp, file)
+        let bytes = serde_json::to_vec(&config).map_err(std::io::Error::other)?;
+        crate::state_file::replace(&self.spec.config_file, &bytes, None, false)
     }
 
     fn listen(&self) -> std::io::Result<Listener> {

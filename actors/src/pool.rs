@@ -466,7 +466,7 @@ fn write_worker_token(tokens: &WorkerTokens, worker: &ActorPath) {
     };
     let token = tokens.signer.sign(worker, expires);
     let file = (tokens.file)(worker);
-    if let Err(e) = crate::worker_token::write_token(&file, &token) {
+    if let Err(e) = crate::worker_token::write_token(&file, &token, None) {
         tracing::warn!(%worker, file = %file.display(), error = %e, "cannot write a worker token");
     }
 }

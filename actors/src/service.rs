@@ -18,6 +18,7 @@ pub(crate) mod log;
 pub mod proc;
 pub(crate) mod ready;
 pub(crate) mod records;
+pub(crate) mod run_as;
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::process::ExitStatusExt;
