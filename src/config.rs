@@ -73,6 +73,19 @@ pub struct AdminConfig {
 pub struct RuntimeConfig {
     /// Whether children outlive a warden that is killed.
     pub on_exit: OnExit,
+    /// Whether each service runs in a cgroup of its own (`cgroup`).
+    pub cgroup: CgroupMode,
+}
+
+/// Whether services run in cgroups of their own (`[runtime] cgroup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CgroupMode {
+    /// `"auto"`: a cgroup per service where a writable cgroup v2 hierarchy exists, process
+    /// groups elsewhere (default).
+    #[default]
+    Auto,
+    /// `"off"`: process groups only.
+    Off,
 }
 
 /// What happens to children when warden itself is killed (`on_exit`).

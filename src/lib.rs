@@ -20,10 +20,12 @@ pub mod instance;
 pub mod layout;
 pub mod metrics;
 pub mod plan;
+pub mod reaper;
 pub mod reload;
 pub mod runtime;
 pub mod state;
 pub mod token;
+pub mod watchdog;
 
 pub use warden_actors::{ActorHandle, LogSpec, Output, ReadyCheck, ServiceSpec};
 pub use warden_supervisors::{

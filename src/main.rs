@@ -59,6 +59,17 @@ enum Command {
     /// Exit codes: 0 done, 1 the operation failed (unknown path included), 2 usage or
     /// connection error.
     Ctl(CtlArgs),
+    /// Internal: the watchdog of `on_exit = "stop"` (see warden::watchdog); started by
+    /// `warden up`, never by hand.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The warden-<instance> cgroup to kill.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// KEY=VALUE: processes with this environment entry are killed.
+        #[arg(long)]
+        marker: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -198,6 +209,7 @@ fn main() -> ExitCode {
             };
             return warden::ctl::run(&options, args.verb.request());
         }
+        Command::Watchdog { cgroup, marker } => return warden::watchdog::run(cgroup, &marker),
     };
     let config = match load(&config_path) {
         Ok(config) => config,
@@ -215,7 +227,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Ctl(_) => ExitCode::from(2),
+        Command::Ctl(_) | Command::Watchdog { .. } => ExitCode::from(2),
         Command::Up {
             detach: true, wait, ..
         } => {

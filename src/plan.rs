@@ -4,9 +4,9 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output, PoolFactory,
-    PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, ServiceFactory, ServiceSpec,
-    SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    Cgroups, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
+    PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, ServiceFactory,
+    ServiceSpec, SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{
     ActorKind, ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
@@ -41,6 +41,8 @@ pub struct Wiring {
     pub tokens: Option<Arc<TokenSigner>>,
     /// The pools' worker tables (none: pools persist nothing).
     pub pool_tables: Arc<PoolTables>,
+    /// The cgroups services run in (`None`: process groups only).
+    pub cgroups: Option<Arc<Cgroups>>,
 }
 
 impl Default for Wiring {
@@ -52,6 +54,7 @@ impl Default for Wiring {
             sessions: Arc::new(MemoryRegistry::default()),
             tokens: None,
             pool_tables: Arc::new(PoolTables::none()),
+            cgroups: None,
         }
     }
 }
@@ -192,9 +195,10 @@ fn service_spec(
 }
 
 fn service_factory(spec: ServiceSpec, wiring: &Wiring) -> ServiceFactory {
+    let factory = ServiceFactory::new(spec).with_cgroups(wiring.cgroups.clone());
     match &wiring.records {
-        Some(records) => ServiceFactory::new(spec).with_records(records.clone()),
-        None => ServiceFactory::new(spec),
+        Some(records) => factory.with_records(records.clone()),
+        None => factory,
     }
 }
 

@@ -6,19 +6,22 @@ use actix::Actor as _;
 use anyhow::Context as _;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
+use warden_actors::{Cgroups, ProcessRecords as _};
 use warden_supervisors::ActorTree;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{CgroupMode, Config, OnExit};
 use crate::control::protocol::Request;
 use crate::control::{socket, Controller, ControllerConfig, Liveness};
 use crate::embed::RunningTree;
 use crate::holder::BOUND_FD_ENV;
 use crate::layout::StateLayout;
 use crate::plan;
+use crate::reaper;
 use crate::reload::Reloader;
 use crate::state::{Recovered, StateLock, StateStore};
 use crate::token::AdminToken;
+use crate::watchdog::Watchdog;
 
 /// Runs the tree of `config` in the foreground until SIGTERM or SIGINT, then stops it
 /// gracefully (reverse order, stop timeouts, SIGKILL to process groups) and returns.
@@ -37,6 +40,12 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     layout.prepare().context("state_dir refused")?;
     raise_open_files_limit();
     let _lock = StateLock::acquire(&config.state_dir).map_err(anyhow::Error::msg)?;
+    match reaper::start() {
+        Ok(role) => tracing::info!(?role, "reaping orphans reparented to warden"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot become a child subreaper: orphans of services go to init")
+        }
+    }
     let token = AdminToken::load_or_create(&config.admin.token_file)?;
     let (store, recovered) = StateStore::open(&config.state_dir).with_context(|| {
         format!(
@@ -53,6 +62,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         );
     }
     let store = Arc::new(store);
+    let cgroups = containment(&config, store.instance().as_str());
     let signer = warden_actors::TokenSigner::load_or_create(&layout.token_key())
         .with_context(|| format!("worker token key {}", layout.token_key().display()))?;
     let pool_tables = warden_actors::PoolTables::open(&layout.pool_tables_dir())
@@ -61,6 +71,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         records: Some(store.clone()),
         tokens: Some(Arc::new(signer)),
         pool_tables: Arc::new(pool_tables),
+        cgroups: cgroups.clone(),
         ..plan::Wiring::default()
     };
     if let Some(url) = &config.cluster.redis_url {
@@ -75,6 +86,23 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
+    let watchdog = match config.runtime.on_exit {
+        OnExit::Stop => {
+            let watchdog = Watchdog::start(
+                std::path::Path::new("/proc/self/exe"),
+                cgroups.as_deref().map(Cgroups::dir),
+                &store.marker(),
+            )
+            .context("cannot start the watchdog of on_exit = \"stop\"")?;
+            tracing::info!(
+                pid = watchdog.pid(),
+                "on_exit = \"stop\": a watchdog kills every service process if warden dies"
+            );
+            Some(watchdog)
+        }
+        OnExit::Keep => None,
+    };
+    let tree_cgroups = cgroups.clone();
     let system = actix::System::new();
     let result = system.block_on(async move {
         let (activate_tx, mut activate_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -153,6 +181,9 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     let graceful = tokio::time::timeout(BOUND_STOP, running.shutdown()).await;
                     if graceful.is_err() {
                         kill_every_group(&tree);
+                        if let Some(cgroups) = &tree_cgroups {
+                            let _ = cgroups.kill_all();
+                        }
                     }
                     server_handle.stop(false).await;
                     let _ = std::fs::remove_file(&socket_path);
@@ -202,7 +233,35 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     signals_handle.close();
+    // The tree is stopped (or never started): nothing for the watchdog to kill.
+    if let Some(watchdog) = watchdog {
+        watchdog.disarm();
+    }
+    if let Some(cgroups) = &cgroups {
+        cgroups.remove_empty();
+    }
     result
+}
+
+/// The cgroups services run in, per `[runtime] cgroup`; says at start which containment
+/// this warden uses.
+fn containment(config: &Config, instance: &str) -> Option<Arc<Cgroups>> {
+    match config.runtime.cgroup {
+        CgroupMode::Off => {
+            tracing::info!("containment: process groups ([runtime] cgroup = \"off\")");
+            None
+        }
+        CgroupMode::Auto => match Cgroups::setup(instance) {
+            Ok(cgroups) => {
+                tracing::info!(cgroup = %cgroups.dir().display(), "containment: a cgroup v2 per service");
+                Some(Arc::new(cgroups))
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "containment: process groups (no writable cgroup v2 hierarchy)");
+                None
+            }
+        },
+    }
 }
 
 /// How long a bound holder whose parent died gives its tree to stop gracefully before

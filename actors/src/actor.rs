@@ -156,6 +156,7 @@ where
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
+            containment: None,
         })
     }
 }

@@ -23,10 +23,12 @@ pub use pool::{
 };
 pub use redis_registry::RedisRegistry;
 pub use secret::{hex, random_hex, write_durably};
+pub use service::cgroup::{kill_cgroup, remove_when_empty, CgroupUnavailable, Cgroups};
 pub use service::log::{tail_lines, LogFile, LogSpec, MAX_TAIL_BYTES};
 pub use service::proc;
 pub use service::ready::ReadyCheck;
 pub use service::records::{Adoptable, ProcessRecords};
 pub use service::run_as::{effective_ids, RunAs, RunAsError};
+pub use service::spawned;
 pub use service::{Output, ServiceFactory, ServiceSpec};
 pub use worker_token::{TokenError, TokenSigner, VerifiedToken};

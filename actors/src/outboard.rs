@@ -224,6 +224,7 @@ impl ChildFactory for OutboardFactory {
             }),
             stop: stop_tx,
             adopted: inner.adopted,
+            containment: inner.containment,
         })
     }
 }

@@ -1,4 +1,5 @@
-//! The service child kind: an OS process in its own process group.
+//! The service child kind: an OS process in its own process group, and in its own
+//! cgroup where warden has a writable cgroup v2 hierarchy (see [`cgroup`]).
 //!
 //! Each run spawns `command` with `process_group(0)`, its stdout and stderr on one pipe
 //! drained into the actor's log file. A `pre_exec` hook (fork instead of the fast
@@ -11,14 +12,18 @@
 //! the timeout; the group also gets SIGKILL once its leader has exited — while the leader
 //! is still an unreaped zombie (watched through a pidfd), so the group's number cannot
 //! have been reused — so no grandchild outlives its service. If the supervisor goes away
-//! without asking, the group is SIGKILLed at once. Adopted processes (left by an earlier
-//! warden) are signalled only through their [`proc::Pinned`] identity.
+//! without asking, the group is SIGKILLed at once. In a cgroup, each of these SIGKILLs is
+//! also a `cgroup.kill`, which reaches descendants that left the group (setsid). Adopted
+//! processes (left by an earlier warden) are signalled only through their
+//! [`proc::Pinned`] identity (or their cgroup).
 
+pub(crate) mod cgroup;
 pub(crate) mod log;
 pub mod proc;
 pub(crate) mod ready;
 pub(crate) mod records;
 pub(crate) mod run_as;
+pub mod spawned;
 
 use std::hash::{Hash, Hasher};
 use std::os::unix::process::ExitStatusExt;
@@ -38,6 +43,7 @@ use warden_supervisors::{
     panic_message, ActorKind, ChildFactory, Exit, RunningChild, StartContext, StopMode,
 };
 
+use self::cgroup::{Cgroups, RunContainment};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
@@ -117,6 +123,7 @@ pub struct ServiceFactory {
     log: Option<Arc<LogFile>>,
     records: Option<Arc<dyn ProcessRecords>>,
     kind: ActorKind,
+    cgroups: Option<Arc<Cgroups>>,
 }
 
 impl ServiceFactory {
@@ -131,7 +138,15 @@ impl ServiceFactory {
             log,
             records: None,
             kind: ActorKind::Service,
+            cgroups: None,
         }
+    }
+
+    /// Runs each process in a cgroup of its own below `cgroups` (instead of only its
+    /// process group), so that a stop ends every descendant.
+    pub fn with_cgroups(mut self, cgroups: Option<Arc<Cgroups>>) -> Self {
+        self.cgroups = cgroups;
+        self
     }
 
     /// Shows the runs as actors of `kind` (e.g. pool workers) instead of `service`.
@@ -169,9 +184,12 @@ impl ServiceFactory {
                 }
             }
         }
+        let containment = RunContainment::of_adopted(self.cgroups.as_deref(), pid, &cx.path);
+        let containment_kind = containment.kind();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = actix_rt::spawn(supervise_adopted(
             adoptable.process,
+            containment,
             stop_rx,
             self.spec.stop_signal,
             self.spec.stop_timeout,
@@ -184,6 +202,7 @@ impl ServiceFactory {
             exit: Box::pin(join_exit(task)),
             stop: stop_tx,
             adopted: true,
+            containment: Some(containment_kind),
         }
     }
 
@@ -266,14 +285,22 @@ impl ChildFactory for ServiceFactory {
             }
             _ => None,
         };
-        let spawned = cmd.spawn();
+        let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
+        let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
-        let child = spawned.map_err(|e| format!("{}: {e}", spec.command[0]))?;
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                containment.discard();
+                return Err(format!("{}: {e}", spec.command[0]));
+            }
+        };
         // The write ends of the pipe went to the child with `cmd`; drop ours.
         drop(cmd);
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
+        let containment = containment.enter(procs, pid);
         if let Some(records) = &self.records {
             records.saved(&cx.path, pid, output_id);
         }
@@ -281,9 +308,11 @@ impl ChildFactory for ServiceFactory {
             log.clone().drain(read);
         }
         let (stop_tx, stop_rx) = oneshot::channel();
+        let containment_kind = containment.kind();
         let task = actix_rt::spawn(supervise(
             child,
             pid,
+            containment,
             stop_rx,
             spec.stop_signal,
             spec.stop_timeout,
@@ -299,6 +328,7 @@ impl ChildFactory for ServiceFactory {
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
+            containment: Some(containment_kind),
         })
     }
 }
@@ -353,7 +383,7 @@ fn set_pre_exec(cmd: &mut Command, die_with_warden: bool, nofile: Option<libc::r
 
 /// Signals the process group `pgid` of a child of warden's own that is not reaped yet
 /// (its leader alive or a zombie), so the group's number cannot belong to anyone else.
-fn signal_group(pgid: u32, signal: Signal) {
+pub(crate) fn signal_group(pgid: u32, signal: Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     // ESRCH (the group is already gone) is the expected end.
     let _ = killpg(Pid::from_raw(raw), signal);
@@ -408,36 +438,42 @@ async fn leader_exited(child: &mut Child, watch: Option<&AsyncFd<OwnedFd>>) {
 async fn supervise(
     mut child: Child,
     pgid: u32,
+    containment: RunContainment,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
     record: RecordHandle,
 ) -> Exit {
     let watch = leader_watch(pgid);
+    let mut requested = true;
     tokio::select! {
-        () = leader_exited(&mut child, watch.as_ref()) => {}
+        () = leader_exited(&mut child, watch.as_ref()) => requested = false,
         request = stop_rx => {
             match request {
                 Ok(StopMode::Graceful) => {
                     signal_group(pgid, signal);
                     let exited = leader_exited(&mut child, watch.as_ref());
                     if tokio::time::timeout(timeout, exited).await.is_err() {
-                        tracing::warn!(pid = pgid, "stop timeout: SIGKILL to the process group");
-                        signal_group(pgid, Signal::SIGKILL);
+                        tracing::warn!(pid = pgid, "stop timeout: SIGKILL to every process of the service");
+                        containment.kill_all(pgid);
                         leader_exited(&mut child, watch.as_ref()).await;
                     }
                 }
                 Err(_) => {
-                    signal_group(pgid, Signal::SIGKILL);
+                    containment.kill_all(pgid);
                     leader_exited(&mut child, watch.as_ref()).await;
                 }
             }
         }
-    };
+    }
     // Whatever is left of the group (grandchildren) goes with its leader, which is not
     // reaped yet (with pidfds): the group's number is still ours.
     signal_group(pgid, Signal::SIGKILL);
     let status = child.wait().await;
+    // Reaped by tokio: from now on the pid may name an orphan.
+    spawned::forget(pgid);
+    // Whatever left the group (setsid) but not the cgroup goes too.
+    containment.end(requested).await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -461,22 +497,35 @@ fn exit_of(status: ExitStatus) -> Exit {
 /// normal (never re-run blindly).
 async fn supervise_adopted(
     process: proc::Pinned,
+    containment: RunContainment,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
     record: RecordHandle,
 ) -> Exit {
     let pid = process.identity().pid;
+    let kill_all = |process: &proc::Pinned| {
+        if !containment.kill_cgroup() {
+            process.signal_group(libc::SIGKILL);
+        }
+    };
+    let mut requested = true;
     let status = tokio::select! {
-        status = process.exited() => status,
+        status = process.exited() => {
+            requested = false;
+            status
+        }
         request = stop_rx => {
-            let first = if request.is_ok() { signal } else { Signal::SIGKILL };
-            process.signal_group(first as i32);
+            if request.is_ok() {
+                process.signal_group(signal as i32);
+            } else {
+                kill_all(&process);
+            }
             match tokio::time::timeout(timeout, process.exited()).await {
                 Ok(status) => status,
                 Err(_) => {
-                    tracing::warn!(pid, "stop timeout: SIGKILL to the process group");
-                    process.signal_group(libc::SIGKILL);
+                    tracing::warn!(pid, "stop timeout: SIGKILL to every process of the service");
+                    kill_all(&process);
                     process.exited().await
                 }
             }
@@ -485,6 +534,7 @@ async fn supervise_adopted(
     // Grandchildren go with their leader, while the leader (a zombie until its new parent
     // reaps it) still holds the group's number.
     process.signal_group(libc::SIGKILL);
+    containment.end(requested).await;
     forget(record);
     match status {
         Some(status) => exit_of(ExitStatus::from_raw(status)),

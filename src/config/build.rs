@@ -17,8 +17,8 @@ use super::raw::{
     RawRestart, RawService, RawStop, RawSupervisor, SignalSpec,
 };
 use super::{
-    expand_placeholders, AdminConfig, BackoffConfig, ChildConfig, ClusterConfig, Config,
-    ConfigError, Intensity, LogsConfig, OnExit, OutboardConfig, PoolConfig, ReadyConfig,
+    expand_placeholders, AdminConfig, BackoffConfig, CgroupMode, ChildConfig, ClusterConfig,
+    Config, ConfigError, Intensity, LogsConfig, OnExit, OutboardConfig, PoolConfig, ReadyConfig,
     RestartConfig, RestartPolicy, RuntimeConfig, ServiceConfig, Source, StopConfig, Strategy,
     SupervisorConfig,
 };
@@ -68,6 +68,17 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             &[("keep", OnExit::Keep), ("stop", OnExit::Stop)],
         )?,
         None => OnExit::default(),
+    };
+    let cgroup = match file.runtime.as_ref().and_then(|r| r.cgroup.as_ref()) {
+        Some(value) => choose(
+            src,
+            "[runtime]",
+            "cgroup",
+            "cgroup value",
+            value,
+            &[("auto", CgroupMode::Auto), ("off", CgroupMode::Off)],
+        )?,
+        None => CgroupMode::default(),
     };
     let logs = logs(src, &file)?;
     let cluster = cluster(src, &file)?;
@@ -120,7 +131,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
         base_dir,
         state_dir,
         admin,
-        runtime: RuntimeConfig { on_exit },
+        runtime: RuntimeConfig { on_exit, cgroup },
         logs,
         root: SupervisorConfig {
             name: String::new(),

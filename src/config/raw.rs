@@ -44,6 +44,7 @@ pub(super) struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRuntime {
     pub on_exit: Option<Spanned<String>>,
+    pub cgroup: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

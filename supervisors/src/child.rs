@@ -12,7 +12,7 @@ use crate::exit::Exit;
 use crate::path::{ActorName, ActorPath};
 use crate::policy::{BackoffConfig, Intensity, RestartType};
 use crate::state::ActorKind;
-use crate::tree::SharedTree;
+use crate::tree::{Containment, SharedTree};
 
 /// What a factory learns about the run it starts.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct RunningChild {
     /// Whether this run took over a process left by an earlier warden instead of
     /// starting one.
     pub adopted: bool,
+    /// What holds the run's processes together (`None` for kinds that are no process).
+    pub containment: Option<Containment>,
 }
 
 impl fmt::Debug for RunningChild {

@@ -59,4 +59,6 @@ pub use supervisor::{
     Shutdown, Supervisor, SupervisorSpec, UpdateChildren,
 };
 #[cfg(feature = "runtime")]
-pub use tree::{ActorInfo, ActorTree, ActorView, LifecycleEvent, SharedTree, Timestamp, TreeNode};
+pub use tree::{
+    ActorInfo, ActorTree, ActorView, Containment, LifecycleEvent, SharedTree, Timestamp, TreeNode,
+};

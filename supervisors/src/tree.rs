@@ -70,6 +70,10 @@ pub struct ActorInfo {
     pub backoff: BackoffInfo,
     /// Why the actor was given up on.
     pub failed_reason: Option<String>,
+    /// How the processes of the current (or latest) run are held together, for process
+    /// kinds (`null` for the others).
+    #[serde(default)]
+    pub containment: Option<Containment>,
     /// Kind-specific details (a pool's sessions and workers), when the kind has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
@@ -93,9 +97,22 @@ impl ActorInfo {
                 delay_ms: 0,
             },
             failed_reason: None,
+            containment: None,
             details: None,
         }
     }
+}
+
+/// What holds a process child's descendants together, so that a stop reaches them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Containment {
+    /// A cgroup v2 of its own, ended with `cgroup.kill`: even a descendant that called
+    /// setsid is stopped.
+    Cgroup,
+    /// Its own process group, ended with a group SIGKILL (a descendant that calls setsid
+    /// escapes it).
+    ProcessGroup,
 }
 
 /// One actor as `GET /api/v1/actors/{path}` shows it: its record and its children's paths.

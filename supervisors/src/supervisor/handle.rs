@@ -105,6 +105,7 @@ impl Supervisor {
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
+            containment: None,
         };
         (run, addr)
     }

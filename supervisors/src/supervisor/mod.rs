@@ -579,6 +579,7 @@ impl Supervisor {
                 exit,
                 stop,
                 adopted,
+                containment,
             }) => {
                 if adopted {
                     tracing::info!(path = %path, pid, "adopted");
@@ -586,6 +587,7 @@ impl Supervisor {
                 tracing::info!(path = %path, pid, generation, "started");
                 slot.info.pid = pid;
                 slot.has_run |= ready.is_none();
+                slot.info.containment = containment;
                 // Watched by tasks of their own that message back: futures spawned in the
                 // actor's context would all be polled on every event. A factory's future
                 // that panics is an abnormal exit (or a failed check), never a slot that

@@ -219,6 +219,7 @@ impl ChildFactory for ProbeFactory {
             exit: Box::pin(exit),
             stop: stop_tx,
             adopted: false,
+            containment: None,
         })
     }
 }

@@ -1,0 +1,144 @@
+//! Reaping of orphans: "no zombie accumulates" (design.md, Robustness promises).
+//!
+//! As a container's PID 1 every orphan of the container is reparented to warden; elsewhere
+//! warden makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`), so the orphans of its
+//! services (a daemon that double-forked, grandchildren left by a killed leader) are
+//! reparented to warden instead of escaping to init. Either way warden must reap them.
+//!
+//! It does so on a thread of its own (never the supervision thread), woken by SIGCHLD and
+//! every few seconds as a backstop, without ever stealing an exit status that tokio (or
+//! other code of warden) waits for: it lists warden's children (`/proc/self/task/*/
+//! children`), keeps the zombies that are not in [`warden_actors::spawned`] (the pids
+//! warden spawned itself, registered under a lock held across each spawn), and reaps
+//! exactly those pids with `waitid(P_PID, ..)` while holding the same lock. Never
+//! `waitpid(-1)`.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use warden_actors::spawned;
+
+/// How warden came to be the parent of orphans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaperRole {
+    /// warden is PID 1 of its pid namespace.
+    Init,
+    /// warden is a child subreaper.
+    Subreaper,
+}
+
+/// A scan also runs this often without a SIGCHLD (a listing of children is not atomic).
+const BACKSTOP: Duration = Duration::from_secs(5);
+
+/// Makes warden the reaper of its descendants' orphans (a subreaper unless it is PID 1)
+/// and starts the reaping thread.
+pub fn start() -> std::io::Result<ReaperRole> {
+    let role = if std::process::id() == 1 {
+        ReaperRole::Init
+    } else {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ReaperRole::Subreaper
+    };
+    let (mut wake, waker) = std::os::unix::net::UnixStream::pair()?;
+    signal_hook::low_level::pipe::register(libc::SIGCHLD, waker)?;
+    wake.set_read_timeout(Some(BACKSTOP))?;
+    std::thread::Builder::new()
+        .name("warden-reaper".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            loop {
+                let reaped = reap_orphans();
+                if reaped > 0 {
+                    tracing::debug!(reaped, "reaped orphans");
+                }
+                match wake.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        })?;
+    Ok(role)
+}
+
+/// Reaps every zombie child of warden that warden did not spawn itself; answers how many.
+pub fn reap_orphans() -> usize {
+    let zombies: Vec<u32> = children()
+        .into_iter()
+        .filter(|pid| is_zombie(*pid))
+        .collect();
+    if zombies.is_empty() {
+        return 0;
+    }
+    spawned::with_locked(|own| {
+        zombies
+            .into_iter()
+            .filter(|pid| !own.contains(pid))
+            .filter(|pid| reap(*pid))
+            .count()
+    })
+}
+
+/// Reaps `pid` if it has exited (never waits).
+fn reap(pid: u32) -> bool {
+    let id: libc::id_t = pid;
+    // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on one pid with a valid out-pointer.
+    let r = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOHANG) };
+    // SAFETY: si_pid is set by waitid (0 when nothing was reaped).
+    r == 0 && unsafe { info.si_pid() } != 0
+}
+
+/// The pids of warden's children (of any of its threads).
+fn children() -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    let mut listed = false;
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            listed = true;
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    if !listed {
+        // A kernel without CONFIG_PROC_CHILDREN: every process whose parent is warden.
+        let me = std::process::id();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            out.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|pid| stat_field(*pid, 4) == Some(me.to_string())),
+            );
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: u32) -> bool {
+    stat_field(pid, 3).as_deref() == Some("Z")
+}
+
+/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat, for `n >= 3`.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(n - 3).map(str::to_owned)
+}
