@@ -4,7 +4,7 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    Cgroups, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
+    Cgroups, Handoff, LogSpec, MemoryRegistry, RunAs, OutboardFactory, OutboardHub, OutboardSpec, Output,
     PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, ServiceFactory,
     ServiceSpec, SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
@@ -191,6 +191,7 @@ fn service_spec(
         keep: config.logs.keep,
     });
     spec.die_with_warden = config.runtime.on_exit == config::OnExit::Stop;
+    spec.run_as = service.run_as.clone();
     Ok(spec)
 }
 
@@ -213,12 +214,14 @@ fn outboard_child(
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
     let config_file = layout.outboard_config(&path);
-    let mut process = service.clone();
-    process.env.push((
-        warden_supervisors::ipc::CONFIG_ENV.to_owned(),
-        config_file.to_string_lossy().into_owned(),
-    ));
-    let base = service_child(config, layout, &process, parent, wiring)?;
+    let handoff = Handoff {
+        dir: layout.handoff_dir(&path),
+        env: vec![(
+            warden_supervisors::ipc::CONFIG_ENV.to_owned(),
+            crate::layout::OUTBOARD_CONFIG_FILE.to_owned(),
+        )],
+    };
+    let base = service_child(config, layout, service, parent, wiring)?;
     let spec = OutboardSpec {
         heartbeat: outboard.heartbeat,
         missed: outboard.missed,
@@ -230,8 +233,10 @@ fn outboard_child(
         config_file,
         socket: layout.outboard_socket(&path),
         stop_timeout: service.stop.timeout,
+        owner: service.run_as.as_ref().map(RunAs::file_owner),
     };
-    let process_spec = service_spec(config, layout, &process, &path)?;
+    let mut process_spec = service_spec(config, layout, service, &path)?;
+    process_spec.handoff = Some(handoff);
     let factory = OutboardFactory::new(
         service_factory(process_spec, wiring),
         spec,
@@ -273,13 +278,7 @@ fn pool_child(
                 .collect();
             env.push(("PORT".to_owned(), port.to_string()));
             env.push(("WARDEN_WORKER_ID".to_owned(), id.to_owned()));
-            if records.tokens.is_some() {
-                let file = StateLayout::new(&owner.state_dir).worker_token(worker);
-                env.push((
-                    "WARDEN_WORKER_TOKEN_FILE".to_owned(),
-                    file.to_string_lossy().into_owned(),
-                ));
-            }
+
             let service = ServiceConfig {
                 name: id.to_owned(),
                 path: worker.to_string(),
@@ -299,8 +298,17 @@ fn pool_child(
                 }),
             };
             let layout = StateLayout::new(&owner.state_dir);
-            let spec =
+            let mut spec =
                 service_spec(&owner, &layout, &service, worker).map_err(|e| e.to_string())?;
+            if records.tokens.is_some() {
+                spec.handoff = Some(Handoff {
+                    dir: layout.handoff_dir(worker),
+                    env: vec![(
+                        "WARDEN_WORKER_TOKEN_FILE".to_owned(),
+                        crate::layout::WORKER_TOKEN_FILE.to_owned(),
+                    )],
+                });
+            }
             let parent = worker.parent().unwrap_or_else(ActorPath::root);
             let child = service_child_with(
                 &owner,
@@ -341,6 +349,7 @@ fn pool_child(
                 signer,
                 file: Arc::new(move |worker: &ActorPath| layout.worker_token(worker)),
                 ttl: pool.token_ttl,
+                owner: pool.run_as.as_ref().map(RunAs::file_owner),
             }
         }),
     };

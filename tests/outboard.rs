@@ -4,7 +4,7 @@
 //! child to a warden restarted after SIGKILL.
 //!
 //! Misbehaving children are played by the test itself: the configured process is a plain
-//! `sleep 1000`, and the test reads `state/outboard/<name>.json`, connects to its socket and
+//! `sleep 1000`, and the test reads `state/handoff/<name>/outboard.json`, connects to its socket and
 //! speaks (or mis-speaks) the protocol with `warden_supervisors::{ipc, wire}`.
 mod support;
 
@@ -171,7 +171,7 @@ fn pid_of(a: &Value) -> Option<u32> {
 
 /// The config file warden wrote for the outboard child `name` (waits until it exists).
 fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
-    let file = w.path(&format!("state/outboard/{name}.json"));
+    let file = w.path(&format!("state/handoff/{name}/outboard.json"));
     let mut cfg: OutboardConfigFile =
         wait_for(&format!("{} to be written", file.display()), T, || {
             std::fs::read(&file)
@@ -179,7 +179,8 @@ fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
                 .and_then(|b| serde_json::from_slice(&b).ok())
         });
     if cfg.socket.is_relative() {
-        cfg.socket = w.dir.path().join(&cfg.socket);
+        // Beside the config file, as the child library finds it.
+        cfg.socket = file.parent().expect("folder").join(&cfg.socket);
     }
     cfg
 }

@@ -30,5 +30,5 @@ pub use service::ready::ReadyCheck;
 pub use service::records::{Adoptable, ProcessRecords};
 pub use service::run_as::{effective_ids, RunAs, RunAsError};
 pub use service::spawned;
-pub use service::{Output, ServiceFactory, ServiceSpec};
+pub use service::{Handoff, Output, ServiceFactory, ServiceSpec};
 pub use worker_token::{TokenError, TokenSigner, VerifiedToken};

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
@@ -47,6 +47,7 @@ use self::cgroup::{Cgroups, RunContainment};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
+use self::run_as::RunAs;
 
 /// Where a service's stdout and stderr go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,27 @@ pub struct ServiceSpec {
     /// SIGKILL the process when warden dies (even by SIGKILL), instead of leaving it to be
     /// adopted by the next warden. Costs a slower spawn (fork instead of posix_spawn).
     pub die_with_warden: bool,
+    /// The user, group and supplementary groups the process runs as (`None`: warden's).
+    /// A warden running as root sets them between fork and exec (a slower spawn, like
+    /// `die_with_warden`); any other warden runs the child as itself (the config check
+    /// refused another user).
+    pub run_as: Option<RunAs>,
+    /// Files handed to this child alone (its tokens), if any.
+    pub handoff: Option<Handoff>,
+}
+
+/// The folder of files warden hands to one child (a worker's token, an outboard child's
+/// config and socket). The child reaches it only through a descriptor of the folder it
+/// inherits: its environment names `/proc/self/fd/N/<file>`, never a path in state_dir.
+/// The folder is warden's, searchable (not listable) by the child's group only (0710), and
+/// its files belong to the child's user (0400), so no other user — a sibling child of
+/// another user included — reads them, while state_dir itself stays 0700.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The folder, in state_dir.
+    pub dir: PathBuf,
+    /// Environment variables that name a file of the folder: (variable, file name).
+    pub env: Vec<(String, String)>,
 }
 
 /// The command of a service was empty.
@@ -107,6 +129,8 @@ impl ServiceSpec {
             ready: None,
             output: Output::Null,
             die_with_warden: false,
+            run_as: None,
+            handoff: None,
         })
     }
 
@@ -240,7 +264,24 @@ impl ChildFactory for ServiceFactory {
             &mut cmd,
             spec.die_with_warden,
             proc::children_open_files_limit(),
+            spec.run_as.as_ref().filter(|r| r.switches()),
         );
+        // The handoff folder, inherited by this child only (dropped right after the spawn;
+        // children are spawned one at a time).
+        let handoff = match &spec.handoff {
+            Some(handoff) => {
+                let gid = spec.run_as.as_ref().map(|r| r.gid);
+                let dir = crate::state_file::handoff_dir(&handoff.dir, gid)
+                    .map_err(|e| format!("cannot prepare the files handed to the child: {e}"))?;
+                let inherited = inheritable_dup(&OwnedFd::from(dir))
+                    .ok_or_else(|| "cannot hand a folder to the child: no fd".to_owned())?;
+                for (key, file) in &handoff.env {
+                    cmd.env(key, format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()));
+                }
+                Some(inherited)
+            }
+            None => None,
+        };
         if let Some(records) = &self.records {
             cmd.envs(records.marker());
         }
@@ -288,6 +329,7 @@ impl ChildFactory for ServiceFactory {
         let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
         let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
+        drop(handoff);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -351,15 +393,33 @@ const INHERITED_NOT_PASSED_ON: [&str; 7] = [
 /// neither PDEATHSIG nor another open files limit than warden's keeps the fast path.
 /// `nofile` is the soft RLIMIT_NOFILE warden was started with, when warden has raised its
 /// own since (a child must not inherit the raised one: `select()` breaks above 1024 fds,
-/// and programs that close every fd up to the limit slow down).
-fn set_pre_exec(cmd: &mut Command, die_with_warden: bool, nofile: Option<libc::rlim_t>) {
-    if !die_with_warden && nofile.is_none() {
+/// and programs that close every fd up to the limit slow down). `run_as`: the identity a
+/// root warden switches to, supplementary groups first, then gid, then uid (after which
+/// nothing can regain root); PDEATHSIG is set after the switch, which would clear it.
+fn set_pre_exec(
+    cmd: &mut Command,
+    die_with_warden: bool,
+    nofile: Option<libc::rlim_t>,
+    run_as: Option<&RunAs>,
+) {
+    if !die_with_warden && nofile.is_none() && run_as.is_none() {
         return;
     }
-    // SAFETY: prctl, getrlimit and setrlimit are async-signal-safe; nothing else runs
-    // between fork and exec.
+    let identity: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)> =
+        run_as.map(|r| (r.groups.clone(), r.gid, r.uid));
+    // SAFETY: setgroups, setgid, setuid, prctl, getrlimit and setrlimit are
+    // async-signal-safe, and nothing is allocated between fork and exec (the groups were
+    // collected before).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some((groups, gid, uid)) = &identity {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if die_with_warden && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

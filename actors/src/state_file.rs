@@ -112,6 +112,31 @@ pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The folder of files handed to one child (see `Handoff`), opened: a private folder of
+/// warden's ([`ensure_private_dir`]), whose group becomes `gid` (the child's, when it runs
+/// as another user) with mode 0710, so that the child can reach a file in it by name
+/// through an inherited descriptor, but neither list it nor write in it. Without `gid` it
+/// stays 0700.
+pub fn handoff_dir(dir: &Path, gid: Option<u32>) -> io::Result<File> {
+    ensure_private_dir(dir)?;
+    let folder = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| named(dir, e))?;
+    let mode = match gid {
+        Some(gid) => {
+            std::os::unix::fs::fchown(&folder, None, Some(gid)).map_err(|e| named(dir, e))?;
+            0o710
+        }
+        None => 0o700,
+    };
+    folder
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| named(dir, e))?;
+    Ok(folder)
+}
+
 /// Opens `path` as `access` says, never following a symbolic link, and only if it is a
 /// regular file.
 pub fn open(path: &Path, access: Access) -> io::Result<File> {
@@ -199,6 +224,12 @@ fn read_with_metadata(path: &Path, max: u64) -> io::Result<(Vec<u8>, Metadata)> 
 /// other may read it, or when another uid owns it. A missing file is an error of kind
 /// `NotFound`.
 pub fn read_secret(path: &Path, max: u64) -> io::Result<String> {
+    read_secret_of(path, max, euid())
+}
+
+/// [`read_secret`] of a file that must belong to `uid` (a file handed to a child that runs
+/// as another user belongs to that user).
+pub fn read_secret_of(path: &Path, max: u64, uid: u32) -> io::Result<String> {
     let (bytes, meta) = read_with_metadata(path, max)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         // Nothing to leak, nothing planted to trust: the caller writes a new one (by
@@ -214,12 +245,11 @@ pub fn read_secret(path: &Path, max: u64) -> io::Result<String> {
             ),
         ));
     }
-    let me = euid();
-    if meta.uid() != me {
+    if meta.uid() != uid {
         return Err(refused(
             path,
             format!(
-                "is owned by uid {}, not by warden's uid {me}: refused (a planted secret)",
+                "is owned by uid {}, not by uid {uid}: refused (a planted secret)",
                 meta.uid()
             ),
         ));

@@ -105,7 +105,12 @@ impl Outboard {
 
     /// Connects using the config file at `config_path`.
     pub fn connect_with(config_path: &Path, app_version: u32) -> Result<Self, ChildError> {
-        let config = read_config(config_path)?;
+        let mut config = read_config(config_path)?;
+        if config.socket.is_relative() {
+            // Beside the config file (both in the folder warden hands this child).
+            let folder = config_path.parent().unwrap_or(Path::new("."));
+            config.socket = folder.join(&config.socket);
+        }
         let mut outboard = Self {
             config_path: config_path.to_owned(),
             config,
