@@ -4,8 +4,8 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    Cgroups, Handoff, LogSpec, MemoryRegistry, RunAs, OutboardFactory, OutboardHub, OutboardSpec, Output,
-    PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, ServiceFactory,
+    Cgroups, Handoff, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
+    PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, RunAs, ServiceFactory,
     ServiceSpec, SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{

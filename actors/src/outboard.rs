@@ -116,8 +116,8 @@ impl OutboardFactory {
                 .map_or_else(crate::state_file::euid, |o| o.uid);
             if let Some(old) =
                 crate::state_file::read_secret_of(&self.spec.config_file, 64 * 1024, uid)
-                .ok()
-                .and_then(|text| serde_json::from_str::<OutboardConfigFile>(&text).ok())
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<OutboardConfigFile>(&text).ok())
             {
                 return Ok(old.token);
             }

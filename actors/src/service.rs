@@ -276,7 +276,10 @@ impl ChildFactory for ServiceFactory {
                 let inherited = inheritable_dup(&OwnedFd::from(dir))
                     .ok_or_else(|| "cannot hand a folder to the child: no fd".to_owned())?;
                 for (key, file) in &handoff.env {
-                    cmd.env(key, format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()));
+                    cmd.env(
+                        key,
+                        format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()),
+                    );
                 }
                 Some(inherited)
             }
