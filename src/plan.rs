@@ -192,7 +192,28 @@ fn service_spec(
     });
     spec.die_with_warden = config.runtime.on_exit == config::OnExit::Stop;
     spec.run_as = service.run_as.clone();
+    if matches!(spec.ready, Some(ReadyCheck::Notify { .. })) {
+        // The notify socket goes in the child's handoff folder.
+        hand_off(&mut spec, layout, path, None);
+    }
     Ok(spec)
+}
+
+/// Gives the child at `path` its handoff folder (see [`Handoff`]), and names `file` of it
+/// in the variable `var` of its environment, if given.
+fn hand_off(
+    spec: &mut ServiceSpec,
+    layout: &StateLayout,
+    path: &ActorPath,
+    named: Option<(&str, &str)>,
+) {
+    let handoff = spec.handoff.get_or_insert_with(|| Handoff {
+        dir: layout.handoff_dir(path),
+        env: Vec::new(),
+    });
+    if let Some((var, file)) = named {
+        handoff.env.push((var.to_owned(), file.to_owned()));
+    }
 }
 
 fn service_factory(spec: ServiceSpec, wiring: &Wiring) -> ServiceFactory {
@@ -214,13 +235,6 @@ fn outboard_child(
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
     let config_file = layout.outboard_config(&path);
-    let handoff = Handoff {
-        dir: layout.handoff_dir(&path),
-        env: vec![(
-            warden_supervisors::ipc::CONFIG_ENV.to_owned(),
-            crate::layout::OUTBOARD_CONFIG_FILE.to_owned(),
-        )],
-    };
     let base = service_child(config, layout, service, parent, wiring)?;
     let spec = OutboardSpec {
         heartbeat: outboard.heartbeat,
@@ -236,7 +250,15 @@ fn outboard_child(
         owner: service.run_as.as_ref().map(RunAs::file_owner),
     };
     let mut process_spec = service_spec(config, layout, service, &path)?;
-    process_spec.handoff = Some(handoff);
+    hand_off(
+        &mut process_spec,
+        layout,
+        &path,
+        Some((
+            warden_supervisors::ipc::CONFIG_ENV,
+            crate::layout::OUTBOARD_CONFIG_FILE,
+        )),
+    );
     let factory = OutboardFactory::new(
         service_factory(process_spec, wiring),
         spec,
@@ -301,13 +323,12 @@ fn pool_child(
             let mut spec =
                 service_spec(&owner, &layout, &service, worker).map_err(|e| e.to_string())?;
             if records.tokens.is_some() {
-                spec.handoff = Some(Handoff {
-                    dir: layout.handoff_dir(worker),
-                    env: vec![(
-                        "WARDEN_WORKER_TOKEN_FILE".to_owned(),
-                        crate::layout::WORKER_TOKEN_FILE.to_owned(),
-                    )],
-                });
+                hand_off(
+                    &mut spec,
+                    &layout,
+                    worker,
+                    Some(("WARDEN_WORKER_TOKEN_FILE", crate::layout::WORKER_TOKEN_FILE)),
+                );
             }
             let parent = worker.parent().unwrap_or_else(ActorPath::root);
             let child = service_child_with(

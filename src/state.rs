@@ -19,7 +19,10 @@
 //! the moment an actor takes it, since the process may have ended and its pid been
 //! reused since the store was opened. The orphan sweep finds processes by
 //! `WARDEN_INSTANCE=<this instance>` (not by a path another warden may share) and of
-//! warden's own uid, and kills each through such a pin.
+//! warden's own uid (any uid for a warden running as root, whose children may run as
+//! other users), and kills each through such a pin. Records are read only from regular
+//! files of at most `MAX_RECORD_BYTES` (a symbolic link, FIFO or oversized file is deleted
+//! unread, naming it in the log) and written with `O_EXCL` (see `warden_actors::state_file`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -176,9 +179,10 @@ impl StateStore {
         &self.instance
     }
 
-    /// Kills processes marked with this instance, of warden's own uid, whose process group
-    /// is not one to adopt: children spawned by a warden that died before recording them,
-    /// and processes of records that cannot be adopted. Each is pinned (identity read,
+    /// Kills processes marked with this instance, of warden's own uid (any uid when warden
+    /// runs as root), whose process group is not one to adopt: children spawned by a
+    /// warden that died before recording them, and processes of records that cannot be
+    /// adopted. Each is pinned (identity read,
     /// marker read, pidfd opened, identity read again and compared) before the SIGKILL, so
     /// a pid reused in between is never hit.
     fn kill_orphans(&self) -> usize {

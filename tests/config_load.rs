@@ -575,7 +575,7 @@ fn unknown_key_is_named_with_its_line() {
         "comand",
         &[
             "unknown key `comand` in [[service]] \"api\"",
-            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready",
+            "expected one of: name, supervisor, command, cwd, user, group, env, stop, restart, ready",
         ],
     );
     assert!(error.message.starts_with("unknown key"));
@@ -1420,7 +1420,7 @@ fn unknown_key_in_an_outboard_is_named_with_the_expected_keys() {
         "heartbeats",
         &[
             "unknown key `heartbeats` in [[outboard]] \"h\"",
-            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready, heartbeat, missed, version",
+            "expected one of: name, supervisor, command, cwd, user, group, env, stop, restart, ready, heartbeat, missed, version",
         ],
     );
 }
@@ -2133,7 +2133,7 @@ fn unknown_key_in_a_pool_is_named_with_the_expected_keys() {
         "sessions",
         &[
             "unknown key `sessions` in [[pool]] \"p\"",
-            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready, ports, min, max, sessions_per_worker, idle_timeout",
+            "expected one of: name, supervisor, command, cwd, user, group, env, stop, restart, ready, ports, min, max, sessions_per_worker, idle_timeout",
         ],
     );
     // and the pool keys are unknown in a service

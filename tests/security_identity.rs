@@ -480,3 +480,30 @@ fn unknown_users_and_groups_and_dot_names_are_refused_at_check() {
         assert!(err.contains(wanted), "{body}: expected {wanted:?} in {err}");
     }
 }
+
+/// Promise (Security: per-child identity): a `ready = { notify = true }` child running as
+/// nobody reports ready on its own socket, reached through its handoff folder (its
+/// `NOTIFY_SOCKET` names `/proc/self/fd/N/...`, never state_dir; the socket is handed to its
+/// user). (Before: the socket was in state_dir, which a child of another user cannot
+/// reach, and its environment named state_dir.)
+#[test]
+fn a_notify_child_running_as_nobody_gets_ready_through_its_handoff_folder() {
+    if !is_root() {
+        eprintln!("skipped: needs root to start children as other users");
+        return;
+    }
+    let dir = temp_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ready = "import socket,os,time; \
+         s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
+         s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(100000)";
+    let body = format!(
+        "[[service]]\nname = \"n\"\ncommand = [\"python3\", \"-c\", {}]\nuser = \"nobody\"\nready = {{ notify = true, timeout = \"10s\" }}\n",
+        toml_str(ready)
+    );
+    let w = Warden::start_in(dir, &body);
+    let a = w.wait_state("n", "running", T);
+    let pid = a["pid"].as_u64().expect("pid") as u32;
+    let socket = environ_var(pid, "NOTIFY_SOCKET").expect("NOTIFY_SOCKET");
+    assert!(socket.starts_with("/proc/self/fd/"), "{socket}");
+}

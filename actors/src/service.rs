@@ -3,10 +3,13 @@
 //!
 //! Each run spawns `command` with `process_group(0)`, its stdout and stderr on one pipe
 //! drained into the actor's log file. A `pre_exec` hook (fork instead of the fast
-//! posix_spawn path) is set only when needed: `die_with_warden`, or giving the child back
-//! the open files limit warden was started with when warden raised its own. Children do
+//! posix_spawn path) is set only when needed: `die_with_warden`, giving the child back
+//! the open files limit warden was started with when warden raised its own, or (a warden
+//! running as root) switching to the child's `user`/`group` ([`run_as`]). Children do
 //! not inherit warden's `NOTIFY_SOCKET`, `WATCHDOG_*` or `LISTEN_*` (a notify child gets
-//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path.
+//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path: what
+//! warden hands one child (its token, its outboard socket, its notify socket) is in a
+//! folder the child inherits as a descriptor ([`Handoff`]).
 //!
 //! A stop sends the configured signal to the whole group, then SIGKILL to the group after
 //! the timeout; the group also gets SIGKILL once its leader has exited — while the leader
@@ -321,10 +324,29 @@ impl ChildFactory for ServiceFactory {
         }
         let notify = match &spec.ready {
             Some(ReadyCheck::Notify { socket_dir, .. }) => {
-                let path = self.notify_path(&cx, socket_dir);
+                // In the handoff folder when the child has one: it reaches the socket
+                // through its inherited descriptor, and only its user may send on it.
+                let in_handoff = spec.handoff.as_ref().zip(handoff.as_ref());
+                let dir = in_handoff.map_or(socket_dir, |(h, _)| &h.dir);
+                let path = self.notify_path(&cx, dir);
                 let socket = NotifySocket::bind(path.clone())
                     .map_err(|e| format!("cannot bind notify socket {}: {e}", path.display()))?;
-                cmd.env("NOTIFY_SOCKET", socket.path());
+                if let Some(run_as) = &spec.run_as {
+                    std::os::unix::fs::lchown(&path, Some(run_as.uid), Some(run_as.gid)).map_err(
+                        |e| format!("cannot hand notify socket {}: {e}", path.display()),
+                    )?;
+                }
+                match (in_handoff, path.file_name()) {
+                    (Some((_, fd)), Some(name)) => {
+                        let mut shown =
+                            std::ffi::OsString::from(format!("/proc/self/fd/{}/", fd.as_raw_fd()));
+                        shown.push(name);
+                        cmd.env("NOTIFY_SOCKET", shown);
+                    }
+                    _ => {
+                        cmd.env("NOTIFY_SOCKET", socket.path());
+                    }
+                }
                 Some(socket)
             }
             _ => None,
