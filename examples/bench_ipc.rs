@@ -52,6 +52,7 @@ async fn warden_round_trip(dir: &Path) -> (f64, f64) {
         ready_timeout: Some(Duration::from_secs(10)),
         config_file,
         socket: dir.join("echo.sock"),
+        owner: None,
         stop_timeout: Duration::from_secs(2),
     };
     let factory = OutboardFactory::new(ServiceFactory::new(process), spec, hub.clone());

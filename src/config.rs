@@ -233,6 +233,9 @@ pub struct ServiceConfig {
     pub command: Vec<String>,
     /// Absolute working folder; default `base_dir`.
     pub cwd: PathBuf,
+    /// The user, group and supplementary groups it runs as (`user`, `group`); `None`:
+    /// warden's own.
+    pub run_as: Option<warden_actors::RunAs>,
     /// Extra environment variables, sorted by name.
     pub env: Vec<(String, String)>,
     /// How the service is stopped.
@@ -275,6 +278,9 @@ pub struct PoolConfig {
     pub command: Vec<String>,
     /// Absolute working folder of the workers; default `base_dir`.
     pub cwd: PathBuf,
+    /// The user, group and supplementary groups its workers run as (`user`, `group`);
+    /// `None`: warden's own.
+    pub run_as: Option<warden_actors::RunAs>,
     /// Extra environment variables of the workers, sorted by name; values as written.
     pub env: Vec<(String, String)>,
     /// How a worker is stopped.

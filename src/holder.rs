@@ -158,6 +158,14 @@ fn wait_members(
     })
 }
 
+/// `state_dir/warden.log` opened for appending: 0600 in a private state_dir (created 0700,
+/// refused when another user owns it or may write it), a planted symbolic link refused.
+fn open_warden_log(state_dir: &Path) -> io::Result<std::fs::File> {
+    use warden_actors::state_file;
+    state_file::ensure_private_dir(state_dir)?;
+    state_file::open(&state_dir.join("warden.log"), state_file::Access::Append)
+}
+
 /// Starts `warden up -c config` as a session leader that outlives this process, its output
 /// in `state_dir/warden.log`; returns its pid once every member is running.
 pub fn detach(
@@ -168,12 +176,8 @@ pub fn detach(
     wait: Duration,
 ) -> Result<u32, HolderError> {
     use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(state_dir)?;
     let log = state_dir.join("warden.log");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)?;
+    let out = open_warden_log(state_dir)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(binary);
     cmd.args(extra_args)
@@ -229,14 +233,9 @@ impl BoundHolder {
         // SAFETY: a fresh fd owned by nobody else.
         let inheritable = unsafe { OwnedFd::from_raw_fd(raw) };
         // The holder's own log goes to state_dir/warden.log, like a detached warden's.
-        let log = crate::config::locate(config).ok().and_then(|located| {
-            std::fs::create_dir_all(&located.state_dir).ok()?;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(located.state_dir.join("warden.log"))
-                .ok()
-        });
+        let log = crate::config::locate(config)
+            .ok()
+            .and_then(|located| open_warden_log(&located.state_dir).ok());
         let mut cmd = Command::new(binary);
         cmd.arg("up")
             .arg("-c")

@@ -25,8 +25,9 @@ impl InstanceId {
     /// with a warning, since nothing can be marked with an id that was never written whole.
     pub fn load_or_create(state_dir: &Path) -> io::Result<Self> {
         let path = state_dir.join(INSTANCE_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
+        match warden_actors::state_file::read_bounded(&path, 4096) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
                 if let Some(id) = Self::parse(text.trim_end_matches('\n')) {
                     return Ok(id);
                 }
@@ -74,7 +75,7 @@ mod tests {
         let text = std::fs::read_to_string(dir.join(INSTANCE_FILE)).unwrap();
         assert_eq!(text, format!("{first}\n"));
         assert_eq!(InstanceId::load_or_create(&dir).unwrap(), first);
-        std::fs::write(dir.join(INSTANCE_FILE), "").unwrap();
+        warden_actors::write_durably(&dir.join(INSTANCE_FILE), "").unwrap();
         let second = InstanceId::load_or_create(&dir).unwrap();
         assert_ne!(second, first);
         assert!(InstanceId::parse("ABCDEF0123456789abcdef0123456789").is_none());

@@ -16,6 +16,19 @@ impl StateLayout {
         Self { root: root.into() }
     }
 
+    /// Makes `state_dir` and the folders warden keeps in it private to warden (created
+    /// 0700; an existing one is refused, naming it and the problem, when it is a symbolic
+    /// link, owned by another uid, or group- or world-writable: see
+    /// `warden_actors::state_file`). Called once at start, before anything in it is read.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        use warden_actors::state_file::ensure_private_dir;
+        ensure_private_dir(&self.root)?;
+        for sub in ["logs", "children", "pools", "notify", "handoff"] {
+            ensure_private_dir(&self.root.join(sub))?;
+        }
+        Ok(())
+    }
+
     /// `state_dir` itself.
     pub fn root(&self) -> &Path {
         &self.root
@@ -46,25 +59,25 @@ impl StateLayout {
         self.root.join("notify")
     }
 
+    /// The folder of files handed to the child at `path` alone (its token; an outboard
+    /// child's config and socket): see `warden_actors::Handoff`.
+    pub fn handoff_dir(&self, path: &ActorPath) -> PathBuf {
+        self.root.join("handoff").join(flat_name(path))
+    }
+
     /// The file an outboard child reads to connect (`$WARDEN_OUTBOARD_CONFIG`).
     pub fn outboard_config(&self, path: &ActorPath) -> PathBuf {
-        self.root
-            .join("outboard")
-            .join(format!("{}.json", flat_name(path)))
+        self.handoff_dir(path).join(OUTBOARD_CONFIG_FILE)
     }
 
     /// The socket warden listens on for an outboard child.
     pub fn outboard_socket(&self, path: &ActorPath) -> PathBuf {
-        self.root
-            .join("outboard")
-            .join(format!("{}.sock", flat_name(path)))
+        self.handoff_dir(path).join(OUTBOARD_SOCKET_FILE)
     }
 
     /// The signed token file of a pool worker (`$WARDEN_WORKER_TOKEN_FILE`).
     pub fn worker_token(&self, path: &ActorPath) -> PathBuf {
-        self.root
-            .join("tokens")
-            .join(format!("{}.token", flat_name(path)))
+        self.handoff_dir(path).join(WORKER_TOKEN_FILE)
     }
 
     /// The key that signs worker tokens (kept, so a restarted warden verifies old ones).
@@ -88,6 +101,13 @@ impl StateLayout {
         self.root.join("admin.token")
     }
 }
+
+/// The name of an outboard child's config file in its handoff folder.
+pub const OUTBOARD_CONFIG_FILE: &str = "outboard.json";
+/// The name of an outboard child's socket in its handoff folder.
+pub const OUTBOARD_SOCKET_FILE: &str = "outboard.sock";
+/// The name of a pool worker's token file in its handoff folder.
+pub const WORKER_TOKEN_FILE: &str = "token";
 
 /// An actor path as one file name: `/app/api` -> `app~api` (`~` is not allowed in names).
 pub fn flat_name(path: &ActorPath) -> String {

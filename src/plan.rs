@@ -4,8 +4,8 @@ use nix::sys::signal::Signal;
 use std::sync::Arc;
 
 use warden_actors::{
-    Cgroups, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
-    PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, ServiceFactory,
+    Cgroups, Handoff, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
+    PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, RunAs, ServiceFactory,
     ServiceSpec, SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{
@@ -191,7 +191,29 @@ fn service_spec(
         keep: config.logs.keep,
     });
     spec.die_with_warden = config.runtime.on_exit == config::OnExit::Stop;
+    spec.run_as = service.run_as.clone();
+    if matches!(spec.ready, Some(ReadyCheck::Notify { .. })) {
+        // The notify socket goes in the child's handoff folder.
+        hand_off(&mut spec, layout, path, None);
+    }
     Ok(spec)
+}
+
+/// Gives the child at `path` its handoff folder (see [`Handoff`]), and names `file` of it
+/// in the variable `var` of its environment, if given.
+fn hand_off(
+    spec: &mut ServiceSpec,
+    layout: &StateLayout,
+    path: &ActorPath,
+    named: Option<(&str, &str)>,
+) {
+    let handoff = spec.handoff.get_or_insert_with(|| Handoff {
+        dir: layout.handoff_dir(path),
+        env: Vec::new(),
+    });
+    if let Some((var, file)) = named {
+        handoff.env.push((var.to_owned(), file.to_owned()));
+    }
 }
 
 fn service_factory(spec: ServiceSpec, wiring: &Wiring) -> ServiceFactory {
@@ -213,12 +235,7 @@ fn outboard_child(
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
     let config_file = layout.outboard_config(&path);
-    let mut process = service.clone();
-    process.env.push((
-        warden_supervisors::ipc::CONFIG_ENV.to_owned(),
-        config_file.to_string_lossy().into_owned(),
-    ));
-    let base = service_child(config, layout, &process, parent, wiring)?;
+    let base = service_child(config, layout, service, parent, wiring)?;
     let spec = OutboardSpec {
         heartbeat: outboard.heartbeat,
         missed: outboard.missed,
@@ -230,8 +247,18 @@ fn outboard_child(
         config_file,
         socket: layout.outboard_socket(&path),
         stop_timeout: service.stop.timeout,
+        owner: service.run_as.as_ref().map(RunAs::file_owner),
     };
-    let process_spec = service_spec(config, layout, &process, &path)?;
+    let mut process_spec = service_spec(config, layout, service, &path)?;
+    hand_off(
+        &mut process_spec,
+        layout,
+        &path,
+        Some((
+            warden_supervisors::ipc::CONFIG_ENV,
+            crate::layout::OUTBOARD_CONFIG_FILE,
+        )),
+    );
     let factory = OutboardFactory::new(
         service_factory(process_spec, wiring),
         spec,
@@ -272,19 +299,14 @@ fn pool_child(
                 .collect();
             env.push(("PORT".to_owned(), port.to_string()));
             env.push(("WARDEN_WORKER_ID".to_owned(), id.to_owned()));
-            if records.tokens.is_some() {
-                let file = StateLayout::new(&owner.state_dir).worker_token(worker);
-                env.push((
-                    "WARDEN_WORKER_TOKEN_FILE".to_owned(),
-                    file.to_string_lossy().into_owned(),
-                ));
-            }
+
             let service = ServiceConfig {
                 name: id.to_owned(),
                 path: worker.to_string(),
                 line: entry.line,
                 command: template.command.iter().map(|c| fill(c)).collect(),
                 cwd: entry.cwd.clone(),
+                run_as: entry.run_as.clone(),
                 env,
                 stop: entry.stop.clone(),
                 restart: entry.restart.clone(),
@@ -297,8 +319,16 @@ fn pool_child(
                 }),
             };
             let layout = StateLayout::new(&owner.state_dir);
-            let spec =
+            let mut spec =
                 service_spec(&owner, &layout, &service, worker).map_err(|e| e.to_string())?;
+            if records.tokens.is_some() {
+                hand_off(
+                    &mut spec,
+                    &layout,
+                    worker,
+                    Some(("WARDEN_WORKER_TOKEN_FILE", crate::layout::WORKER_TOKEN_FILE)),
+                );
+            }
             let parent = worker.parent().unwrap_or_else(ActorPath::root);
             let child = service_child_with(
                 &owner,
@@ -339,6 +369,7 @@ fn pool_child(
                 signer,
                 file: Arc::new(move |worker: &ActorPath| layout.worker_token(worker)),
                 ttl: pool.token_ttl,
+                owner: pool.run_as.as_ref().map(RunAs::file_owner),
             }
         }),
         rollout: pool.rollout,

@@ -37,8 +37,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     // A bound holder's connection comes first: a refused client must hear why at once.
     let bound_connection = take_bound_connection()?;
     let layout = StateLayout::new(&config.state_dir);
-    std::fs::create_dir_all(layout.logs_dir())
-        .with_context(|| format!("cannot create state_dir {}", layout.root().display()))?;
+    layout.prepare().context("state_dir refused")?;
     raise_open_files_limit();
     let _lock = StateLock::acquire(&config.state_dir).map_err(anyhow::Error::msg)?;
     match reaper::start() {

@@ -19,7 +19,10 @@
 //! the moment an actor takes it, since the process may have ended and its pid been
 //! reused since the store was opened. The orphan sweep finds processes by
 //! `WARDEN_INSTANCE=<this instance>` (not by a path another warden may share) and of
-//! warden's own uid, and kills each through such a pin.
+//! warden's own uid (any uid for a warden running as root, whose children may run as
+//! other users), and kills each through such a pin. Records are read only from regular
+//! files of at most `MAX_RECORD_BYTES` (a symbolic link, FIFO or oversized file is deleted
+//! unread, naming it in the log) and written with `O_EXCL` (see `warden_actors::state_file`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -28,6 +31,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use warden_actors::proc::{self, Identity, Pinned};
+use warden_actors::state_file;
 use warden_actors::{Adoptable, ProcessRecords};
 use warden_supervisors::ActorPath;
 
@@ -132,6 +136,10 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The largest record read back (a record is a few hundred bytes): a bigger file is not
+/// one warden wrote, and is deleted unread.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
 /// The record files of one state_dir.
 #[derive(Debug)]
 pub struct StateStore {
@@ -163,7 +171,7 @@ impl StateStore {
     /// says in the log when warden falls back to /proc).
     pub fn open(state_dir: &Path) -> io::Result<(Self, Recovered)> {
         let dir = state_dir.join("children");
-        std::fs::create_dir_all(&dir)?;
+        state_file::ensure_private_dir(&dir)?;
         let instance = InstanceId::load_or_create(state_dir)?;
         let boot_id = proc::boot_id()?;
         proc::pidfds_available();
@@ -171,13 +179,25 @@ impl StateStore {
         let mut adoptable: HashMap<String, Waiting> = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let file = entry?.path();
-            let record = std::fs::read(&file)
-                .ok()
-                .filter(|_| file.extension().is_some_and(|e| e == "json"))
-                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok());
-            let Some(record) = record else {
-                let _ = std::fs::remove_file(&file);
-                continue;
+            // Only regular files of at most MAX_RECORD_BYTES are read (a planted symbolic
+            // link or FIFO is never followed nor waited on).
+            let record = if file.extension().is_some_and(|e| e == "json") {
+                state_file::read_bounded(&file, MAX_RECORD_BYTES)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| {
+                        serde_json::from_slice::<Record>(&bytes)
+                            .map_err(|e| format!("{}: {e}", file.display()))
+                    })
+            } else {
+                Err(format!("{}: not a record", file.display()))
+            };
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(error = %e, "deleting a record that cannot be read (torn by a crash, or not warden's)");
+                    let _ = std::fs::remove_file(&file);
+                    continue;
+                }
             };
             let now = Identity::of(record.pid).ok();
             let same_process =
@@ -228,9 +248,10 @@ impl StateStore {
         &self.instance
     }
 
-    /// Kills processes marked with this instance, of warden's own uid, that belong to no
-    /// run to adopt (see [`Adoptees::claim`]): children spawned by a warden that died
-    /// before recording them, and processes of records that cannot be adopted. Each is pinned (identity read,
+    /// Kills processes marked with this instance, of warden's own uid (any uid when warden
+    /// runs as root), that belong to no run to adopt (see [`Adoptees::claim`]): children
+    /// spawned by a warden that died before recording them, and processes of records that
+    /// cannot be adopted. Each is pinned (identity read,
     /// marker read, pidfd opened, identity read again and compared) before the SIGKILL, so
     /// a pid reused in between is never hit.
     fn kill_orphans(&self) -> usize {
@@ -245,6 +266,9 @@ impl StateStore {
         let me = std::process::id();
         // SAFETY: getuid cannot fail.
         let my_uid = unsafe { libc::getuid() };
+        // A warden running as root starts children as other users (`user = ...`): their
+        // orphans carry the marker too. One that does not run as root has only its own.
+        let any_uid = state_file::euid() == 0;
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return 0;
         };
@@ -265,7 +289,7 @@ impl StateStore {
             let Ok(identity) = Identity::of(pid) else {
                 continue;
             };
-            if identity.uid != my_uid
+            if (identity.uid != my_uid && !any_uid)
                 || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
                 || keep.claim(pid, &identity)
             {
@@ -295,15 +319,9 @@ impl StateStore {
     /// the process it named is then an orphan, found by its marker and killed. So no
     /// temp file and rename are needed on the spawn path.
     fn write(&self, path: &ActorPath, record: &Record) -> io::Result<()> {
-        use std::io::Write as _;
         let file = self.file_for(path, record.pid);
         let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&file)?;
-        out.write_all(&bytes)
+        state_file::create_fresh(&file, &bytes)
     }
 
     /// Kills the process groups of live records that no actor adopted once the tree has
@@ -401,28 +419,25 @@ impl StateLock {
     /// Takes the lock, or says which warden holds it.
     pub fn acquire(state_dir: &Path) -> Result<Self, String> {
         use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
+        state_file::ensure_private_dir(state_dir).map_err(|e| format!("state_dir {e}"))?;
         let lock_path = state_dir.join("warden.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let lock = state_file::open(&lock_path, state_file::Access::Lock)
+            .map_err(|e| format!("cannot open the lock: {e}"))?;
         // SAFETY: flock on a valid fd.
         let r = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         let pidfile = state_dir.join("warden.pid");
         if r != 0 {
-            let holder = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            let holder = state_file::read_bounded(&pidfile, 64)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             return Err(format!(
                 "another warden is running on state_dir {} (pid {})",
                 state_dir.display(),
                 holder.trim()
             ));
         }
-        std::fs::write(&pidfile, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write {}: {e}", pidfile.display()))?;
+        state_file::create_fresh(&pidfile, format!("{}\n", std::process::id()).as_bytes())
+            .map_err(|e| format!("cannot write the pid file: {e}"))?;
         Ok(Self {
             _lock: lock,
             pidfile,

@@ -6,8 +6,7 @@
 //! a symlink), owned by warden's user, readable by no one else, and holds a token of at
 //! least [`MIN_TOKEN_LEN`] characters: anything else is refused, naming the file.
 
-use std::io::{self, Read as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use subtle::{Choice, ConstantTimeEq};
@@ -181,64 +180,15 @@ impl ApiTokens {
     }
 }
 
-/// The content of a secret file that only warden's user may read: opened without
-/// following a symlink, checked to be a regular file of at most [`MAX_TOKEN_FILE`] bytes
-/// and, unless it is empty (then it is replaced), owned by this user with no group or
-/// other permission bits.
+/// The content of a secret file that only warden's user may read (see
+/// [`warden_actors::state_file::read_secret`]: not followed through a symlink, a regular
+/// file of at most [`MAX_TOKEN_FILE`] bytes, owned by this user with no group or other
+/// permission bits unless it is empty, which the caller replaces).
 fn read_private_file(path: &Path) -> Result<String, TokenError> {
-    let io_err = |source| TokenError::Io {
+    warden_actors::state_file::read_secret(path, MAX_TOKEN_FILE).map_err(|source| TokenError::Io {
         path: path.to_owned(),
         source,
-    };
-    let untrusted = |reason: String| TokenError::Untrusted {
-        path: path.to_owned(),
-        reason,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                untrusted("is a symbolic link: refusing to follow it".to_owned())
-            } else {
-                io_err(e)
-            }
-        })?;
-    let meta = file.metadata().map_err(io_err)?;
-    if !meta.file_type().is_file() {
-        return Err(untrusted("is not a regular file".to_owned()));
-    }
-    if meta.len() > MAX_TOKEN_FILE {
-        return Err(untrusted(format!(
-            "is {} bytes, more than a token file holds ({MAX_TOKEN_FILE})",
-            meta.len()
-        )));
-    }
-    let mut text = String::new();
-    file.by_ref()
-        .take(MAX_TOKEN_FILE)
-        .read_to_string(&mut text)
-        .map_err(io_err)?;
-    if text.trim().is_empty() {
-        // Nothing in it to trust or distrust: the caller replaces it.
-        return Ok(text);
-    }
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != euid {
-        return Err(untrusted(format!(
-            "is owned by uid {}, not by warden's user (uid {euid})",
-            meta.uid()
-        )));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(untrusted(format!(
-            "has mode {mode:04o}: group or others may use it (chmod 600 it)"
-        )));
-    }
-    Ok(text)
+    })
 }
 
 #[cfg(test)]

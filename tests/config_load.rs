@@ -157,6 +157,7 @@ fn design_example_gives_the_expected_tree() {
         line: line_of(DESIGN_EXAMPLE, "[[service]]"),
         command: vec!["./api".into(), "--port".into(), "8080".into()],
         cwd: base.to_path_buf(),
+        run_as: None,
         env: vec![("RUST_LOG".into(), "info".into())],
         stop: StopConfig {
             signal: 15,
@@ -574,7 +575,7 @@ fn unknown_key_is_named_with_its_line() {
         "comand",
         &[
             "unknown key `comand` in [[service]] \"api\"",
-            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready",
+            "expected one of: name, supervisor, command, cwd, user, group, env, stop, restart, ready",
         ],
     );
     assert!(error.message.starts_with("unknown key"));
@@ -1164,6 +1165,7 @@ fn outboard_entry_reads_every_service_key_and_its_own() {
                 "--x".into(),
             ],
             cwd: base.join("helpers"),
+            run_as: None,
             env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
             stop: StopConfig {
                 signal: 2,
@@ -1213,6 +1215,7 @@ fn outboard_without_options_gets_every_default() {
             line: line_of(OUTBOARD_EXAMPLE, "name = \"plain\"") - 1,
             command: vec!["plain".into()],
             cwd: dir.path().to_path_buf(),
+            run_as: None,
             env: Vec::new(),
             stop: StopConfig::default(),
             restart: RestartConfig {
@@ -1417,7 +1420,7 @@ fn unknown_key_in_an_outboard_is_named_with_the_expected_keys() {
         "heartbeats",
         &[
             "unknown key `heartbeats` in [[outboard]] \"h\"",
-            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready, heartbeat, missed, version",
+            "expected one of: name, supervisor, command, cwd, user, group, env, stop, restart, ready, heartbeat, missed, version",
         ],
     );
 }
@@ -1671,6 +1674,7 @@ fn pool_entry_reads_every_service_key_and_its_own() {
             "--json={\"a\":1}".into(),
         ],
         cwd: base.join("apps"),
+        run_as: None,
         env: vec![
             ("PLAIN".into(), "x".into()),
             ("PORT".into(), "{port}".into()),
@@ -1723,6 +1727,7 @@ fn pool_without_options_gets_every_default() {
         line: line_of(POOL_EXAMPLE, "name = \"plain\"") - 1,
         command: vec!["plain".into()],
         cwd: dir.path().to_path_buf(),
+        run_as: None,
         env: Vec::new(),
         stop: StopConfig::default(),
         // the [restart] table, as for a service
@@ -2130,7 +2135,7 @@ fn unknown_key_in_a_pool_is_named_with_the_expected_keys() {
         "sessions",
         &[
             "unknown key `sessions` in [[pool]] \"p\"",
-            "expected one of: name, supervisor, command, cwd, env, stop, restart, ready, ports, min, max, sessions_per_worker, idle_timeout",
+            "expected one of: name, supervisor, command, cwd, user, group, env, stop, restart, ready, ports, min, max, sessions_per_worker, idle_timeout",
         ],
     );
     // and the pool keys are unknown in a service

@@ -6,9 +6,9 @@
 //! Misbehaving children are played by the test itself: the configured process is a small
 //! relay (`support::fd_relay`) that connects to its outboard socket when the test asks
 //! and hands the connection over, so the peer warden checks is the child's own process;
-//! the test reads `state/outboard/<name>.json` and speaks (or mis-speaks) the protocol
-//! with `warden_supervisors::{ipc, wire}` on that connection. A connection the test makes
-//! itself to a child's socket comes from outside the child's process group.
+//! the test reads `state/handoff/<name>/outboard.json` and speaks (or mis-speaks) the
+//! protocol with `warden_supervisors::{ipc, wire}` on that connection. A connection the
+//! test makes itself to a child's socket comes from outside the child's process group.
 mod support;
 
 use std::io::Write;
@@ -110,7 +110,7 @@ fn pid_of(a: &Value) -> Option<u32> {
 
 /// The config file warden wrote for the outboard child `name` (waits until it exists).
 fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
-    let file = w.path(&format!("state/outboard/{name}.json"));
+    let file = w.path(&format!("state/handoff/{name}/outboard.json"));
     let mut cfg: OutboardConfigFile =
         wait_for(&format!("{} to be written", file.display()), T, || {
             std::fs::read(&file)
@@ -118,7 +118,8 @@ fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
                 .and_then(|b| serde_json::from_slice(&b).ok())
         });
     if cfg.socket.is_relative() {
-        cfg.socket = w.dir.path().join(&cfg.socket);
+        // Beside the config file, as the child library finds it.
+        cfg.socket = file.parent().expect("folder").join(&cfg.socket);
     }
     cfg
 }
@@ -128,7 +129,8 @@ fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
 /// for `echo` (the real `outboard_echo`, not played), the test's.
 fn connect(w: &Warden, name: &str) -> (OutboardConfigFile, UnixStream, u32) {
     let cfg = outboard_config(w, name);
-    let relay = support::fd_relay::relay_socket(&w.path(&format!("state/outboard/{name}.json")));
+    let relay =
+        support::fd_relay::relay_socket(&w.path(&format!("state/handoff/{name}/outboard.json")));
     let (stream, pid) = if name != "echo" {
         support::fd_relay::connection_from_relay(&relay, T)
     } else {

@@ -48,7 +48,8 @@ fn worker_tokens_are_refreshed_and_verify_after_a_warden_restart() {
         .split('\0')
         .find_map(|kv| kv.strip_prefix("WARDEN_WORKER_TOKEN_FILE="))
         .expect("the worker is told where its token is")
-        .to_owned();
+        // `/proc/self/fd/N/token`: the folder the worker inherited, seen from here.
+        .replacen("/proc/self/", &format!("/proc/{pid}/"), 1);
     let first = std::fs::read_to_string(&file).expect("token file");
     let check = verify(&w, first.trim());
     assert_eq!(check["valid"], true, "{check}");

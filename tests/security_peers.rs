@@ -269,12 +269,13 @@ fn start_played(children: &[(&str, &str)]) -> Warden {
 }
 
 fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
-    let file = w.path(&format!("state/outboard/{name}.json"));
+    let file = w.path(&format!("state/handoff/{name}/outboard.json"));
     let mut cfg: OutboardConfigFile = wait_for("the outboard config", T, || {
         serde_json::from_slice(&std::fs::read(&file).ok()?).ok()
     });
     if cfg.socket.is_relative() {
-        cfg.socket = w.dir.path().join(&cfg.socket);
+        // Beside the config file, as the child library finds it.
+        cfg.socket = file.parent().expect("folder").join(&cfg.socket);
     }
     cfg
 }
@@ -282,7 +283,7 @@ fn outboard_config(w: &Warden, name: &str) -> OutboardConfigFile {
 /// A connection to `name`'s outboard socket made by the child's own process (the relay);
 /// returns it and the child's pid.
 fn from_child(w: &Warden, name: &str) -> (UnixStream, u32) {
-    let config_file = w.path(&format!("state/outboard/{name}.json"));
+    let config_file = w.path(&format!("state/handoff/{name}/outboard.json"));
     connection_from_relay(&relay_socket(&config_file), T)
 }
 

@@ -14,6 +14,7 @@ mod pool;
 mod redis_registry;
 mod secret;
 mod service;
+pub mod state_file;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
@@ -33,6 +34,7 @@ pub use service::log::{flush as flush_logs, tail_lines, LogFile, LogSpec, MAX_TA
 pub use service::proc;
 pub use service::ready::ReadyCheck;
 pub use service::records::{Adoptable, ProcessRecords};
+pub use service::run_as::{effective_ids, RunAs, RunAsError};
 pub use service::spawned;
-pub use service::{Output, ServiceFactory, ServiceSpec};
+pub use service::{Handoff, Output, ServiceFactory, ServiceSpec};
 pub use worker_token::{TokenError, TokenSigner, VerifiedToken};

@@ -59,6 +59,9 @@ pub struct OutboardSpec {
     pub socket: PathBuf,
     /// How long a stop waits for the child to exit when asked over IPC, before signals.
     pub stop_timeout: Duration,
+    /// Who the child runs as, when another user than warden: its config file and socket
+    /// belong to that user, so only it reads the token and connects.
+    pub owner: Option<crate::state_file::FileOwner>,
 }
 
 /// Why a user call did not get an answer.
@@ -109,9 +112,14 @@ impl OutboardFactory {
         // The first run of this warden keeps the token on file: a child adopted from an
         // earlier warden reconnects with it. Every later run gets a fresh one.
         if self.first_start.swap(false, Ordering::SeqCst) {
-            if let Some(old) = std::fs::read(&self.spec.config_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<OutboardConfigFile>(&b).ok())
+            let uid = self
+                .spec
+                .owner
+                .map_or_else(crate::state_file::euid, |o| o.uid);
+            if let Some(old) =
+                crate::state_file::read_secret_of(&self.spec.config_file, 64 * 1024, uid)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<OutboardConfigFile>(&text).ok())
             {
                 return Ok(old.token);
             }
@@ -120,29 +128,22 @@ impl OutboardFactory {
     }
 
     fn write_config(&self, cx: &StartContext, token: &str) -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = &self.spec.config_file;
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        // The socket by its name only: the child finds it beside the config file, in the
+        // folder it reaches through an inherited descriptor.
+        let socket = self
+            .spec
+            .socket
+            .file_name()
+            .map_or_else(|| self.spec.socket.clone(), PathBuf::from);
         let config = OutboardConfigFile {
-            socket: self.spec.socket.clone(),
+            socket,
             token: token.to_owned(),
             protocol: IPC_PROTOCOL,
             heartbeat_ms: u64::try_from(self.spec.heartbeat.as_millis()).unwrap_or(u64::MAX),
             actor: cx.path.to_string(),
         };
-        let tmp = file.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(&serde_json::to_vec(&config).map_err(std::io::Error::other)?)?;
-        drop(out);
-        std::fs::rename(&tmp, file)
+        let bytes = serde_json::to_vec(&config).map_err(std::io::Error::other)?;
+        crate::state_file::replace(&self.spec.config_file, &bytes, self.spec.owner, false)
     }
 
     fn listen(&self) -> std::io::Result<Listener> {
@@ -156,14 +157,19 @@ impl OutboardFactory {
                 ),
             ));
         }
-        ListenerOptions::new()
+        let listener = ListenerOptions::new()
             .name(path.as_path().to_fs_name::<GenericFilePath>()?)
             .mode(0o600)
             .try_overwrite(true)
             // Never unlinked by the listener's drop: the path may be a newer run's by then
             // (the link removes it only if it still is this run's file).
             .reclaim_name(false)
-            .create_tokio()
+            .create_tokio()?;
+        if let Some(owner) = self.spec.owner {
+            // Only the child's user may connect (lchown: the name is never followed).
+            std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))?;
+        }
+        Ok(listener)
     }
 }
 

@@ -80,6 +80,9 @@ pub struct WorkerTokens {
     pub file: Arc<dyn Fn(&ActorPath) -> std::path::PathBuf + Send + Sync>,
     /// How long a token is valid; files are rewritten every half of this.
     pub ttl: Duration,
+    /// Who the workers run as, when another user than warden: their token files belong
+    /// to that user (0400), so only they read them.
+    pub owner: Option<crate::state_file::FileOwner>,
 }
 
 impl fmt::Debug for WorkerTokens {
@@ -503,7 +506,7 @@ fn write_worker_token(tokens: &WorkerTokens, worker: &ActorPath, nonce: &str) {
     };
     let token = tokens.signer.sign(worker, nonce, expires);
     let file = (tokens.file)(worker);
-    if let Err(e) = crate::worker_token::write_token(&file, &token) {
+    if let Err(e) = crate::worker_token::write_token(&file, &token, tokens.owner) {
         tracing::warn!(%worker, file = %file.display(), error = %e, "cannot write a worker token");
     }
 }
@@ -558,7 +561,12 @@ fn worker_path(pool: &ActorPath, number: u64) -> Result<ActorPath, String> {
 impl PoolManager {
     fn forget_token(&self, worker: &ActorPath) {
         if let Some(tokens) = &self.spec.tokens {
-            let _ = std::fs::remove_file((tokens.file)(worker));
+            let file = (tokens.file)(worker);
+            let _ = std::fs::remove_file(&file);
+            // The worker's handoff folder, once empty (the worker is gone).
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 

@@ -2,8 +2,7 @@
 //! and the one way a secret (or id) file in `state_dir` is written so that a power loss
 //! leaves either the old file, or the whole new one.
 
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 /// `bytes` random bytes from the OS, as lower-case hex (twice as many characters).
@@ -20,36 +19,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Writes `line` and a newline to `path` durably, mode 0600: a temp file beside it,
 /// fsynced, renamed over `path`, then the folder fsynced (so the rename itself survives a
-/// power loss). Creates the folder if needed. Slow (two fsyncs): for files written once,
-/// never on a restart path.
+/// power loss); see [`crate::state_file::replace`]. Creates the folder (0700) if needed.
+/// Slow (two fsyncs): for files written once, never on a restart path.
 pub fn write_durably(path: &Path, line: &str) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    let written = file
-        .write_all(format!("{line}\n").as_bytes())
-        .and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::File::open(dir)?.sync_all()
+    crate::state_file::replace(path, format!("{line}\n").as_bytes(), None, true)
 }
 
 #[cfg(test)]

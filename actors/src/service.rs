@@ -3,10 +3,13 @@
 //!
 //! Each run spawns `command` with `process_group(0)`, its stdout and stderr on one pipe
 //! drained into the actor's log file. A `pre_exec` hook (fork instead of the fast
-//! posix_spawn path) is set only when needed: `die_with_warden`, or giving the child back
-//! the open files limit warden was started with when warden raised its own. Children do
+//! posix_spawn path) is set only when needed: `die_with_warden`, giving the child back
+//! the open files limit warden was started with when warden raised its own, or (a warden
+//! running as root) switching to the child's `user`/`group` ([`run_as`]). Children do
 //! not inherit warden's `NOTIFY_SOCKET`, `WATCHDOG_*` or `LISTEN_*` (a notify child gets
-//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path.
+//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path: what
+//! warden hands one child (its token, its outboard socket, its notify socket) is in a
+//! folder the child inherits as a descriptor ([`Handoff`]).
 //!
 //! A stop sends the configured signal to the whole group, then SIGKILL to the group after
 //! the timeout; the group also gets SIGKILL once its leader has exited — while the leader
@@ -23,6 +26,7 @@ pub(crate) mod log;
 pub mod proc;
 pub(crate) mod ready;
 pub(crate) mod records;
+pub(crate) mod run_as;
 pub mod spawned;
 
 use std::hash::{Hash, Hasher};
@@ -34,7 +38,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
@@ -48,6 +52,7 @@ use self::cgroup::{Cgroups, RunContainment};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
+use self::run_as::RunAs;
 
 /// Where a service's stdout and stderr go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +85,27 @@ pub struct ServiceSpec {
     /// SIGKILL the process when warden dies (even by SIGKILL), instead of leaving it to be
     /// adopted by the next warden. Costs a slower spawn (fork instead of posix_spawn).
     pub die_with_warden: bool,
+    /// The user, group and supplementary groups the process runs as (`None`: warden's).
+    /// A warden running as root sets them between fork and exec (a slower spawn, like
+    /// `die_with_warden`); any other warden runs the child as itself (the config check
+    /// refused another user).
+    pub run_as: Option<RunAs>,
+    /// Files handed to this child alone (its tokens), if any.
+    pub handoff: Option<Handoff>,
+}
+
+/// The folder of files warden hands to one child (a worker's token, an outboard child's
+/// config and socket). The child reaches it only through a descriptor of the folder it
+/// inherits: its environment names `/proc/self/fd/N/<file>`, never a path in state_dir.
+/// The folder is warden's, searchable (not listable) by the child's group only (0710), and
+/// its files belong to the child's user (0400), so no other user — a sibling child of
+/// another user included — reads them, while state_dir itself stays 0700.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    /// The folder, in state_dir.
+    pub dir: PathBuf,
+    /// Environment variables that name a file of the folder: (variable, file name).
+    pub env: Vec<(String, String)>,
 }
 
 /// The command of a service was empty.
@@ -108,6 +134,8 @@ impl ServiceSpec {
             ready: None,
             output: Output::Null,
             die_with_warden: false,
+            run_as: None,
+            handoff: None,
         })
     }
 
@@ -259,7 +287,27 @@ impl ChildFactory for ServiceFactory {
             &mut cmd,
             spec.die_with_warden,
             proc::children_open_files_limit(),
+            spec.run_as.as_ref().filter(|r| r.switches()),
         );
+        // The handoff folder, inherited by this child only (dropped right after the spawn;
+        // children are spawned one at a time).
+        let handoff = match &spec.handoff {
+            Some(handoff) => {
+                let gid = spec.run_as.as_ref().map(|r| r.gid);
+                let dir = crate::state_file::handoff_dir(&handoff.dir, gid)
+                    .map_err(|e| format!("cannot prepare the files handed to the child: {e}"))?;
+                let inherited = inheritable_dup(&OwnedFd::from(dir))
+                    .ok_or_else(|| "cannot hand a folder to the child: no fd".to_owned())?;
+                for (key, file) in &handoff.env {
+                    cmd.env(
+                        key,
+                        format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()),
+                    );
+                }
+                Some(inherited)
+            }
+            None => None,
+        };
         if let Some(records) = &self.records {
             cmd.envs(records.marker());
         }
@@ -296,10 +344,29 @@ impl ChildFactory for ServiceFactory {
         }
         let notify = match &spec.ready {
             Some(ReadyCheck::Notify { socket_dir, .. }) => {
-                let path = self.notify_path(&cx, socket_dir);
+                // In the handoff folder when the child has one: it reaches the socket
+                // through its inherited descriptor, and only its user may send on it.
+                let in_handoff = spec.handoff.as_ref().zip(handoff.as_ref());
+                let dir = in_handoff.map_or(socket_dir, |(h, _)| &h.dir);
+                let path = self.notify_path(&cx, dir);
                 let socket = NotifySocket::bind(path.clone())
                     .map_err(|e| format!("cannot bind notify socket {}: {e}", path.display()))?;
-                cmd.env("NOTIFY_SOCKET", socket.path());
+                if let Some(run_as) = &spec.run_as {
+                    std::os::unix::fs::lchown(&path, Some(run_as.uid), Some(run_as.gid)).map_err(
+                        |e| format!("cannot hand notify socket {}: {e}", path.display()),
+                    )?;
+                }
+                match (in_handoff, path.file_name()) {
+                    (Some((_, fd)), Some(name)) => {
+                        let mut shown =
+                            std::ffi::OsString::from(format!("/proc/self/fd/{}/", fd.as_raw_fd()));
+                        shown.push(name);
+                        cmd.env("NOTIFY_SOCKET", shown);
+                    }
+                    _ => {
+                        cmd.env("NOTIFY_SOCKET", socket.path());
+                    }
+                }
                 Some(socket)
             }
             _ => None,
@@ -307,6 +374,7 @@ impl ChildFactory for ServiceFactory {
         let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
         let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
+        drop(handoff);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -372,15 +440,33 @@ const INHERITED_NOT_PASSED_ON: [&str; 7] = [
 /// neither PDEATHSIG nor another open files limit than warden's keeps the fast path.
 /// `nofile` is the soft RLIMIT_NOFILE warden was started with, when warden has raised its
 /// own since (a child must not inherit the raised one: `select()` breaks above 1024 fds,
-/// and programs that close every fd up to the limit slow down).
-fn set_pre_exec(cmd: &mut Command, die_with_warden: bool, nofile: Option<libc::rlim_t>) {
-    if !die_with_warden && nofile.is_none() {
+/// and programs that close every fd up to the limit slow down). `run_as`: the identity a
+/// root warden switches to, supplementary groups first, then gid, then uid (after which
+/// nothing can regain root); PDEATHSIG is set after the switch, which would clear it.
+fn set_pre_exec(
+    cmd: &mut Command,
+    die_with_warden: bool,
+    nofile: Option<libc::rlim_t>,
+    run_as: Option<&RunAs>,
+) {
+    if !die_with_warden && nofile.is_none() && run_as.is_none() {
         return;
     }
-    // SAFETY: prctl, getrlimit and setrlimit are async-signal-safe; nothing else runs
-    // between fork and exec.
+    let identity: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)> =
+        run_as.map(|r| (r.groups.clone(), r.gid, r.uid));
+    // SAFETY: setgroups, setgid, setuid, prctl, getrlimit and setrlimit are
+    // async-signal-safe, and nothing is allocated between fork and exec (the groups were
+    // collected before).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some((groups, gid, uid)) = &identity {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if die_with_warden && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -5,8 +5,7 @@
 //! it signed before. The signature and expiry are checked here; the pool checks that the
 //! worker still exists with the same run nonce (see the pool's `verify_token`).
 
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,11 +71,12 @@ impl TokenSigner {
     /// Reads the key at `path`, creating it (0600, 256 random bits, written durably) when
     /// missing. A file that is empty or holds a cut-off key (a power loss while an older
     /// warden wrote it) is replaced with a fresh key and a warning (tokens signed before
-    /// then no longer verify); any other content is an error naming the file.
+    /// then no longer verify); any other content, a key other users may read, or one
+    /// owned by another uid is an error naming the file (see [`crate::state_file`]).
     pub fn load_or_create(path: &Path) -> io::Result<Self> {
-        match std::fs::read_to_string(path) {
+        match crate::state_file::read_secret(path, 4096) {
             Ok(text) => {
-                let text = text.trim();
+                let text = text.as_str();
                 if let Some(bytes) = unhex(text).filter(|b| b.len() == 32) {
                     let mut key = [0u8; 32];
                     key.copy_from_slice(&bytes);
@@ -172,21 +172,14 @@ impl TokenSigner {
     }
 }
 
-/// Writes `token` to `path` atomically (temp file + rename), mode 0600.
-pub(crate) fn write_token(path: &Path, token: &str) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(file, "{token}")?;
-    drop(file);
-    std::fs::rename(&tmp, path)
+/// Writes `token` to `path` atomically (temp file + rename): mode 0600, or 0400 owned by
+/// `owner` (the worker's own user) so that only that worker reads it.
+pub(crate) fn write_token(
+    path: &Path,
+    token: &str,
+    owner: Option<crate::state_file::FileOwner>,
+) -> io::Result<()> {
+    crate::state_file::replace(path, format!("{token}\n").as_bytes(), owner, false)
 }
 
 #[cfg(test)]
@@ -245,12 +238,23 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("pool.key");
         for broken in ["", "\n", "0123abcd"] {
-            std::fs::write(&key, broken).unwrap();
+            crate::state_file::create_fresh(&key, broken.as_bytes()).unwrap();
             TokenSigner::load_or_create(&key).unwrap();
             assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
         }
-        std::fs::write(&key, "not a key at all").unwrap();
+        crate::state_file::create_fresh(&key, b"not a key at all").unwrap();
         assert!(TokenSigner::load_or_create(&key).is_err());
+        // A good key that other users may read is refused, naming the file.
+        TokenSigner::load_or_create(&dir.join("good.key")).unwrap();
+        std::fs::set_permissions(
+            dir.join("good.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let e = TokenSigner::load_or_create(&dir.join("good.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("good.key") && e.contains("0644"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

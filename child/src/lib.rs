@@ -81,15 +81,23 @@ pub struct Outboard {
     unsent: VecDeque<Vec<u8>>,
 }
 
+/// The config file at `path`, its socket made absolute: a relative one is beside the file
+/// (both in the folder warden hands this child, reached as `/proc/self/fd/N/...`).
 fn read_config(path: &Path) -> Result<OutboardConfigFile, ChildError> {
     let bytes = std::fs::read(path).map_err(|e| ChildError::Config {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ChildError::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    let mut config: OutboardConfigFile =
+        serde_json::from_slice(&bytes).map_err(|e| ChildError::Config {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if config.socket.is_relative() {
+        let folder = path.parent().unwrap_or(Path::new("."));
+        config.socket = folder.join(&config.socket);
+    }
+    Ok(config)
 }
 
 fn frame_error(e: FrameError) -> ChildError {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use toml::Spanned;
-use warden_actors::RolloutPolicy;
+use warden_actors::{RolloutPolicy, RunAs, RunAsError};
 
 use super::raw::{
     Dur, PortsSpec, RawAdmin, RawBackoff, RawFile, RawIntensity, RawOutboard, RawPool, RawReady,
@@ -390,6 +390,8 @@ fn service(
         None => context.base_dir.to_path_buf(),
     };
 
+    let run_as = run_as(src, &label, raw)?;
+
     let mut env = Vec::new();
     if let Some(table) = &raw.env {
         for (key, value) in table.get_ref() {
@@ -429,6 +431,7 @@ fn service(
             line: src.line(span.start),
             command: command.clone(),
             cwd,
+            run_as,
             env,
             stop,
             restart,
@@ -437,6 +440,45 @@ fn service(
         label,
         parent,
     })
+}
+
+/// `user` and `group` of an entry, looked up in the system's databases: an unknown name,
+/// or another user or group than warden's own while warden does not run as root, is
+/// refused naming the key.
+fn run_as(src: &Source, label: &str, raw: &RawService) -> Result<Option<RunAs>> {
+    let user = raw.user.as_ref();
+    let group = raw.group.as_ref();
+    for (key, value) in [("user", user), ("group", group)] {
+        if let Some(value) = value {
+            if value.get_ref().is_empty() || value.get_ref().contains('\0') {
+                return Err(src.error(value.span(), label, key, "must be a user or group name"));
+            }
+        }
+    }
+    let span_of = |e: &RunAsError| match e {
+        RunAsError::UnknownGroup(_) => group.map(Spanned::span),
+        RunAsError::NotRoot { .. } => user.or(group).map(Spanned::span),
+        _ => user.or(group).map(Spanned::span),
+    };
+    let key_of = |e: &RunAsError| match e {
+        RunAsError::UnknownGroup(_) => "group",
+        _ if user.is_some() => "user",
+        _ => "group",
+    };
+    let fail = |e: RunAsError| {
+        let span = span_of(&e).unwrap_or_default();
+        src.error(span, label, key_of(&e), e.to_string())
+    };
+    let resolved = RunAs::resolve(
+        user.map(|u| u.get_ref().as_str()),
+        group.map(|g| g.get_ref().as_str()),
+    )
+    .map_err(fail)?;
+    if let Some(run_as) = &resolved {
+        let (euid, egid) = warden_actors::effective_ids();
+        run_as.allowed_for(euid, egid).map_err(fail)?;
+    }
+    Ok(resolved)
 }
 
 /// A `[[pool]]` entry: its ports, its service keys read as for a `[[service]]` (with
@@ -546,6 +588,7 @@ fn pool(
             line: service.line,
             command: service.command,
             cwd: service.cwd,
+            run_as: service.run_as,
             env: service.env,
             stop: service.stop,
             restart: service.restart,
@@ -973,14 +1016,9 @@ fn choose<T: Copy>(
     Err(src.error(value.span(), label, key, detail))
 }
 
-/// Names are `[A-Za-z0-9_.-]+`, and neither `.` nor `..`.
+/// Names are `[A-Za-z0-9_.-]+`, and neither `.` nor `..` (the rule of `warden_supervisors::ActorName`).
 fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    warden_supervisors::ActorName::new(name).is_ok()
 }
 
 fn name(src: &Source, label: &str, value: &Spanned<String>) -> Result<String> {

@@ -27,7 +27,9 @@ pub const CONFIG_ENV: &str = "WARDEN_OUTBOARD_CONFIG";
 /// What an outboard child needs to connect, written by warden as JSON (mode 0600).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboardConfigFile {
-    /// The local socket to connect to.
+    /// The local socket to connect to; a relative path is relative to the folder of this
+    /// file (warden writes `outboard.sock`: the file and the socket sit in the folder the
+    /// child reaches through `/proc/self/fd/N`).
     pub socket: PathBuf,
     /// The secret to present in `hello`.
     pub token: String,

@@ -14,9 +14,13 @@ pub enum PathError {
     /// The name has a character outside `[A-Za-z0-9_.-]`.
     #[error("actor name {0:?} has a character outside [A-Za-z0-9_.-]")]
     BadCharacter(String),
+    /// The name is `.` or `..`, which would read as a step in a file path (actor paths
+    /// name log files and sockets).
+    #[error("actor name {0:?} is not allowed: `.` and `..` would read as path steps")]
+    DotName(String),
 }
 
-/// The name of one actor among its siblings: `[A-Za-z0-9_.-]+`.
+/// The name of one actor among its siblings: `[A-Za-z0-9_.-]+`, and neither `.` nor `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ActorName(Arc<str>);
 
@@ -31,6 +35,9 @@ impl ActorName {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
         {
             return Err(PathError::BadCharacter(name.to_owned()));
+        }
+        if name == "." || name == ".." {
+            return Err(PathError::DotName(name.to_owned()));
         }
         Ok(Self(name.into()))
     }
@@ -160,5 +167,20 @@ mod tests {
             .is_within(&ActorPath::parse("/app").unwrap()));
         assert!(ActorPath::parse("/a//b").is_err());
         assert!(ActorPath::parse("/a b").is_err());
+    }
+
+    #[test]
+    fn dot_names_and_slashes_are_refused() {
+        for bad in [".", "..", "a/b", "/"] {
+            assert!(ActorName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            ActorName::new("..").unwrap_err(),
+            PathError::DotName("..".into())
+        );
+        assert!(ActorPath::parse("/app/../etc").is_err());
+        assert!(ActorPath::parse("/./x").is_err());
+        assert!(ActorName::new("a.b").is_ok());
+        assert!(ActorName::new("...").is_ok());
     }
 }

@@ -21,8 +21,10 @@ import json, os, socket, sys
 
 def target(mode):
     if mode == "serve":
-        with open(os.environ["WARDEN_OUTBOARD_CONFIG"]) as f:
-            return json.load(f)["socket"]
+        config = os.environ["WARDEN_OUTBOARD_CONFIG"]
+        with open(config) as f:
+            # A relative socket is beside the config file, as the child library finds it.
+            return os.path.join(os.path.dirname(config), json.load(f)["socket"])
     return sys.argv[2]
 
 def hand_over(conn, mode):

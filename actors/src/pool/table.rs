@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use warden_supervisors::ActorPath;
 
 use super::{Session, WorkerTemplate};
+use crate::state_file;
 
 /// What a pool persists: its workers and their sessions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,14 +77,14 @@ impl PoolTables {
     /// The tables in `dir` (created if missing), all read now; unreadable tables are
     /// skipped with a warning (their workers are then orphans of the earlier warden).
     pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        state_file::ensure_private_dir(dir)?;
         let mut loaded = HashMap::new();
         for entry in std::fs::read_dir(dir)? {
             let file = entry?.path();
             if file.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let table = std::fs::read(&file)
+            let table = state_file::read_bounded(&file, MAX_TABLE_BYTES)
                 .map_err(|e| e.to_string())
                 .and_then(|b| {
                     serde_json::from_slice::<(String, Table)>(&b).map_err(|e| e.to_string())
@@ -178,9 +179,11 @@ impl Writer {
     }
 }
 
+/// The largest pool table read back (a table of 1,000 workers with 100 sessions each
+/// is a few MiB).
+const MAX_TABLE_BYTES: u64 = 64 << 20;
+
 /// Writes `bytes` to `file` through a temp file and a rename.
 fn write_atomically(file: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = file.with_extension("json.tmp");
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, file)
+    state_file::replace(file, bytes, None, false)
 }

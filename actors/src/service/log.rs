@@ -11,7 +11,7 @@
 //! pipes to the end and the writer has put everything on disk, so that the last output of
 //! stopped children does not die with the process.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::net::unix::pipe;
+
+use crate::state_file;
 
 /// Where and how big an actor's log files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,14 +86,13 @@ impl LogFile {
         Ok(())
     }
 
+    /// Opens the current file for appending (0600, its folder 0700; a planted symbolic
+    /// link is refused, never followed: see [`crate::state_file`]).
     fn open(&self) -> io::Result<(File, u64)> {
         if let Some(dir) = self.spec.path.parent() {
-            fs::create_dir_all(dir)?;
+            state_file::ensure_private_dir(dir)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.spec.path)?;
+        let file = state_file::open(&self.spec.path, state_file::Access::Append)?;
         let size = file.metadata()?.len();
         Ok((file, size))
     }
@@ -416,7 +417,7 @@ fn tail_lines_within(path: &Path, n: usize, cap: usize) -> io::Result<Vec<u8>> {
         } else {
             rotated_path(path, index)
         };
-        let mut file = match File::open(&file_path) {
+        let mut file = match state_file::open(&file_path, state_file::Access::Read) {
             Ok(f) => f,
             // No current file yet (never written, or just rotated): look at the older ones.
             Err(e) if e.kind() == io::ErrorKind::NotFound && index == 0 => continue,
