@@ -911,7 +911,13 @@ fn an_invalid_rollout_is_400_and_changes_nothing() {
     assert_eq!(w2, "/pool/w2");
     let pid2 = running_pid(&w, "/pool/w2");
     let before_workers = workers_of(&w, "/pool");
-    let before = details(&w, "pool");
+    // The pool's details refresh worker states on their own (about once a second): wait
+    // until they show both workers running, so only a rollout could change them.
+    let before = wait_for("the pool's details to show both workers running", T, || {
+        let d = details(&w, "pool");
+        let workers = d["workers"].as_array()?;
+        (workers.len() == 2 && workers.iter().all(|x| x["state"] == "running")).then_some(d)
+    });
 
     // (what, body, a word the error must name: "" for none)
     let bad = [
