@@ -670,7 +670,8 @@ fn worker_token(w: &Warden, worker: &str) -> String {
         .split('\0')
         .find_map(|kv| kv.strip_prefix("WARDEN_WORKER_TOKEN_FILE="))
         .expect("the worker is told where its token is")
-        .to_owned();
+        // The worker reaches it through a folder it inherited (`/proc/self/fd/N/token`).
+        .replacen("/proc/self/", &format!("/proc/{pid}/"), 1);
     wait_for("the worker's token", T, || {
         std::fs::read_to_string(&file)
             .ok()

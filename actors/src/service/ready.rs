@@ -134,7 +134,9 @@ fn private_dir(dir: &Path) -> io::Result<()> {
             format!("{} is not a folder", dir.display()),
         ));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
+    // Group search only (0710: a child's handoff folder, whose group is the child's) is
+    // no way in for anyone else; any other group or other bit is.
+    if meta.permissions().mode() & 0o067 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
