@@ -30,7 +30,10 @@
 //! `rediss://`.
 
 mod build;
+mod hub;
 mod raw;
+
+pub use hub::{HubConfig, SpokeConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,6 +60,10 @@ pub struct Config {
     pub root: SupervisorConfig,
     /// Settings shared by the wardens of a cluster (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// This warden accepts spokes (`[hub]` with `enabled = true`).
+    pub hub: Option<HubConfig>,
+    /// This warden joins a hub (`[spoke]`).
+    pub spoke: Option<SpokeConfig>,
 }
 
 /// Settings of the admin HTTP API.

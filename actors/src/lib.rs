@@ -7,6 +7,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;
+pub mod link;
 mod outboard;
 mod pool;
 mod redis_registry;
@@ -15,6 +16,7 @@ mod service;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
+pub use link::{LinkFactory, LinkSpec, LocalVerbs};
 pub use outboard::{CallError, OutboardFactory, OutboardHub, OutboardSpec};
 pub use pool::{
     MemoryRegistry, PoolError, PoolFactory, PoolHub, PoolSpec, PoolTables, RegistryFuture,

@@ -81,6 +81,8 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
     };
     let logs = logs(src, &file)?;
     let cluster = cluster(src, &file)?;
+    let hub = super::hub::hub(src, file.hub.as_ref())?;
+    let spoke = super::hub::spoke(src, file.spoke.as_ref(), &base_dir, &state_dir)?;
 
     let root_table = file.root.as_ref();
     let strategy = match root_table.and_then(|r| r.strategy.as_ref()) {
@@ -141,6 +143,8 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             children,
         },
         cluster,
+        hub,
+        spoke,
     })
 }
 
