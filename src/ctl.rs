@@ -24,6 +24,8 @@ pub struct CtlOptions {
     pub token_file: Option<PathBuf>,
     /// Print JSON instead of tables.
     pub json: bool,
+    /// Drive this spoke through the hub (whose admin API `admin`, or the config's, is).
+    pub spoke: Option<String>,
 }
 
 /// Exit code: the operation failed.
@@ -44,6 +46,15 @@ fn connect(options: &CtlOptions) -> Result<Client, ExitCode> {
             ))
         })
     };
+    if let Some(spoke) = &options.spoke {
+        let (base, token) = crate::hub::cli::endpoint(
+            &options.config,
+            options.admin.as_deref(),
+            options.token_file.as_deref(),
+        )
+        .map_err(usage_error)?;
+        return Ok(Client::http_spoke(&base, token, spoke));
+    }
     match &options.admin {
         Some(url) => {
             let token_file = match &options.token_file {

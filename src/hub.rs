@@ -8,7 +8,9 @@
 //! - [`connect`]: the WebSocket endpoint;
 //! - [`routes`]: the HTTP routes (`/api/v1/hub/...`, `/api/v1/spokes/...`);
 //! - [`spoke`]: the spoke side's answers to verbs, from its own controller;
+//! - [`cli`]: `warden hub ...`.
 
+pub mod cli;
 mod connect;
 pub mod registry;
 pub mod routes;

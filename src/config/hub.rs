@@ -117,14 +117,16 @@ pub(super) fn spoke(
     let (secure, rest) = match (text.strip_prefix("wss://"), text.strip_prefix("ws://")) {
         (Some(rest), _) => (true, rest),
         (None, Some(rest)) => (false, rest),
-        _ => return Err(src.error(
-            url.span(),
-            LABEL,
-            "hub",
-            format!(
+        _ => {
+            return Err(src.error(
+                url.span(),
+                LABEL,
+                "hub",
+                format!(
                 "invalid hub URL {text:?}: expected ws://HOST:PORT/api/v1/hub/connect or wss://..."
             ),
-        )),
+            ))
+        }
     };
     let authority = rest.split('/').next().unwrap_or("");
     let host = host_of(authority);
