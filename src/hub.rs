@@ -12,6 +12,7 @@
 
 pub mod cli;
 mod connect;
+mod frame_guard;
 pub mod registry;
 pub mod routes;
 pub mod spoke;

@@ -4,6 +4,7 @@
 //! the socket and replies come back by id. A bad message closes this connection only;
 //! a revocation closes it at once; a peer silent past [`PEER_DEADLINE`] is dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,11 +18,22 @@ use super::store::Refusal;
 use super::Hub;
 
 /// Upgrades the request and runs the connection on this worker.
-pub(super) fn upgrade(
+pub(super) async fn upgrade(
     hub: Arc<Hub>,
     req: &HttpRequest,
     body: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
+    use actix_web::FromRequest as _;
+    // Frames are limited as their headers arrive: the hello's size until it is accepted.
+    let limit = Arc::new(AtomicUsize::new(MAX_HELLO_BYTES + 64));
+    let guarded: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>,
+    > = Box::pin(super::frame_guard::FrameGuard::new(
+        body.into_inner(),
+        limit.clone(),
+    ));
+    let mut guarded = actix_web::dev::Payload::from(guarded);
+    let body = web::Payload::from_request(req, &mut guarded).await?;
     let (response, session, stream) = actix_ws::handle(req, body)?;
     let stream = stream
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -31,7 +43,7 @@ pub(super) fn upgrade(
         .peer_addr()
         .map_or_else(|| "?".to_owned(), |a| a.to_string());
     actix_rt::spawn(async move {
-        if let Err(why) = run(&hub, session, stream).await {
+        if let Err(why) = run(&hub, session, stream, &limit).await {
             tracing::info!(%peer, %why, "spoke connection closed");
         }
     });
@@ -88,6 +100,7 @@ async fn run(
     hub: &Hub,
     mut session: Session,
     mut stream: actix_ws::AggregatedMessageStream,
+    limit: &AtomicUsize,
 ) -> Result<(), String> {
     // The hello: the first message, binary, small, in time.
     let first = tokio::time::timeout(CONNECT_TIMEOUT, stream.recv()).await;
@@ -156,6 +169,7 @@ async fn run(
             }
         }
     };
+    limit.store(MAX_MESSAGE_BYTES, Ordering::Relaxed);
     let mut registered = hub.registry.register(&name, version);
     let generation = registered.generation;
     let result = serve(&mut session, &mut stream, &mut registered, credential).await;

@@ -51,7 +51,7 @@ async fn connect(
     state: web::Data<AdminState>,
 ) -> actix_web::Result<HttpResponse> {
     let hub = hub(&state)?;
-    super::connect::upgrade(hub, &req, body)
+    super::connect::upgrade(hub, &req, body).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ pub mod census;
 pub mod example_bin;
 pub mod redis;
 pub mod rng;
+pub mod ws;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
