@@ -54,6 +54,9 @@ impl Reloader {
         if new.admin != self.current.admin {
             tracing::warn!("[admin] changed: it takes effect when warden restarts");
         }
+        if new.hub != self.current.hub || new.spoke != self.current.spoke {
+            tracing::warn!("[hub] or [spoke] changed: it takes effect when warden restarts");
+        }
         let mut changes = ChildChanges::default();
         let result = apply(
             &self.current.root,

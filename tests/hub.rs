@@ -569,7 +569,8 @@ fn garbage_oversized_and_truncated_frames_close_that_connection_only() {
 }
 
 /// Promise: `ws://` to a host other than loopback is refused at `check` unless
-/// `insecure = true` says so on purpose; an unknown verb in `allow` is refused.
+/// `insecure = true` says so on purpose; an unknown verb in `allow` is refused; a child
+/// may not take a name reserved for warden.
 #[test]
 fn plain_ws_to_another_host_needs_insecure_and_allow_names_verbs() {
     let dir = support::temp_dir();
@@ -589,4 +590,9 @@ fn plain_ws_to_another_host_needs_insecure_and_allow_names_verbs() {
     let (code, _, err) = support::run_warden(&["check", "-c", cfg], dir.path());
     assert_eq!(code, 2);
     assert!(err.contains("exec"), "{err}");
+    // Names starting with `_` are warden's (`/_hub`).
+    write("[[service]]\nname = \"_hub\"\ncommand = [\"true\"]\n");
+    let (code, _, err) = support::run_warden(&["check", "-c", cfg], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("reserved"), "{err}");
 }

@@ -937,6 +937,12 @@ fn name(src: &Source, label: &str, value: &Spanned<String>) -> Result<String> {
         );
         return Err(src.error(value.span(), label, "name", detail));
     }
+    if name.starts_with('_') {
+        let detail = format!(
+            "invalid name {name:?}: names starting with `_` are reserved for warden (`/_hub`)"
+        );
+        return Err(src.error(value.span(), label, "name", detail));
+    }
     Ok(name.clone())
 }
 

@@ -215,8 +215,9 @@ async fn serve(
                         }
                     }
                     Some(Ok(AggregatedMessage::Ping(data))) => {
-                        if session.pong(&data).await.is_err() {
-                            return Err("the socket closed".into());
+                        let pong = tokio::time::timeout(WRITE_DEADLINE, session.pong(&data)).await;
+                        if !matches!(pong, Ok(Ok(()))) {
+                            return Err("cannot answer the spoke's ping".into());
                         }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
@@ -232,8 +233,9 @@ async fn serve(
                 if last_heard.elapsed() > PEER_DEADLINE {
                     return Err(format!("the spoke was silent for {PEER_DEADLINE:?}"));
                 }
-                if session.ping(b"").await.is_err() {
-                    return Err("the socket closed".into());
+                let ping = tokio::time::timeout(WRITE_DEADLINE, session.ping(b"")).await;
+                if !matches!(ping, Ok(Ok(()))) {
+                    return Err("cannot ping the spoke".into());
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -95,9 +96,12 @@ pub struct StoreError {
 pub struct HubStore {
     file: PathBuf,
     records: Mutex<Records>,
-    /// Serializes writes, each of the state as of its own moment: the last write holds
-    /// the latest state.
-    writing: Mutex<()>,
+    /// Counts the changes made in memory (bumped under the `records` lock).
+    changes: AtomicU64,
+    /// Serializes writes and holds the change count the file is known to contain: a
+    /// caller whose change an earlier write already carried does not write again (a
+    /// group commit, so an enrollment storm costs far fewer fsyncs than enrollments).
+    writing: Mutex<u64>,
 }
 
 fn sha256_hex(secret: &str) -> String {
@@ -128,7 +132,8 @@ impl HubStore {
         Ok(Self {
             file: file.to_owned(),
             records: Mutex::new(records),
-            writing: Mutex::new(()),
+            changes: AtomicU64::new(0),
+            writing: Mutex::new(0),
         })
     }
 
@@ -138,20 +143,40 @@ impl HubStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The records, to change: the change is counted for [`HubStore::persist`].
+    fn change(&self) -> std::sync::MutexGuard<'_, Records> {
+        let records = self.lock();
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        records
+    }
+
     /// Writes the current state durably (blocking: call it off async threads).
     pub fn persist(&self) -> Result<(), StoreError> {
-        let _writing = self
+        let mine = self.changes.load(Ordering::SeqCst);
+        let mut written = self
             .writing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let text = serde_json::to_string(&*self.lock()).map_err(|e| StoreError {
+        if *written >= mine {
+            return Ok(());
+        }
+        let (text, snapshot) = {
+            let records = self.lock();
+            (
+                serde_json::to_string(&*records),
+                self.changes.load(Ordering::SeqCst),
+            )
+        };
+        let text = text.map_err(|e| StoreError {
             path: self.file.clone(),
             message: e.to_string(),
         })?;
         warden_actors::write_durably(&self.file, &text).map_err(|e| StoreError {
             path: self.file.clone(),
             message: e.to_string(),
-        })
+        })?;
+        *written = snapshot;
+        Ok(())
     }
 
     /// A new join token for `name`, valid for `ttl`.
@@ -163,7 +188,7 @@ impl HubStore {
                 .checked_add(ttl)
                 .ok_or_else(|| format!("ttl {ttl:?} is too long"))?,
         );
-        self.lock().tokens.insert(
+        self.change().tokens.insert(
             id.clone(),
             TokenRecord {
                 name: name.to_owned(),
@@ -183,7 +208,11 @@ impl HubStore {
     pub fn tokens(&self) -> Vec<TokenInfo> {
         let now = now();
         let mut records = self.lock();
+        let before = records.tokens.len();
         records.tokens.retain(|_, t| t.expires_at > now);
+        if records.tokens.len() != before {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
         records
             .tokens
             .iter()
@@ -197,7 +226,7 @@ impl HubStore {
 
     /// Revokes a token; false if there was none.
     pub fn revoke_token(&self, id: &str) -> bool {
-        self.lock().tokens.remove(id).is_some()
+        self.change().tokens.remove(id).is_some()
     }
 
     /// Enrolls `name` with `token`: takes the token (at most one caller ever succeeds)
@@ -205,7 +234,7 @@ impl HubStore {
     pub fn enroll(&self, name: &str, token: &str) -> Result<String, Refusal> {
         let (id, secret) = token.split_once('.').ok_or(Refusal::UnknownToken)?;
         let credential = warden_actors::random_hex(32).map_err(|_| Refusal::UnknownToken)?;
-        let mut records = self.lock();
+        let mut records = self.change();
         let record = records.tokens.get(id).ok_or(Refusal::UnknownToken)?;
         if !same_hash(&record.secret_sha256, secret) {
             return Err(Refusal::UnknownToken);
@@ -248,7 +277,7 @@ impl HubStore {
 
     /// Deletes an enrollment; false if there was none.
     pub fn revoke_spoke(&self, name: &str) -> bool {
-        self.lock().spokes.remove(name).is_some()
+        self.change().spokes.remove(name).is_some()
     }
 
     /// Every enrolled spoke and when it enrolled.
