@@ -596,3 +596,71 @@ fn plain_ws_to_another_host_needs_insecure_and_allow_names_verbs() {
     assert_eq!(code, 2);
     assert!(err.contains("reserved"), "{err}");
 }
+
+/// Promise: `wss://` speaks TLS (rustls) and verifies the hub's certificate: a hub with
+/// a self-signed certificate is not trusted; the link says why and keeps retrying.
+#[test]
+fn wss_verifies_the_hubs_certificate() {
+    let dir = support::temp_dir();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no openssl to make a certificate");
+        return;
+    }
+    let port = support::free_port();
+    let server = format!(
+        "import socket, ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nctx.load_cert_chain({:?}, {:?})\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', {port}))\ns.listen(16)\nwhile True:\n    c, _ = s.accept()\n    try:\n        ctx.wrap_socket(c, server_side=True).close()\n    except Exception:\n        c.close()\n",
+        cert.to_str().unwrap(),
+        key.to_str().unwrap()
+    );
+    let mut tls_server = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(server)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the TLS server listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let body = format!(
+        "[spoke]\nhub = \"wss://localhost:{port}{CONNECT}\"\nname = \"edge\"\njoin_token_file = \"join.token\"\n"
+    );
+    let sdir = support::temp_dir();
+    std::fs::write(sdir.path().join("join.token"), "a.b").unwrap();
+    let spoke = Warden::start_in(sdir, &body);
+    let link = wait_for(
+        "a TLS failure in last_exit",
+        Duration::from_secs(20),
+        || {
+            let a = spoke.actor("/_hub");
+            a["last_exit"]["reason"].as_str().is_some().then_some(a)
+        },
+    );
+    let _ = tls_server.kill();
+    let _ = tls_server.wait();
+    let reason = link["last_exit"]["reason"].as_str().unwrap().to_lowercase();
+    assert!(
+        reason.contains("certificate") || reason.contains("issuer") || reason.contains("tls"),
+        "{link}"
+    );
+    assert_ne!(link["state"], "failed", "a TLS failure is retried: {link}");
+}

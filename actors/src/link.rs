@@ -113,10 +113,14 @@ impl ChildFactory for LinkFactory {
                 Err(_) => Exit::Fatal("the link task was cancelled".to_owned()),
             }
         };
+        // Ready once the hub welcomes the spoke. A run that ends before never becomes
+        // ready: its exit (a refusal, or why the hub could not be reached) is what the
+        // supervisor records, not a ready failure that would hide it.
         let ready = async move {
-            ready_rx
-                .await
-                .map_err(|_| "the link ended before the hub welcomed it".to_owned())
+            if ready_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
         };
         Ok(RunningChild {
             pid: None,
@@ -176,6 +180,21 @@ async fn proof(spec: &LinkSpec) -> Result<Auth, Exit> {
     }
 }
 
+/// The TLS settings of `wss://`: rustls with ring, the Mozilla roots, HTTP/1.1 only.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// One run: connect, enroll, serve until the connection ends or a stop is asked.
 async fn run(
     spec: &LinkSpec,
@@ -187,9 +206,15 @@ async fn run(
         Err(exit) => return exit,
     };
     let enrolling = matches!(auth, Auth::Join { .. });
+    let connector = match tls_config() {
+        Ok(config) => awc::Connector::new().rustls_0_23(config),
+        Err(e) => return Exit::Fatal(format!("cannot set up TLS: {e}")),
+    };
+    // No `max_http_version` here: it would replace the TLS settings (ALPN already says
+    // HTTP/1.1).
     let client = awc::Client::builder()
         .timeout(CONNECT_TIMEOUT)
-        .max_http_version(awc::http::Version::HTTP_11)
+        .connector(connector)
         .finish();
     let connect = client
         .ws(spec.hub.as_str())
