@@ -174,6 +174,17 @@ fn enrollment_then_relayed_verbs_equal_the_spokes_own_answers() {
     assert!(out.contains("edge-1") && out.contains("yes"), "{out}");
     // Unknown spoke: 404; an enrolled spoke that is gone: 503.
     assert_eq!(get(&hub, "/api/v1/spokes/nobody/tree").status, 404);
+    let mut spoke = spoke;
+    let status = spoke.signal_and_wait(15, Duration::from_secs(15));
+    assert!(status.success(), "{}", spoke.stderr_text());
+    wait_until(
+        "the hub sees the spoke gone",
+        Duration::from_secs(10),
+        || get(&hub, "/api/v1/spokes").json()[0]["connected"] == false,
+    );
+    let gone = get(&hub, "/api/v1/spokes/edge-1/tree");
+    assert_eq!(gone.status, 503, "{}", gone.text());
+    assert_eq!(gone.json()["error"], "spoke not connected");
 }
 
 /// Promise: a join token is single-use: of 16 concurrent enrollments with one token,

@@ -66,10 +66,13 @@ impl fmt::Debug for LinkSpec {
     }
 }
 
-/// Starts runs of the link.
-#[derive(Debug, Clone)]
+/// Starts runs of the link, each on the link's own thread (an actix arbiter started with
+/// the first run): dialing, TLS, encoding answers and writing to the hub never run on the
+/// supervision thread.
+#[derive(Debug)]
 pub struct LinkFactory {
     spec: Arc<LinkSpec>,
+    thread: std::sync::Mutex<Option<actix_rt::ArbiterHandle>>,
 }
 
 impl LinkFactory {
@@ -77,7 +80,19 @@ impl LinkFactory {
     pub fn new(spec: LinkSpec) -> Self {
         Self {
             spec: Arc::new(spec),
+            thread: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The link's thread, started on first use (inside the running System).
+    fn thread(&self) -> actix_rt::ArbiterHandle {
+        let mut thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        thread
+            .get_or_insert_with(|| actix_rt::Arbiter::new().handle())
+            .clone()
     }
 }
 
@@ -91,27 +106,29 @@ impl ChildFactory for LinkFactory {
         let (stop_tx, stop_rx) = oneshot::channel::<StopMode>();
         let spec = self.spec.clone();
         let path = cx.path.to_string();
-        let run = actix_rt::spawn(async move {
-            let exit = run(&spec, ready_tx, stop_rx).await;
-            match &exit {
-                Exit::Refused(reason) => {
-                    tracing::error!(actor = %path, hub = %spec.hub, %reason, "the hub refused this spoke: not retrying")
+        let (exit_tx, exit_rx) = oneshot::channel::<Exit>();
+        let started = self.thread().spawn_fn(move || {
+            actix_rt::spawn(async move {
+                let exit = run(&spec, ready_tx, stop_rx).await;
+                match &exit {
+                    Exit::Refused(reason) => {
+                        tracing::error!(actor = %path, hub = %spec.hub, %reason, "the hub refused this spoke: not retrying")
+                    }
+                    Exit::Normal => tracing::info!(actor = %path, "link stopped"),
+                    other => {
+                        tracing::warn!(actor = %path, hub = %spec.hub, reason = %other, "link to the hub lost")
+                    }
                 }
-                Exit::Normal => tracing::info!(actor = %path, "link stopped"),
-                other => {
-                    tracing::warn!(actor = %path, hub = %spec.hub, reason = %other, "link to the hub lost")
-                }
-            }
-            exit
+                let _ = exit_tx.send(exit);
+            });
         });
+        if !started {
+            return Err("the link's thread is gone".to_owned());
+        }
         let exit = async move {
-            match run.await {
-                Ok(exit) => exit,
-                Err(e) if e.is_panic() => {
-                    Exit::Panic(warden_supervisors::panic_message(&*e.into_panic()))
-                }
-                Err(_) => Exit::Fatal("the link task was cancelled".to_owned()),
-            }
+            exit_rx
+                .await
+                .unwrap_or_else(|_| Exit::Fatal("the link's task ended without an exit".to_owned()))
         };
         // Ready once the hub welcomes the spoke. A run that ends before never becomes
         // ready: its exit (a refusal, or why the hub could not be reached) is what the
@@ -241,7 +258,7 @@ async fn run(
     if !matches!(sent, Ok(Ok(()))) {
         return Exit::Fatal("the hub closed the connection before the hello".to_owned());
     }
-    // The hub's one answer to the hello.
+    // The hub's one answer to the hello (a stop meanwhile ends the run at once).
     let answer = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             match framed.next().await {
@@ -258,8 +275,11 @@ async fn run(
                 None => return Err("the hub closed the connection".to_owned()),
             }
         }
-    })
-    .await;
+    });
+    let answer = tokio::select! {
+        answer = answer => answer,
+        _ = &mut stop => return Exit::Normal,
+    };
     match answer {
         Ok(Ok(HubFrame::Welcome { credential })) => {
             if let Some(credential) = credential {
