@@ -675,3 +675,38 @@ fn wss_verifies_the_hubs_certificate() {
     );
     assert_ne!(link["state"], "failed", "a TLS failure is retried: {link}");
 }
+
+/// Promise: `warden hub token create|list|revoke` and `warden hub revoke` drive the
+/// hub's routes: the token is printed once, listed without its secret, revocable.
+#[test]
+fn the_hub_cli_creates_lists_and_revokes_tokens_and_spokes() {
+    let hub = hub();
+    let cfg = hub.config.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut all = vec!["hub", "-c", cfg.as_str()];
+        all.extend_from_slice(args);
+        support::run_warden(&all, hub.dir.path())
+    };
+    let (code, out, err) = run(&["token", "create", "edge-9", "--ttl", "5m"]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim().to_owned();
+    let (id, secret) = token.split_once('.').expect("<id>.<secret>");
+    assert_eq!(secret.len(), 64);
+    let (code, out, _) = run(&["token", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(id) && out.contains("edge-9") && !out.contains(secret),
+        "{out}"
+    );
+    let (code, _, err) = run(&["token", "revoke", id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["token", "revoke", id]);
+    assert_eq!(code, 1, "a second revoke: {err}");
+    assert!(err.contains("no outstanding join token"), "{err}");
+    let (code, _, err) = run(&["token", "create", "bad name"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid spoke name"), "{err}");
+    let (code, _, err) = run(&["revoke", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no spoke"), "{err}");
+}
