@@ -77,7 +77,7 @@ pub const LINK_NAME: &str = "_hub";
 /// `/_hub`, last among the root's children (so an unreachable hub never holds up the
 /// start of the tree). It reconnects through the supervisor's backoff for ever: a lost
 /// hub is never the link's fault, so no intensity makes it give up; a refusal does.
-fn link_child(spoke: &config::SpokeConfig, wiring: &Wiring) -> Result<ChildSpec, PlanError> {
+pub fn link_child(spoke: &config::SpokeConfig, wiring: &Wiring) -> Result<ChildSpec, PlanError> {
     let name = name(LINK_NAME, &ActorPath::root())?;
     let spec = warden_actors::LinkSpec {
         hub: spoke.hub.clone(),

@@ -710,3 +710,43 @@ fn the_hub_cli_creates_lists_and_revokes_tokens_and_spokes() {
     assert_eq!(code, 1);
     assert!(err.contains("no spoke"), "{err}");
 }
+
+/// Promise: a reload keeps `/_hub` connected when `[spoke]` is unchanged (it is no entry
+/// of the file's tree, yet a reload must not stop it), and restarts it with the new
+/// settings when `[spoke]` changed.
+#[test]
+fn a_reload_keeps_the_link_and_applies_a_changed_spoke_table() {
+    let hub = hub();
+    let join = token(&hub, "edge", "10m");
+    let spoke = spoke(&hub, "edge", Some(&join), "", SERVICES);
+    let before = spoke.wait_state("/_hub", "running", Duration::from_secs(20));
+    let r = spoke.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = spoke.actor("/_hub");
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(
+        after["started_at"], before["started_at"],
+        "the link was restarted: {after}"
+    );
+    assert_eq!(get(&hub, "/api/v1/spokes/edge/actors/sleeper").status, 200);
+
+    let text = std::fs::read_to_string(&spoke.config).unwrap();
+    let text = text.replace(
+        "join_token_file = \"join.token\"\n",
+        "join_token_file = \"join.token\"\nallow = [\"tree\"]\n",
+    );
+    std::fs::write(&spoke.config, text).unwrap();
+    let r = spoke.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(
+        "the link restarted and reconnected",
+        Duration::from_secs(20),
+        || {
+            let a = spoke.actor("/_hub");
+            a["state"] == "running" && a["started_at"] != before["started_at"]
+        },
+    );
+    wait_until("the new allow applies", Duration::from_secs(10), || {
+        get(&hub, "/api/v1/spokes/edge/actors/sleeper").status == 403
+    });
+}
