@@ -750,3 +750,63 @@ fn a_reload_keeps_the_link_and_applies_a_changed_spoke_table() {
         get(&hub, "/api/v1/spokes/edge/actors/sleeper").status == 403
     });
 }
+
+/// Promise: verbs carry request ids, so several are in flight at once and each caller
+/// gets its own answer whatever order the spoke replies in; a verb the spoke never
+/// answers is a 504 after 10 s.
+#[test]
+fn verbs_in_flight_get_their_own_answers_and_an_unanswered_one_is_504_after_ten_seconds() {
+    use warden_actors::link::protocol::{Answer, Body, Verb};
+    let hub = hub();
+    let join = token(&hub, "sim", "10m");
+    let (mut ws, frame) = simulated(hub.port, "sim", Auth::Join { token: join });
+    assert!(matches!(
+        frame,
+        HubFrame::Welcome {
+            credential: Some(_)
+        }
+    ));
+    let callers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let (port, token) = (hub.port, hub.token());
+            std::thread::spawn(move || {
+                let path = format!("/api/v1/spokes/sim/actors/{name}");
+                (name, http(port, "GET", &path, Some(&token), None).unwrap())
+            })
+        })
+        .collect();
+    let mut requests = Vec::new();
+    while requests.len() < 3 {
+        let bytes = ws.recv_binary().expect("a request");
+        match protocol::decode::<HubFrame>(&bytes, usize::MAX).unwrap() {
+            HubFrame::Request {
+                id,
+                verb: Verb::Actor { path },
+            } => requests.push((id, path)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for (id, path) in requests.iter().rev() {
+        let answer = Answer {
+            status: 200,
+            body_kind: Body::Json,
+            body: format!(r#"{{"path":"{path}"}}"#).into_bytes(),
+        };
+        let reply = protocol::encode(&SpokeFrame::Reply { id: *id, answer });
+        ws.send(&reply).unwrap();
+    }
+    for caller in callers {
+        let (name, response) = caller.join().unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json()["path"], format!("/{name}"));
+    }
+    let t = Instant::now();
+    let unanswered = get(&hub, "/api/v1/spokes/sim/tree");
+    let took = t.elapsed();
+    assert_eq!(unanswered.status, 504, "{}", unanswered.text());
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(13),
+        "504 after {took:?}"
+    );
+}
