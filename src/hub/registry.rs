@@ -234,4 +234,35 @@ mod tests {
         registry.remove("edge", new.generation);
         assert!(registry.live("edge").is_none());
     }
+
+    /// A spoke that stops taking requests fills only its own bounded queue: the next
+    /// verb is refused at once (503 busy) instead of queueing without bound.
+    #[tokio::test]
+    async fn a_full_send_queue_refuses_at_once() {
+        let registry = std::sync::Arc::new(Registry::default());
+        let _held = registry.register("slow", 1);
+        let mut waiting = Vec::new();
+        for _ in 0..SEND_QUEUE {
+            let registry = registry.clone();
+            waiting.push(tokio::spawn(async move {
+                registry.call("slow", Verb::Tree).await
+            }));
+        }
+        tokio::task::yield_now().await;
+        while registry
+            .lock()
+            .get("slow")
+            .is_some_and(|c| c.queue.capacity() > 0)
+        {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            registry.call("slow", Verb::Tree).await,
+            Err(RelayError::Busy)
+        );
+        assert!(registry.disconnect("slow", "test"));
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Err(RelayError::Dropped));
+        }
+    }
 }
