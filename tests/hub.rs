@@ -810,3 +810,18 @@ fn verbs_in_flight_get_their_own_answers_and_an_unanswered_one_is_504_after_ten_
         "504 after {took:?}"
     );
 }
+
+/// Promise: a revoked spoke's link is closed, its reconnect with the old credential is
+/// refused, and it ends `failed` with the hub's reason (no retry storm against the hub).
+#[test]
+fn a_revoked_spoke_ends_failed_with_the_hubs_reason() {
+    let hub = hub();
+    let join = token(&hub, "edge", "10m");
+    let spoke = spoke(&hub, "edge", Some(&join), "", "");
+    spoke.wait_state("/_hub", "running", Duration::from_secs(20));
+    assert_eq!(hub.req("DELETE", "/api/v1/spokes/edge").status, 204);
+    let link = spoke.wait_state("/_hub", "failed", Duration::from_secs(20));
+    let reason = link["failed_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("revoked"), "{link}");
+    assert_eq!(get(&hub, "/api/v1/spokes").json(), serde_json::json!([]));
+}
