@@ -36,6 +36,8 @@ pub struct AdminState {
     /// The last `GET /api/v1/actors` body and the tree version it was made from: while
     /// nothing changes, the listing is served without rebuilding it.
     pub listing: Arc<std::sync::Mutex<Option<(u64, web::Bytes)>>>,
+    /// The hub, on a warden with `[hub] enabled = true` (routes in [`crate::hub::routes`]).
+    pub hub: Option<Arc<crate::hub::Hub>>,
 }
 
 /// An API error: a status and a sentence, answered as `{"error": "..."}`.
@@ -47,7 +49,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -75,7 +77,7 @@ impl From<Failure> for ApiError {
 
 /// Proof that the request carried a bearer token that allows it.
 #[derive(Debug)]
-struct Authorized;
+pub(crate) struct Authorized;
 
 impl FromRequest for Authorized {
     type Error = ApiError;
@@ -557,7 +559,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/actors/{path:.*}", web::get().to(actor_get))
         .route("/api/v1/actors/{path:.*}", web::post().to(actor_post))
         .route("/api/v1/pools/{path:.*}", web::post().to(pool_post))
-        .route("/api/v1/pools/{path:.*}", web::delete().to(pool_delete));
+        .route("/api/v1/pools/{path:.*}", web::delete().to(pool_delete))
+        .configure(crate::hub::routes::routes);
 }
 
 /// Binds the admin API on `listen` (bound before this returns, so it answers from then

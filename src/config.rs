@@ -39,7 +39,10 @@
 //! only the program the pool's `command` names) or `"any"`.
 
 mod build;
+mod hub;
 mod raw;
+
+pub use hub::{HubConfig, SpokeConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -66,6 +69,10 @@ pub struct Config {
     pub root: SupervisorConfig,
     /// Settings shared by the wardens of a cluster (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// This warden accepts spokes (`[hub]` with `enabled = true`).
+    pub hub: Option<HubConfig>,
+    /// This warden joins a hub (`[spoke]`).
+    pub spoke: Option<SpokeConfig>,
 }
 
 /// Settings of the admin HTTP API.

@@ -26,6 +26,8 @@ pub struct CtlOptions {
     pub json: bool,
     /// `logs --raw`: write the log bytes as they are, even to a terminal.
     pub raw: bool,
+    /// Drive this spoke through the hub (whose admin API `admin`, or the config's, is).
+    pub spoke: Option<String>,
 }
 
 /// Exit code: the operation failed.
@@ -46,6 +48,15 @@ fn connect(options: &CtlOptions) -> Result<Client, ExitCode> {
             ))
         })
     };
+    if let Some(spoke) = &options.spoke {
+        let (base, token) = crate::hub::cli::endpoint(
+            &options.config,
+            options.admin.as_deref(),
+            options.token_file.as_deref(),
+        )
+        .map_err(usage_error)?;
+        return Ok(Client::http_spoke(&base, token, spoke));
+    }
     match &options.admin {
         Some(url) => {
             let token_file = match &options.token_file {

@@ -17,6 +17,7 @@ pub mod control;
 pub mod ctl;
 pub mod embed;
 pub mod holder;
+pub mod hub;
 pub mod instance;
 pub mod layout;
 pub mod metrics;

@@ -59,6 +59,9 @@ enum Command {
     /// Exit codes: 0 done, 1 the operation failed (unknown path included), 2 usage or
     /// connection error.
     Ctl(CtlArgs),
+    /// A hub's join tokens and spokes: `hub token create NAME [--ttl T]`, `hub token
+    /// list`, `hub token revoke ID`, `hub spokes`, `hub revoke NAME`.
+    Hub(warden::hub::cli::HubArgs),
     /// Internal: the watchdog of `on_exit = "stop"` (see warden::watchdog); started by
     /// `warden up`, never by hand.
     #[command(name = "__watchdog", hide = true)]
@@ -87,6 +90,9 @@ struct CtlArgs {
     /// Print JSON for scripts instead of tables.
     #[arg(long)]
     json: bool,
+    /// Drive the spoke NAME through this hub (its admin API: --admin, or the config's).
+    #[arg(long)]
+    spoke: Option<String>,
     #[command(subcommand)]
     verb: CtlVerb,
 }
@@ -211,10 +217,12 @@ fn main() -> ExitCode {
                 token_file: args.token_file,
                 json: args.json,
                 raw: matches!(args.verb, CtlVerb::Logs { raw: true, .. }),
+                spoke: args.spoke,
             };
             return warden::ctl::run(&options, args.verb.request());
         }
         Command::Watchdog { cgroup, marker } => return warden::watchdog::run(cgroup, &marker),
+        Command::Hub(args) => return warden::hub::cli::run(args),
     };
     let config = match load(&config_path) {
         Ok(config) => config,
@@ -232,7 +240,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Ctl(_) | Command::Watchdog { .. } => ExitCode::from(2),
+        Command::Ctl(_) | Command::Watchdog { .. } | Command::Hub(_) => ExitCode::from(2),
         Command::Up {
             detach: true, wait, ..
         } => {

@@ -43,6 +43,8 @@ pub struct Wiring {
     pub pool_tables: Arc<PoolTables>,
     /// The cgroups services run in (`None`: process groups only).
     pub cgroups: Option<Arc<Cgroups>>,
+    /// What a spoke's link serves the hub's verbs with.
+    pub spoke_verbs: Arc<crate::hub::spoke::ControllerVerbs>,
 }
 
 impl Default for Wiring {
@@ -55,13 +57,50 @@ impl Default for Wiring {
             tokens: None,
             pool_tables: Arc::new(PoolTables::none()),
             cgroups: None,
+            spoke_verbs: Arc::default(),
         }
     }
 }
 
 /// The root supervisor's spec for `config`.
 pub fn root_spec(config: &Config, wiring: &Wiring) -> Result<SupervisorSpec, PlanError> {
-    supervisor_spec(config, &config.root, &ActorPath::root(), wiring)
+    let mut spec = supervisor_spec(config, &config.root, &ActorPath::root(), wiring)?;
+    if let Some(spoke) = &config.spoke {
+        spec.children.push(link_child(spoke, wiring)?);
+    }
+    Ok(spec)
+}
+
+/// The name of a spoke's link to its hub, a child of the root (`/_hub`).
+pub const LINK_NAME: &str = "_hub";
+
+/// `/_hub`, last among the root's children (so an unreachable hub never holds up the
+/// start of the tree). It reconnects through the supervisor's backoff for ever: a lost
+/// hub is never the link's fault, so no intensity makes it give up; a refusal does.
+pub fn link_child(spoke: &config::SpokeConfig, wiring: &Wiring) -> Result<ChildSpec, PlanError> {
+    let name = name(LINK_NAME, &ActorPath::root())?;
+    let spec = warden_actors::LinkSpec {
+        hub: spoke.hub.clone(),
+        name: spoke.name.clone(),
+        join_token_file: spoke.join_token_file.clone(),
+        credential_file: spoke.credential_file.clone(),
+        policy: warden_actors::link::policy::SpokePolicy::new(
+            spoke.allow.clone(),
+            spoke.paths.clone(),
+        ),
+        verbs: wiring.spoke_verbs.clone(),
+    };
+    Ok(ChildSpec::new(name, warden_actors::LinkFactory::new(spec))
+        .backoff(BackoffConfig {
+            initial: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_secs(5),
+            multiplier: 2.0,
+            jitter: 0.5,
+        })
+        .intensity(Intensity {
+            max: u32::MAX,
+            within: std::time::Duration::from_millis(1),
+        }))
 }
 
 fn supervisor_spec(

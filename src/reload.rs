@@ -54,7 +54,19 @@ impl Reloader {
         if new.admin != self.current.admin {
             tracing::warn!("[admin] changed: it takes effect when warden restarts");
         }
+        if new.hub != self.current.hub {
+            tracing::warn!("[hub] changed: it takes effect when warden restarts");
+        }
         let mut changes = ChildChanges::default();
+        // `/_hub` is no entry of the file's tree: kept, restarted when `[spoke]` changed,
+        // added or removed with `[spoke]`.
+        let link = match &new.spoke {
+            Some(spoke) => Some(ChildUpdate {
+                spec: plan::link_child(spoke, &self.wiring).map_err(|e| bad(e.to_string()))?,
+                changed: self.current.spoke.as_ref() != Some(spoke),
+            }),
+            None => None,
+        };
         let result = apply(
             &self.current.root,
             &new.root,
@@ -62,6 +74,7 @@ impl Reloader {
             (&new, &self.wiring),
             tree,
             &mut changes,
+            link,
         )
         .await;
         tracing::info!(
@@ -110,9 +123,10 @@ async fn apply(
     (config, wiring): (&Config, &plan::Wiring),
     tree: &ActorTree,
     changes: &mut ChildChanges,
+    link: Option<ChildUpdate>,
 ) -> Result<(), Failure> {
     let internal = |m: String| Failure::new(FailureKind::Internal, m);
-    let mut children = Vec::with_capacity(new.children.len());
+    let mut children = Vec::with_capacity(new.children.len() + 1);
     let mut descend = Vec::new();
     for child in &new.children {
         let before = old.children.iter().find(|c| c.name() == child.name());
@@ -126,6 +140,7 @@ async fn apply(
             plan::child_spec(config, child, path, wiring).map_err(|e| internal(e.to_string()))?;
         children.push(ChildUpdate { spec, changed });
     }
+    children.extend(link);
     let supervisor = tree.supervisor(path).ok_or_else(|| {
         Failure::new(
             FailureKind::Unavailable,
@@ -158,6 +173,7 @@ async fn apply(
             (config, wiring),
             tree,
             changes,
+            None,
         ))
         .await?;
     }

@@ -95,6 +95,13 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         wiring.sessions = Arc::new(registry);
     }
     let spec = plan::root_spec(&config, &wiring)?;
+    let hub = match &config.hub {
+        Some(hub) => Some(Arc::new(
+            crate::hub::Hub::open(&config.state_dir, hub.token_ttl)
+                .context("cannot open the hub's store")?,
+        )),
+        None => None,
+    };
     // Signals are taken before anything starts, so none is lost in between.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("cannot install signal handlers")?;
@@ -133,6 +140,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             liveness: liveness.clone(),
         })
         .start();
+        wiring.spoke_verbs.set(controller.clone());
         socket::serve(&socket_path, controller.clone())
             .with_context(|| format!("control socket: cannot listen on {}", socket_path.display()))?;
         let state = AdminState {
@@ -141,6 +149,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             controller: controller.clone(),
             liveness,
             listing: Arc::default(),
+            hub,
         };
         let https = tls.is_some();
         let (server, bound) = admin::serve(config.admin.listen, state, tls)

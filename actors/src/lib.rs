@@ -7,6 +7,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;
+pub mod link;
 pub mod log_budget;
 mod outboard;
 pub mod peer;
@@ -18,6 +19,7 @@ pub mod state_file;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
+pub use link::{LinkFactory, LinkSpec, LocalVerbs};
 pub use outboard::{
     CallError, OutboardFactory, OutboardHub, OutboardSpec, OUTBOARD_HELLO_WITHIN,
     OUTBOARD_MAX_CONNECTIONS,

@@ -82,6 +82,8 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
     };
     let logs = logs(src, &file)?;
     let cluster = cluster(src, &file)?;
+    let hub = super::hub::hub(src, file.hub.as_ref())?;
+    let spoke = super::hub::spoke(src, file.spoke.as_ref(), &base_dir, &state_dir)?;
 
     let root_table = file.root.as_ref();
     let strategy = match root_table.and_then(|r| r.strategy.as_ref()) {
@@ -142,6 +144,8 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             children,
         },
         cluster,
+        hub,
+        spoke,
     })
 }
 
@@ -1026,6 +1030,12 @@ fn name(src: &Source, label: &str, value: &Spanned<String>) -> Result<String> {
     if !is_valid_name(name) {
         let detail = format!(
             "invalid name {name:?}: use letters, digits, `_`, `.` and `-` (not `.` or `..` alone)"
+        );
+        return Err(src.error(value.span(), label, "name", detail));
+    }
+    if name.starts_with('_') {
+        let detail = format!(
+            "invalid name {name:?}: names starting with `_` are reserved for warden (`/_hub`)"
         );
         return Err(src.error(value.span(), label, "name", detail));
     }

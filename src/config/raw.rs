@@ -22,6 +22,8 @@ pub(super) struct RawFile {
     pub logs: Option<RawLogs>,
     pub root: Option<RawRoot>,
     pub cluster: Option<RawCluster>,
+    pub hub: Option<super::hub::RawHub>,
+    pub spoke: Option<super::hub::RawSpoke>,
     pub restart: Option<Spanned<RawRestart>>,
     #[serde(default)]
     pub supervisor: Vec<Spanned<RawSupervisor>>,

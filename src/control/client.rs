@@ -52,6 +52,8 @@ pub enum Client {
         token: String,
         /// The HTTP agent.
         agent: ureq::Agent,
+        /// Where the actor routes are: `/api/v1`, or `/api/v1/spokes/NAME` on a hub.
+        api: String,
     },
 }
 
@@ -94,7 +96,18 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
             agent,
+            api: "/api/v1".to_owned(),
         }
+    }
+
+    /// A client of the spoke `name` through the hub whose admin API is at `base`: the
+    /// actor verbs (status, tree, start, stop, restart, logs, wait) are relayed.
+    pub fn http_spoke(base: &str, token: String, name: &str) -> Self {
+        let mut client = Self::http(base, token);
+        if let Client::Http { api, .. } = &mut client {
+            *api = format!("/api/v1/spokes/{name}");
+        }
+        client
     }
 
     /// Asks one request.
@@ -110,7 +123,12 @@ impl Client {
                     other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
                 }
             }
-            Client::Http { base, token, agent } => http_ask(agent, base, token, request),
+            Client::Http {
+                base,
+                token,
+                agent,
+                api,
+            } => http_ask(agent, base, api, token, request),
         }
     }
 }
@@ -137,6 +155,7 @@ fn receive(stream: &mut Stream) -> Result<ServerFrame, ClientError> {
 fn http_wait(
     agent: &ureq::Agent,
     base: &str,
+    api: &str,
     token: &str,
     paths: &[String],
     timeout_ms: u64,
@@ -146,7 +165,13 @@ fn http_wait(
         let mut views = Vec::with_capacity(paths.len());
         let mut pending = Vec::new();
         for path in paths {
-            match http_ask(agent, base, token, Request::Actor { path: path.clone() })? {
+            match http_ask(
+                agent,
+                base,
+                api,
+                token,
+                Request::Actor { path: path.clone() },
+            )? {
                 Ok(Response::Actor(view)) => {
                     if view.info.state != warden_supervisors::ActorState::Running {
                         pending.push(format!("{} is {}", view.info.path, view.info.state));
@@ -181,20 +206,38 @@ fn http_wait(
 fn http_ask(
     agent: &ureq::Agent,
     base: &str,
+    api: &str,
     token: &str,
     request: Request,
 ) -> Result<Result<Response, Failure>, ClientError> {
     let actor_url = |path: &str, suffix: &str| {
         format!(
-            "{base}/api/v1/actors/{}{suffix}",
+            "{base}{api}/actors/{}{suffix}",
             path.trim_start_matches('/')
         )
     };
+    let relayed = matches!(
+        request,
+        Request::Status
+            | Request::Tree
+            | Request::Actor { .. }
+            | Request::Start { .. }
+            | Request::Stop { .. }
+            | Request::Restart { .. }
+            | Request::Logs { .. }
+            | Request::Wait { .. }
+    );
+    if api != "/api/v1" && !relayed {
+        return Ok(Err(Failure::new(
+            FailureKind::BadRequest,
+            "only status, tree, start, stop, restart, logs and wait are relayed to a spoke",
+        )));
+    }
     let (method, url) = match &request {
         Request::Health => ("GET", format!("{base}/healthz")),
         Request::Ready => ("GET", format!("{base}/readyz")),
-        Request::Status => ("GET", format!("{base}/api/v1/actors")),
-        Request::Tree => ("GET", format!("{base}/api/v1/tree")),
+        Request::Status => ("GET", format!("{base}{api}/actors")),
+        Request::Tree => ("GET", format!("{base}{api}/tree")),
         Request::Actor { path } => ("GET", actor_url(path, "")),
         Request::Start { path } => ("POST", actor_url(path, "/start")),
         Request::Stop { path } => ("POST", actor_url(path, "/stop")),
@@ -215,7 +258,7 @@ fn http_ask(
         Request::Drain => ("POST", format!("{base}/api/v1/drain")),
         Request::Metrics => ("GET", format!("{base}/metrics")),
         Request::Wait { paths, timeout_ms } => {
-            return http_wait(agent, base, token, paths, *timeout_ms)
+            return http_wait(agent, base, api, token, paths, *timeout_ms)
         }
     };
     let auth = format!("Bearer {token}");
@@ -250,7 +293,7 @@ fn http_ask(
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         let kind = match status {
             400 => FailureKind::BadRequest,
-            401 => FailureKind::Unauthorized,
+            401 | 403 => FailureKind::Unauthorized,
             404 => FailureKind::NotFound,
             409 => FailureKind::Conflict,
             413 => FailureKind::TooLarge,

@@ -74,4 +74,6 @@ pub enum ActorKind {
     Member,
     /// An embedder's own actix actor.
     Actor,
+    /// A spoke's connection to its hub (`/_hub`).
+    Link,
 }
