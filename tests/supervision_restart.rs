@@ -507,10 +507,11 @@ stop = { signal = "TERM", timeout = "1s" }
 }
 
 /// SEMANTICS #12 (stale timers): the ready timeout of an earlier run does not fire on the
-/// next one. Run 1 never says READY=1 (timeout 2 s); an operator restart at 1 s starts
-/// run 2, which says READY=1 1.5 s after its start: after run 1's timeout would have
-/// fired (at 2 s), before its own (at about 3 s). Run 2 must become running, not be
-/// restarted as unready.
+/// next one. Run 1 never says READY=1 (timeout 4 s); an operator restart at 3 s starts
+/// run 2, which says READY=1 2.5 s after its start: after run 1's timeout would have
+/// fired (at 4 s), before its own (at about 7 s), with 1.5 s of slack on each side for a
+/// busy machine (python's start included). Run 2 must become running, not be restarted
+/// as unready.
 #[test]
 fn the_ready_timeout_of_an_earlier_run_does_not_end_the_next_run() {
     let dir = temp_dir();
@@ -519,7 +520,7 @@ fn the_ready_timeout_of_an_earlier_run_does_not_end_the_next_run() {
         "import os,socket,time\n\
          open({runs:?}, 'a').write('run\\n')\n\
          n = len(open({runs:?}).read().splitlines())\n\
-         if n >= 2:\n    time.sleep(1.5)\n    \
+         if n >= 2:\n    time.sleep(2.5)\n    \
          s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n    \
          s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
          time.sleep(1000)\n"
@@ -529,7 +530,7 @@ fn the_ready_timeout_of_an_earlier_run_does_not_end_the_next_run() {
 [[service]]
 name = "slow"
 command = ["python3", "-c", {script}]
-ready = {{ notify = true, timeout = "2s" }}
+ready = {{ notify = true, timeout = "4s" }}
 "#,
         script = toml_str(&script),
     );
@@ -537,7 +538,7 @@ ready = {{ notify = true, timeout = "2s" }}
     let first = wait_for("run 1 spawned", T, || w.actor_pid("slow"));
     let t0 = Instant::now();
     assert_eq!(w.state("slow"), "starting");
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(3000));
     assert_eq!(
         w.state("slow"),
         "starting",
@@ -551,7 +552,7 @@ ready = {{ notify = true, timeout = "2s" }}
     let a = w.wait_state("slow", "running", T);
     assert_eq!(a["pid"].as_u64(), Some(u64::from(second)), "{a}");
     assert!(
-        t0.elapsed() >= Duration::from_millis(2000),
+        t0.elapsed() >= Duration::from_millis(4000),
         "run 2 became ready before run 1's timeout would have fired: the test proves nothing"
     );
     assert!(
