@@ -5,36 +5,93 @@
 //! The set is changed under one lock held across the spawn itself, and the reaper holds
 //! the same lock while it reaps: a child that exits at once is in the set before the
 //! reaper can see it as an unknown zombie.
+//!
+//! Forgetting a reaped pid never waits for that lock (it is held across every spawn, on
+//! the spawner thread, while the supervision thread forgets): the pid goes to a short
+//! queue of its own, applied under the lock before the next spawn or reap. Each pid is
+//! counted, not just present: a pid reused by a new child before the old one's forget is
+//! applied stays registered (2 - 1 = 1).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-static SPAWNED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+static SPAWNED: Mutex<BTreeMap<u32, u32>> = Mutex::new(BTreeMap::new());
+static FORGOTTEN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The registry, locked, with the queued forgets applied.
+fn locked() -> MutexGuard<'static, BTreeMap<u32, u32>> {
+    let mut set = SPAWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let forgotten = std::mem::take(&mut *FORGOTTEN.lock().unwrap_or_else(PoisonError::into_inner));
+    for pid in forgotten {
+        if let Some(count) = set.get_mut(&pid) {
+            *count -= 1;
+            if *count == 0 {
+                set.remove(&pid);
+            }
+        }
+    }
+    set
+}
 
 /// Runs `spawn` with the set locked and adds the pid of what it spawned.
 pub fn register<T>(
     spawn: impl FnOnce() -> io::Result<T>,
     pid_of: impl FnOnce(&T) -> Option<u32>,
 ) -> io::Result<T> {
-    let mut set = SPAWNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut set = locked();
     let child = spawn()?;
     if let Some(pid) = pid_of(&child) {
-        set.insert(pid);
+        *set.entry(pid).or_insert(0) += 1;
     }
     Ok(child)
 }
 
 /// `pid` was reaped by whoever spawned it: from now on the pid may name an orphan.
 pub fn forget(pid: u32) {
-    SPAWNED
+    FORGOTTEN
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .remove(&pid);
+        .push(pid);
+}
+
+/// Own children, as the reaper sees them (under the lock).
+#[derive(Debug)]
+pub struct OwnChildren<'a>(&'a BTreeMap<u32, u32>);
+
+impl OwnChildren<'_> {
+    /// Whether `pid` is a child warden spawned and has not reaped.
+    pub fn contains(&self, pid: &u32) -> bool {
+        self.0.contains_key(pid)
+    }
 }
 
 /// Runs `reap` with the set of own children locked (no spawn happens meanwhile).
-pub fn with_locked<R>(reap: impl FnOnce(&BTreeSet<u32>) -> R) -> R {
-    let set = SPAWNED.lock().unwrap_or_else(PoisonError::into_inner);
-    reap(&set)
+pub fn with_locked<R>(reap: impl FnOnce(&OwnChildren<'_>) -> R) -> R {
+    let set = locked();
+    reap(&OwnChildren(&set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid reused by a new child (on the spawner thread) before the old child's forget
+    /// (on the supervision thread) comes stays registered: the reaper must never take the
+    /// new child's exit status. A set instead of counts fails here.
+    #[test]
+    fn a_reused_pid_stays_registered_until_each_run_is_forgotten() {
+        // A pid no real child of the test process has.
+        let pid = u32::MAX - 17;
+        register(|| Ok(()), |_| Some(pid)).expect("register");
+        // The old run is reaped and its pid spawned again before its forget comes.
+        register(|| Ok(()), |_| Some(pid)).expect("register");
+        forget(pid);
+        assert!(
+            with_locked(|own| own.contains(&pid)),
+            "the new child is own"
+        );
+        forget(pid);
+        assert!(!with_locked(|own| own.contains(&pid)), "both runs reaped");
+    }
 }
