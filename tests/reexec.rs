@@ -335,3 +335,99 @@ fn set_executable(path: &PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// The processes whose parent is `pid` and whose command line holds `word`.
+fn children_running(pid: u32, word: &str) -> Vec<u32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|c| {
+            std::fs::read(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(word))
+        })
+        .collect()
+}
+
+/// The numbers a counter service logged, in order.
+fn counted(w: &Warden) -> Vec<u64> {
+    lines(&w.path("state/logs/counter.log"))
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Promise: the read-only token cannot reexec (403, nothing happens); a reexec loses no
+/// output line (the log writer flushes what it read, the rest waits in the child's pipe
+/// for the new process) and keeps the `on_exit = "stop"` watchdog (same pid, its pipe
+/// handed over: it does not fire at the exec, and still fires when warden is SIGKILLed).
+#[test]
+fn reexec_loses_no_output_line_keeps_the_watchdog_and_refuses_the_read_only_token() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let _reaper = support::census::Reaper(state);
+    let body = format!(
+        "read_token_file = \"state/read.token\"\n\n[runtime]\non_exit = \"stop\"\n\n\
+         [[service]]\nname = \"counter\"\ncommand = {}\n",
+        sh("i=0; while true; do echo $i; i=$((i+1)); sleep 0.005; done")
+    );
+    let mut w = start_from(&warden_bin(), dir, &body);
+    let counter = w.wait_state("counter", "running", T)["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    let watchdog = wait_for("the watchdog runs", T, || {
+        children_running(w.pid(), "__watchdog").first().copied()
+    });
+
+    let read = std::fs::read_to_string(w.path("state/read.token")).expect("read token");
+    let r = http(
+        w.port,
+        "POST",
+        "/api/v1/admin/reexec",
+        Some(read.trim()),
+        None,
+    )
+    .expect("http");
+    assert_eq!(
+        r.status,
+        403,
+        "reexec with the read-only token: {}",
+        r.text()
+    );
+    holds_for("no reexec happens", Duration::from_millis(300), || {
+        !w.stderr_text().contains("re-executed in place")
+    });
+
+    wait_until("the counter logs", T, || counted(&w).len() > 20);
+    let r = w.req("POST", "/api/v1/admin/reexec");
+    assert_eq!(r.status, 200, "reexec: {}", r.text());
+    wait_until("warden re-executed and answers", T, || {
+        w.stderr_text().contains("re-executed in place")
+            && http(w.port, "GET", "/healthz", None, None).is_ok_and(|r| r.status == 200)
+    });
+    let at_reexec = counted(&w).last().copied().unwrap_or(0);
+    w.wait_state("counter", "running", T);
+    wait_until("the counter logs on after the reexec", T, || {
+        counted(&w).last().is_some_and(|n| *n > at_reexec + 50)
+    });
+    let logged = counted(&w);
+    let expected: Vec<u64> = (0..logged.len() as u64).collect();
+    assert!(
+        logged == expected,
+        "a line was lost or doubled across the reexec (at {at_reexec}): {:?}",
+        logged.windows(2).find(|p| p[1] != p[0] + 1)
+    );
+    assert_eq!(
+        w.actor_pid("counter"),
+        Some(counter),
+        "the counter kept its pid"
+    );
+    assert!(alive(watchdog), "the watchdog is gone");
+    assert_eq!(
+        children_running(w.pid(), "__watchdog"),
+        vec![watchdog],
+        "one watchdog, the same"
+    );
+
+    // The handed-over pipe still reaches the watchdog: warden's death fires it.
+    w.crash();
+    wait_until("the watchdog kills the counter", T, || !alive(counter));
+}
