@@ -427,6 +427,11 @@ fn reexec_loses_no_output_line_keeps_the_watchdog_and_refuses_the_read_only_toke
         "one watchdog, the same"
     );
 
+    // The lock came across with the exec: a second warden on the state_dir is refused.
+    let (code, _, err) = run_warden(&["up", "-c", &w.config.to_string_lossy()], w.dir.path());
+    assert_eq!(code, 1, "a second warden on the same state_dir: {err}");
+    assert!(err.contains("another warden is running"), "{err}");
+
     // The handed-over pipe still reaches the watchdog: warden's death fires it.
     w.crash();
     wait_until("the watchdog kills the counter", T, || !alive(counter));
