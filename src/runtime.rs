@@ -142,7 +142,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         .and_then(|w| w.pipe_fd().map(|fd| (fd, w.pid())));
     let admin_listener = match inherited_admin {
         Some(listener) if same_address(&listener, config.admin.listen) => listener,
-        _ => std::net::TcpListener::bind(config.admin.listen)
+        _ => bind_admin(config.admin.listen)
             .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?,
     };
     let handover_admin = admin_listener
@@ -370,6 +370,16 @@ const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// [`LOG_FLUSH`] for a bound holder, which exits within 2 s of its parent's death.
 const BOUND_LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The admin API's listening socket (bound here rather than by actix, so that it can be
+/// handed over to a re-executed warden), with actix's backlog of 2048 pending connections.
+fn bind_admin(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd as _;
+    let listener = std::net::TcpListener::bind(listen)?;
+    // SAFETY: listen(2) again on a listening socket only changes its backlog.
+    unsafe { libc::listen(listener.as_raw_fd(), 2048) };
+    Ok(listener)
+}
 
 /// Whether `listener` (handed over by a re-exec) listens where the config says (any port
 /// when the config says 0).
