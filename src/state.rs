@@ -289,7 +289,10 @@ impl StateStore {
             let Ok(identity) = Identity::of(pid) else {
                 continue;
             };
-            if (identity.uid != my_uid && !any_uid)
+            // A process in an adopted group is spared whatever its marker: asked first,
+            // it spares reading the environment of every adopted child.
+            if keep.groups.contains(&identity.pgid)
+                || (identity.uid != my_uid && !any_uid)
                 || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
                 || keep.claim(pid, &identity)
             {
