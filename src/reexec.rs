@@ -255,22 +255,51 @@ pub fn exec(binary: &Path, args: &[OsString], handover: &Handover) -> std::io::E
         unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
     }
     std::env::set_var(HANDOVER_ENV, &value);
-    // The signal mask survives exec: the new warden must get every signal.
-    // SAFETY: an empty set, then sigprocmask on the calling thread.
-    unsafe {
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    }
+    // Warden's signals wait (blocked, pending across the exec) until the new warden has
+    // its handlers: a SIGTERM or a second SIGUSR2 during the exec is not fatal, nor lost.
+    let held = handled_signals();
+    // SAFETY: a set built by sigaddset; the old mask goes to a zeroed sigset_t.
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pthread_sigmask on the calling thread with valid pointers.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &held, &mut before) };
     // SAFETY: NUL-terminated path and argv that outlive the call; environ is the process's.
     unsafe { libc::execv(path.as_ptr(), argv_ptrs.as_ptr()) };
     let error = std::io::Error::last_os_error();
+    // SAFETY: as above, putting the mask back.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
     std::env::remove_var(HANDOVER_ENV);
     for (_, fd, _) in &fds {
         // SAFETY: as above.
         unsafe { libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     error
+}
+
+/// The signals `warden up` handles (SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2).
+fn handled_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; sigaddset adds valid signals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// Unblocks, on the calling thread, the signals [`exec`] blocked: call it once their
+/// handlers are installed (what arrived during the exec is delivered now).
+pub fn unblock_handled_signals() {
+    let set = handled_signals();
+    // SAFETY: pthread_sigmask on the calling thread with a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// A reexec request on its way to `warden up`'s loop, with where to answer.

@@ -115,6 +115,8 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
         .context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
+    // Signals that arrived during a reexec were held (blocked) until the handlers exist.
+    reexec::unblock_handled_signals();
     let inherited_watchdog = inherited_watchdog.map(|(pipe, pid)| Watchdog::inherit(pipe, pid));
     let watchdog = match (config.runtime.on_exit, inherited_watchdog) {
         (OnExit::Stop, Some(watchdog)) => Some(watchdog),

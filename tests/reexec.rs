@@ -436,3 +436,34 @@ fn reexec_loses_no_output_line_keeps_the_watchdog_and_refuses_the_read_only_toke
     w.crash();
     wait_until("the watchdog kills the counter", T, || !alive(counter));
 }
+
+/// Promise: signals that arrive while warden execs itself wait for the new warden's
+/// handlers (held blocked across the exec): SIGUSR2 sent every 5 ms through several
+/// reexecs never kills warden (SIGUSR2's default action would), and every child keeps its
+/// pid.
+#[test]
+fn signals_during_the_exec_wait_for_the_new_warden() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let _reaper = support::census::Reaper(state);
+    let body = (0..5)
+        .map(|i| format!("[[service]]\nname = \"s{i}\"\ncommand = [\"sleep\", \"1000\"]\n\n"))
+        .collect::<String>();
+    let mut w = start_from(&warden_bin(), dir, &body);
+    wait_until("every child runs", T, || all_running(&w));
+    let before = pids(&w);
+    let began = Instant::now();
+    while w.stderr_text().matches("re-executed in place").count() < 3 {
+        assert!(
+            began.elapsed() < T,
+            "fewer than 3 reexecs: {}",
+            w.stderr_text()
+        );
+        assert!(w.try_wait().is_none(), "warden died: {}", w.stderr_text());
+        kill(w.pid(), libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait_until("warden answers with its tree up", T, || all_running(&w));
+    assert!(w.try_wait().is_none(), "warden died: {}", w.stderr_text());
+    assert_eq!(pids(&w), before, "pids after the reexecs");
+}
