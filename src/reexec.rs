@@ -311,3 +311,68 @@ pub struct Order {
         Result<crate::control::protocol::Response, crate::control::protocol::Failure>,
     >,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both tests use the process's environment: one at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn cloexec(fd: RawFd) -> bool {
+        // SAFETY: fcntl F_GETFD on an open descriptor.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    fn blocked(signal: i32) -> bool {
+        // SAFETY: reading the calling thread's mask into a zeroed set.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            libc::sigismember(&mask, signal) == 1
+        }
+    }
+
+    /// A failed exec returns its error and leaves the process as it was: every handed
+    /// descriptor closed on exec again, no handover variable, the signal mask unchanged.
+    #[test]
+    fn a_failed_exec_puts_everything_back() {
+        let _env = ENV
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let control = std::os::unix::net::UnixListener::bind(dir.path().join("s")).expect("socket");
+        let lock = std::fs::File::create(dir.path().join("lock")).expect("file");
+        let handover = Handover {
+            admin: admin.into(),
+            control: control.into(),
+            lock: lock.into(),
+            watchdog: None,
+        };
+        let error = exec(Path::new("/nonexistent/warden"), &[], &handover);
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+        for fd in [&handover.admin, &handover.control, &handover.lock] {
+            assert!(
+                cloexec(fd.as_raw_fd()),
+                "fd {} is inherited",
+                fd.as_raw_fd()
+            );
+        }
+        assert!(std::env::var_os(HANDOVER_ENV).is_none());
+        assert!(!blocked(libc::SIGUSR2), "SIGUSR2 left blocked");
+    }
+
+    /// The handover variable is read once and removed; a bad one is refused naming it.
+    #[test]
+    fn a_bad_handover_variable_is_refused_naming_the_entry() {
+        let _env = ENV
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::env::set_var(HANDOVER_ENV, "admin=1,control=x");
+        let error = Inherited::take().expect_err("refused");
+        assert!(error.contains("admin=1"), "{error}");
+        assert!(std::env::var_os(HANDOVER_ENV).is_none());
+        assert!(Inherited::take().expect("absent").is_none());
+    }
+}
