@@ -193,6 +193,9 @@ fn json(response: Response) -> Result<HttpResponse, ApiError> {
         Response::Activated => {
             Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "active" })))
         }
+        Response::Reexecuting { binary, version } => Ok(HttpResponse::Ok().json(
+            serde_json::json!({ "status": "reexecuting", "binary": binary, "version": version }),
+        )),
         Response::Logs(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),
@@ -267,6 +270,14 @@ async fn activate(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     command(payload, &state, Request::Activate).await
+}
+
+async fn reexec(
+    _: Authorized,
+    payload: web::Payload,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, ApiError> {
+    command(payload, &state, Request::Reexec).await
 }
 
 async fn drain(
@@ -556,6 +567,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/reload", web::post().to(reload))
         .route("/api/v1/drain", web::post().to(drain))
         .route("/api/v1/admin/activate", web::post().to(activate))
+        .route("/api/v1/admin/reexec", web::post().to(reexec))
         .route("/api/v1/actors/{path:.*}", web::get().to(actor_get))
         .route("/api/v1/actors/{path:.*}", web::post().to(actor_post))
         .route("/api/v1/pools/{path:.*}", web::post().to(pool_post))
@@ -567,7 +579,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// on), over HTTPS with `tls` (see [`crate::admin_tls`]) or plain HTTP without, and
 /// returns the server to spawn and the address it got.
 pub fn serve(
-    listen: SocketAddr,
+    listener: std::net::TcpListener,
     state: AdminState,
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<(Server, SocketAddr)> {
@@ -598,10 +610,10 @@ pub fn serve(
     .workers(2)
     .disable_signals()
     .shutdown_timeout(1);
+    let bound = listener.local_addr()?;
     let server = match tls {
-        Some(config) => server.bind_rustls_0_23(listen, config)?,
-        None => server.bind(listen)?,
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
     };
-    let bound = server.addrs().first().copied().unwrap_or(listen);
     Ok((server.run(), bound))
 }

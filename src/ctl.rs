@@ -202,6 +202,15 @@ fn print_response(options: &CtlOptions, request: &Request, response: Response) -
         Response::RolledOut(summary) => print_json(&summary),
         Response::Token(check) => print_json(&check),
         Response::Activated => println!("active"),
+        Response::Reexecuting { binary, version } => {
+            if json {
+                print_json(&serde_json::json!({
+                    "status": "reexecuting", "binary": binary, "version": version,
+                }));
+            } else {
+                println!("reexecuting {binary} ({version}): every child keeps running");
+            }
+        }
     }
     let _ = request;
     ExitCode::SUCCESS

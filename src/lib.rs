@@ -23,6 +23,7 @@ pub mod layout;
 pub mod metrics;
 pub mod plan;
 pub mod reaper;
+pub mod reexec;
 pub mod reload;
 pub mod runtime;
 pub mod state;

@@ -135,6 +135,9 @@ enum CtlVerb {
     Reload,
     /// Drain: /healthz answers 503, no new work is taken.
     Drain,
+    /// Re-execute warden's binary on disk in place (after checking that it runs and
+    /// accepts the config); every child keeps running and is adopted.
+    Reexec,
     /// Wait until every given actor is running (exit 1 on timeout).
     Wait {
         /// Actor paths.
@@ -158,6 +161,7 @@ impl CtlVerb {
             CtlVerb::Logs { path, tail, .. } => Request::Logs { path, tail },
             CtlVerb::Reload => Request::Reload,
             CtlVerb::Drain => Request::Drain,
+            CtlVerb::Reexec => Request::Reexec,
             CtlVerb::Wait { paths, timeout } => Request::Wait {
                 paths,
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::Actor as _;
 use anyhow::Context as _;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use warden_actors::{Cgroups, ProcessRecords as _};
 use warden_supervisors::ActorTree;
@@ -18,6 +18,7 @@ use crate::holder::BOUND_FD_ENV;
 use crate::layout::StateLayout;
 use crate::plan;
 use crate::reaper;
+use crate::reexec::{self, Handover, Inherited};
 use crate::reload::Reloader;
 use crate::state::{Recovered, StateLock, StateStore};
 use crate::token::{AdminToken, ApiTokens};
@@ -25,7 +26,8 @@ use crate::watchdog::Watchdog;
 
 /// Runs the tree of `config` in the foreground until SIGTERM or SIGINT, then stops it
 /// gracefully (reverse order, stop timeouts, SIGKILL to process groups) and returns.
-/// SIGHUP reloads the config file; SIGUSR1 drains.
+/// SIGHUP reloads the config file; SIGUSR1 drains; SIGUSR2 re-executes the binary on disk
+/// in place (see [`reexec`]).
 pub fn up(config: Config) -> anyhow::Result<()> {
     up_with(config, false)
 }
@@ -36,10 +38,24 @@ pub fn up(config: Config) -> anyhow::Result<()> {
 pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     // A bound holder's connection comes first: a refused client must hear why at once.
     let bound_connection = take_bound_connection()?;
+    // What a warden that re-executed itself handed over (the lock first: never free).
+    let inherited = Inherited::take().map_err(anyhow::Error::msg)?;
+    let (inherited_admin, inherited_control, inherited_watchdog, inherited_lock) = match inherited {
+        Some(i) => (Some(i.admin), Some(i.control), i.watchdog, Some(i.lock)),
+        None => (None, None, None, None),
+    };
+    if inherited_lock.is_some() {
+        tracing::info!("re-executed in place: adopting the children of this same process");
+    }
+    let binary = reexec::binary_on_disk().context("cannot find warden's own binary")?;
     let layout = StateLayout::new(&config.state_dir);
     layout.prepare().context("state_dir refused")?;
     raise_open_files_limit();
-    let _lock = StateLock::acquire(&config.state_dir).map_err(anyhow::Error::msg)?;
+    let lock = match inherited_lock {
+        Some(file) => StateLock::inherit(&config.state_dir, file),
+        None => StateLock::acquire(&config.state_dir),
+    }
+    .map_err(anyhow::Error::msg)?;
     match reaper::start() {
         Ok(role) => tracing::info!(?role, "reaping orphans reparented to warden"),
         Err(e) => {
@@ -103,11 +119,19 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         None => None,
     };
     // Signals are taken before anything starts, so none is lost in between.
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
         .context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
-    let watchdog = match config.runtime.on_exit {
-        OnExit::Stop => {
+    // Signals that arrived during a reexec were held (blocked) until the handlers exist.
+    reexec::unblock_handled_signals();
+    let inherited_watchdog = inherited_watchdog.map(|(pipe, pid)| Watchdog::inherit(pipe, pid));
+    let watchdog = match (config.runtime.on_exit, inherited_watchdog) {
+        (OnExit::Stop, Some(watchdog)) => Some(watchdog),
+        (OnExit::Keep, Some(watchdog)) => {
+            watchdog.disarm();
+            None
+        }
+        (OnExit::Stop, None) => {
             let watchdog = Watchdog::start(
                 std::path::Path::new("/proc/self/exe"),
                 cgroups.as_deref().map(Cgroups::dir),
@@ -120,12 +144,30 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             );
             Some(watchdog)
         }
-        OnExit::Keep => None,
+        (OnExit::Keep, None) => None,
     };
+    let watchdog_pipe = watchdog
+        .as_ref()
+        .and_then(|w| w.pipe_fd().map(|fd| (fd, w.pid())));
+    let admin_listener = match inherited_admin {
+        Some(listener) if same_address(&listener, config.admin.listen) => listener,
+        _ => bind_admin(config.admin.listen)
+            .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?,
+    };
+    let handover_admin = admin_listener
+        .try_clone()
+        .context("admin API: cannot keep its socket for a reexec")?;
+    let handover_lock = lock
+        .file()
+        .try_clone()
+        .context("cannot keep the state_dir lock for a reexec")?;
     let tree_cgroups = cgroups.clone();
     let system = actix::System::new();
     let result = system.block_on(async move {
         let (activate_tx, mut activate_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (reexec_tx, mut reexec_rx) = tokio::sync::mpsc::unbounded_channel::<reexec::Order>();
+        let (checked_tx, mut checked_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let reexec_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tree = Arc::new(ActorTree::new());
         let socket_path = layout.control_socket();
         let liveness = Arc::new(Liveness::new(passive));
@@ -137,12 +179,20 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             pools: wiring.pools.clone(),
             tokens: wiring.tokens.clone(),
             activate: passive.then(|| activate_tx.clone()),
+            // A bound holder ends with its parent: nothing to upgrade in place.
+            reexec: bound_connection.is_none().then(|| reexec_tx.clone()),
             liveness: liveness.clone(),
         })
         .start();
         wiring.spoke_verbs.set(controller.clone());
-        socket::serve(&socket_path, controller.clone())
+        let handover_control = socket::serve(&socket_path, controller.clone(), inherited_control)
             .with_context(|| format!("control socket: cannot listen on {}", socket_path.display()))?;
+        let handover = Handover {
+            admin: handover_admin.into(),
+            control: handover_control,
+            lock: handover_lock.into(),
+            watchdog: watchdog_pipe,
+        };
         let state = AdminState {
             tree: tree.clone(),
             tokens,
@@ -152,7 +202,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             hub,
         };
         let https = tls.is_some();
-        let (server, bound) = admin::serve(config.admin.listen, state, tls)
+        let (server, bound) = admin::serve(admin_listener, state, tls)
             .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
         let server_handle = server.handle();
         actix_rt::spawn(server);
@@ -203,6 +253,21 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                         tracing::warn!(killed, "killed processes of an earlier warden that no actor claims");
                     }
                 }
+                Some(order) = reexec_rx.recv() => {
+                    check_new_binary(order, &binary, &config.path, &reexec_busy, &checked_tx);
+                }
+                Some(()) = checked_rx.recv() => {
+                    // The answer is on its way; what the log threads read is written first
+                    // (what they did not read waits in the children's pipes).
+                    warden_actors::pause_logs(LOG_FLUSH).await;
+                    tracing::info!(binary = %binary.display(), "re-executing in place: every child keeps running");
+                    let args = reexec::arguments();
+                    // No spawn is in progress while the process image is replaced.
+                    let error = warden_actors::spawned::with_locked(|_| reexec::exec(&binary, &args, &handover));
+                    warden_actors::resume_logs();
+                    reexec_busy.store(false, std::sync::atomic::Ordering::SeqCst);
+                    tracing::error!(binary = %binary.display(), error = %error, "reexec: exec failed; this warden runs on");
+                }
                 Some(()) = parent_gone.recv() => {
                     tracing::warn!("the process this warden is bound to is gone: stopping the tree");
                     let graceful = tokio::time::timeout(BOUND_STOP, running.shutdown()).await;
@@ -228,6 +293,16 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     }
                     Some(SIGUSR1) => {
                         let _ = controller.send(Request::Drain).await;
+                    }
+                    Some(SIGUSR2) => {
+                        tracing::info!("SIGUSR2: re-executing the binary on disk");
+                        let (reply, answer) = tokio::sync::oneshot::channel();
+                        let _ = reexec_tx.send(reexec::Order { reply });
+                        actix_rt::spawn(async move {
+                            if let Ok(Err(failure)) = answer.await {
+                                tracing::error!(error = %failure, "SIGUSR2: reexec refused");
+                            }
+                        });
                     }
                     other => {
                         tracing::info!(signal = other.map(warden_supervisors::signal_name), "stopping the tree");
@@ -306,6 +381,78 @@ const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// [`LOG_FLUSH`] for a bound holder, which exits within 2 s of its parent's death.
 const BOUND_LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The admin API's listening socket (bound here rather than by actix, so that it can be
+/// handed over to a re-executed warden), with actix's backlog of 2048 pending connections.
+fn bind_admin(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd as _;
+    let listener = std::net::TcpListener::bind(listen)?;
+    // SAFETY: listen(2) again on a listening socket only changes its backlog.
+    unsafe { libc::listen(listener.as_raw_fd(), 2048) };
+    Ok(listener)
+}
+
+/// Whether `listener` (handed over by a re-exec) listens where the config says (any port
+/// when the config says 0).
+fn same_address(listener: &std::net::TcpListener, wanted: std::net::SocketAddr) -> bool {
+    listener.local_addr().is_ok_and(|bound| {
+        bound.ip() == wanted.ip() && (wanted.port() == 0 || bound.port() == wanted.port())
+    })
+}
+
+/// How long warden lets the answer to a reexec request reach its client before the exec
+/// closes the connection.
+const REEXEC_ANSWER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Checks the binary on disk off the supervision thread (one reexec at a time): answers
+/// `order` with what failed, or with the version about to run and then tells the loop
+/// through `checked` to exec.
+fn check_new_binary(
+    order: reexec::Order,
+    binary: &std::path::Path,
+    config: &std::path::Path,
+    busy: &Arc<std::sync::atomic::AtomicBool>,
+    checked: &tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    use crate::control::protocol::{Failure, FailureKind, Response};
+    use std::sync::atomic::Ordering;
+    if busy.swap(true, Ordering::SeqCst) {
+        let _ = order.reply.send(Err(Failure::new(
+            FailureKind::Conflict,
+            "a reexec is already in progress",
+        )));
+        return;
+    }
+    let (binary, config) = (binary.to_owned(), config.to_owned());
+    let (busy, checked) = (busy.clone(), checked.clone());
+    actix_rt::spawn(async move {
+        let shown = binary.display().to_string();
+        let result = tokio::task::spawn_blocking(move || {
+            reexec::preflight(&binary, &config, reexec::PREFLIGHT_DEADLINE)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the preflight check panicked: {e}")));
+        match result {
+            Ok(version) => {
+                tracing::info!(binary = %shown, %version, "reexec: the new binary runs and accepts the config");
+                let _ = order.reply.send(Ok(Response::Reexecuting {
+                    binary: shown,
+                    version,
+                }));
+                tokio::time::sleep(REEXEC_ANSWER).await;
+                let _ = checked.send(());
+            }
+            Err(reason) => {
+                tracing::error!(error = %reason, "reexec refused: the running warden is untouched");
+                busy.store(false, Ordering::SeqCst);
+                let _ = order.reply.send(Err(Failure::new(
+                    FailureKind::Conflict,
+                    format!("reexec refused, nothing changed: {reason}"),
+                )));
+            }
+        }
+    });
+}
 
 /// SIGKILLs the process group of every process in the tree.
 fn kill_every_group(tree: &ActorTree) {

@@ -289,7 +289,10 @@ impl StateStore {
             let Ok(identity) = Identity::of(pid) else {
                 continue;
             };
-            if (identity.uid != my_uid && !any_uid)
+            // A process in an adopted group is spared whatever its marker: asked first,
+            // it spares reading the environment of every adopted child.
+            if keep.groups.contains(&identity.pgid)
+                || (identity.uid != my_uid && !any_uid)
                 || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
                 || keep.claim(pid, &identity)
             {
@@ -411,7 +414,7 @@ impl ProcessRecords for StateStore {
 /// its pid in `state_dir/warden.pid`.
 #[derive(Debug)]
 pub struct StateLock {
-    _lock: std::fs::File,
+    lock: std::fs::File,
     pidfile: PathBuf,
 }
 
@@ -438,10 +441,52 @@ impl StateLock {
         }
         state_file::create_fresh(&pidfile, format!("{}\n", std::process::id()).as_bytes())
             .map_err(|e| format!("cannot write the pid file: {e}"))?;
-        Ok(Self {
-            _lock: lock,
-            pidfile,
-        })
+        Ok(Self { lock, pidfile })
+    }
+}
+
+impl StateLock {
+    /// The lock a warden that re-executed itself handed over (`lock`, its open file):
+    /// checked to be `state_dir/warden.lock` and held. The pid is the same, so the pidfile
+    /// is rewritten only if it says otherwise.
+    pub fn inherit(state_dir: &Path, lock: std::fs::File) -> Result<Self, String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let lock_path = state_dir.join("warden.lock");
+        let on_disk = std::fs::symlink_metadata(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        let held = lock
+            .metadata()
+            .map_err(|e| format!("the inherited lock: {e}"))?;
+        if (held.dev(), held.ino()) != (on_disk.dev(), on_disk.ino()) {
+            return Err(format!(
+                "the inherited lock is not {}: refusing it",
+                lock_path.display()
+            ));
+        }
+        // SAFETY: flock on a valid fd; the open file already holds the lock, so this
+        // only confirms it.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!(
+                "the inherited lock of {} is not held: {}",
+                state_dir.display(),
+                io::Error::last_os_error()
+            ));
+        }
+        let pidfile = state_dir.join("warden.pid");
+        let me = format!("{}\n", std::process::id());
+        let current = state_file::read_bounded(&pidfile, 64).unwrap_or_default();
+        if current != me.as_bytes() {
+            let _ = std::fs::remove_file(&pidfile);
+            state_file::create_fresh(&pidfile, me.as_bytes())
+                .map_err(|e| format!("cannot write the pid file: {e}"))?;
+        }
+        Ok(Self { lock, pidfile })
+    }
+
+    /// The open file that holds the lock (to hand over across an exec).
+    pub fn file(&self) -> &std::fs::File {
+        &self.lock
     }
 }
 

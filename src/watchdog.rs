@@ -37,7 +37,9 @@ const SWEEP_BOUND: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Watchdog {
     pipe: Option<std::fs::File>,
-    child: Child,
+    pid: u32,
+    /// `None` for a watchdog inherited across a re-exec (reaped by pid).
+    child: Option<Child>,
 }
 
 impl Watchdog {
@@ -67,13 +69,33 @@ impl Watchdog {
         let child = spawned::register(|| cmd.spawn(), |c| Some(c.id()))?;
         Ok(Self {
             pipe: Some(std::fs::File::from(write)),
-            child,
+            pid: child.id(),
+            child: Some(child),
         })
+    }
+
+    /// The watchdog a warden that re-executed itself handed over: the write end of its
+    /// pipe and its pid (still this process's child).
+    pub fn inherit(pipe: std::fs::File, pid: u32) -> Self {
+        // Its exit status is ours to wait for, not the orphan reaper's.
+        let _ = spawned::register(|| Ok(pid), |pid| Some(*pid));
+        Self {
+            pipe: Some(pipe),
+            pid,
+            child: None,
+        }
     }
 
     /// The watchdog's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    /// The write end of the pipe, to hand over across an exec (the watchdog must not see
+    /// it close).
+    pub fn pipe_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pipe.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// warden stopped its tree itself: tells the watchdog to exit without killing, and
@@ -84,12 +106,24 @@ impl Watchdog {
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-                _ => break,
+            let running = match self.child.as_mut() {
+                Some(child) => matches!(child.try_wait(), Ok(None)),
+                None => i32::try_from(self.pid).is_ok_and(|pid| {
+                    matches!(
+                        nix::sys::wait::waitpid(
+                            nix::unistd::Pid::from_raw(pid),
+                            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+                        ),
+                        Ok(nix::sys::wait::WaitStatus::StillAlive)
+                    )
+                }),
+            };
+            if !running {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        spawned::forget(self.child.id());
+        spawned::forget(self.pid);
     }
 }
 

@@ -32,7 +32,10 @@ pub use pool::{
 pub use redis_registry::{redact_url, RedisRegistry};
 pub use secret::{hex, random_hex, write_durably};
 pub use service::cgroup::{cgroup_of, kill_cgroup, remove_when_empty, CgroupUnavailable, Cgroups};
-pub use service::log::{flush as flush_logs, tail_lines, LogFile, LogSpec, MAX_TAIL_BYTES};
+pub use service::log::{
+    flush as flush_logs, pause as pause_logs, resume as resume_logs, tail_lines, LogFile, LogSpec,
+    MAX_TAIL_BYTES,
+};
 pub use service::proc;
 pub use service::ready::ReadyCheck;
 pub use service::records::{Adoptable, ProcessRecords};

@@ -256,6 +256,7 @@ fn http_ask(
             )))
         }
         Request::Drain => ("POST", format!("{base}/api/v1/drain")),
+        Request::Reexec => ("POST", format!("{base}/api/v1/admin/reexec")),
         Request::Metrics => ("GET", format!("{base}/metrics")),
         Request::Wait { paths, timeout_ms } => {
             return http_wait(agent, base, api, token, paths, *timeout_ms)
@@ -335,6 +336,14 @@ fn http_ask(
         Request::Logs { .. } => Response::Logs(body),
         Request::Reload => Response::Reloaded(serde_json::from_slice(&body).map_err(protocol)?),
         Request::Drain => Response::Draining,
+        Request::Reexec => {
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(protocol)?;
+            let text = |key: &str| v[key].as_str().unwrap_or_default().to_owned();
+            Response::Reexecuting {
+                binary: text("binary"),
+                version: text("version"),
+            }
+        }
         Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
         Request::Call { .. } => Response::Reply(serde_json::from_slice(&body).map_err(protocol)?),
         Request::Acquire { .. }

@@ -31,6 +31,8 @@ pub struct ControllerConfig {
     pub tokens: Option<Arc<TokenSigner>>,
     /// `Some` while warden is passive: activation starts the tree.
     pub activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// Where `reexec` requests go (`warden up`'s loop); `None`: reexec is not offered.
+    pub reexec: Option<tokio::sync::mpsc::UnboundedSender<crate::reexec::Order>>,
     /// Draining and passive, shared with whoever answers `/healthz` and `/readyz`.
     pub liveness: Arc<Liveness>,
 }
@@ -108,6 +110,7 @@ pub struct Controller {
     pools: Arc<PoolHub>,
     tokens: Option<Arc<TokenSigner>>,
     activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    reexec: Option<tokio::sync::mpsc::UnboundedSender<crate::reexec::Order>>,
     liveness: Arc<Liveness>,
     reloading: bool,
 }
@@ -123,6 +126,7 @@ impl Controller {
             pools: config.pools,
             tokens: config.tokens,
             activate: config.activate,
+            reexec: config.reexec,
             liveness: config.liveness,
             reloading: false,
         }
@@ -249,6 +253,24 @@ impl Handler<Request> for Controller {
                     "warden is already active",
                 )),
             }),
+            Request::Reexec => {
+                let Some(orders) = self.reexec.clone() else {
+                    return immediate(Err(Failure::new(
+                        FailureKind::Unavailable,
+                        "this warden cannot re-execute itself (embedded, or bound to a holder)",
+                    )));
+                };
+                let fut = async move {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    orders.send(crate::reexec::Order { reply }).map_err(|_| {
+                        Failure::new(FailureKind::Unavailable, "warden is stopping")
+                    })?;
+                    answer
+                        .await
+                        .map_err(|_| Failure::new(FailureKind::Unavailable, "warden is stopping"))?
+                };
+                Box::pin(fut.into_actor(self))
+            }
             Request::Acquire { pool } => {
                 if self.activate.is_some() {
                     return immediate(Err(Failure::new(

@@ -94,6 +94,9 @@ pub enum Request {
     },
     /// Start the tree of a passive warden.
     Activate,
+    /// Re-execute warden's binary in place, keeping every child (answered once the
+    /// binary on disk passed its preflight, just before the exec).
+    Reexec,
     /// Check a worker token of a pool.
     VerifyToken {
         /// The pool.
@@ -159,6 +162,13 @@ pub enum Response {
     Token(TokenCheck),
     /// Answer to [`Request::Activate`].
     Activated,
+    /// Answer to [`Request::Reexec`]: the binary passed its checks and is being executed.
+    Reexecuting {
+        /// The binary on disk.
+        binary: String,
+        /// What its `--version` said.
+        version: String,
+    },
 }
 
 /// Whether a worker token is valid, and whose it is.

@@ -41,9 +41,16 @@ pub const HELLO_WITHIN: Duration = Duration::from_secs(5);
 /// How long warden tries to write a refusal before it just closes the connection.
 const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
-/// Binds the control socket at `path` (replacing a stale file) and serves it on the
-/// current actix arbiter until the System stops.
-pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
+/// Binds the control socket at `path` (replacing a stale file), or serves `inherited` (the
+/// listening socket a warden that re-executed itself handed over), on the current actix
+/// arbiter until the System stops. Answers a duplicate of the listening socket (closed on
+/// exec) to hand over to a re-executed warden.
+pub fn serve(
+    path: &Path,
+    controller: Addr<Controller>,
+    inherited: Option<std::os::fd::OwnedFd>,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd as _;
     if path.as_os_str().len() >= 108 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -54,12 +61,21 @@ pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
             ),
         ));
     }
-    let name = path.to_fs_name::<GenericFilePath>()?;
-    let listener = ListenerOptions::new()
-        .name(name)
-        .mode(0o600)
-        .try_overwrite(true)
-        .create_tokio()?;
+    let listener = match inherited {
+        Some(fd) => interprocess::local_socket::tokio::Listener::from(
+            interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(fd)?,
+        ),
+        None => ListenerOptions::new()
+            .name(path.to_fs_name::<GenericFilePath>()?)
+            .mode(0o600)
+            .try_overwrite(true)
+            .create_tokio()?,
+    };
+    let handover = match &listener {
+        interprocess::local_socket::tokio::Listener::UdSocket(uds) => {
+            uds.as_fd().try_clone_to_owned()?
+        }
+    };
     actix_rt::spawn(async move {
         let open = Rc::new(Cell::new(0usize));
         let mut strangers = LogBudget::default();
@@ -98,7 +114,7 @@ pub fn serve(path: &Path, controller: Addr<Controller>) -> io::Result<()> {
             }
         }
     });
-    Ok(())
+    Ok(handover)
 }
 
 /// Whether the peer of `conn` may use the control socket: warden's own uid or root. A

@@ -158,6 +158,10 @@ impl LogFile {
             if rx.readable().await.is_err() {
                 return;
             }
+            let _in_hand = match InHand::take().await {
+                Some(in_hand) => in_hand,
+                None => continue,
+            };
             for _ in 0..CHUNKS_PER_POLL {
                 // The read buffer is shared by every drain of this thread; only the bytes
                 // read are copied out (a line costs its length in the queue, not 64 KiB).
@@ -222,6 +226,64 @@ impl Drop for LiveDrain {
     }
 }
 
+/// Set while warden hands its children over to a re-executed warden: drains read nothing
+/// more, so every byte is either written to its log or still in its child's pipe (which
+/// the next warden reattaches), never lost in between.
+static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static RESUMED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Drains between a read and the end of queueing what they read.
+static IN_HAND: AtomicUsize = AtomicUsize::new(0);
+
+/// A drain's permission to read a batch: counted in [`IN_HAND`] until the batch is queued.
+struct InHand;
+
+impl InHand {
+    /// Counts this drain in, or (while paused) waits for [`resume`] and answers `None`.
+    async fn take() -> Option<Self> {
+        IN_HAND.fetch_add(1, Ordering::SeqCst);
+        if !PAUSED.load(Ordering::SeqCst) {
+            return Some(Self);
+        }
+        IN_HAND.fetch_sub(1, Ordering::SeqCst);
+        let resumed = RESUMED.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        if PAUSED.load(Ordering::SeqCst) {
+            resumed.await;
+        }
+        None
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        IN_HAND.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops every drain from reading and waits (at most `timeout`) until what they already
+/// read is on disk: for an exec of warden that keeps its children, whose pipes the next
+/// warden reattaches (unread bytes wait there). `true` if everything read was written in
+/// time. [`resume`] undoes it (the exec failed).
+pub async fn pause(timeout: Duration) -> bool {
+    let start = tokio::time::Instant::now();
+    PAUSED.store(true, Ordering::SeqCst);
+    while IN_HAND.load(Ordering::SeqCst) > 0 {
+        if start.elapsed() >= timeout {
+            tracing::warn!("logs: a drain is still queueing output; it may be lost");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    flush_writer(start + timeout).await
+}
+
+/// Lets the drains read again after [`pause`].
+pub fn resume() {
+    PAUSED.store(false, Ordering::SeqCst);
+    RESUMED.notify_waiters();
+}
+
 /// Waits, at most `timeout` in all, until every drain has read its pipe to the end (at
 /// most 3/4 of `timeout`: a pipe a surviving grandchild keeps open never ends) and then
 /// until the writer has written everything queued before this call. For warden's
@@ -249,25 +311,29 @@ pub async fn flush(timeout: Duration) -> bool {
             "logs: some child pipes are still open (a process outside warden's stop holds them); their later output is not logged"
         );
     }
+    let written = flush_writer(start + timeout).await;
+    drains_ended && written
+}
+
+/// Waits until `deadline` at most for the writer to write everything queued before this
+/// call; `true` if it did.
+async fn flush_writer(deadline: tokio::time::Instant) -> bool {
     // The writer runs its queue in order: once it reaches this marker, everything queued
     // before it is written.
     let Some(tx) = writer() else {
         // Drains write themselves when there is no writer thread: nothing is queued.
-        return drains_ended;
+        return true;
     };
     let (done, written) = tokio::sync::oneshot::channel();
-    let written = tokio::time::timeout_at(start + timeout, async {
+    let written = tokio::time::timeout_at(deadline, async {
         tx.send(Job::Flush(done)).await.is_ok() && written.await.is_ok()
     })
     .await
     .unwrap_or(false);
     if !written {
-        tracing::warn!(
-            ?timeout,
-            "logs: the last queued child output was not written in time and is lost"
-        );
+        tracing::warn!("logs: the last queued child output was not written in time and is lost");
     }
-    drains_ended && written
+    written
 }
 
 /// Bytes read from one child's pipe in one go (the most one chunk of the queue holds).
