@@ -1189,6 +1189,7 @@ fn outboard_entry_reads_every_service_key_and_its_own() {
             ready: Some(ReadyConfig::Ipc {
                 timeout: Duration::from_secs(10),
             }),
+            backend: Backend::Process,
         },
         heartbeat: Duration::from_millis(250),
         missed: 5,
@@ -1234,6 +1235,7 @@ fn outboard_without_options_gets_every_default() {
                 },
             },
             ready: None,
+            backend: Backend::Process,
         },
         heartbeat: Duration::from_secs(1),
         missed: 3,

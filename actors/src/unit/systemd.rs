@@ -4,14 +4,16 @@
 //! user's session bus with `user_mode`), subscribes to the manager's `JobRemoved` and the
 //! unit's `PropertiesChanged`, calls `Subscribe` (systemd sends no signals otherwise),
 //! and only then reads the unit's properties once. From there on every change arrives as
-//! a signal: nothing is polled. Logs come from `journalctl -u UNIT -n N -o cat`.
+//! a signal: nothing is polled. systemd sends a unit's `Service` properties before its
+//! `Unit` properties, so when `ActiveState` changes, `Result` and `ExecMainStatus` are
+//! already those of the same transition. Logs come from `journalctl -u UNIT -n N -o cat`.
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::stream::{self, BoxStream, StreamExt as _};
+use futures_util::stream::{BoxStream, StreamExt as _};
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::{Connection, Proxy};
@@ -64,6 +66,37 @@ async fn proxy(conn: &Connection, path: &str, iface: &str) -> Result<Proxy<'stat
         .map_err(bus_error("proxy"))
 }
 
+/// Signals queued for a watch before the oldest are dropped (a unit changes a few times
+/// per transition; thousands unread means the run is gone).
+const SIGNAL_QUEUE: usize = 1024;
+
+/// The event a signal of the manager (`JobRemoved`) or of the unit at `unit_path`
+/// (`PropertiesChanged`) carries; `None` for any other signal.
+fn event_of(msg: &zbus::Message, unit_path: &str) -> Option<UnitEvent> {
+    let header = msg.header();
+    let member = header.member()?.as_str();
+    let path = header.path()?.as_str();
+    match member {
+        "JobRemoved" if path == MANAGER_PATH => {
+            let (_id, job, _unit, result): (u32, OwnedObjectPath, String, String) =
+                msg.body().deserialize().ok()?;
+            Some(UnitEvent::JobDone {
+                job: job.as_str().to_owned(),
+                result,
+            })
+        }
+        "PropertiesChanged" if path == unit_path => {
+            let (_iface, changed, _invalidated): (
+                String,
+                HashMap<String, OwnedValue>,
+                Vec<String>,
+            ) = msg.body().deserialize().ok()?;
+            Some(UnitEvent::Changed(status_from(&changed)))
+        }
+        _ => None,
+    }
+}
+
 /// Reads the fields warden uses from a map of D-Bus properties.
 pub fn status_from(props: &HashMap<String, OwnedValue>) -> UnitStatus {
     let text = |k: &str| match props.get(k).map(|v| &**v) {
@@ -100,11 +133,17 @@ impl UnitBackend for Systemd {
             let conn = this.connect().await?;
             let manager = proxy(&conn, MANAGER_PATH, MANAGER).await?;
             // Signals first: a change between the read below and the subscription would
-            // otherwise be missed.
-            let jobs = manager
-                .receive_signal("JobRemoved")
+            // otherwise be missed. One stream for the manager's and the unit's signals,
+            // so they come in the order systemd sent them (a JobRemoved never overtakes
+            // the PropertiesChanged sent before it).
+            let rule = zbus::MatchRule::builder()
+                .msg_type(zbus::message::Type::Signal)
+                .path_namespace(MANAGER_PATH)
+                .map_err(bus_error("match rule"))?
+                .build();
+            let signals = zbus::MessageStream::for_match_rule(rule, &conn, Some(SIGNAL_QUEUE))
                 .await
-                .map_err(bus_error("subscribe to JobRemoved"))?;
+                .map_err(bus_error("subscribe to the manager's signals"))?;
             manager
                 .call::<_, _, ()>("Subscribe", &())
                 .await
@@ -114,10 +153,6 @@ impl UnitBackend for Systemd {
                 .await
                 .map_err(bus_error("LoadUnit"))?;
             let props = proxy(&conn, path.as_str(), PROPERTIES).await?;
-            let changes = props
-                .receive_signal("PropertiesChanged")
-                .await
-                .map_err(bus_error("subscribe to PropertiesChanged"))?;
             let mut status = UnitStatus::default();
             for iface in [UNIT, SERVICE] {
                 let all: HashMap<String, OwnedValue> = props
@@ -126,23 +161,13 @@ impl UnitBackend for Systemd {
                     .map_err(bus_error("GetAll"))?;
                 status.merge(status_from(&all));
             }
-            let jobs = jobs.filter_map(|msg| async move {
-                let (_id, job, _unit, result): (u32, OwnedObjectPath, String, String) =
-                    msg.body().deserialize().ok()?;
-                Some(UnitEvent::JobDone {
-                    job: job.as_str().to_owned(),
-                    result,
+            let unit_path = path.as_str().to_owned();
+            let events = signals
+                .take_while(|msg| std::future::ready(msg.is_ok()))
+                .filter_map(move |msg| {
+                    std::future::ready(msg.ok().and_then(|msg| event_of(&msg, &unit_path)))
                 })
-            });
-            let changes = changes.filter_map(|msg| async move {
-                let (_iface, changed, _invalidated): (
-                    String,
-                    HashMap<String, OwnedValue>,
-                    Vec<String>,
-                ) = msg.body().deserialize().ok()?;
-                Some(UnitEvent::Changed(status_from(&changed)))
-            });
-            let events = stream::select(jobs.boxed(), changes.boxed()).boxed();
+                .boxed();
             Ok(Box::new(SystemdWatch {
                 _conn: conn,
                 manager,
