@@ -66,7 +66,7 @@ fn verbs_run_launchctl_with_the_expected_argv() {
         "[[service]]\nname = \"app\"\nbackend = \"launchd\"\nlabel = \"com.example.app\"\n",
         &[("PATH", path.as_str())],
     );
-    let a = w.wait_state("/app", "running", T);
+    w.wait_state("/app", "running", T);
     let a = wait_for("the pid from print", T, || {
         let a = w.actor("/app");
         (a["pid"] == 4242).then_some(a)

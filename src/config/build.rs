@@ -553,7 +553,7 @@ fn backend(
                 at,
                 label,
                 "backend",
-                &format!("unknown backend {other:?}: expected process, systemd or launchd"),
+                format!("unknown backend {other:?}: expected process, systemd or launchd"),
             ));
         }
     };
