@@ -100,3 +100,33 @@ fn verbs_run_launchctl_with_the_expected_argv() {
         "{argv:?}"
     );
 }
+
+// Promise: a bad backend entry is refused before anything starts (exit 2) naming the key.
+#[test]
+fn bad_backend_entries_are_refused_naming_the_key() {
+    let cases = [
+        ("backend = \"systemd\"\n", "unit"),
+        ("backend = \"launchd\"\n", "label"),
+        ("backend = \"upstart\"\nunit = \"x\"\n", "backend"),
+        (
+            "backend = \"systemd\"\nunit = \"x.service\"\ncommand = [\"/bin/true\"]\n",
+            "command",
+        ),
+        (
+            "backend = \"systemd\"\nunit = \"x.service\"\nlabel = \"y\"\n",
+            "label",
+        ),
+        ("unit = \"x.service\"\ncommand = [\"/bin/true\"]\n", "unit"),
+    ];
+    for (entry, key) in cases {
+        let dir = temp_dir();
+        std::fs::write(
+            dir.path().join("warden.toml"),
+            format!("[[service]]\nname = \"a\"\n{entry}"),
+        )
+        .expect("write config");
+        let (code, _out, err) = run_warden(&["check", "-c", "warden.toml"], dir.path());
+        assert_eq!(code, 2, "{entry}: {err}");
+        assert!(err.contains(key), "{entry}: the error names {key}: {err}");
+    }
+}

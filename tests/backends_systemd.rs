@@ -29,10 +29,28 @@ fn start(intensity_max: u32) -> (FakeSystemd, Warden) {
     let dir = temp_dir();
     let fake = FakeSystemd::start(dir.path(), &example_bin("fake_systemd"));
     let address = fake.address();
+    // A stand-in journalctl: prints its argv, so the logs route shows how it was asked.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let journalctl = bin.join("journalctl");
+    std::fs::write(&journalctl, "#!/bin/sh\necho \"journal: $*\"\n").expect("journalctl");
+    std::fs::set_permissions(
+        &journalctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let w = Warden::start_in_env(
         dir,
         &unit_config(intensity_max),
-        &[("DBUS_SYSTEM_BUS_ADDRESS", address.as_str())],
+        &[
+            ("DBUS_SYSTEM_BUS_ADDRESS", address.as_str()),
+            ("PATH", path.as_str()),
+        ],
     );
     (fake, w)
 }
@@ -81,6 +99,14 @@ fn start_stop_restart_go_over_dbus() {
         w.stderr_text()
     );
     assert!(fake.calls().contains(&"StartUnit web.service".to_owned()));
+    assert_eq!(a["details"]["backend"], "systemd", "{a}");
+    assert_eq!(a["details"]["unit"], "web.service", "{a}");
+    let logs = w.req("GET", "/api/v1/actors/web/logs?tail=7");
+    assert_eq!(logs.status, 200, "{}", logs.text());
+    assert_eq!(
+        logs.text().trim(),
+        "journal: -u web.service -n 7 -o cat --no-pager"
+    );
 
     let r = w.req("POST", "/api/v1/actors/web/stop");
     assert_eq!(r.status, 200, "{}", r.text());

@@ -20,7 +20,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use warden_supervisors::{
-    ActorKind, ChildFactory, Exit, PidReport, RunningChild, StartContext, StopMode,
+    ActorKind, ActorPath, ChildFactory, Exit, PidReport, RunningChild, SharedTree, StartContext,
+    StopMode,
 };
 
 /// A unit's activity, as the service manager reports it (systemd's `ActiveState`).
@@ -162,6 +163,8 @@ pub trait UnitBackend: fmt::Debug + Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Subscribes to the unit's changes and reads its status once.
     fn watch(&self) -> BoxFuture<'static, Result<Box<dyn UnitWatch>, UnitError>>;
+    /// Who runs the unit, as the actor's `details` show it (`{"backend","unit","user_mode"}`).
+    fn details(&self) -> serde_json::Map<String, serde_json::Value>;
     /// The last `tail` lines of the unit's logs. Blocking, bounded by a deadline: call it
     /// off the supervision thread.
     fn logs(&self, tail: usize) -> Result<String, UnitError>;
@@ -203,6 +206,8 @@ impl ChildFactory for UnitFactory {
             stop_timeout: self.stop_timeout,
             pids: cx.pid_report.clone(),
             path: cx.path.to_string(),
+            tree: cx.tree.clone(),
+            actor: cx.path.clone(),
         };
         actix_rt::spawn(async move {
             let exit = run.drive(ready_tx, stop_rx).await;
@@ -233,6 +238,8 @@ struct UnitRun {
     stop_timeout: Duration,
     pids: PidReport,
     path: String,
+    tree: SharedTree,
+    actor: ActorPath,
 }
 
 impl UnitRun {
@@ -248,6 +255,7 @@ impl UnitRun {
             Err(e) => return Exit::StartFailed(format!("{unit}: {e}")),
         };
         let mut status = watch.status();
+        self.show(&status);
         let mut job = match watch.start().await {
             Ok(job) => job,
             Err(e) => return Exit::StartFailed(format!("{unit}: {e}")),
@@ -279,7 +287,10 @@ impl UnitRun {
                         self.pids.report(None);
                         return Exit::Fatal(format!("{unit}: lost the connection to the service manager"));
                     }
-                    Some(UnitEvent::Changed(update)) => status.merge(update),
+                    Some(UnitEvent::Changed(update)) => {
+                        status.merge(update);
+                        self.show(&status);
+                    }
                     Some(UnitEvent::JobDone { job: done, result }) => {
                         if job.as_deref() == Some(done.as_str()) {
                             if result != "done" {
@@ -294,6 +305,18 @@ impl UnitRun {
                 }
             }
         }
+    }
+
+    /// Shows who runs the unit and what its manager last said in the actor's `details`.
+    fn show(&self, status: &UnitStatus) {
+        let mut details = self.backend.details();
+        let state = status.active.map(|a| format!("{a:?}").to_lowercase());
+        details.insert("active_state".into(), state.into());
+        details.insert("sub_state".into(), status.sub_state.clone().into());
+        details.insert("n_restarts".into(), status.n_restarts.into());
+        details.insert("result".into(), status.result.clone().into());
+        self.tree
+            .set_details(&self.actor, serde_json::Value::Object(details));
     }
 
     /// Asks the manager to stop the unit and waits until it is down, at most the timeout.

@@ -150,6 +150,14 @@ impl UnitBackend for Launchd {
         })
     }
 
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = serde_json::Map::new();
+        map.insert("backend".into(), "launchd".into());
+        map.insert("label".into(), self.label.clone().into());
+        map.insert("user_mode".into(), self.user_mode.into());
+        map
+    }
+
     fn logs(&self, _tail: usize) -> Result<String, UnitError> {
         Err(UnitError(format!(
             "{}: launchd keeps no log of its own; see the job's StandardOutPath",

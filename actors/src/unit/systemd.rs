@@ -178,6 +178,14 @@ impl UnitBackend for Systemd {
         })
     }
 
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = serde_json::Map::new();
+        map.insert("backend".into(), "systemd".into());
+        map.insert("unit".into(), self.unit.clone().into());
+        map.insert("user_mode".into(), self.user_mode.into());
+        map
+    }
+
     fn logs(&self, tail: usize) -> Result<String, UnitError> {
         let mut cmd = Command::new("journalctl");
         if self.user_mode {
