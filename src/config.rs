@@ -236,7 +236,8 @@ pub struct ServiceConfig {
     pub path: String,
     /// Line of its table header in the file.
     pub line: usize,
-    /// Program and arguments; never empty, and the program is never `""`.
+    /// Program and arguments; never empty, and the program is never `""`, for the
+    /// process backend; empty for a unit of another backend.
     pub command: Vec<String>,
     /// Absolute working folder; default `base_dir`.
     pub cwd: PathBuf,
@@ -251,6 +252,31 @@ pub struct ServiceConfig {
     pub restart: RestartConfig,
     /// How the service tells it is ready; `None`: running as soon as spawned.
     pub ready: Option<ReadyConfig>,
+    /// Who runs it: warden itself, or the host's service manager (`backend`).
+    pub backend: Backend,
+}
+
+/// Who runs a `[[service]]` (`backend`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// warden spawns `command` (`backend = "process"`, the default).
+    #[default]
+    Process,
+    /// A systemd unit driven over D-Bus (`backend = "systemd"`, `unit`, `user_mode`).
+    Systemd {
+        /// The unit (`nginx.service`).
+        unit: String,
+        /// The user's manager on the session bus instead of the system's.
+        user_mode: bool,
+    },
+    /// A launchd job driven through `launchctl` (`backend = "launchd"`, `label`,
+    /// `user_mode`).
+    Launchd {
+        /// The job's label.
+        label: String,
+        /// The user's domain (`gui/UID`) instead of `system`.
+        user_mode: bool,
+    },
 }
 
 /// A child that speaks warden's IPC (`[[outboard]]`): a service that also answers

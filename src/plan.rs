@@ -3,14 +3,16 @@
 use nix::sys::signal::Signal;
 use std::sync::Arc;
 
+use warden_actors::unit::{launchd::Launchd, systemd::Systemd};
 use warden_actors::{
     Cgroups, Handoff, LogSpec, MemoryRegistry, OutboardFactory, OutboardHub, OutboardSpec, Output,
     PoolFactory, PoolHub, PoolSpec, PoolTables, ProcessRecords, ReadyCheck, RunAs, ServiceFactory,
-    ServiceSpec, SessionRegistry, TokenSigner, WorkerBuilder, WorkerTemplate, WorkerTokens,
+    ServiceSpec, SessionRegistry, TokenSigner, UnitBackend, UnitFactory, WorkerBuilder,
+    WorkerTemplate, WorkerTokens,
 };
 use warden_supervisors::{
-    ActorKind, ActorName, ActorPath, BackoffConfig, ChildSpec, Intensity, RestartType, Strategy,
-    SupervisorSpec,
+    ActorKind, ActorName, ActorPath, BackoffConfig, ChildFactory, ChildSpec, Intensity,
+    RestartType, Strategy, SupervisorSpec,
 };
 
 use crate::config::{self, ChildConfig, Config, ReadyConfig, ServiceConfig, SupervisorConfig};
@@ -164,8 +166,27 @@ fn service_child(
 ) -> Result<ChildSpec, PlanError> {
     let name = name(&service.name, parent)?;
     let path = parent.child(&name);
-    let spec = service_spec(config, layout, service, &path)?;
-    service_child_with(config, service, parent, service_factory(spec, wiring))
+    let stop_timeout = service.stop.timeout;
+    let backend: Arc<dyn UnitBackend> = match &service.backend {
+        config::Backend::Process => {
+            let spec = service_spec(config, layout, service, &path)?;
+            return service_child_with(config, service, parent, service_factory(spec, wiring));
+        }
+        config::Backend::Systemd { unit, user_mode } => Arc::new(Systemd {
+            unit: unit.clone(),
+            user_mode: *user_mode,
+        }),
+        config::Backend::Launchd { label, user_mode } => Arc::new(Launchd {
+            label: label.clone(),
+            user_mode: *user_mode,
+        }),
+    };
+    service_child_with(
+        config,
+        service,
+        parent,
+        UnitFactory::new(backend, stop_timeout),
+    )
 }
 
 /// The child spec of `service` started by `factory`: its name and restart policy.
@@ -173,7 +194,7 @@ fn service_child_with(
     _config: &Config,
     service: &ServiceConfig,
     parent: &ActorPath,
-    factory: ServiceFactory,
+    factory: impl ChildFactory,
 ) -> Result<ChildSpec, PlanError> {
     let name = name(&service.name, parent)?;
     let restart = &service.restart;
@@ -356,6 +377,7 @@ fn pool_child(
                     },
                     other => other,
                 }),
+                backend: config::Backend::Process,
             };
             let layout = StateLayout::new(&owner.state_dir);
             let mut spec =

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use warden::config::{
-    expand_placeholders, load, parse, BackoffConfig, ChildConfig, ClusterConfig, Config,
+    expand_placeholders, load, parse, Backend, BackoffConfig, ChildConfig, ClusterConfig, Config,
     ConfigError, Intensity, OnExit, OutboardConfig, PoolConfig, ReadyConfig, RestartConfig,
     RestartPolicy, ServiceConfig, StopConfig, Strategy, SupervisorConfig,
 };
@@ -181,6 +181,7 @@ fn design_example_gives_the_expected_tree() {
             addr: "127.0.0.1:8080".into(),
             timeout: Duration::from_secs(10),
         }),
+        backend: Backend::Process,
     };
     let app = SupervisorConfig {
         name: "app".into(),
@@ -1188,6 +1189,7 @@ fn outboard_entry_reads_every_service_key_and_its_own() {
             ready: Some(ReadyConfig::Ipc {
                 timeout: Duration::from_secs(10),
             }),
+            backend: Backend::Process,
         },
         heartbeat: Duration::from_millis(250),
         missed: 5,
@@ -1233,6 +1235,7 @@ fn outboard_without_options_gets_every_default() {
                 },
             },
             ready: None,
+            backend: Backend::Process,
         },
         heartbeat: Duration::from_secs(1),
         missed: 3,

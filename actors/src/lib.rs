@@ -16,6 +16,7 @@ mod redis_registry;
 mod secret;
 mod service;
 pub mod state_file;
+pub mod unit;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
@@ -42,4 +43,5 @@ pub use service::records::{Adoptable, ProcessRecords};
 pub use service::run_as::{effective_ids, RunAs, RunAsError};
 pub use service::spawned;
 pub use service::{Handoff, Output, ServiceFactory, ServiceSpec};
+pub use unit::{UnitBackend, UnitFactory};
 pub use worker_token::{TokenError, TokenSigner, VerifiedToken};

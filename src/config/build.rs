@@ -17,10 +17,10 @@ use super::raw::{
     RawRestart, RawService, RawStop, RawSupervisor, RawTls, SignalSpec,
 };
 use super::{
-    check_command, check_env_var, expand_placeholders, AdminConfig, AdminTransport, BackoffConfig,
-    CgroupMode, ChildConfig, ClusterConfig, Config, ConfigError, Intensity, LogsConfig, OnExit,
-    OutboardConfig, PoolConfig, ReadyConfig, RestartConfig, RestartPolicy, RuntimeConfig,
-    ServiceConfig, Source, StopConfig, Strategy, SupervisorConfig, TlsFiles,
+    check_command, check_env_var, expand_placeholders, AdminConfig, AdminTransport, Backend,
+    BackoffConfig, CgroupMode, ChildConfig, ClusterConfig, Config, ConfigError, Intensity,
+    LogsConfig, OnExit, OutboardConfig, PoolConfig, ReadyConfig, RestartConfig, RestartPolicy,
+    RuntimeConfig, ServiceConfig, Source, StopConfig, Strategy, SupervisorConfig, TlsFiles,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -384,10 +384,27 @@ fn service(
         None => "/".to_string(),
     };
 
-    let command = raw.command.get_ref();
+    let backend = backend(src, &label, kind, span.clone(), raw)?;
     let placeholders = matches!(kind, Kind::Pool(..));
-    check_command(command, placeholders)
-        .map_err(|detail| src.error(raw.command.span(), &label, "command", detail))?;
+    let command = match (&raw.command, &backend) {
+        (Some(command), Backend::Process) => {
+            check_command(command.get_ref(), placeholders)
+                .map_err(|detail| src.error(command.span(), &label, "command", detail))?;
+            command.get_ref().clone()
+        }
+        (None, Backend::Process) => {
+            return Err(src.error(span, &label, "command", "is required"));
+        }
+        (Some(command), _) => {
+            return Err(src.error(
+                command.span(),
+                &label,
+                "command",
+                "is not allowed with this backend: the host's service manager runs the unit",
+            ));
+        }
+        (None, _) => Vec::new(),
+    };
 
     let cwd = match &raw.cwd {
         Some(value) => resolve(src, &label, "cwd", context.base_dir, value)?,
@@ -433,17 +450,138 @@ fn service(
             path: join(&parent, &name),
             name,
             line: src.line(span.start),
-            command: command.clone(),
+            command,
             cwd,
             run_as,
             env,
             stop,
             restart,
             ready,
+            backend,
         }),
         label,
         parent,
     })
+}
+
+/// `backend`, `unit`, `label` and `user_mode` of a `[[service]]`: a unit name or label
+/// is required by its backend and refused by the others.
+fn backend(
+    src: &Source,
+    label: &str,
+    kind: Kind,
+    span: Range<usize>,
+    raw: &RawService,
+) -> Result<Backend> {
+    let name = raw
+        .backend
+        .as_ref()
+        .map(|b| (b.get_ref().as_str(), b.span()));
+    let user_mode = raw.user_mode.as_ref().is_some_and(|u| *u.get_ref());
+    let text = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>> {
+        match v {
+            Some(v) if v.get_ref().is_empty() || v.get_ref().contains(['\0', '\n']) => {
+                Err(src.error(v.span(), label, key, "must be a non-empty name"))
+            }
+            Some(v) => Ok(Some(v.get_ref().clone())),
+            None => Ok(None),
+        }
+    };
+    let unit = text(&raw.unit, "unit")?;
+    let job = text(&raw.label, "label")?;
+    let backend = match name {
+        None | Some(("process", _)) => {
+            for (key, value) in [
+                ("unit", raw.unit.as_ref().map(Spanned::span)),
+                ("label", raw.label.as_ref().map(Spanned::span)),
+                ("user_mode", raw.user_mode.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(at) = value {
+                    return Err(src.error(
+                        at,
+                        label,
+                        key,
+                        "needs backend = \"systemd\" or \"launchd\"",
+                    ));
+                }
+            }
+            return Ok(Backend::Process);
+        }
+        Some(("systemd", _)) => {
+            if let Some(at) = raw.label.as_ref().map(Spanned::span) {
+                return Err(src.error(
+                    at,
+                    label,
+                    "label",
+                    "is for backend = \"launchd\"; systemd takes `unit`",
+                ));
+            }
+            let unit = unit.ok_or_else(|| {
+                src.error(
+                    span.clone(),
+                    label,
+                    "unit",
+                    "is required with backend = \"systemd\"",
+                )
+            })?;
+            Backend::Systemd { unit, user_mode }
+        }
+        Some(("launchd", _)) => {
+            if let Some(at) = raw.unit.as_ref().map(Spanned::span) {
+                return Err(src.error(
+                    at,
+                    label,
+                    "unit",
+                    "is for backend = \"systemd\"; launchd takes `label`",
+                ));
+            }
+            let job = job.ok_or_else(|| {
+                src.error(
+                    span.clone(),
+                    label,
+                    "label",
+                    "is required with backend = \"launchd\"",
+                )
+            })?;
+            Backend::Launchd {
+                label: job,
+                user_mode,
+            }
+        }
+        Some((other, at)) => {
+            return Err(src.error(
+                at,
+                label,
+                "backend",
+                format!("unknown backend {other:?}: expected process, systemd or launchd"),
+            ));
+        }
+    };
+    if !matches!(kind, Kind::Service) {
+        return Err(src.error(
+            span,
+            label,
+            "backend",
+            "only a [[service]] can have another backend",
+        ));
+    }
+    for (key, value) in [
+        ("cwd", raw.cwd.as_ref().map(Spanned::span)),
+        ("user", raw.user.as_ref().map(Spanned::span)),
+        ("group", raw.group.as_ref().map(Spanned::span)),
+        ("env", raw.env.as_ref().map(Spanned::span)),
+        ("ready", raw.ready.as_ref().map(Spanned::span)),
+    ] {
+        if let Some(at) = value {
+            return Err(src.error(
+                at,
+                label,
+                key,
+                "is not allowed with this backend: the unit's own file sets it",
+            ));
+        }
+    }
+    Ok(backend)
 }
 
 /// `user` and `group` of an entry, looked up in the system's databases: an unknown name,

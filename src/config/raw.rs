@@ -119,7 +119,8 @@ pub(super) struct RawSupervisor {
 pub(super) struct RawService {
     pub name: Spanned<String>,
     pub supervisor: Option<Spanned<String>>,
-    pub command: Spanned<Vec<String>>,
+    /// Required for the process backend; refused with any other.
+    pub command: Option<Spanned<Vec<String>>>,
     pub cwd: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
@@ -127,6 +128,14 @@ pub(super) struct RawService {
     pub stop: Option<Spanned<RawStop>>,
     pub restart: Option<Spanned<RawRestart>>,
     pub ready: Option<Spanned<RawReady>>,
+    /// `process` (default), `systemd` or `launchd`.
+    pub backend: Option<Spanned<String>>,
+    /// The systemd unit (`backend = "systemd"`).
+    pub unit: Option<Spanned<String>>,
+    /// The launchd job's label (`backend = "launchd"`).
+    pub label: Option<Spanned<String>>,
+    /// The user's manager (systemd: the session bus; launchd: `gui/UID`).
+    pub user_mode: Option<Spanned<bool>>,
 }
 
 /// An `[[outboard]]` entry: every key of a `[[service]]`, then the IPC keys.
@@ -180,7 +189,7 @@ impl RawOutboard {
         let service = RawService {
             name,
             supervisor,
-            command,
+            command: Some(command),
             cwd,
             user,
             group,
@@ -188,6 +197,10 @@ impl RawOutboard {
             stop,
             restart,
             ready,
+            backend: None,
+            unit: None,
+            label: None,
+            user_mode: None,
         };
         let ipc = RawIpc {
             heartbeat,
@@ -258,7 +271,7 @@ impl RawPool {
         let service = RawService {
             name,
             supervisor,
-            command,
+            command: Some(command),
             cwd,
             user,
             group,
@@ -266,6 +279,10 @@ impl RawPool {
             stop,
             restart,
             ready,
+            backend: None,
+            unit: None,
+            label: None,
+            user_mode: None,
         };
         let pool = RawPoolKeys {
             ports,

@@ -437,6 +437,21 @@ impl Controller {
             Ok(file) => file,
             Err(failure) => return Box::pin(actix::fut::ready(Err(failure))),
         };
+        if let Some(unit) = self.unit_backend(path) {
+            // The host's manager keeps a unit's logs (journalctl): read off this thread,
+            // bounded by the backend's deadline.
+            let fut = async move {
+                match tokio::task::spawn_blocking(move || unit.logs(tail)).await {
+                    Ok(Ok(text)) => Ok(Response::Logs(text.into_bytes())),
+                    Ok(Err(e)) => Err(Failure::new(FailureKind::Internal, e.to_string())),
+                    Err(e) => Err(Failure::new(
+                        FailureKind::Internal,
+                        format!("reading the unit's logs failed: {e}"),
+                    )),
+                }
+            };
+            return Box::pin(fut.into_actor(self));
+        }
         let fut = async move {
             let read_file = file.clone();
             match tokio::task::spawn_blocking(move || warden_actors::tail_lines(&read_file, tail))
@@ -454,6 +469,25 @@ impl Controller {
             }
         };
         Box::pin(fut.into_actor(self))
+    }
+
+    /// The backend of the unit at `path`, for a service the host's manager runs (read from
+    /// the `details` its run shows).
+    fn unit_backend(&self, path: &str) -> Option<Box<dyn warden_actors::UnitBackend>> {
+        let info = self.tree.get(&parse_path(path).ok()?)?;
+        let details = info.details?;
+        let user_mode = details["user_mode"].as_bool().unwrap_or(false);
+        match details["backend"].as_str()? {
+            "systemd" => Some(Box::new(warden_actors::unit::systemd::Systemd {
+                unit: details["unit"].as_str()?.to_owned(),
+                user_mode,
+            })),
+            "launchd" => Some(Box::new(warden_actors::unit::launchd::Launchd {
+                label: details["label"].as_str()?.to_owned(),
+                user_mode,
+            })),
+            _ => None,
+        }
     }
 
     /// The log file of the process at `path`, if `tail` is within [`MAX_TAIL`].

@@ -23,6 +23,39 @@ pub struct StartContext {
     pub tree: SharedTree,
     /// Counts the runs of this child; a fresh number for every start.
     pub generation: u64,
+    /// Tells the supervisor this run's pid when the run learns it after its start (a
+    /// unit of the host's service manager reports its MainPID once it is active).
+    pub pid_report: PidReport,
+}
+
+/// Reports a pid that a run learns after its start to the run's supervisor, which shows
+/// it as the actor's `pid` (and announces the change) while that run lasts.
+#[derive(Clone)]
+pub struct PidReport(Option<Arc<dyn Fn(Option<u32>) + Send + Sync>>);
+
+impl PidReport {
+    /// A report that goes to `sink`.
+    pub fn new(sink: impl Fn(Option<u32>) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(sink)))
+    }
+
+    /// A report that goes nowhere (a run started outside a supervisor).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Reports the run's current pid (`None`: it has none now).
+    pub fn report(&self, pid: Option<u32>) {
+        if let Some(sink) = &self.0 {
+            sink(pid);
+        }
+    }
+}
+
+impl fmt::Debug for PidReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PidReport").field(&self.0.is_some()).finish()
+    }
 }
 
 /// How a stop request ends a run.

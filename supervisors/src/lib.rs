@@ -41,7 +41,7 @@ pub mod wire;
 
 #[cfg(feature = "runtime")]
 pub use child::{
-    ChildFactory, ChildSpec, RunningChild, StartContext, StopMode, DEFAULT_RESET_AFTER,
+    ChildFactory, ChildSpec, PidReport, RunningChild, StartContext, StopMode, DEFAULT_RESET_AFTER,
 };
 #[cfg(feature = "runtime")]
 pub use exit::{signal_name, Exit, LastExit};

@@ -51,6 +51,7 @@ fn a_nested_supervisor_whose_parent_is_gone_ends_its_children_at_once() {
             path: ActorPath::parse("/nested").expect("path"),
             tree: tree.clone(),
             generation: 1,
+            pid_report: warden_supervisors::PidReport::none(),
         };
         let (run, _addr) = Supervisor::start_nested(cx, &spec);
         let both_up = eventually(Duration::from_secs(5), || {

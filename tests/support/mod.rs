@@ -9,6 +9,7 @@ pub mod outboard;
 pub mod pools;
 pub mod redis;
 pub mod rng;
+pub mod systemd;
 pub mod ws;
 
 use std::io::{Read, Write};

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use futures_util::FutureExt as _;
 use tokio::sync::oneshot;
 
-use crate::child::{ChildSpec, RunningChild, StartContext, StopMode};
+use crate::child::{ChildSpec, PidReport, RunningChild, StartContext, StopMode};
 use crate::exit::Exit;
 use crate::path::ActorPath;
 use crate::policy::{intensity_reason, Backoff, Intensity, IntensityWindow, Strategy};
@@ -570,10 +570,18 @@ impl Supervisor {
                 restart: false,
             };
         }
+        let pid_addr = ctx.address();
         let cx = StartContext {
             path: path.clone(),
             tree: self.tree.clone(),
             generation,
+            pid_report: PidReport::new(move |pid| {
+                pid_addr.do_send(ChildPid {
+                    id,
+                    generation,
+                    pid,
+                })
+            }),
         };
         let factory = slot.spec.factory.clone();
         let started = std::panic::catch_unwind(AssertUnwindSafe(|| factory.start(cx)))
@@ -910,6 +918,31 @@ impl Handler<ChildExited> for Supervisor {
     fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
         if let Some(i) = self.slot_index(msg.id) {
             self.on_exit(i, msg.generation, msg.exit, ctx);
+        }
+    }
+}
+
+/// A run learned its pid after its start (see [`PidReport`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ChildPid {
+    id: u64,
+    generation: u64,
+    pid: Option<u32>,
+}
+
+impl Handler<ChildPid> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildPid, _ctx: &mut Self::Context) {
+        let Some(i) = self.slot_index(msg.id) else {
+            return;
+        };
+        let slot = &mut self.slots[i];
+        let current = slot.run.as_ref().map(|run| run.generation);
+        if current == Some(msg.generation) && slot.info.pid != msg.pid {
+            slot.info.pid = msg.pid;
+            self.publish(i);
         }
     }
 }

@@ -1,0 +1,272 @@
+//! `backend = "systemd"`: a unit of a stand-in `org.freedesktop.systemd1` (on a private
+//! `dbus-daemon`, with real `sleep` processes as the units' main processes) is driven by
+//! warden's own supervision: start, stop and restart go over D-Bus, a unit that fails is
+//! seen through its PropertiesChanged signal (never by polling), backed off and started
+//! again through StartUnit, and given up on past its intensity.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::example_bin::example_bin;
+use support::systemd::FakeSystemd;
+use support::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn unit_config(intensity_max: u32) -> String {
+    format!(
+        "[[service]]\nname = \"web\"\nbackend = \"systemd\"\nunit = \"web.service\"\n\
+         stop = {{ timeout = \"5s\" }}\n\
+         restart = {{ backoff = {{ initial = \"200ms\", jitter = 0.0 }}, \
+         intensity = {{ max = {intensity_max}, within = \"60s\" }} }}\n"
+    )
+}
+
+fn start(intensity_max: u32) -> (FakeSystemd, Warden) {
+    let dir = temp_dir();
+    let fake = FakeSystemd::start(dir.path(), &example_bin("fake_systemd"));
+    let address = fake.address();
+    // A stand-in journalctl: prints its argv, so the logs route shows how it was asked.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let journalctl = bin.join("journalctl");
+    std::fs::write(&journalctl, "#!/bin/sh\necho \"journal: $*\"\n").expect("journalctl");
+    std::fs::set_permissions(
+        &journalctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let w = Warden::start_in_env(
+        dir,
+        &unit_config(intensity_max),
+        &[
+            ("DBUS_SYSTEM_BUS_ADDRESS", address.as_str()),
+            ("PATH", path.as_str()),
+        ],
+    );
+    (fake, w)
+}
+
+/// Each GetAll is part of a watch's single read after LoadUnit; nothing else reads
+/// properties: every change after that came as a signal (no polling).
+fn assert_no_polling(fake: &FakeSystemd) {
+    let calls = fake.calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("Get ")),
+        "a Get call: {calls:?}"
+    );
+    for (i, call) in calls.iter().enumerate() {
+        if call.starts_with("GetAll") {
+            let before = &calls[..i];
+            let ok = before
+                .iter()
+                .rev()
+                .take_while(|c| c.starts_with("GetAll"))
+                .count()
+                < 2
+                && before
+                    .iter()
+                    .rev()
+                    .find(|c| !c.starts_with("GetAll"))
+                    .is_some_and(|c| c.starts_with("LoadUnit"));
+            assert!(ok, "GetAll #{i} is not a watch's first read: {calls:?}");
+        }
+    }
+}
+
+// Promise: start, stop and restart of a systemd-backed service go through StartUnit and
+// StopUnit; the actor's pid is the unit's MainPID, and a stop ends that process.
+#[test]
+fn start_stop_restart_go_over_dbus() {
+    let (fake, w) = start(10);
+    let a = w.wait_state("/web", "running", T);
+    let pid = wait_for("web's MainPID as pid", T, || w.actor_pid("/web"));
+    assert!(alive(pid), "MainPID {pid} is a live process: {a}");
+    assert_eq!(
+        fake.count("StartUnit"),
+        1,
+        "{:?} {} {}",
+        fake.calls(),
+        w.actor("/web"),
+        w.stderr_text()
+    );
+    assert!(fake.calls().contains(&"StartUnit web.service".to_owned()));
+    assert_eq!(a["details"]["backend"], "systemd", "{a}");
+    assert_eq!(a["details"]["unit"], "web.service", "{a}");
+    let logs = w.req("GET", "/api/v1/actors/web/logs?tail=7");
+    assert_eq!(logs.status, 200, "{}", logs.text());
+    assert_eq!(
+        logs.text().trim(),
+        "journal: -u web.service -n 7 -o cat --no-pager"
+    );
+
+    let r = w.req("POST", "/api/v1/actors/web/stop");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "stopped", "{}", r.text());
+    assert_eq!(fake.count("StopUnit"), 1, "{:?}", fake.calls());
+    wait_until("the unit's process ended", T, || !alive(pid));
+
+    let r = w.req("POST", "/api/v1/actors/web/start");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = wait_for("a new MainPID", T, || {
+        w.actor_pid("/web").filter(|p| *p != pid)
+    });
+    assert_eq!(fake.count("StartUnit"), 2, "{:?}", fake.calls());
+
+    let r = w.req("POST", "/api/v1/actors/web/restart");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for("a third MainPID", T, || {
+        w.actor_pid("/web").filter(|p| *p != second && *p != pid)
+    });
+    assert_eq!(fake.count("StopUnit"), 2, "{:?}", fake.calls());
+    assert_eq!(fake.count("StartUnit"), 3, "{:?}", fake.calls());
+    assert_no_polling(&fake);
+}
+
+// Promise: a unit whose main process dies is an abnormal exit seen through the signal
+// (no Get/GetAll between events), backed off and started again through StartUnit;
+// past its intensity it is `failed`; each state change reaches /api/v1/events.
+#[test]
+fn killed_main_process_is_restarted_then_failed_past_intensity() {
+    let (fake, w) = start(2);
+    w.wait_state("/web", "running", T);
+    let mut events = EventStream::open(w.port, &w.token());
+    let mut pid = wait_for("MainPID", T, || w.actor_pid("/web"));
+    for round in 1..=2u64 {
+        let reads = fake.count("GetAll");
+        kill(pid, 9);
+        let a = wait_for("a restarted unit", T, || {
+            let a = w.actor("/web");
+            (a["state"] == "running"
+                && a["restarts"] == round
+                && a["pid"].as_u64().is_some_and(|p| p as u32 != pid))
+            .then_some(a)
+        });
+        assert_eq!(a["last_exit"]["signal"], "SIGKILL", "{a}");
+        assert_eq!(
+            fake.count("StartUnit") as u64,
+            round + 1,
+            "{:?}",
+            fake.calls()
+        );
+        // The new run's watch read the properties once (Unit and Service); nothing else.
+        assert_eq!(fake.count("GetAll"), reads + 2, "{:?}", fake.calls());
+        pid = a["pid"].as_u64().expect("pid") as u32;
+    }
+    let reads = fake.count("GetAll");
+    holds_for(
+        "no reads while nothing happens",
+        Duration::from_millis(500),
+        || fake.count("GetAll") == reads,
+    );
+    kill(pid, 9);
+    let a = w.wait_state("/web", "failed", T);
+    assert!(a["failed_reason"].is_string(), "{a}");
+    assert_eq!(
+        fake.count("StartUnit"),
+        3,
+        "no start past the intensity: {:?}",
+        fake.calls()
+    );
+    assert_no_polling(&fake);
+
+    let seen = wait_for("the failed event", T, || {
+        events.read_some();
+        let states: Vec<String> = events
+            .state_events()
+            .iter()
+            .filter(|e| e["path"] == "/web")
+            .map(|e| e["state"].as_str().unwrap_or("").to_owned())
+            .collect();
+        states.contains(&"failed".to_owned()).then_some(states)
+    });
+    assert!(seen.contains(&"backoff".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"running".to_owned()), "{seen:?}");
+}
+
+// Promise: the bus going away ends the run (an abnormal exit: the unit's state is no
+// longer known); once the bus is back warden's restart reconnects and starts the unit.
+#[test]
+fn bus_going_away_and_coming_back() {
+    let (mut fake, w) = start(100);
+    w.wait_state("/web", "running", T);
+    let pid = wait_for("MainPID", T, || w.actor_pid("/web"));
+    fake.down();
+    wait_until("warden saw the bus go", T, || w.state("/web") != "running");
+    let a = w.actor("/web");
+    assert!(
+        a["last_exit"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("lost the connection") || r.contains("D-Bus")),
+        "{a}"
+    );
+    fake.up();
+    let a = wait_for("running again on the new bus", T, || {
+        let a = w.actor("/web");
+        (a["state"] == "running" && a["pid"].as_u64().is_some_and(|p| p as u32 != pid)).then_some(a)
+    });
+    assert!(alive(a["pid"].as_u64().expect("pid") as u32), "{a}");
+}
+
+/// An open `GET /api/v1/events` stream.
+struct EventStream {
+    stream: TcpStream,
+    raw: Vec<u8>,
+}
+
+impl EventStream {
+    fn open(port: u16, token: &str) -> EventStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let req = format!(
+            "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\
+             Authorization: Bearer {token}\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).expect("send request");
+        let mut s = EventStream {
+            stream,
+            raw: Vec::new(),
+        };
+        let deadline = Instant::now() + T;
+        while !s.raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(Instant::now() < deadline, "no response head for the events");
+            s.read_some();
+        }
+        s
+    }
+
+    fn read_some(&mut self) {
+        let mut buf = [0u8; 8192];
+        if let Ok(n) = self.stream.read(&mut buf) {
+            self.raw.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The `state` events received so far, as JSON.
+    fn state_events(&self) -> Vec<serde_json::Value> {
+        let Some(p) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(&dechunk(&self.raw[p + 4..])).into_owned();
+        text.split("\n\n")
+            .filter(|block| block.lines().any(|l| l.trim() == "event: state"))
+            .filter_map(|block| {
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .collect();
+                serde_json::from_str(data.trim()).ok()
+            })
+            .collect()
+    }
+}
