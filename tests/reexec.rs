@@ -14,20 +14,21 @@ use serde_json::Value;
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
-const SERVICES: usize = 30;
+/// With the outboard child and the pool's three workers: 200 children, as the issue asks.
+const SERVICES: usize = 196;
 
 const SERVER: &str = "import socket,os,time; s=socket.socket(); \
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
 s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(100000)";
 
-/// A tree of every kind: `SERVICES` services that print a line a second, an outboard
+/// A tree of every kind: `SERVICES` services that print a line every 5 s, an outboard
 /// child (`outboard_echo`) and a pool of python servers with one session per worker.
 fn tree(dir: &Path) -> String {
     let mut body = String::new();
     for i in 0..SERVICES {
         body.push_str(&format!(
             "[[service]]\nname = \"s{i}\"\ncommand = {}\n\n",
-            sh("while true; do echo tick; sleep 1; done")
+            sh("while true; do echo tick; sleep 5; done")
         ));
     }
     let echo = support::example_bin::example_bin("outboard_echo");
