@@ -3,11 +3,10 @@
 //! these routes (401, 404/405, 413).
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use support::events::EventStream;
 use support::*;
 
 const T: Duration = Duration::from_secs(10);
@@ -390,108 +389,6 @@ command = ["sleep", "1000"]
     let all = samples(&text);
     assert_eq!(restarts_metric(&all, "/app/x"), 1.0, "{text}");
     assert_eq!(states_metric(&all, "/app/x"), vec!["running"], "{text}");
-}
-
-/// An open `GET /api/v1/events` stream.
-struct EventStream {
-    stream: TcpStream,
-    raw: Vec<u8>,
-}
-
-impl EventStream {
-    /// Opens the stream with `token` and reads the response head; answers the status and
-    /// content type, and the stream when it is 200.
-    fn open(port: u16, token: &str) -> EventStream {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("read timeout");
-        let req = format!(
-            "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).expect("send request");
-        let mut raw = Vec::new();
-        let deadline = Instant::now() + T;
-        let head_end = loop {
-            if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "no response head for the events");
-            let mut buf = [0u8; 4096];
-            match stream.read(&mut buf) {
-                Ok(0) => panic!(
-                    "events stream closed before its head: {}",
-                    String::from_utf8_lossy(&raw)
-                ),
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(_) => continue,
-            }
-        };
-        let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-        let status_line = head.lines().next().unwrap_or_default().to_owned();
-        assert!(
-            status_line.split_whitespace().nth(1) == Some("200"),
-            "events answer: {head}"
-        );
-        let lower = head.to_ascii_lowercase();
-        assert!(
-            lower.contains("content-type: text/event-stream"),
-            "events content type: {head}"
-        );
-        assert!(
-            lower.contains("transfer-encoding: chunked"),
-            "a stream of unknown length is chunked: {head}"
-        );
-        let raw = raw[head_end + 4..].to_vec();
-        EventStream { stream, raw }
-    }
-
-    /// The `state` events received so far, as JSON.
-    fn state_events(&self) -> Vec<Value> {
-        let text = dechunk(&self.raw);
-        let text = String::from_utf8_lossy(&text).into_owned();
-        let mut out = Vec::new();
-        for block in text.split("\n\n") {
-            let mut event = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event:") {
-                    event = Some(e.trim().to_owned());
-                } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim());
-                }
-            }
-            if event.as_deref() == Some("state") {
-                out.push(
-                    serde_json::from_str(&data)
-                        .unwrap_or_else(|e| panic!("state data is not JSON ({e}): {data:?}")),
-                );
-            }
-        }
-        out
-    }
-
-    /// Reads until `pred` holds for the events so far, or panics after `timeout`.
-    fn until(&mut self, what: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if pred(&self.state_events()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; events so far: {:?}",
-                self.state_events()
-            );
-            let mut buf = [0u8; 4096];
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!("the events stream ended: {:?}", self.state_events()),
-                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-    }
 }
 
 #[test]

@@ -6,10 +6,9 @@
 
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::events::EventStream;
 use support::example_bin::example_bin;
 use support::systemd::FakeSystemd;
 use support::*;
@@ -214,59 +213,4 @@ fn bus_going_away_and_coming_back() {
         (a["state"] == "running" && a["pid"].as_u64().is_some_and(|p| p as u32 != pid)).then_some(a)
     });
     assert!(alive(a["pid"].as_u64().expect("pid") as u32), "{a}");
-}
-
-/// An open `GET /api/v1/events` stream.
-struct EventStream {
-    stream: TcpStream,
-    raw: Vec<u8>,
-}
-
-impl EventStream {
-    fn open(port: u16, token: &str) -> EventStream {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("read timeout");
-        let req = format!(
-            "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).expect("send request");
-        let mut s = EventStream {
-            stream,
-            raw: Vec::new(),
-        };
-        let deadline = Instant::now() + T;
-        while !s.raw.windows(4).any(|w| w == b"\r\n\r\n") {
-            assert!(Instant::now() < deadline, "no response head for the events");
-            s.read_some();
-        }
-        s
-    }
-
-    fn read_some(&mut self) {
-        let mut buf = [0u8; 8192];
-        if let Ok(n) = self.stream.read(&mut buf) {
-            self.raw.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// The `state` events received so far, as JSON.
-    fn state_events(&self) -> Vec<serde_json::Value> {
-        let Some(p) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return Vec::new();
-        };
-        let text = String::from_utf8_lossy(&dechunk(&self.raw[p + 4..])).into_owned();
-        text.split("\n\n")
-            .filter(|block| block.lines().any(|l| l.trim() == "event: state"))
-            .filter_map(|block| {
-                let data: String = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .collect();
-                serde_json::from_str(data.trim()).ok()
-            })
-            .collect()
-    }
 }

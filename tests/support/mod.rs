@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod census;
+pub mod events;
 pub mod example_bin;
 pub mod fd_relay;
 pub mod outboard;

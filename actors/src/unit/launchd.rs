@@ -54,22 +54,28 @@ impl Launchd {
 
 /// Runs `launchctl ARGS` with a deadline; its stdout, or an error naming the call.
 async fn launchctl(args: &[&str]) -> Result<String, UnitError> {
-    let out = tokio::time::timeout(
-        LAUNCHCTL_DEADLINE,
-        Command::new("launchctl")
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| {
-        UnitError(format!(
-            "launchctl {} did not answer in time",
-            args.join(" ")
-        ))
-    })?
-    .map_err(|e| UnitError(format!("cannot run launchctl: {e}")))?;
+    let mut cmd = Command::new("launchctl");
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // Registered as warden's own child, so the orphan reaper never takes its exit status.
+    let child = crate::spawned::register(|| cmd.spawn(), tokio::process::Child::id)
+        .map_err(|e| UnitError(format!("cannot run launchctl: {e}")))?;
+    let pid = child.id();
+    let out = tokio::time::timeout(LAUNCHCTL_DEADLINE, child.wait_with_output()).await;
+    if let Some(pid) = pid {
+        crate::spawned::forget(pid);
+    }
+    let out = out
+        .map_err(|_| {
+            UnitError(format!(
+                "launchctl {} did not answer in time",
+                args.join(" ")
+            ))
+        })?
+        .map_err(|e| UnitError(format!("cannot run launchctl: {e}")))?;
     if !out.status.success() {
         return Err(UnitError(format!(
             "launchctl {} failed ({}): {}",

@@ -208,12 +208,13 @@ impl UnitBackend for Systemd {
 pub(crate) fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Result<String, UnitError> {
     use std::process::Stdio;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    // Registered as warden's own child, so the orphan reaper never takes its exit status.
+    let mut child = crate::spawned::register(|| cmd.spawn(), |c| Some(c.id()))
         .map_err(|e| UnitError(format!("cannot run {program}: {e}")))?;
+    let pid = child.id();
     let started = std::time::Instant::now();
     loop {
         match child.try_wait() {
@@ -224,15 +225,16 @@ pub(crate) fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Result<
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
+                crate::spawned::forget(pid);
                 return Err(UnitError(format!(
                     "{program} did not answer within {deadline:?}"
                 )));
             }
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| UnitError(format!("{program}: {e}")))?;
+    let out = child.wait_with_output();
+    crate::spawned::forget(pid);
+    let out = out.map_err(|e| UnitError(format!("{program}: {e}")))?;
     if !out.status.success() {
         return Err(UnitError(format!(
             "{program} failed ({}): {}",
