@@ -13,11 +13,10 @@
 //! `execve` returns only on failure: then everything is put back and the old warden runs on.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read as _;
 use std::os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use warden_actors::spawned;
 
@@ -144,31 +143,13 @@ fn run_within(binary: &Path, args: &[&OsStr], deadline: Duration) -> Result<Stri
             .join(" ")
     );
     let mut cmd = Command::new(binary);
-    cmd.args(args)
-        .env_remove(HANDOVER_ENV)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawned::register(|| cmd.spawn(), |c| Some(c.id()))
+    cmd.args(args).env_remove(HANDOVER_ENV);
+    let spawned::Finished {
+        status,
+        stdout,
+        stderr,
+    } = spawned::run_to_end(&mut cmd, deadline, PREFLIGHT_OUTPUT)
         .map_err(|e| format!("`{shown}` cannot run: {e}"))?;
-    let readers = [
-        child.stdout.take().map(|o| read_bounded(Box::new(o))),
-        child.stderr.take().map(|e| read_bounded(Box::new(e))),
-    ];
-    let until = Instant::now() + deadline;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    spawned::forget(child.id());
-    let [stdout, stderr] = readers.map(|r| r.and_then(|r| r.join().ok()).unwrap_or_default());
     match status {
         Some(status) if status.success() => Ok(stdout),
         Some(status) => Err(format!(
@@ -180,14 +161,6 @@ fn run_within(binary: &Path, args: &[&OsStr], deadline: Duration) -> Result<Stri
             humantime::format_duration(deadline)
         )),
     }
-}
-
-fn read_bounded(from: Box<dyn std::io::Read + Send>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = from.take(PREFLIGHT_OUTPUT).read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }
 
 /// What a failed run said (stderr, else stdout), on one line.

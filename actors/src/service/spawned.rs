@@ -13,8 +13,10 @@
 //! applied stays registered (2 - 1 = 1).
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Read as _};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 static SPAWNED: Mutex<BTreeMap<u32, u32>> = Mutex::new(BTreeMap::new());
 static FORGOTTEN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -70,6 +72,72 @@ impl OwnChildren<'_> {
 pub fn with_locked<R>(reap: impl FnOnce(&OwnChildren<'_>) -> R) -> R {
     let set = locked();
     reap(&OwnChildren(&set))
+}
+
+/// How a helper program run by [`run_to_end`] ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status; `None` when it was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    /// The first bytes of its stdout (up to the cap).
+    pub stdout: String,
+    /// The first bytes of its stderr (up to the cap).
+    pub stderr: String,
+}
+
+/// Runs `cmd`, a helper program of warden's own (`journalctl`, a preflight of a new
+/// binary), registered as warden's child so the orphan reaper never takes its exit
+/// status; its stdout and stderr are read on threads of their own, at most `max_output`
+/// bytes of each kept (the rest is read and dropped, so the program never blocks on a
+/// full pipe); it is killed at `deadline`. Blocking: call it off the supervision thread.
+pub fn run_to_end(cmd: &mut Command, deadline: Duration, max_output: u64) -> io::Result<Finished> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = register(|| cmd.spawn(), |c| Some(c.id()))?;
+    let read = |from: Option<Box<dyn io::Read + Send>>| {
+        from.map(|mut from| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = from.by_ref().take(max_output).read_to_end(&mut bytes);
+                let _ = io::copy(&mut from, &mut io::sink());
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        })
+    };
+    let readers = [
+        read(
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn io::Read + Send>),
+        ),
+        read(
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn io::Read + Send>),
+        ),
+    ];
+    let until = Instant::now() + deadline;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    forget(child.id());
+    let [stdout, stderr] = readers.map(|r| r.and_then(|r| r.join().ok()).unwrap_or_default());
+    Ok(Finished {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 #[cfg(test)]

@@ -204,45 +204,27 @@ impl UnitBackend for Systemd {
     }
 }
 
-/// Runs `cmd`, its stdout as text, killed after `deadline`.
-pub(crate) fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Result<String, UnitError> {
-    use std::process::Stdio;
+/// The most of `journalctl`'s output kept (a tail of 100,000 long lines fits).
+const JOURNAL_OUTPUT: u64 = 64 * 1024 * 1024;
+
+/// Runs `cmd` to its end (see [`crate::spawned::run_to_end`]): its stdout as text, or an
+/// error naming the program.
+fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Result<String, UnitError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Registered as warden's own child, so the orphan reaper never takes its exit status.
-    let mut child = crate::spawned::register(|| cmd.spawn(), |c| Some(c.id()))
+    let out = crate::spawned::run_to_end(&mut cmd, deadline, JOURNAL_OUTPUT)
         .map_err(|e| UnitError(format!("cannot run {program}: {e}")))?;
-    let pid = child.id();
-    let started = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if started.elapsed() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                crate::spawned::forget(pid);
-                return Err(UnitError(format!(
-                    "{program} did not answer within {deadline:?}"
-                )));
-            }
-        }
-    }
-    let out = child.wait_with_output();
-    crate::spawned::forget(pid);
-    let out = out.map_err(|e| UnitError(format!("{program}: {e}")))?;
-    if !out.status.success() {
+    let Some(status) = out.status else {
         return Err(UnitError(format!(
-            "{program} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "{program} did not answer within {deadline:?}"
+        )));
+    };
+    if !status.success() {
+        return Err(UnitError(format!(
+            "{program} failed ({status}): {}",
+            out.stderr.trim()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out.stdout)
 }
 
 struct SystemdWatch {
