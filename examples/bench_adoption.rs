@@ -6,19 +6,13 @@
 //! `cargo build --release && cargo run --release --example bench_adoption [-- N ROUNDS]`
 //! (uses `target/release/warden`, or `$WARDEN_BIN`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warden::control::client::Client;
-use warden::control::protocol::{Request, Response};
-use warden::ActorState;
-
-fn warden_bin() -> PathBuf {
-    std::env::var_os("WARDEN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/warden"))
-}
+#[path = "support/sleep_tree.rs"]
+mod sleep_tree;
+use sleep_tree::{all_running, warden_bin, write_sleep_tree};
 
 fn start(config: &Path, log: &Path) -> Child {
     Command::new(warden_bin())
@@ -30,33 +24,6 @@ fn start(config: &Path, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("start warden (cargo build --release first)")
-}
-
-/// Polls the control socket until every actor runs; returns their pids.
-fn all_running(socket: &Path, n: usize, timeout: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + timeout;
-    let mut client = None;
-    while Instant::now() < deadline {
-        if client.is_none() {
-            client = Client::connect_socket(socket).ok();
-        }
-        if let Some(c) = client.as_mut() {
-            match c.ask(Request::Status) {
-                Ok(Ok(Response::Actors(actors))) => {
-                    if actors.len() == n
-                        && actors.iter().all(|a| a.info.state == ActorState::Running)
-                    {
-                        let mut pids: Vec<u32> = actors.iter().filter_map(|a| a.info.pid).collect();
-                        pids.sort_unstable();
-                        return pids;
-                    }
-                }
-                _ => client = None,
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("not all {n} services running within {timeout:?}");
 }
 
 fn main() {
@@ -73,18 +40,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("warden-bench-adoption-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut toml = format!("state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n");
-    for i in 0..n {
-        toml.push_str(&format!(
-            "[[service]]\nname = \"s{i:04}\"\ncommand = [\"sleep\", \"1000000\"]\n"
-        ));
-    }
-    let config = dir.join("warden.toml");
-    std::fs::write(&config, toml).expect("config");
+    let (config, _port) = write_sleep_tree(&dir, n);
     let socket = dir.join("state/control.sock");
 
     let mut warden = start(&config, &dir.join("first.log"));

@@ -10,21 +10,14 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden::control::client::Client;
-use warden::control::protocol::{Request, Response};
-use warden::ActorState;
-
-fn warden_bin() -> PathBuf {
-    std::env::var_os("WARDEN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/warden"))
-}
+#[path = "support/sleep_tree.rs"]
+mod sleep_tree;
+use sleep_tree::{all_running, warden_bin, write_sleep_tree};
 
 /// One HTTP/1.0 request on a fresh connection: the status code, or None.
 fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<u16> {
@@ -42,33 +35,6 @@ fn request(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<u
     stream.read_to_end(&mut answer).ok()?;
     let text = String::from_utf8_lossy(&answer);
     text.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Polls the control socket until every actor runs; returns their pids.
-fn all_running(socket: &Path, n: usize, timeout: Duration) -> Vec<u32> {
-    let deadline = Instant::now() + timeout;
-    let mut client = None;
-    while Instant::now() < deadline {
-        if client.is_none() {
-            client = Client::connect_socket(socket).ok();
-        }
-        if let Some(c) = client.as_mut() {
-            match c.ask(Request::Status) {
-                Ok(Ok(Response::Actors(actors))) => {
-                    if actors.len() == n
-                        && actors.iter().all(|a| a.info.state == ActorState::Running)
-                    {
-                        let mut pids: Vec<u32> = actors.iter().filter_map(|a| a.info.pid).collect();
-                        pids.sort_unstable();
-                        return pids;
-                    }
-                }
-                _ => client = None,
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    panic!("not all {n} services running within {timeout:?}");
 }
 
 /// Asks `/healthz` back to back until `stop`; answers the longest time between two
@@ -101,18 +67,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("warden-bench-reexec-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut toml = format!("state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n");
-    for i in 0..n {
-        toml.push_str(&format!(
-            "[[service]]\nname = \"s{i:04}\"\ncommand = [\"sleep\", \"1000000\"]\n"
-        ));
-    }
-    let config = dir.join("warden.toml");
-    std::fs::write(&config, toml).expect("config");
+    let (config, port) = write_sleep_tree(&dir, n);
     let socket = dir.join("state/control.sock");
     let log = dir.join("warden.log");
 
