@@ -468,3 +468,44 @@ fn signals_during_the_exec_wait_for_the_new_warden() {
     assert!(w.try_wait().is_none(), "warden died: {}", w.stderr_text());
     assert_eq!(pids(&w), before, "pids after the reexecs");
 }
+
+/// Promise 48 under a crash: warden SIGKILLed while a reexec is under way (0 to 200 ms
+/// after the request is answered: before the exec, in its window, in the new process's
+/// start) and started again on the same state_dir runs every child exactly once, as the
+/// pid it had: no second instance, none left unclaimed, nothing restarted.
+#[test]
+fn a_warden_killed_during_a_reexec_and_started_again_runs_every_child_once() {
+    let dir = temp_dir();
+    let state = dir.path().join("state");
+    let _reaper = support::census::Reaper(state.clone());
+    let body = (0..5)
+        .map(|i| format!("[[service]]\nname = \"s{i}\"\ncommand = [\"sleep\", \"1000\"]\n\n"))
+        .collect::<String>();
+    let mut w = start_from(&warden_bin(), dir, &body);
+    wait_until("every child runs", T, || all_running(&w));
+    let before = pids(&w);
+    assert_eq!(before.len(), 5, "{before:?}");
+    for delay_ms in [0, 30, 60, 100, 200] {
+        let r = w.req("POST", "/api/v1/admin/reexec");
+        assert_eq!(r.status, 200, "reexec: {}", r.text());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        w.crash();
+        w = start_from(&warden_bin(), w.into_dir(), &body);
+        wait_until("every child runs again", T, || all_running(&w));
+        assert_eq!(
+            pids(&w),
+            before,
+            "killed {delay_ms} ms into a reexec: every child adopted with its pid"
+        );
+        let census = support::census::instances_by_actor(&support::census::marked(&state));
+        assert_eq!(
+            census.len(),
+            before.len(),
+            "every child in /proc: {census:?}"
+        );
+        for (actor, instances) in census {
+            assert_eq!(instances.len(), 1, "{actor} runs once: {instances:?}");
+        }
+        assert_eq!(restarts(&w), 0, "nothing was restarted");
+    }
+}
