@@ -7,18 +7,24 @@
 //! Requests are carried out by the [`Controller`], the same actor that serves the control
 //! socket; this module only translates HTTP to [`Request`] and [`Response`] to HTTP.
 
+mod actors;
+mod events;
+mod health;
+mod operations;
+mod pools;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::Addr;
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
-use serde::Deserialize;
 use warden_supervisors::ActorTree;
 
-use crate::control::protocol::{Failure, Health, Request, Response, MAX_TAIL};
+pub use actors::CALL_TIMEOUT_MS;
+
+use crate::control::protocol::{Failure, Request, Response};
 use crate::control::{Controller, Liveness};
 use crate::token::{Access, ApiTokens};
 
@@ -88,7 +94,7 @@ impl FromRequest for Authorized {
     }
 }
 
-fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
+pub(crate) fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
     let state = req
         .app_data::<web::Data<AdminState>>()
@@ -118,7 +124,7 @@ fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
 }
 
 /// Asks the controller.
-async fn ask(state: &AdminState, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn ask(state: &AdminState, request: Request) -> Result<Response, ApiError> {
     match state.controller.send(request).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(ApiError::new(
@@ -128,55 +134,15 @@ async fn ask(state: &AdminState, request: Request) -> Result<Response, ApiError>
     }
 }
 
-fn unexpected(r: &Response) -> ApiError {
+pub(crate) fn unexpected(r: &Response) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("unexpected answer from the controller: {r:?}"),
     )
 }
 
-/// `GET /healthz`: answered on the HTTP worker thread from [`Liveness`], so it answers
-/// however busy the supervision thread is.
-async fn healthz(state: web::Data<AdminState>) -> HttpResponse {
-    match state.liveness.health() {
-        Health::Ok => HttpResponse::Ok().json(serde_json::json!({ "status": "ok" })),
-        Health::Draining => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "draining" }))
-        }
-    }
-}
-
-/// `GET /readyz`: from [`Liveness`] and the shared tree, like `/healthz`. The paths of
-/// the actors it waits for are told only to a caller with a token (admin or read-only):
-/// to anyone else `waiting` is null, so an open probe port does not list what is down.
-async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    match state.liveness.ready(&state.tree) {
-        Response::Ready { ready: true, .. } => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "waiting": [] })))
-        }
-        Response::Ready {
-            ready: false,
-            waiting,
-        } => {
-            let waiting = check_token(&req).is_ok().then_some(waiting);
-            Ok(HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({ "status": "not ready", "waiting": waiting })))
-        }
-        other => Err(unexpected(&other)),
-    }
-}
-
-async fn metrics(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    match ask(&state, Request::Metrics).await? {
-        Response::Metrics(text) => Ok(HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(text)),
-        other => Err(unexpected(&other)),
-    }
-}
-
 /// Turns a controller answer into the JSON body the design fixes for it.
-fn json(response: Response) -> Result<HttpResponse, ApiError> {
+pub(crate) fn json(response: Response) -> Result<HttpResponse, ApiError> {
     match response {
         Response::Actors(views) => Ok(HttpResponse::Ok().json(views)),
         Response::Tree(node) => Ok(HttpResponse::Ok().json(node)),
@@ -203,324 +169,8 @@ fn json(response: Response) -> Result<HttpResponse, ApiError> {
     }
 }
 
-async fn tree(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    json(ask(&state, Request::Tree).await?)
-}
-
-async fn actors(_: Authorized, state: web::Data<AdminState>) -> Result<HttpResponse, ApiError> {
-    let version = state.tree.version();
-    let cached = state
-        .listing
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .as_ref()
-        .filter(|(v, _)| *v == version)
-        .map(|(_, body)| body.clone());
-    let body = match cached {
-        Some(body) => body,
-        None => {
-            let Response::Actors(views) = ask(&state, Request::Status).await? else {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "unexpected answer",
-                ));
-            };
-            let body = web::Bytes::from(serde_json::to_vec(&views).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot encode: {e}"),
-                )
-            })?);
-            // Labelled with the version read before the snapshot: if the tree changed
-            // meanwhile, the next request sees a newer version and rebuilds.
-            *state
-                .listing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((version, body.clone()));
-            body
-        }
-    };
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
-}
-
-/// A POST that takes no body (one sent is still held to the limit) and carries out
-/// `request`.
-async fn command(
-    payload: web::Payload,
-    state: &AdminState,
-    request: Request,
-) -> Result<HttpResponse, ApiError> {
-    read_body(payload).await?;
-    json(ask(state, request).await?)
-}
-
-async fn reload(
-    _: Authorized,
-    payload: web::Payload,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    command(payload, &state, Request::Reload).await
-}
-
-async fn activate(
-    _: Authorized,
-    payload: web::Payload,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    command(payload, &state, Request::Activate).await
-}
-
-async fn reexec(
-    _: Authorized,
-    payload: web::Payload,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    command(payload, &state, Request::Reexec).await
-}
-
-async fn drain(
-    _: Authorized,
-    payload: web::Payload,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    command(payload, &state, Request::Drain).await
-}
-
-#[derive(Debug, Deserialize)]
-struct LogsQuery {
-    tail: Option<String>,
-}
-
-const DEFAULT_TAIL: usize = 100;
-
-/// `GET /api/v1/actors/{path}` and `GET /api/v1/actors/{path}/logs`.
-async fn actor_get(
-    _: Authorized,
-    req: HttpRequest,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    let path = req.match_info().query("path").trim_matches('/').to_owned();
-    match ask(&state, Request::Actor { path: path.clone() }).await {
-        Ok(response) => json(response),
-        Err(not_found) if not_found.status == StatusCode::NOT_FOUND => {
-            match path.strip_suffix("/logs") {
-                Some(target) if !target.is_empty() => {
-                    let tail = parse_tail(req.query_string())?;
-                    json(
-                        ask(
-                            &state,
-                            Request::Logs {
-                                path: target.to_owned(),
-                                tail,
-                            },
-                        )
-                        .await?,
-                    )
-                }
-                _ => Err(not_found),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-fn parse_tail(query: &str) -> Result<usize, ApiError> {
-    let query = web::Query::<LogsQuery>::from_query(query)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-    match query.tail.as_deref() {
-        None => Ok(DEFAULT_TAIL),
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n <= MAX_TAIL)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("tail must be a whole number from 0 to {MAX_TAIL}, not {t:?}"),
-                )
-            }),
-    }
-}
-
-/// `POST /api/v1/actors/{path}/start|stop|restart`.
-async fn actor_post(
-    _: Authorized,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    // start/stop/restart take no body; one that is sent is still held to the limit.
-    let body = read_body(payload).await?;
-    let raw = req.match_info().query("path").trim_matches('/');
-    let (target, action) = raw.rsplit_once('/').unwrap_or(("", raw));
-    let request = match action {
-        "call" => Request::Call {
-            path: target.to_owned(),
-            body: serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("the call body is not JSON: {e}"),
-                )
-            })?,
-            timeout_ms: CALL_TIMEOUT_MS,
-        },
-        "start" => Request::Start {
-            path: target.to_owned(),
-        },
-        "stop" => Request::Stop {
-            path: target.to_owned(),
-        },
-        "restart" => Request::Restart {
-            path: target.to_owned(),
-        },
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no such action {other:?}: expected start, stop, restart or call"),
-            ))
-        }
-    };
-    if target.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no actor given"));
-    }
-    json(ask(&state, request).await?)
-}
-
-/// `GET /api/v1/events`: Server-Sent Events, one `state` event per state change, and a
-/// comment every 15 s to keep idle connections open.
-async fn events(_: Authorized, state: web::Data<AdminState>) -> HttpResponse {
-    use futures_util::stream;
-    use tokio::sync::broadcast::error::RecvError;
-    let rx = state.tree.subscribe();
-    let stream = stream::unfold(rx, |mut rx| async move {
-        let chunk = match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
-            Err(_) => ": keep-alive\n\n".to_owned(),
-            Ok(Ok(event)) => match serde_json::to_string(&event) {
-                Ok(data) => format!("event: state\ndata: {data}\n\n"),
-                Err(_) => return None,
-            },
-            Ok(Err(RecvError::Lagged(missed))) => {
-                format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n")
-            }
-            Ok(Err(RecvError::Closed)) => return None,
-        };
-        Some((Ok::<_, actix_web::Error>(web::Bytes::from(chunk)), rx))
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .streaming(stream)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RolloutBody {
-    command: Option<Vec<String>>,
-    env: Option<std::collections::BTreeMap<String, String>>,
-    #[serde(default, with = "humantime_serde")]
-    deadline: Option<Duration>,
-}
-
-/// How long old workers keep their sessions in a rollout unless the body says otherwise.
-const ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
-
-/// `POST /api/v1/pools/{path}/sessions` (body optional) and `.../rollout`.
-async fn pool_post(
-    _: Authorized,
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
-    let raw = req.match_info().query("path").trim_matches('/');
-    let (pool, action) = raw.rsplit_once('/').unwrap_or(("", raw));
-    // `.../tokens/verify`: the pool is two segments up.
-    if let ("verify", Some(pool)) = (action, pool.strip_suffix("/tokens")) {
-        #[derive(Deserialize)]
-        struct VerifyBody {
-            token: String,
-        }
-        let check: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("verify body: {e} (expected {{\"token\": \"...\"}})"),
-            )
-        })?;
-        let request = Request::VerifyToken {
-            pool: pool.to_owned(),
-            token: check.token,
-        };
-        return json(ask(&state, request).await?);
-    }
-    let request = match action {
-        "sessions" => Request::Acquire {
-            pool: pool.to_owned(),
-        },
-        "rollout" => {
-            let rollout: RolloutBody = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("rollout body: {e} (expected {{\"command\": [...], \"env\": {{...}}, \"deadline\": \"10m\"}})"),
-                )
-            })?;
-            Request::Rollout {
-                pool: pool.to_owned(),
-                command: rollout.command,
-                env: rollout.env.map(|e| e.into_iter().collect()),
-                deadline_ms: u64::try_from(
-                    rollout.deadline.unwrap_or(ROLLOUT_DEADLINE).as_millis(),
-                )
-                .unwrap_or(u64::MAX),
-            }
-        }
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no such pool action {other:?}: expected sessions or rollout"),
-            ))
-        }
-    };
-    if pool.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no pool given"));
-    }
-    json(ask(&state, request).await?)
-}
-
-/// `DELETE /api/v1/pools/{path}/sessions/{id}`.
-async fn pool_delete(
-    _: Authorized,
-    req: HttpRequest,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, ApiError> {
-    let raw = req.match_info().query("path").trim_matches('/');
-    let parsed = raw
-        .rsplit_once('/')
-        .and_then(|(rest, id)| rest.rsplit_once('/').map(|(pool, word)| (pool, word, id)));
-    match parsed {
-        Some((pool, "sessions", id)) if !pool.is_empty() && !id.is_empty() => json(
-            ask(
-                &state,
-                Request::Release {
-                    pool: pool.to_owned(),
-                    session: id.to_owned(),
-                },
-            )
-            .await?,
-        ),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no route DELETE {}: expected /api/v1/pools/{{path}}/sessions/{{id}}",
-                req.path()
-            ),
-        )),
-    }
-}
-
 /// Reads a request body of at most [`MAX_BODY`] bytes (413 past it).
-async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+pub(crate) async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
     use futures_util::StreamExt as _;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -550,28 +200,34 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// How long `POST .../call` waits for the child's reply before answering 504.
-pub const CALL_TIMEOUT_MS: u64 = 10_000;
-
 /// Largest request body accepted on any route.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Registers every route on an actix-web app.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/v1/tree", web::get().to(tree))
-        .route("/api/v1/actors", web::get().to(actors))
-        .route("/api/v1/events", web::get().to(events))
-        .route("/api/v1/reload", web::post().to(reload))
-        .route("/api/v1/drain", web::post().to(drain))
-        .route("/api/v1/admin/activate", web::post().to(activate))
-        .route("/api/v1/admin/reexec", web::post().to(reexec))
-        .route("/api/v1/actors/{path:.*}", web::get().to(actor_get))
-        .route("/api/v1/actors/{path:.*}", web::post().to(actor_post))
-        .route("/api/v1/pools/{path:.*}", web::post().to(pool_post))
-        .route("/api/v1/pools/{path:.*}", web::delete().to(pool_delete))
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/api/v1/tree", web::get().to(actors::tree))
+        .route("/api/v1/actors", web::get().to(actors::actors))
+        .route("/api/v1/events", web::get().to(events::events))
+        .route("/api/v1/reload", web::post().to(operations::reload))
+        .route("/api/v1/drain", web::post().to(operations::drain))
+        .route(
+            "/api/v1/admin/activate",
+            web::post().to(operations::activate),
+        )
+        .route("/api/v1/admin/reexec", web::post().to(operations::reexec))
+        .route("/api/v1/actors/{path:.*}", web::get().to(actors::actor_get))
+        .route(
+            "/api/v1/actors/{path:.*}",
+            web::post().to(actors::actor_post),
+        )
+        .route("/api/v1/pools/{path:.*}", web::post().to(pools::pool_post))
+        .route(
+            "/api/v1/pools/{path:.*}",
+            web::delete().to(pools::pool_delete),
+        )
         .configure(crate::hub::routes::routes);
 }
 
