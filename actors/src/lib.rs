@@ -9,6 +9,7 @@
 mod actor;
 pub mod link;
 pub mod log_budget;
+pub mod notifier;
 mod outboard;
 pub mod peer;
 mod pool;

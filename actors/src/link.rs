@@ -197,8 +197,9 @@ async fn proof(spec: &LinkSpec) -> Result<Auth, Exit> {
     }
 }
 
-/// The TLS settings of `wss://`: rustls with ring, the Mozilla roots, HTTP/1.1 only.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+/// The TLS settings of `wss://` (and of the notifiers' `https://`): rustls with ring, the
+/// Mozilla roots, HTTP/1.1 only.
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
