@@ -37,12 +37,18 @@
 //! A `listen` address that is not loopback is refused unless `tls` or `insecure` is set.
 //! A `[[pool]]` entry also takes `rollout`: `"config_only"` (default: a rollout may run
 //! only the program the pool's `command` names) or `"any"`.
+//!
+//! `[[notifier]]` entries (`name`, `kind`, `url_file`, `events`, `timeout`) say where
+//! deploys and give-ups are told; see the module `notifier` for their keys. Their URL
+//! files are read here, so a missing or loose one is refused at `check`.
 
 mod build;
 mod hub;
+mod notifier;
 mod raw;
 
 pub use hub::{HubConfig, SpokeConfig};
+pub use notifier::NotifierConfig;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -73,6 +79,8 @@ pub struct Config {
     pub hub: Option<HubConfig>,
     /// This warden joins a hub (`[spoke]`).
     pub spoke: Option<SpokeConfig>,
+    /// Where deploys and actors that gave up are told (`[[notifier]]`), in file order.
+    pub notifiers: Vec<NotifierConfig>,
 }
 
 /// Settings of the admin HTTP API.

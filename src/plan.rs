@@ -47,6 +47,8 @@ pub struct Wiring {
     pub cgroups: Option<Arc<Cgroups>>,
     /// What a spoke's link serves the hub's verbs with.
     pub spoke_verbs: Arc<crate::hub::spoke::ControllerVerbs>,
+    /// Where deploys and give-ups are told (`[[notifier]]`; none by default).
+    pub notifiers: warden_actors::notifier::Notifiers,
 }
 
 impl Default for Wiring {
@@ -60,6 +62,7 @@ impl Default for Wiring {
             pool_tables: Arc::new(PoolTables::none()),
             cgroups: None,
             spoke_verbs: Arc::default(),
+            notifiers: warden_actors::notifier::Notifiers::none(),
         }
     }
 }

@@ -6,6 +6,7 @@ use actix::Actor as _;
 use anyhow::Context as _;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
+use warden_actors::notifier::Notifiers;
 use warden_actors::{Cgroups, ProcessRecords as _};
 use warden_supervisors::ActorTree;
 
@@ -110,6 +111,12 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         );
         wiring.sessions = Arc::new(registry);
     }
+    if !config.notifiers.is_empty() {
+        let specs = config.notifiers.iter().map(|n| n.spec.clone()).collect();
+        wiring.notifiers = Notifiers::start(specs).context("cannot start the notifiers")?;
+        tracing::info!(count = config.notifiers.len(), "notifiers ready");
+    }
+    let notifiers = wiring.notifiers.clone();
     let spec = plan::root_spec(&config, &wiring)?;
     let hub = match &config.hub {
         Some(hub) => Some(Arc::new(
@@ -169,6 +176,10 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         let (checked_tx, mut checked_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let reexec_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tree = Arc::new(ActorTree::new());
+        // Actors that give up are told, from a thread of the notifiers' own.
+        notifiers
+            .watch_failures(&tree)
+            .context("cannot start the notifiers' watch of the tree")?;
         let socket_path = layout.control_socket();
         let liveness = Arc::new(Liveness::new(passive));
         let controller = Controller::new(ControllerConfig {
@@ -333,6 +344,10 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         }
         // Every child is gone: their last output is in pipes and the log writer's queue.
         warden_actors::flush_logs(LOG_FLUSH).await;
+        // What the notifiers were told before the stop is posted (or given up on) first.
+        if !notifiers.flush(NOTIFY_FLUSH).await {
+            tracing::warn!("stopping with notifications still queued (their posts did not finish in time)");
+        }
         server_handle.stop(true).await;
         let _ = std::fs::remove_file(&socket_path);
         tracing::info!("stopped");
@@ -369,6 +384,9 @@ fn containment(config: &Config, instance: &str) -> Option<Arc<Cgroups>> {
         },
     }
 }
+
+/// How long a stopping warden waits for its notifiers to post what they were told.
+const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a bound holder whose parent died gives its tree to stop gracefully before
 /// SIGKILLing every process group (the whole exit stays within 2 s).

@@ -84,6 +84,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
     let cluster = cluster(src, &file)?;
     let hub = super::hub::hub(src, file.hub.as_ref())?;
     let spoke = super::hub::spoke(src, file.spoke.as_ref(), &base_dir, &state_dir)?;
+    let notifiers = super::notifier::notifiers(src, &file.notifier, &base_dir)?;
 
     let root_table = file.root.as_ref();
     let strategy = match root_table.and_then(|r| r.strategy.as_ref()) {
@@ -146,6 +147,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
         cluster,
         hub,
         spoke,
+        notifiers,
     })
 }
 

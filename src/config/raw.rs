@@ -33,6 +33,8 @@ pub(super) struct RawFile {
     pub outboard: Vec<Spanned<RawOutboard>>,
     #[serde(default)]
     pub pool: Vec<Spanned<RawPool>>,
+    #[serde(default)]
+    pub notifier: Vec<Spanned<super::notifier::RawNotifier>>,
 }
 
 #[derive(Deserialize)]
