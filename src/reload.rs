@@ -57,6 +57,9 @@ impl Reloader {
         if new.hub != self.current.hub {
             tracing::warn!("[hub] changed: it takes effect when warden restarts");
         }
+        if new.notifiers != self.current.notifiers {
+            tracing::warn!("[[notifier]] changed: it takes effect when warden restarts");
+        }
         let mut changes = ChildChanges::default();
         // `/_hub` is no entry of the file's tree: kept, restarted when `[spoke]` changed,
         // added or removed with `[spoke]`.

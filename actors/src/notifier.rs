@@ -490,8 +490,15 @@ async fn run_queue(
     let client = send::client(spec.timeout);
     let shown = shown_url(&spec.url);
     while let Some(stamped) = rx.recv().await {
-        let body = format::body(spec.platform, &spec.name, &stamped);
-        match send::post(&client, &spec.url, body, spec.timeout).await {
+        // A bug in the formatting loses that event, not the queue.
+        let body = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            format::body(spec.platform, &spec.name, &stamped)
+        }));
+        let outcome = match body {
+            Ok(body) => send::post(&client, &spec.url, body, spec.timeout).await,
+            Err(_) => send::Outcome::Failed("formatting the message panicked".into()),
+        };
+        match outcome {
             send::Outcome::Delivered => {
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(notifier = %spec.name, path = %stamped.event.path(), event = stamped.event.name(), "notification delivered");
