@@ -4,6 +4,8 @@
 //!   log file, stopped by a signal to the group then SIGKILL, with ready checks.
 //! - [`ActorFactory`]: an embedder's own actix actor, built anew by a factory on every
 //!   (re)start, reachable through an [`ActorHandle`] that follows the restarts.
+//! - [`notifier`]: tell chat channels and webhooks about deploys and actors that gave up,
+//!   off the supervision thread.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;

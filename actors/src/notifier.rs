@@ -495,7 +495,7 @@ async fn run_queue(
             format::body(spec.platform, &spec.name, &stamped)
         }));
         let outcome = match body {
-            Ok(body) => send::post(&client, &spec.url, body, spec.timeout).await,
+            Ok(body) => send::post(&client, &spec.name, &spec.url, body, spec.timeout).await,
             Err(_) => send::Outcome::Failed("formatting the message panicked".into()),
         };
         match outcome {

@@ -43,9 +43,11 @@ pub(super) fn client(deadline: Duration) -> awc::Client {
         .finish()
 }
 
-/// Posts `body` (JSON) to `url`, each try within `deadline`; one resend after a 429.
+/// Posts `body` (JSON) to the URL of the notifier `name`, each try within `deadline`;
+/// one resend after a 429.
 pub(super) async fn post(
     client: &awc::Client,
+    name: &str,
     url: &str,
     body: Vec<u8>,
     deadline: Duration,
@@ -78,6 +80,7 @@ pub(super) async fn post(
                 .and_then(|v| v.to_str().ok()),
         );
         tracing::info!(
+            notifier = %name,
             wait_ms = wait.as_millis() as u64,
             "notifier rate-limited (429): one resend after Retry-After"
         );
