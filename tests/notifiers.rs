@@ -372,7 +372,7 @@ fn unreachable_notifiers_harm_neither_the_caller_nor_the_others() {
     let receiver = Receiver::start();
     let (_hole, hole_url) = black_hole();
     let mut hole = spec("hole", Platform::Webhook, hole_url);
-    hole.timeout = Duration::from_millis(500);
+    hole.timeout = Duration::from_secs(1);
     let notifiers = Notifiers::start(vec![
         hole,
         spec("closed", Platform::Slack, closed_port()),
@@ -387,13 +387,13 @@ fn unreachable_notifiers_harm_neither_the_caller_nor_the_others() {
             commit: None,
         });
     }
-    assert!(started.elapsed() < Duration::from_millis(50));
+    assert!(started.elapsed() < Duration::from_millis(200));
     wait_until("the good one has all three", Duration::from_secs(3), || {
         receiver.on("/good").len() == 3
     });
-    // The black hole's events each end at their deadline, one after the other.
+    // Long before the black hole's three deadlines (one after the other) have passed.
     assert!(
-        started.elapsed() < Duration::from_millis(1400),
+        started.elapsed() < Duration::from_millis(2500),
         "{:?}",
         started.elapsed()
     );
@@ -402,7 +402,7 @@ fn unreachable_notifiers_harm_neither_the_caller_nor_the_others() {
         Duration::from_secs(10),
         || counts_of(&notifiers, "hole").failed == 3 && counts_of(&notifiers, "closed").failed == 3,
     );
-    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(started.elapsed() >= Duration::from_secs(3));
 
     // A flood never blocks the caller: what does not fit in a queue is dropped, counted.
     let flood = Instant::now();
@@ -414,7 +414,7 @@ fn unreachable_notifiers_harm_neither_the_caller_nor_the_others() {
         });
     }
     assert!(
-        flood.elapsed() < Duration::from_millis(200),
+        flood.elapsed() < Duration::from_millis(500),
         "{:?}",
         flood.elapsed()
     );
