@@ -153,7 +153,8 @@ fn covers(heading: &Route, route: &Route) -> bool {
 fn scan(name: &str, text: &str, routes: &mut BTreeSet<Route>, unreadable: &mut Vec<String>) {
     let code = strip_comments(text);
     let line_of = |at: usize| 1 + code[..at].matches('\n').count();
-    let mut fail = |at: usize, what: &str| unreadable.push(format!("{name}:{}: {what}", line_of(at)));
+    let mut fail =
+        |at: usize, what: &str| unreadable.push(format!("{name}:{}: {what}", line_of(at)));
 
     // `#[get("/x")]` and friends
     for method in METHODS {
@@ -219,7 +220,10 @@ fn scan(name: &str, text: &str, routes: &mut BTreeSet<Route>, unreadable: &mut V
                         None => fail(r, "web::resource(...) without a path literal"),
                     }
                 }
-                None => fail(at, ".route(web::<method>()...) outside a web::resource(...)"),
+                None => fail(
+                    at,
+                    ".route(web::<method>()...) outside a web::resource(...)",
+                ),
             }
         } else {
             fail(
@@ -239,7 +243,11 @@ fn registered() -> BTreeSet<Route> {
     let mut unreadable = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read source");
-        let name = file.strip_prefix(root()).unwrap_or(file).display().to_string();
+        let name = file
+            .strip_prefix(root())
+            .unwrap_or(file)
+            .display()
+            .to_string();
         scan(&name, &text, &mut routes, &mut unreadable);
     }
     assert!(

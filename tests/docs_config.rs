@@ -46,9 +46,7 @@ struct Table {
 fn refusal(text: &str) -> Option<String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warden.toml");
-    warden::config::parse(text, &path)
-        .err()
-        .map(|e| e.message)
+    warden::config::parse(text, &path).err().map(|e| e.message)
 }
 
 /// The fields serde lists when it refuses [`PROBE`]: `None` if the value at that place
@@ -250,8 +248,7 @@ fn check_section(
         seen.insert(dotted.clone());
         let Some(nested) = nested else { continue };
         if let Some((target_heading, target_key)) = same_keys_as(row) {
-            let target = section_table(top, &target_heading)
-                .and_then(|t| subtable(t, &target_key));
+            let target = section_table(top, &target_heading).and_then(|t| subtable(t, &target_key));
             match target {
                 Some(target) if shape(target) == shape(nested) => {}
                 Some(_) => problems.push(format!(
@@ -333,9 +330,9 @@ fn every_config_key_is_documented() {
                 // a row for a key under a `same keys as` row is allowed, not required
                 let mut at = Some(table);
                 for step in key.split('.') {
-                    at = at.and_then(|t| t.keys.get(step)).and_then(|n| {
-                        n.as_ref().or(Some(&LEAF))
-                    });
+                    at = at
+                        .and_then(|t| t.keys.get(step))
+                        .and_then(|n| n.as_ref().or(Some(&LEAF)));
                 }
                 at.is_some()
             };
@@ -394,7 +391,10 @@ fn blocks(doc: &str) -> Vec<Block> {
             (None, None) => {}
         }
     }
-    assert!(open.is_none(), "docs/config.md: a ``` block is never closed");
+    assert!(
+        open.is_none(),
+        "docs/config.md: a ``` block is never closed"
+    );
     out
 }
 
@@ -467,7 +467,10 @@ fn every_toml_example_loads_as_documented() {
             )),
         }
     }
-    assert!(checked >= 10, "docs/config.md has only {checked} toml blocks");
+    assert!(
+        checked >= 10,
+        "docs/config.md has only {checked} toml blocks"
+    );
     assert!(
         problems.is_empty(),
         "docs/config.md examples:\n  {}",
@@ -493,9 +496,34 @@ fn the_key_probe_reads_the_loader() {
         .expect("docs/config.md has an [admin] section");
     rows.remove("listen");
     let admin = section_table(&top, "[admin]").expect("[admin]");
-    check_section(&top, "[admin]", admin, "", &rows, &mut BTreeSet::new(), &mut problems);
+    check_section(
+        &top,
+        "[admin]",
+        admin,
+        "",
+        &rows,
+        &mut BTreeSet::new(),
+        &mut problems,
+    );
     assert!(
         problems.iter().any(|p| p.contains("`listen`")),
         "{problems:?}"
     );
+}
+
+/// Every sample config under examples/ loads (the guides send readers to them).
+#[test]
+fn every_example_config_loads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("read examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            checked += 1;
+            if let Err(e) = warden::config::load(&path) {
+                panic!("{} does not load: {e}", path.display());
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} example configs found");
 }
