@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Side by side, in ONE run: the physical floor of this machine, runit and warden on the
-same workload (the static bench-child), and warden's chaos benchmark.
+"""Side by side, in ONE run: the physical floor of this machine, runit, s6, supervisord,
+pm2 and warden on the same workload (the static bench-child), and warden's chaos benchmark.
 
-Started by run.sh (which compiles the C programs, installs runit and builds warden).
+Started by run.sh (which compiles the C programs, installs the peers it can and builds
+warden). A peer that is not installed is skipped and named in the output.
 Standard library only. Every figure is measured here; nothing is copied from elsewhere.
 
-Definitions, the same for all three (CLOCK_MONOTONIC everywhere; bench-child stamps its
+Definitions, the same for all (CLOCK_MONOTONIC everywhere; bench-child stamps its
 own start line with it):
   restart   a sleeper is SIGKILLed; latency = the replacement's start stamp - the kill
             stamp. 10 sleepers killed in rotation, one restart in flight at a time, each
@@ -367,6 +368,78 @@ class Supervisord(Peer):
     @staticmethod
     def version():
         return "supervisord " + dpkg_version("supervisor")
+
+
+class Pm2(Peer):
+    """pm2 (Node.js) in fork mode, each service a binary run with interpreter "none",
+    restarted at once; its daemon runs in a PM2_HOME of its own."""
+
+    name = "pm2"
+    binary = "pm2"
+
+    def prepare(self, services):
+        self.home = os.path.join(self.run_dir, "pm2-home")
+        os.makedirs(self.home)
+        self.env = dict(self.ctx.env, PM2_HOME=self.home)
+        apps = [{"name": tag, "script": argv[0], "args": argv[1:], "interpreter": "none",
+                 "exec_mode": "fork", "autorestart": True, "restart_delay": 0,
+                 "min_uptime": 0, "max_restarts": 1000000000,
+                 "out_file": "/dev/null", "error_file": "/dev/null"} for tag, argv in services]
+        self.config = os.path.join(self.run_dir, "ecosystem.json")
+        with open(self.config, "w") as f:
+            json.dump({"apps": apps}, f)
+
+    def launch(self):
+        # `pm2 start` starts the daemon (which detaches: as our subreaper's orphan it stays
+        # a child of this harness) and returns once every app is launched
+        out = open(os.path.join(self.run_dir, "pm2.out"), "ab")
+        try:
+            subprocess.run(["pm2", "start", self.config], cwd=self.run_dir, env=self.env,
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                           check=True, timeout=600)
+        finally:
+            out.close()
+
+    def daemon_pid(self):
+        try:
+            return int(read(os.path.join(self.home, "pm2.pid")).strip())
+        except (TypeError, ValueError):
+            return None
+
+    def own_pids(self):
+        pid = self.daemon_pid()
+        if pid is None or not live(pid):
+            return []
+        child = os.path.realpath(self.ctx.child)
+        out = []
+        for p in [pid] + descendants([pid]):
+            try:
+                if os.path.realpath("/proc/%d/exe" % p) == child:
+                    continue
+            except OSError:
+                continue
+            if live(p):
+                out.append(p)
+        return out
+
+    def stop(self, timeout):
+        try:
+            subprocess.run(["pm2", "kill"], cwd=self.run_dir, env=self.env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        reap_orphans()
+
+    @staticmethod
+    def version():
+        # from its package.json: `pm2 --version` may start a daemon
+        bin_path = os.path.realpath(shutil.which("pm2") or "pm2")
+        try:
+            with open(os.path.join(os.path.dirname(bin_path), "..", "package.json")) as f:
+                return "pm2 " + json.load(f)["version"]
+        except (OSError, ValueError, KeyError):
+            return "pm2 ?"
 
 
 def dpkg_version(package):
@@ -817,8 +890,9 @@ def parse_args(argv):
     ap.add_argument("--census-every", type=float, default=2.0, help="s between /proc censuses")
     ap.add_argument("--work-base", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
                     help="where the temp work dir goes (tmpfs by default)")
-    ap.add_argument("--peers", default="runit,s6,supervisord",
-                    help="peers beside warden, in this order, those installed (runit,s6,supervisord)")
+    ap.add_argument("--peers", default="runit,s6,supervisord,pm2",
+                    help="peers beside warden, in this order, those installed "
+                         "(runit,s6,supervisord; pm2 too: npm install -g pm2)")
     ap.add_argument("--no-runit", action="store_true", help="skip runit")
     a = ap.parse_args(argv)
     paths = ("--build", "--warden", "--out")
@@ -836,7 +910,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rounds, chaos_runs, loads = [], [], []
     say = lambda msg: print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)  # noqa: E731
-    known = {cls.name: cls for cls in (Runit, S6, Supervisord)}
+    known = {cls.name: cls for cls in (Runit, S6, Supervisord, Pm2)}
     wanted = [w for w in args.peers.split(",") if w and not (args.no_runit and w == "runit")]
     for w in wanted:
         if w not in known:
