@@ -240,10 +240,14 @@ class Peer:
 
     def own_pids(self):
         """The supervisor's processes: its root and descendants that are not bench-child."""
-        if self.proc is None:
+        return self.tree_without_children(self.proc.pid if self.proc else None)
+
+    def tree_without_children(self, root):
+        """root and its descendants, live, less the bench-child processes."""
+        if root is None:
             return []
         child = os.path.realpath(self.ctx.child)
-        pids = [self.proc.pid] + descendants([self.proc.pid])
+        pids = [root] + descendants([root])
         out = []
         for p in pids:
             try:
@@ -256,20 +260,39 @@ class Peer:
         return out
 
 
+def service_dirs(root, services):
+    """services: [(tag, argv)] -> one dir each under root, whose ./run is bench-child
+    itself (runit's and s6's layout); returns root."""
+    os.makedirs(root)
+    for tag, argv in services:
+        d = os.path.join(root, tag)
+        os.makedirs(d)
+        os.symlink(argv[0], os.path.join(d, "run"))
+        with open(os.path.join(d, "child.args"), "w") as f:
+            f.write(" ".join(argv[1:]) + "\n")
+    return root
+
+
+def stop_scanner(peer, sig, timeout):
+    """Sends sig to a scanner (runsvdir, s6-svscan) and waits until its whole tree of
+    supervise processes is gone."""
+    tree = peer.own_pids()
+    if peer.proc:
+        peer.proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(live(p) for p in tree):
+        reap_orphans()
+        time.sleep(0.02)
+    if peer.proc:
+        peer.proc.wait(timeout=5)
+
+
 class Runit(Peer):
     name = "runit"
     binary = "runsvdir"
 
     def prepare(self, services):
-        """services: [(tag, argv)] -> one service dir each; ./run is bench-child itself."""
-        self.svdir = os.path.join(self.run_dir, "service")
-        os.makedirs(self.svdir)
-        for tag, argv in services:
-            d = os.path.join(self.svdir, tag)
-            os.makedirs(d)
-            os.symlink(argv[0], os.path.join(d, "run"))
-            with open(os.path.join(d, "child.args"), "w") as f:
-                f.write(" ".join(argv[1:]) + "\n")
+        self.svdir = service_dirs(os.path.join(self.run_dir, "service"), services)
         # runsvdir waits 1 s before scanning a dir modified in the current second: a
         # config written earlier, as on a real host, is the fair start.
         old = time.time() - 10
@@ -279,21 +302,11 @@ class Runit(Peer):
         self.spawn(["runsvdir", "-P", self.svdir], "runsvdir.out")
 
     def stop(self, timeout):
-        tree = self.own_pids()
-        if self.proc:
-            self.proc.send_signal(signal.SIGHUP)  # TERM to every runsv, which stop theirs
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(live(p) for p in tree):
-            reap_orphans()
-            time.sleep(0.02)
-        if self.proc:
-            self.proc.wait(timeout=5)
+        stop_scanner(self, signal.SIGHUP, timeout)  # TERM to every runsv, which stop theirs
 
     @staticmethod
     def version():
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "runit"],
-                           capture_output=True, text=True)
-        return "runit " + (r.stdout.strip() or "?")
+        return "runit " + dpkg_version("runit")
 
 
 class S6(Peer):
@@ -303,29 +316,14 @@ class S6(Peer):
     binary = "s6-svscan"
 
     def prepare(self, services):
-        self.scandir = os.path.join(self.run_dir, "scan")
-        os.makedirs(self.scandir)
-        for tag, argv in services:
-            d = os.path.join(self.scandir, tag)
-            os.makedirs(d)
-            os.symlink(argv[0], os.path.join(d, "run"))
-            with open(os.path.join(d, "child.args"), "w") as f:
-                f.write(" ".join(argv[1:]) + "\n")
+        self.scandir = service_dirs(os.path.join(self.run_dir, "scan"), services)
 
     def launch(self):
         self.spawn(["s6-svscan", self.scandir], "s6-svscan.out")
 
     def stop(self, timeout):
-        tree = self.own_pids()
-        if self.proc:
-            # like s6-svscanctl -t: every s6-supervise brings its service down and exits
-            self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(live(p) for p in tree):
-            reap_orphans()
-            time.sleep(0.02)
-        if self.proc:
-            self.proc.wait(timeout=5)
+        # like s6-svscanctl -t: every s6-supervise brings its service down and exits
+        stop_scanner(self, signal.SIGTERM, timeout)
 
     @staticmethod
     def version():
@@ -408,19 +406,7 @@ class Pm2(Peer):
 
     def own_pids(self):
         pid = self.daemon_pid()
-        if pid is None or not live(pid):
-            return []
-        child = os.path.realpath(self.ctx.child)
-        out = []
-        for p in [pid] + descendants([pid]):
-            try:
-                if os.path.realpath("/proc/%d/exe" % p) == child:
-                    continue
-            except OSError:
-                continue
-            if live(p):
-                out.append(p)
-        return out
+        return self.tree_without_children(pid if pid is not None and live(pid) else None)
 
     def stop(self, timeout):
         try:
