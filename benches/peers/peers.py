@@ -317,9 +317,11 @@ class S6(Peer):
 
     def prepare(self, services):
         self.scandir = service_dirs(os.path.join(self.run_dir, "scan"), services)
+        # s6-svscan maintains at most 500 services unless told more (-c)
+        self.max_services = max(500, len(services) + 10)
 
     def launch(self):
-        self.spawn(["s6-svscan", self.scandir], "s6-svscan.out")
+        self.spawn(["s6-svscan", "-c", str(self.max_services), self.scandir], "s6-svscan.out")
 
     def stop(self, timeout):
         # like s6-svscanctl -t: every s6-supervise brings its service down and exits
