@@ -26,6 +26,7 @@ pub mod reaper;
 pub mod reexec;
 pub mod reload;
 pub mod runtime;
+pub mod sd_notify;
 pub mod state;
 pub mod token;
 pub mod watchdog;

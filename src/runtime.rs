@@ -263,6 +263,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     if killed > 0 {
                         tracing::warn!(killed, "killed processes of an earlier warden that no actor claims");
                     }
+                    crate::sd_notify::tell("READY=1\nSTATUS=every child of the tree started");
                 }
                 Some(order) = reexec_rx.recv() => {
                     check_new_binary(order, &binary, &config.path, &reexec_busy, &checked_tx);
@@ -330,6 +331,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                 }
             }
         }
+        crate::sd_notify::tell("STOPPING=1");
         let shutdown = running.shutdown();
         tokio::pin!(shutdown);
         loop {

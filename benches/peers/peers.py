@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Side by side, in ONE run: the physical floor of this machine, runit and warden on the
-same workload (the static bench-child), and warden's chaos benchmark.
+"""Side by side, in ONE run: the physical floor of this machine, runit, s6, supervisord,
+pm2 and warden on the same workload (the static bench-child), and warden's chaos benchmark.
 
-Started by run.sh (which compiles the C programs, installs runit and builds warden).
+Started by run.sh (which compiles the C programs, installs the peers it can and builds
+warden). A peer that is not installed is skipped and named in the output.
 Standard library only. Every figure is measured here; nothing is copied from elsewhere.
 
-Definitions, the same for all three (CLOCK_MONOTONIC everywhere; bench-child stamps its
+Definitions, the same for all (CLOCK_MONOTONIC everywhere; bench-child stamps its
 own start line with it):
   restart   a sleeper is SIGKILLed; latency = the replacement's start stamp - the kill
             stamp. 10 sleepers killed in rotation, one restart in flight at a time, each
@@ -239,10 +240,14 @@ class Peer:
 
     def own_pids(self):
         """The supervisor's processes: its root and descendants that are not bench-child."""
-        if self.proc is None:
+        return self.tree_without_children(self.proc.pid if self.proc else None)
+
+    def tree_without_children(self, root):
+        """root and its descendants, live, less the bench-child processes."""
+        if root is None:
             return []
         child = os.path.realpath(self.ctx.child)
-        pids = [self.proc.pid] + descendants([self.proc.pid])
+        pids = [root] + descendants([root])
         out = []
         for p in pids:
             try:
@@ -255,19 +260,39 @@ class Peer:
         return out
 
 
+def service_dirs(root, services):
+    """services: [(tag, argv)] -> one dir each under root, whose ./run is bench-child
+    itself (runit's and s6's layout); returns root."""
+    os.makedirs(root)
+    for tag, argv in services:
+        d = os.path.join(root, tag)
+        os.makedirs(d)
+        os.symlink(argv[0], os.path.join(d, "run"))
+        with open(os.path.join(d, "child.args"), "w") as f:
+            f.write(" ".join(argv[1:]) + "\n")
+    return root
+
+
+def stop_scanner(peer, sig, timeout):
+    """Sends sig to a scanner (runsvdir, s6-svscan) and waits until its whole tree of
+    supervise processes is gone."""
+    tree = peer.own_pids()
+    if peer.proc:
+        peer.proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(live(p) for p in tree):
+        reap_orphans()
+        time.sleep(0.02)
+    if peer.proc:
+        peer.proc.wait(timeout=5)
+
+
 class Runit(Peer):
     name = "runit"
+    binary = "runsvdir"
 
     def prepare(self, services):
-        """services: [(tag, argv)] -> one service dir each; ./run is bench-child itself."""
-        self.svdir = os.path.join(self.run_dir, "service")
-        os.makedirs(self.svdir)
-        for tag, argv in services:
-            d = os.path.join(self.svdir, tag)
-            os.makedirs(d)
-            os.symlink(argv[0], os.path.join(d, "run"))
-            with open(os.path.join(d, "child.args"), "w") as f:
-                f.write(" ".join(argv[1:]) + "\n")
+        self.svdir = service_dirs(os.path.join(self.run_dir, "service"), services)
         # runsvdir waits 1 s before scanning a dir modified in the current second: a
         # config written earlier, as on a real host, is the fair start.
         old = time.time() - 10
@@ -277,21 +302,138 @@ class Runit(Peer):
         self.spawn(["runsvdir", "-P", self.svdir], "runsvdir.out")
 
     def stop(self, timeout):
-        tree = self.own_pids()
-        if self.proc:
-            self.proc.send_signal(signal.SIGHUP)  # TERM to every runsv, which stop theirs
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(live(p) for p in tree):
-            reap_orphans()
-            time.sleep(0.02)
-        if self.proc:
-            self.proc.wait(timeout=5)
+        stop_scanner(self, signal.SIGHUP, timeout)  # TERM to every runsv, which stop theirs
 
     @staticmethod
     def version():
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "runit"],
-                           capture_output=True, text=True)
-        return "runit " + (r.stdout.strip() or "?")
+        return "runit " + dpkg_version("runit")
+
+
+class S6(Peer):
+    """s6-svscan on a scan dir, one s6-supervise per service; ./run is bench-child."""
+
+    name = "s6"
+    binary = "s6-svscan"
+
+    def prepare(self, services):
+        self.scandir = service_dirs(os.path.join(self.run_dir, "scan"), services)
+        # s6-svscan maintains at most 500 services unless told more (-c)
+        self.max_services = max(500, len(services) + 10)
+
+    def launch(self):
+        self.spawn(["s6-svscan", "-c", str(self.max_services), self.scandir], "s6-svscan.out")
+
+    def stop(self, timeout):
+        # like s6-svscanctl -t: every s6-supervise brings its service down and exits
+        stop_scanner(self, signal.SIGTERM, timeout)
+
+    @staticmethod
+    def version():
+        return "s6 " + dpkg_version("s6")
+
+
+class Supervisord(Peer):
+    """supervisord (Python) with one [program:x] per service, restarted at once."""
+
+    name = "supervisord"
+    binary = "supervisord"
+
+    def prepare(self, services):
+        lines = ["[supervisord]", "nodaemon=true",
+                 "logfile=%s" % os.path.join(self.run_dir, "supervisord.log"),
+                 "pidfile=%s" % os.path.join(self.run_dir, "supervisord.pid"),
+                 "loglevel=warn", "minfds=16384", ""]
+        for tag, argv in services:
+            lines += ["[program:%s]" % tag, "command=%s" % " ".join(argv),
+                      "autostart=true", "autorestart=true",
+                      # restart at once and never give up (as runit does)
+                      "startsecs=0", "startretries=1000000000",
+                      "stopsignal=TERM", "stopwaitsecs=10",
+                      "stdout_logfile=NONE", "stderr_logfile=NONE", ""]
+        self.config = os.path.join(self.run_dir, "supervisord.conf")
+        with open(self.config, "w") as f:
+            f.write("\n".join(lines))
+
+    def launch(self):
+        self.spawn(["supervisord", "-c", self.config], "supervisord.out")
+
+    def stop(self, timeout):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+    @staticmethod
+    def version():
+        return "supervisord " + dpkg_version("supervisor")
+
+
+class Pm2(Peer):
+    """pm2 (Node.js) in fork mode, each service a binary run with interpreter "none",
+    restarted at once; its daemon runs in a PM2_HOME of its own."""
+
+    name = "pm2"
+    binary = "pm2"
+
+    def prepare(self, services):
+        self.home = os.path.join(self.run_dir, "pm2-home")
+        os.makedirs(self.home)
+        self.env = dict(self.ctx.env, PM2_HOME=self.home)
+        apps = [{"name": tag, "script": argv[0], "args": argv[1:], "interpreter": "none",
+                 "exec_mode": "fork", "autorestart": True, "restart_delay": 0,
+                 "min_uptime": 0, "max_restarts": 1000000000,
+                 "out_file": "/dev/null", "error_file": "/dev/null"} for tag, argv in services]
+        self.config = os.path.join(self.run_dir, "ecosystem.json")
+        with open(self.config, "w") as f:
+            json.dump({"apps": apps}, f)
+
+    def launch(self):
+        # `pm2 start` starts the daemon (which detaches: as our subreaper's orphan it stays
+        # a child of this harness) and returns once every app is launched
+        out = open(os.path.join(self.run_dir, "pm2.out"), "ab")
+        try:
+            subprocess.run(["pm2", "start", self.config], cwd=self.run_dir, env=self.env,
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                           check=True, timeout=600)
+        finally:
+            out.close()
+
+    def daemon_pid(self):
+        try:
+            return int(read(os.path.join(self.home, "pm2.pid")).strip())
+        except (TypeError, ValueError):
+            return None
+
+    def own_pids(self):
+        pid = self.daemon_pid()
+        return self.tree_without_children(pid if pid is not None and live(pid) else None)
+
+    def stop(self, timeout):
+        try:
+            subprocess.run(["pm2", "kill"], cwd=self.run_dir, env=self.env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        reap_orphans()
+
+    @staticmethod
+    def version():
+        # from its package.json: `pm2 --version` may start a daemon
+        bin_path = os.path.realpath(shutil.which("pm2") or "pm2")
+        try:
+            with open(os.path.join(os.path.dirname(bin_path), "..", "package.json")) as f:
+                return "pm2 " + json.load(f)["version"]
+        except (OSError, ValueError, KeyError):
+            return "pm2 ?"
+
+
+def dpkg_version(package):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "?"
 
 
 class Warden(Peer):
@@ -636,52 +778,53 @@ def ratio(a, b):
 def report(args, ctx, rounds, chaos_runs, started, loads):
     lines = []
     add = lines.append
-    per = {k: [] for k in ("floor_p50", "floor_p99", "floor_fan", "runit_p50", "runit_p99",
-                           "runit_fan", "runit_pss", "warden_p50", "warden_p99",
-                           "warden_fan", "warden_api", "warden_rss", "warden_pss")}
-    for r in rounds:
-        for k in per:
-            per[k].append(r.get(k))
-    m = {k: median(v) for k, v in per.items()}
-    add("# warden, runit and the floor, side by side")
+    names = ["floor"] + ctx.peer_names + ["warden"]
+    keys = ("p50", "p99", "fan", "api", "rss", "pss")
+    m = {}
+    for name in names:
+        for k in keys:
+            m[name + "_" + k] = median([r.get(name + "_" + k) for r in rounds])
+    add("# warden beside %s and the floor" % ", ".join(ctx.peer_names or ["no peer"]))
     add("")
     add("Generated by `benches/peers/run.sh %s` (started %s UTC, %d round(s); figures are "
         "medians of the rounds, per-round values below). Machine: %d cores, %s; load average "
-        "at the rounds' starts: %s. Child: the static `bench-child`; work dir on %s."
+        "at the rounds' starts: %s. Child: the static `bench-child`; work dir on %s. "
+        "Versions: %s."
         % (args.shown, started, len(rounds), os.cpu_count(), os.uname().release,
-           "; ".join(loads), fs_type(ctx.work)))
+           "; ".join(loads), fs_type(ctx.work), ", ".join(ctx.versions)))
     add("")
-    add("| | floor (C loop) | runit | warden | warden / floor | goal |")
+    heads = ["floor (C loop)"] + ctx.peer_names + ["warden", "warden / floor", "goal"]
+    add("| | " + " | ".join(heads) + " |")
+    add("|---" * (len(heads) + 1) + "|")
+
+    def row(label, key, fmt, goal, warden_ratio=None):
+        cells = [f(m[n + "_" + key], fmt) for n in names]
+        cells.append(f(warden_ratio, "%.2fx") if warden_ratio is not None else "")
+        add("| %s | %s | %s |" % (label, " | ".join(cells), goal))
+
+    row("restart p50, kill -> new start line (ms)", "p50", "%.3f", "<= 1.15x floor",
+        ratio(m["warden_p50"], m["floor_p50"]))
+    row("restart p99 (ms)", "p99", "%.3f", "<= runit's p99",
+        ratio(m["warden_p99"], m["floor_p99"]))
+    row("%d services, launch -> last start line (s)" % args.n, "fan", "%.3f", "<= 1.25x floor",
+        ratio(m["warden_fan"], m["floor_fan"]))
+    row("%d services, launch -> API says all `running` (s)" % args.n, "api", "%.3f", "",
+        ratio(m["warden_api"], m["floor_fan"]))
+    row("supervisor RSS with %d services (MiB)" % args.n, "rss", "%.1f", "warden <= 20 MiB")
+    row("supervisor PSS with %d services (MiB)" % args.n, "pss", "%.1f", "")
+    add("")
+    add("RSS and PSS count the supervisor's own processes (for runit and s6 one supervise "
+        "process per service besides the scanner), not the children.")
+    add("")
+    add("Per round (%s):" % " / ".join(names))
+    add("")
+    add("| round | load at start | restart p50 (ms) | restart p99 (ms) | fan-out (s) | RSS (MiB) |")
     add("|---|---|---|---|---|---|")
-    add("| restart p50, kill -> new start line (ms) | %s | %s | %s | %s | <= 1.15x floor |"
-        % (f(m["floor_p50"], "%.3f"), f(m["runit_p50"], "%.3f"), f(m["warden_p50"], "%.3f"),
-           f(ratio(m["warden_p50"], m["floor_p50"]), "%.2fx")))
-    add("| restart p99 (ms) | %s | %s | %s | %s | <= runit's p99 (warden / runit: %s) |"
-        % (f(m["floor_p99"], "%.3f"), f(m["runit_p99"], "%.3f"), f(m["warden_p99"], "%.3f"),
-           f(ratio(m["warden_p99"], m["floor_p99"]), "%.2fx"),
-           f(ratio(m["warden_p99"], m["runit_p99"]), "%.2fx")))
-    add("| %d services, launch -> last start line (s) | %s | %s | %s | %s | <= 1.25x floor |"
-        % (args.n, f(m["floor_fan"], "%.3f"), f(m["runit_fan"], "%.3f"), f(m["warden_fan"], "%.3f"),
-           f(ratio(m["warden_fan"], m["floor_fan"]), "%.2fx")))
-    add("| %d services, launch -> API says all `running` (s) | | | %s | %s | |"
-        % (args.n, f(m["warden_api"], "%.3f"), f(ratio(m["warden_api"], m["floor_fan"]), "%.2fx")))
-    add("| supervisor memory with %d services (MiB) | | %s PSS | %s RSS (%s PSS) | | <= 20 MiB RSS |"
-        % (args.n, f(m["runit_pss"], "%.1f"), f(m["warden_rss"], "%.1f"), f(m["warden_pss"], "%.1f")))
-    add("")
-    add("Per round (floor / runit / warden):")
-    add("")
-    add("| round | load at start | restart p50 (ms) | restart p99 (ms) | fan-out (s) | warden RSS (MiB) "
-        "| warden / floor: p50, fan-out |")
-    add("|---|---|---|---|---|---|---|")
     for i, r in enumerate(rounds):
-        add("| %d | %s | %s / %s / %s | %s / %s / %s | %s / %s / %s | %s |" % (
-            i + 1, r.get("load"), f(r.get("floor_p50"), "%.3f"), f(r.get("runit_p50"), "%.3f"),
-            f(r.get("warden_p50"), "%.3f"), f(r.get("floor_p99"), "%.3f"),
-            f(r.get("runit_p99"), "%.3f"), f(r.get("warden_p99"), "%.3f"),
-            f(r.get("floor_fan"), "%.3f"), f(r.get("runit_fan"), "%.3f"),
-            f(r.get("warden_fan"), "%.3f"), f(r.get("warden_rss"), "%.1f")) + " %s, %s |" % (
-            f(ratio(r.get("warden_p50"), r.get("floor_p50")), "%.2fx"),
-            f(ratio(r.get("warden_fan"), r.get("floor_fan")), "%.2fx")))
+        cell = lambda key, fmt: " / ".join(f(r.get(n + "_" + key), fmt) for n in names)  # noqa: E731
+        add("| %d | %s | %s | %s | %s | %s |" % (
+            i + 1, r.get("load"), cell("p50", "%.3f"), cell("p99", "%.3f"), cell("fan", "%.3f"),
+            cell("rss", "%.1f")))
         if r.get("errors"):
             add("|  | errors: %s | | | | |" % "; ".join(r["errors"]))
     for c in chaos_runs:
@@ -735,6 +878,9 @@ def parse_args(argv):
     ap.add_argument("--census-every", type=float, default=2.0, help="s between /proc censuses")
     ap.add_argument("--work-base", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
                     help="where the temp work dir goes (tmpfs by default)")
+    ap.add_argument("--peers", default="runit,s6,supervisord,pm2",
+                    help="peers beside warden, in this order, those installed "
+                         "(runit,s6,supervisord; pm2 too: npm install -g pm2)")
     ap.add_argument("--no-runit", action="store_true", help="skip runit")
     a = ap.parse_args(argv)
     paths = ("--build", "--warden", "--out")
@@ -752,9 +898,18 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rounds, chaos_runs, loads = [], [], []
     say = lambda msg: print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)  # noqa: E731
-    peers = [Warden] if args.no_runit else [Runit, Warden]
-    say("%s, %s; work dir %s" % (Warden(ctx, ctx.run_dir("probe")).version(),
-                                 "runit skipped" if args.no_runit else Runit.version(), ctx.work))
+    known = {cls.name: cls for cls in (Runit, S6, Supervisord, Pm2)}
+    wanted = [w for w in args.peers.split(",") if w and not (args.no_runit and w == "runit")]
+    for w in wanted:
+        if w not in known:
+            raise SystemExit("unknown peer %r (known: %s)" % (w, ", ".join(known)))
+    others = [known[w] for w in wanted if shutil.which(known[w].binary)]
+    missing = [w for w in wanted if not shutil.which(known[w].binary)]
+    peers = others + [Warden]
+    ctx.peer_names = [cls.name for cls in others]
+    ctx.versions = [cls.version() for cls in others] + [Warden(ctx, ctx.run_dir("probe")).version()]
+    say("%s; not installed, skipped: %s; work dir %s"
+        % (", ".join(ctx.versions), ", ".join(missing) or "none", ctx.work))
     try:
         for i in range(args.rounds):
             r = {"load": loadavg(), "errors": []}

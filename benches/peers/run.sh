@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of warden against the physical floor of this machine (C loops
-# around posix_spawn) and runit, on the same workload in ONE run, plus warden's chaos
+# around posix_spawn), runit, s6 and supervisord, on the same workload in ONE run, plus warden's chaos
 # benchmark (1,000 crash-looping children). Writes benches/results/peers-<UTC time>.md.
 #
 #   benches/peers/run.sh [--rounds 3] [--kills 200] [--n 1000] [--chaos 60] ...
 #   benches/peers/run.sh --help          every knob (see peers.py)
 #
-# A hand-run script, not CI: it compiles the C programs with gcc, installs runit with
-# apt-get if it is missing (runit only, never runit-init: nothing replaces init, runsvdir
-# is just a child of this script), and builds warden with `cargo build --release`.
+# A hand-run script, not CI: it compiles the C programs with gcc, installs the peers with
+# apt-get if they are missing (see below), and builds warden with `cargo build --release`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -21,12 +20,19 @@ for arg in "$@"; do
 done
 
 command -v gcc >/dev/null || { echo "run.sh: gcc is needed (apt-get install gcc libc6-dev)" >&2; exit 2; }
-if ! command -v runsvdir >/dev/null; then
-  echo "run.sh: installing runit (apt-get, --no-install-recommends)" >&2
+# The peers, from the distribution (Debian/Ubuntu package names): only what is missing,
+# never an init package (runit, not runit-init; s6, not s6-linux-init): each supervisor
+# is just a child of this script. Set BENCH_NO_INSTALL=1 to run with what is there.
+missing=()
+command -v runsvdir >/dev/null || missing+=(runit)
+command -v s6-svscan >/dev/null || missing+=(s6)
+command -v supervisord >/dev/null || missing+=(supervisor)
+if [ "${#missing[@]}" -gt 0 ] && [ -z "${BENCH_NO_INSTALL:-}" ]; then
+  echo "run.sh: installing ${missing[*]} (apt-get, --no-install-recommends)" >&2
   sudo_=""
   [ "$(id -u)" = 0 ] || sudo_="sudo"
   $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends runit >&2
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
 mkdir -p "$build"

@@ -18,9 +18,9 @@
  * Right after the start line, "\n" goes to the fd named by $BENCH_NOTIFY_FD if set (the
  * floor programs block on it).
  *
- * runit runs a fixed ./run with no arguments: when argv[0]'s basename is "run", the
- * arguments are read from ./child.args (one line, split on blanks), so ./run can be a
- * symlink to this binary and no shell sits in between.
+ * runit and s6 run a fixed ./run (runit with no argument, s6 with the service's name):
+ * when argv[0]'s basename is "run", the arguments are read from ./child.args (one line,
+ * split on blanks), so ./run can be a symlink to this binary and no shell sits in between.
  *
  * Build: gcc -O2 -static -o bench-child bench-child.c
  */
@@ -83,7 +83,8 @@ int main(int argc, char **argv)
     int count;
     const char *base = strrchr(argv[0], '/');
     base = base ? base + 1 : argv[0];
-    if (strcmp(base, "run") == 0 && argc == 1) {
+    /* runit passes no argument, s6-supervise the service's name */
+    if (strcmp(base, "run") == 0 && argc <= 2) {
         count = args_from_file(words, 8);
     } else {
         count = argc - 1 < 8 ? argc - 1 : 8;
