@@ -404,6 +404,16 @@ fn fixture_dir() -> tempfile::TempDir {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).expect("cert.pem");
     std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).expect("key.pem");
+    // Secrets must be 0600 files of warden's own user.
+    for (name, text) in [
+        ("ops.url", "https://hooks.example.com/services/T0/B0/x\n"),
+        ("github.secret", "a webhook secret\n"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("secret");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+    }
     dir
 }
 
