@@ -179,10 +179,7 @@ fn check_csrf(req: &HttpRequest, ui: &UiState, session: Option<&Session>) -> Res
         Some(true) => Ok(()),
         Some(false) => Err(cross_origin(req)),
         None => {
-            let presented = req
-                .headers()
-                .get(CSRF_HEADER)
-                .and_then(|v| v.to_str().ok());
+            let presented = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             match (session, presented) {
                 (Some(s), Some(p)) if s.csrf_matches(p) => Ok(()),
                 _ => Err(forbidden(format!(
@@ -318,7 +315,10 @@ mod tests {
     fn the_page_has_no_inline_script_or_style() {
         let page = INDEX_HTML.to_ascii_lowercase();
         assert!(!page.contains("<style"), "inline <style> in index.html");
-        assert!(!page.contains(" style="), "inline style attribute in index.html");
+        assert!(
+            !page.contains(" style="),
+            "inline style attribute in index.html"
+        );
         let handler = page.split_whitespace().find(|word| {
             word.split_once('=').is_some_and(|(name, _)| {
                 name.starts_with("on") && name.chars().all(|c| c.is_ascii_lowercase())

@@ -110,7 +110,10 @@ mod tests {
             sessions.open(Access::ReadOnly).expect("open");
         }
         assert_eq!(sessions.len(), MAX_SESSIONS);
-        assert!(sessions.get(&first).is_none(), "the oldest session made room");
+        assert!(
+            sessions.get(&first).is_none(),
+            "the oldest session made room"
+        );
         let (id, s) = sessions.open(Access::Full).expect("open");
         assert_eq!(id.len(), 64, "256 random bits in hex");
         assert!(sessions.get(&id).is_some_and(|g| g.csrf_matches(&s.csrf)));
