@@ -295,7 +295,7 @@ command = ["sleep", "100000"]
     w.wait_state("/migrate", "failed", Duration::from_secs(20));
     let r = w.req("POST", "/api/v1/actors/cron/stop");
     assert_eq!(r.status, 200, "{}", r.text());
-    let browser = Browser::start(1280, 640);
+    let browser = Browser::start(1280, 860);
     sign_in(&browser, &w, &w.token());
     wait_row_state(&browser, "/mailer", "backoff");
     browser.click(".row[data-path=\"/web/api\"] .open");

@@ -473,7 +473,7 @@ function renderFacts() {
     ["kind", actor.kind], ["state", actor.state], ["pid", actor.pid],
     ["restarts", actor.restarts], ["started", actor.started_at], ["time", timeText(actor)],
   ];
-  if (actor.backoff) facts.push(["backoff", `attempt ${actor.backoff.attempt}, delay ${actor.backoff.delay_ms} ms`]);
+  if (actor.backoff && (actor.backoff.attempt || actor.backoff.delay_ms)) facts.push(["backoff", `attempt ${actor.backoff.attempt}, delay ${actor.backoff.delay_ms} ms`]);
   if (actor.next_restart_at) facts.push(["next restart", actor.next_restart_at]);
   if (actor.last_exit) {
     const x = actor.last_exit;
