@@ -2,6 +2,8 @@
 //! every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`: the
 //! admin token for anything, the read-only token (`read_token_file`) for GET only (403
 //! otherwise). `/readyz` names the actors it waits for only to a caller with a token.
+//! Without a bearer header, the dashboard's session cookie authenticates `/api/v1/*`
+//! (see [`ui`]: a state change with it needs a same-origin `Origin` or its CSRF header).
 //! Served over HTTPS when `[admin] tls` is set. Every error is JSON `{"error": "..."}`;
 //! request bodies are limited to [`MAX_BODY`].
 //! Requests are carried out by the [`Controller`], the same actor that serves the control

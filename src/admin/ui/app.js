@@ -217,6 +217,7 @@ function refetchAll() {
   refetching = (async () => {
     try {
       const list = await api("GET", "/api/v1/actors");
+      if (!state.firstRender) performance.mark("warden-fetched");
       render(list);
     } catch (e) {
       toast(`cannot read the tree: ${e.message}`);
@@ -274,6 +275,8 @@ function render(list) {
     state.firstRender = performance.now();
     performance.mark("warden-rendered");
     document.body.dataset.rendered = String(list.length);
+    // The frame after the first render: rows laid out and painted.
+    requestAnimationFrame(() => setTimeout(() => performance.mark("warden-painted"), 0));
   }
 }
 
