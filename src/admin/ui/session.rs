@@ -90,7 +90,8 @@ impl Sessions {
     }
 
     /// How many sessions are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_id
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
