@@ -448,7 +448,8 @@ function select(path) {
   clearInterval(state.logTimer);
   clearInterval(state.sideTimer);
   state.logText = "";
-  $("log").textContent = "";
+  state.logCount = 0;
+  $("log").replaceChildren();
   $("deploys").classList.add("hidden");
   if (!path) { $("panel").classList.add("hidden"); return; }
   state.rows.get(path)?.classList.add("selected");
@@ -526,20 +527,64 @@ async function pollLog() {
   }
 }
 
-/// Shows the tail: one text node of at most LOG_LINES lines, kept at the bottom while
-/// the reader is there.
+/// Shows the tail, at most LOG_LINES lines, kept at the bottom while the reader is there.
+/// What is new since the last poll is appended in blocks of at most 200 lines (only they
+/// are laid out); the oldest blocks go while the pane holds more than LOG_LINES.
 function showLog(text) {
   if (text === state.logText) return;
-  state.logText = text;
   const pre = $("log");
-  let lines = text;
-  let count = 0;
-  for (let i = lines.length - 1; i >= 0; i--) {
-    if (lines.charCodeAt(i) === 10 && ++count > LOG_LINES) { lines = lines.slice(i + 1); break; }
-  }
   const follow = state.follow;
-  pre.textContent = lines;
+  const old = state.logText;
+  state.logText = text;
+  let added = null;
+  if (old) {
+    // The last line of the previous tail and up to 200 characters before it.
+    const cut = old.lastIndexOf("\n", old.length - 2);
+    const tail = old.slice(Math.max(0, cut - 200));
+    const at = text.lastIndexOf(tail);
+    if (at >= 0) added = text.slice(at + tail.length);
+  }
+  if (added === null) {
+    pre.replaceChildren();
+    state.logCount = 0;
+    added = lastLines(text, LOG_LINES);
+  }
+  for (const chunk of chunks(added, 200)) {
+    const block = document.createElement("div");
+    block.textContent = chunk.text;
+    block.dataset.lines = String(chunk.lines);
+    pre.appendChild(block);
+    state.logCount += chunk.lines;
+  }
+  while (state.logCount > LOG_LINES && pre.childElementCount > 1) {
+    state.logCount -= Number(pre.firstChild.dataset.lines);
+    pre.firstChild.remove();
+  }
   if (follow) pre.scrollTop = pre.scrollHeight;
+}
+
+/// `text` cut after every `size`-th line: [{text, lines}].
+function chunks(text, size) {
+  const out = [];
+  let start = 0;
+  let lines = 0;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) === 10 && ++lines === size) {
+      out.push({ text: text.slice(start, i + 1), lines });
+      start = i + 1;
+      lines = 0;
+    }
+  }
+  if (start < text.length) out.push({ text: text.slice(start), lines: lines + 1 });
+  return out;
+}
+
+function lastLines(text, max) {
+  let count = 0;
+  for (let i = text.length - 1; i >= 0; i--) {
+    if (text.charCodeAt(i) === 10 && ++count > max) return text.slice(i + 1);
+  }
+  return text;
 }
 
 async function refetchDeploys() {
