@@ -255,6 +255,55 @@ fn three_hundred_services_render() {
     assert_eq!(rows(&browser), api_states(&w));
 }
 
+#[test]
+fn the_log_pane_follows_at_the_bottom_and_keeps_at_most_2000_lines() {
+    let w = Warden::start(
+        r#"
+[[service]]
+name = "chatty"
+command = ["python3", "-u", "-c", "import time\nn = 0\nwhile True:\n    print('\\n'.join('line %d' % (n + i) for i in range(500)), flush=True)\n    n += 500\n    time.sleep(0.1)\n"]
+"#,
+    );
+    w.wait_state("/chatty", "running", Duration::from_secs(20));
+    let browser = Browser::start(1280, 900);
+    sign_in(&browser, &w, &w.token());
+    browser.click(".row[data-path=\"/chatty\"] .open");
+    const LAST: &str = "const t = document.getElementById('log').textContent.trimEnd();
+         const n = Number(t.slice(t.lastIndexOf('line ') + 5));";
+    let first = browser.wait_js(
+        "more than 2,000 lines written",
+        Duration::from_secs(20),
+        &format!("{LAST} return n > 3000 ? n : null;"),
+    );
+    let first = first.as_u64().expect("line number");
+    browser.wait_js(
+        "the pane follows new lines",
+        Duration::from_secs(20),
+        &format!("{LAST} return n > {first} + 1000;"),
+    );
+    let (lines, gap) = {
+        let v = browser.js(
+            "const log = document.getElementById('log');
+             return [log.textContent.split('\\n').filter(l => l).length,
+                     log.scrollHeight - log.scrollTop - log.clientHeight];",
+            json!([]),
+        );
+        (v[0].as_u64().expect("lines"), v[1].as_f64().expect("gap"))
+    };
+    assert!((1000..=2000).contains(&lines), "{lines} lines in the DOM");
+    assert!(gap < 8.0, "following: at the bottom ({gap} px away)");
+    // Scrolled up, the pane stays where the reader put it.
+    browser.js("document.getElementById('log').scrollTop = 0;", json!([]));
+    browser.wait_js(
+        "following paused",
+        Duration::from_secs(5),
+        "return window.__warden.follow === false",
+    );
+    holds_for("the pane stays scrolled up", Duration::from_secs(3), || {
+        browser.js("return document.getElementById('log').scrollTop", json!([])) == json!(0)
+    });
+}
+
 /// The dashboard with a few services in different states, for the README:
 /// `cargo test --test dashboard -- --ignored dashboard_screenshot` writes
 /// `docs/dashboard.png`.
