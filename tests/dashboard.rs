@@ -304,6 +304,38 @@ command = ["python3", "-u", "-c", "import time\nn = 0\nwhile True:\n    print('\
     });
 }
 
+#[test]
+fn pools_with_their_sessions_and_a_hubs_spokes_are_shown() {
+    use support::pools::{acquire, free_range, pool, server_command, session};
+    let lo = free_range(2);
+    let w = Warden::start(&format!(
+        "[hub]\nenabled = true\n{}",
+        pool(
+            &server_command(),
+            lo,
+            2,
+            "min = 1\nmax = 2\nsessions_per_worker = 2",
+            None
+        )
+    ));
+    let (_, worker, _) = session(&acquire(&w));
+    let browser = Browser::start(1280, 900);
+    sign_in(&browser, &w, &w.token());
+    let text = browser.wait_js(
+        "the pool with its session",
+        Duration::from_secs(20),
+        "const p = document.getElementById('pools');
+         return !p.classList.contains('hidden') && p.textContent.includes('1/2 sessions')
+           ? p.textContent : null;",
+    );
+    assert!(text.as_str().is_some_and(|t| t.contains(&worker)), "{text}");
+    browser.wait_js(
+        "the hub's spokes",
+        Duration::from_secs(20),
+        "return !document.getElementById('spokes').classList.contains('hidden')",
+    );
+}
+
 /// The dashboard with a few services in different states, for the README:
 /// `cargo test --test dashboard -- --ignored dashboard_screenshot` writes
 /// `docs/dashboard.png`.
