@@ -2,6 +2,8 @@
 //! every route but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`: the
 //! admin token for anything, the read-only token (`read_token_file`) for GET only (403
 //! otherwise). `/readyz` names the actors it waits for only to a caller with a token.
+//! Without a bearer header, the dashboard's session cookie authenticates `/api/v1/*`
+//! (see [`ui`]: a state change with it needs a same-origin `Origin` or its CSRF header).
 //! Served over HTTPS when `[admin] tls` is set. Every error is JSON `{"error": "..."}`;
 //! request bodies are limited to [`MAX_BODY`].
 //! Requests are carried out by the [`Controller`], the same actor that serves the control
@@ -12,6 +14,7 @@ mod events;
 mod health;
 mod operations;
 mod pools;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,19 +102,28 @@ pub(crate) fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
     let state = req
         .app_data::<web::Data<AdminState>>()
         .ok_or_else(|| unauthorized("server misconfigured: no token"))?;
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing bearer token (Authorization: Bearer <token>)"))?;
-    let presented = header
-        .to_str()
-        .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("malformed Authorization header: expected 'Bearer <token>'"))?;
-    match state.tokens.access(presented.trim()) {
-        Some(Access::Full) => Ok(Authorized),
-        Some(Access::ReadOnly) if req.method() == actix_web::http::Method::GET => Ok(Authorized),
-        Some(Access::ReadOnly) => Err(ApiError::new(
+    let access = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        Some(header) => {
+            let presented = header
+                .to_str()
+                .ok()
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .ok_or_else(|| {
+                    unauthorized("malformed Authorization header: expected 'Bearer <token>'")
+                })?;
+            state
+                .tokens
+                .access(presented.trim())
+                .ok_or_else(|| unauthorized("wrong bearer token"))?
+        }
+        None => ui::cookie_access(req).ok_or_else(|| {
+            unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        })??,
+    };
+    match access {
+        Access::Full => Ok(Authorized),
+        Access::ReadOnly if req.method() == actix_web::http::Method::GET => Ok(Authorized),
+        Access::ReadOnly => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "the read-only token may only GET: {} {} needs the admin token",
@@ -119,7 +131,6 @@ pub(crate) fn check_token(req: &HttpRequest) -> Result<Authorized, ApiError> {
                 req.path()
             ),
         )),
-        None => Err(unauthorized("wrong bearer token")),
     }
 }
 
@@ -228,7 +239,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/pools/{path:.*}",
             web::delete().to(pools::pool_delete),
         )
-        .configure(crate::hub::routes::routes);
+        .configure(crate::hub::routes::routes)
+        .configure(ui::routes);
 }
 
 /// Binds the admin API on `listen` (bound before this returns, so it answers from then
@@ -239,10 +251,14 @@ pub fn serve(
     state: AdminState,
     tls: Option<rustls::ServerConfig>,
 ) -> std::io::Result<(Server, SocketAddr)> {
+    let events = web::Data::new(events::EventLog::start(&state.tree)?);
+    let ui = web::Data::new(ui::UiState::new(tls.is_some()));
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(events.clone())
+            .app_data(ui.clone())
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service as _;
                 let too_big = req

@@ -12,6 +12,14 @@ use super::dechunk;
 /// How long the response head may take.
 const HEAD_WITHIN: Duration = Duration::from_secs(20);
 
+/// One Server-Sent Events message: its `id:`, `event:` and `data:` lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
 /// An open `GET /api/v1/events` stream.
 pub struct EventStream {
     stream: TcpStream,
@@ -22,13 +30,19 @@ impl EventStream {
     /// Opens the stream with `token` and reads the response head; answers the status and
     /// content type, and the stream when it is 200.
     pub fn open(port: u16, token: &str) -> EventStream {
+        Self::open_with(port, &format!("Authorization: Bearer {token}\r\n"))
+    }
+
+    /// As [`EventStream::open`], with `headers` (each line ending in CRLF) as the
+    /// credentials and any other header, such as `Last-Event-ID`.
+    pub fn open_with(port: u16, headers: &str) -> EventStream {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("read timeout");
         let req = format!(
             "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
+             {headers}\r\n"
         );
         stream.write_all(req.as_bytes()).expect("send request");
         let mut raw = Vec::new();
@@ -75,29 +89,58 @@ impl EventStream {
         }
     }
 
-    /// The `state` events received so far, as JSON.
-    pub fn state_events(&self) -> Vec<Value> {
+    /// Every complete message received so far (comments left out).
+    pub fn messages(&self) -> Vec<SseMessage> {
         let text = dechunk(&self.raw);
         let text = String::from_utf8_lossy(&text).into_owned();
         let mut out = Vec::new();
-        for block in text.split("\n\n") {
-            let mut event = None;
-            let mut data = String::new();
+        let complete = text.rfind("\n\n").map_or("", |end| &text[..end]);
+        for block in complete.split("\n\n") {
+            let mut message = SseMessage::default();
             for line in block.lines() {
                 if let Some(e) = line.strip_prefix("event:") {
-                    event = Some(e.trim().to_owned());
+                    message.event = e.trim().to_owned();
                 } else if let Some(d) = line.strip_prefix("data:") {
-                    data.push_str(d.trim());
+                    message.data.push_str(d.trim());
+                } else if let Some(id) = line.strip_prefix("id:") {
+                    message.id = Some(id.trim().to_owned());
                 }
             }
-            if event.as_deref() == Some("state") {
-                out.push(
-                    serde_json::from_str(&data)
-                        .unwrap_or_else(|e| panic!("state data is not JSON ({e}): {data:?}")),
-                );
+            if !message.event.is_empty() {
+                out.push(message);
             }
         }
         out
+    }
+
+    /// The `state` events received so far, as JSON.
+    pub fn state_events(&self) -> Vec<Value> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.event == "state")
+            .map(|m| {
+                serde_json::from_str(&m.data)
+                    .unwrap_or_else(|e| panic!("state data is not JSON ({e}): {:?}", m.data))
+            })
+            .collect()
+    }
+
+    /// Reads until `pred` holds for the messages so far, or panics after `timeout`.
+    pub fn until_messages(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[SseMessage]) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !pred(&self.messages()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; messages so far: {:?}",
+                self.messages()
+            );
+            self.read_some();
+        }
     }
 
     /// Reads until `pred` holds for the events so far, or panics after `timeout`.

@@ -2,6 +2,7 @@
 //! a small HTTP client, polling with deadlines, and process checks by pid.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod census;
 pub mod events;
 pub mod example_bin;
