@@ -672,14 +672,37 @@ impl Supervisor {
     }
 
     fn begin_stop(&mut self, i: usize) {
+        let mode = self.stop_mode(i);
         if let Some(run) = self.slots[i].run.as_mut() {
             run.stopping = true;
             if let Some(stop) = run.stop.take() {
-                let _ = stop.send(StopMode::Graceful);
+                let _ = stop.send(mode);
             }
         }
         tracing::debug!(path = %self.slots[i].info.path, "stopping");
         self.publish(i);
+    }
+
+    /// [`StopMode::Restart`] when child `i` stops to start again at once and alone (no
+    /// sibling in its batch, whose order a restart in place would break); else graceful.
+    fn stop_mode(&self, i: usize) -> StopMode {
+        let Target::Down(Down::Restart {
+            batch, at: None, ..
+        }) = self.slots[i].target
+        else {
+            return StopMode::Graceful;
+        };
+        let shared = self.slots.iter().enumerate().any(|(j, s)| {
+            j != i
+                && matches!(s.target,
+                    Target::Down(Down::Restart { batch: b, .. }) | Target::Up { batch: b, .. }
+                    if b == batch)
+        });
+        if shared {
+            StopMode::Graceful
+        } else {
+            StopMode::Restart
+        }
     }
 
     fn on_ready(
