@@ -83,6 +83,14 @@ command = ["sleep", "1000"]
 [[service]]
 name = "talker"
 command = ["sh", "-c", "echo one; echo two; echo three; exec sleep 1000"]
+
+[[supervisor]]
+name = "grp"
+
+[[service]]
+name = "logs"
+supervisor = "grp"
+command = ["sh", "-c", "echo from-logs; exec sleep 1000"]
 "#;
 
 /// Promise: a spoke enrolls with a join token, its link `/_hub` (kind link) runs, and
@@ -96,11 +104,22 @@ fn enrollment_then_relayed_verbs_equal_the_spokes_own_answers() {
     assert_eq!(link["kind"], "link");
     spoke.wait_state("/sleeper", "running", Duration::from_secs(10));
     spoke.wait_state("/talker", "running", Duration::from_secs(10));
+    spoke.wait_state("/grp/logs", "running", Duration::from_secs(10));
     wait_until("talker's lines", Duration::from_secs(10), || {
         get(&spoke, "/api/v1/actors/talker/logs?tail=10")
             .text()
             .contains("three")
     });
+    wait_until("the logs actor's line", Duration::from_secs(10), || {
+        get(&spoke, "/api/v1/actors/grp/logs/logs?tail=5")
+            .text()
+            .contains("from-logs")
+    });
+    assert_eq!(
+        get(&spoke, "/api/v1/actors/grp/logs").json()["name"],
+        "logs",
+        "the spoke's own API reads grp/logs as the actor"
+    );
     let spokes = get(&hub, "/api/v1/spokes").json();
     assert_eq!(spokes[0]["name"], "edge-1");
     assert_eq!(spokes[0]["connected"], true);
@@ -118,6 +137,16 @@ fn enrollment_then_relayed_verbs_equal_the_spokes_own_answers() {
         (
             "/api/v1/spokes/edge-1/actors/talker/logs?tail=2",
             "/api/v1/actors/talker/logs?tail=2",
+        ),
+        // An actor named `logs` is that actor, not the logs of its parent; its own
+        // logs are one `/logs` further.
+        (
+            "/api/v1/spokes/edge-1/actors/grp/logs",
+            "/api/v1/actors/grp/logs",
+        ),
+        (
+            "/api/v1/spokes/edge-1/actors/grp/logs/logs?tail=5",
+            "/api/v1/actors/grp/logs/logs?tail=5",
         ),
     ] {
         let a = get(&hub, relayed);
