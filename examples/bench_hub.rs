@@ -138,8 +138,8 @@ impl Warden {
 
     /// CPU time (user + system) the process used so far.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
         let ticks: u64 = stat
             .rsplit_once(')')

@@ -607,7 +607,9 @@ pub fn serve(
             .configure(routes)
             .default_service(web::to(not_found))
     })
-    .workers(2)
+    // A hub's spoke WebSockets live on these workers: with 4, a burst of reconnects
+    // queues a quarter of its handshakes, not half, ahead of a /healthz (bench_hub).
+    .workers(4)
     .disable_signals()
     .shutdown_timeout(1);
     let bound = listener.local_addr()?;
