@@ -607,9 +607,7 @@ pub fn serve(
             .configure(routes)
             .default_service(web::to(not_found))
     })
-    // A hub's spoke WebSockets live on these workers: with 4, a burst of reconnects
-    // queues a quarter of its handshakes, not half, ahead of a /healthz (bench_hub).
-    .workers(4)
+    .workers(2)
     .disable_signals()
     .shutdown_timeout(1);
     let bound = listener.local_addr()?;
