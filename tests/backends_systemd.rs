@@ -177,6 +177,35 @@ fn warden_killed_and_started_again_keeps_the_running_unit() {
     assert_eq!(fake.count("RestartUnit"), 0, "{:?}", fake.calls());
 }
 
+// Promise: a reload that changes a systemd-backed service's unit stops the old unit
+// (StopUnit) and starts the new one (StartUnit): it is no restart in place.
+#[test]
+fn a_reload_that_changes_the_unit_stops_the_old_one() {
+    let (fake, w) = start(10);
+    w.wait_state("/web", "running", T);
+    let pid = wait_for("web's MainPID as pid", T, || w.actor_pid("/web"));
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    std::fs::write(&w.config, text.replace("web.service", "other.service")).expect("config");
+    let r = w.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = wait_for("web runs other.service", T, || {
+        let a = w.actor("/web");
+        (a["state"] == "running" && a["details"]["unit"] == "other.service").then_some(a)
+    });
+    wait_until("the old unit's process ended", T, || !alive(pid));
+    assert_ne!(a["pid"], pid, "{a}");
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"StopUnit web.service".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"StartUnit other.service".to_owned()),
+        "{calls:?}"
+    );
+    assert_eq!(fake.count("RestartUnit"), 0, "{calls:?}");
+}
+
 // Promise: a unit whose main process dies is an abnormal exit seen through the signal
 // (no Get/GetAll between events), backed off and started again through StartUnit;
 // past its intensity it is `failed`; each state change reaches /api/v1/events.

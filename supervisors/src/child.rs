@@ -63,9 +63,10 @@ impl fmt::Debug for PidReport {
 pub enum StopMode {
     /// The child's stop procedure (a signal, then SIGKILL after its timeout).
     Graceful,
-    /// The operator restarts this child alone and it starts again at once: a child that
-    /// can restart in place (a unit: the manager's RestartUnit) may do so and hand the
-    /// restarted unit to its next run; any other child stops as for `Graceful`.
+    /// The operator restarts this child alone, with its spec unchanged, and it starts
+    /// again at once: a child that can restart in place (a unit: the manager's
+    /// RestartUnit) may do so and hand the restarted unit to its next run; any other
+    /// child stops as for `Graceful`.
     Restart,
 }
 
