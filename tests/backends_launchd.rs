@@ -32,6 +32,14 @@ bootout) rm -f "$dir/state" ;;
 esac
 "#;
 
+/// The stand-in's calls but `print` (the verbs).
+fn verbs(argv: &[String]) -> Vec<&str> {
+    argv.iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("print"))
+        .collect()
+}
+
 #[test]
 fn parse_print_reads_state_pid_and_last_exit() {
     let text = "system/com.example.app = {\n\tactive count = 1\n\tstate = running\n\tpid = 4242\n\
@@ -74,13 +82,8 @@ fn verbs_run_launchctl_with_the_expected_argv() {
     });
     assert_eq!(a["kind"], "service", "{a}");
     let argv = lines(&bin.join("argv.log"));
-    let verbs: Vec<&str> = argv
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !l.starts_with("print"))
-        .collect();
     assert_eq!(
-        verbs,
+        verbs(&argv),
         [
             "bootstrap system /Library/LaunchDaemons/com.example.app.plist",
             "kickstart system/com.example.app",
@@ -97,13 +100,8 @@ fn verbs_run_launchctl_with_the_expected_argv() {
     let a = w.wait_state("/app", "running", T);
     assert_eq!(a["restarts"], 1, "{a}");
     let argv = lines(&bin.join("argv.log"));
-    let verbs: Vec<&str> = argv
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !l.starts_with("print"))
-        .collect();
     assert_eq!(
-        verbs[2..],
+        verbs(&argv)[2..],
         ["kickstart -k system/com.example.app"],
         "one kickstart -k, no bootout: {argv:?}"
     );
