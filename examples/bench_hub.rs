@@ -136,6 +136,25 @@ impl Warden {
             .unwrap_or(0)
     }
 
+    /// CPU time (user + system) the process used so far.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|t| t.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        // /proc counts in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+        Duration::from_millis(ticks * 10)
+    }
+
     fn kill9_and_restart(&mut self) -> Result<(), String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -247,6 +266,28 @@ impl Conn {
         self.reader.read_exact(&mut out).map_err(e)?;
         Ok((status, out))
     }
+}
+
+/// One `/healthz` on `conn`: how long it took; then a pause of 0.5 ms (the pace of the
+/// probe).
+fn healthz_once(conn: &mut Conn) -> Result<Duration, String> {
+    let t = Instant::now();
+    let (status, _) = conn.call("GET", "/healthz", None, None)?;
+    let took = t.elapsed();
+    if status != 200 {
+        return Err(format!("/healthz {status}"));
+    }
+    std::thread::sleep(Duration::from_micros(500));
+    Ok(took)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn percentiles(mut v: Vec<Duration>) -> String {
@@ -507,9 +548,20 @@ fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
         rss_before as f64 / 1024.0
     );
 
+    // /healthz with every spoke connected and idle: the floor the storm is compared to
+    // (on a busy machine this is mostly the scheduler's noise).
+    let mut hc = Conn::open(hub.port)?;
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        idle.push(healthz_once(&mut hc)?);
+    }
+    println!("/healthz idle, all connected {}", percentiles(idle));
+
     // Reconnect storm.
+    println!("load average before the storm: {}", load_average());
     hub.kill9_and_restart()?;
     hub.wait_healthy()?;
+    let cpu_up = hub.cpu();
     let t_up = Instant::now();
     let mut health = Vec::new();
     let mut hc = Conn::open(hub.port)?;
@@ -520,19 +572,18 @@ fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
                 reconnected.load(Ordering::SeqCst)
             ));
         }
-        let t = Instant::now();
-        let (status, _) = hc.call("GET", "/healthz", None, None)?;
-        if status != 200 {
-            return Err(format!("/healthz {status} during the storm"));
-        }
-        health.push(t.elapsed());
-        std::thread::sleep(Duration::from_micros(500));
+        health.push(healthz_once(&mut hc)?);
     }
     println!(
         "reconnect storm: all {spokes} reconnected {:.3} s after the restarted hub answered",
         t_up.elapsed().as_secs_f64()
     );
     println!("/healthz during the storm {}", percentiles(health));
+    println!(
+        "hub CPU during the storm: {:.3} s of {:.3} s",
+        hub.cpu().saturating_sub(cpu_up).as_secs_f64(),
+        t_up.elapsed().as_secs_f64()
+    );
     println!(
         "hub RSS after the storm: {:.1} MiB",
         hub.rss_kib() as f64 / 1024.0

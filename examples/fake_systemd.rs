@@ -8,7 +8,10 @@
 //! `Service` (MainPID, NRestarts, Result, ExecMainCode, ExecMainStatus) interfaces and
 //! sends PropertiesChanged on every change. Every method call is appended, one line
 //! `Member first-argument`, to the file named by the first argument, so a test can see
-//! which verbs were called and that no Get/GetAll came between events.
+//! which verbs were called and that no Get/GetAll came between events; so is every spawn
+//! of a unit's process, as `Spawned UNIT PID`. As systemd does, StartUnit on an active
+//! unit is a job that is done at once and changes nothing; RestartUnit stops the unit's
+//! process and starts a new one (a new MainPID).
 //!
 //! Usage: `fake_systemd CALL_LOG` (with `DBUS_SYSTEM_BUS_ADDRESS` set). It prints `ready`
 //! once it owns the name, and exits (killing its units' processes) when the bus goes away.
@@ -148,11 +151,13 @@ impl Fake {
         let unit = self.unit(name);
         match child {
             Ok(mut child) => {
+                let pid = child.id();
                 unit.active = "active";
                 unit.sub = "running";
                 unit.main_pid = child.id();
                 unit.run = run;
                 let name = name.to_owned();
+                self.log(&format!("Spawned {name} {pid}"));
                 std::thread::spawn(move || {
                     if let Ok(status) = child.wait() {
                         let _ = exits.send((name, run, status));
@@ -167,10 +172,12 @@ impl Fake {
         }
     }
 
+    /// Starts the unit unless it is active already (then nothing changes).
     async fn start(&mut self, name: &str) -> zbus::Result<()> {
-        if self.unit(name).active != "active" {
-            self.spawn(name);
+        if self.unit(name).active == "active" {
+            return Ok(());
         }
+        self.spawn(name);
         self.changed(name).await
     }
 

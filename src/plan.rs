@@ -89,6 +89,7 @@ pub fn link_child(spoke: &config::SpokeConfig, wiring: &Wiring) -> Result<ChildS
         name: spoke.name.clone(),
         join_token_file: spoke.join_token_file.clone(),
         credential_file: spoke.credential_file.clone(),
+        ca_roots: spoke.ca_roots.clone(),
         policy: warden_actors::link::policy::SpokePolicy::new(
             spoke.allow.clone(),
             spoke.paths.clone(),

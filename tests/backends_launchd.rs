@@ -32,6 +32,14 @@ bootout) rm -f "$dir/state" ;;
 esac
 "#;
 
+/// The stand-in's calls but `print` (the verbs).
+fn verbs(argv: &[String]) -> Vec<&str> {
+    argv.iter()
+        .map(String::as_str)
+        .filter(|l| !l.starts_with("print"))
+        .collect()
+}
+
 #[test]
 fn parse_print_reads_state_pid_and_last_exit() {
     let text = "system/com.example.app = {\n\tactive count = 1\n\tstate = running\n\tpid = 4242\n\
@@ -46,8 +54,9 @@ fn parse_print_reads_state_pid_and_last_exit() {
     assert_eq!(s.exec_main_status, Some(3));
 }
 
-// Promise: a launchd job is started with `bootstrap` (not loaded) then `kickstart`, stopped
-// with `bootout`, and its state and pid come from `launchctl print`.
+// Promise: a launchd job is started with `bootstrap` (not loaded) then `kickstart`,
+// restarted by an operator with one `kickstart -k`, stopped with `bootout`, and its state
+// and pid come from `launchctl print`.
 #[test]
 fn verbs_run_launchctl_with_the_expected_argv() {
     let dir = temp_dir();
@@ -73,13 +82,8 @@ fn verbs_run_launchctl_with_the_expected_argv() {
     });
     assert_eq!(a["kind"], "service", "{a}");
     let argv = lines(&bin.join("argv.log"));
-    let verbs: Vec<&str> = argv
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !l.starts_with("print"))
-        .collect();
     assert_eq!(
-        verbs,
+        verbs(&argv),
         [
             "bootstrap system /Library/LaunchDaemons/com.example.app.plist",
             "kickstart system/com.example.app",
@@ -89,6 +93,17 @@ fn verbs_run_launchctl_with_the_expected_argv() {
     assert!(
         argv.iter().any(|l| l == "print system/com.example.app"),
         "{argv:?}"
+    );
+
+    let r = w.req("POST", "/api/v1/actors/app/restart");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = w.wait_state("/app", "running", T);
+    assert_eq!(a["restarts"], 1, "{a}");
+    let argv = lines(&bin.join("argv.log"));
+    assert_eq!(
+        verbs(&argv)[2..],
+        ["kickstart -k system/com.example.app"],
+        "one kickstart -k, no bootout: {argv:?}"
     );
 
     let r = w.req("POST", "/api/v1/actors/app/stop");

@@ -27,7 +27,6 @@ fn unit_config(intensity_max: u32) -> String {
 fn start(intensity_max: u32) -> (FakeSystemd, Warden) {
     let dir = temp_dir();
     let fake = FakeSystemd::start(dir.path(), &example_bin("fake_systemd"));
-    let address = fake.address();
     // A stand-in journalctl: prints its argv, so the logs route shows how it was asked.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
@@ -38,26 +37,36 @@ fn start(intensity_max: u32) -> (FakeSystemd, Warden) {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
+    let w = start_warden(&fake, dir, intensity_max);
+    (fake, w)
+}
+
+/// Starts warden in `dir` (made by [`start`]) on the stand-in's bus.
+fn start_warden(fake: &FakeSystemd, dir: tempfile::TempDir, intensity_max: u32) -> Warden {
+    let address = fake.address();
     let path = format!(
         "{}:{}",
-        bin.display(),
+        dir.path().join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let w = Warden::start_in_env(
+    Warden::start_in_env(
         dir,
         &unit_config(intensity_max),
         &[
             ("DBUS_SYSTEM_BUS_ADDRESS", address.as_str()),
             ("PATH", path.as_str()),
         ],
-    );
-    (fake, w)
+    )
 }
 
 /// Each GetAll is part of a watch's single read after LoadUnit; nothing else reads
 /// properties: every change after that came as a signal (no polling).
 fn assert_no_polling(fake: &FakeSystemd) {
-    let calls = fake.calls();
+    let calls: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("Spawned "))
+        .collect();
     assert!(
         !calls.iter().any(|c| c.starts_with("Get ")),
         "a Get call: {calls:?}"
@@ -81,8 +90,9 @@ fn assert_no_polling(fake: &FakeSystemd) {
     }
 }
 
-// Promise: start, stop and restart of a systemd-backed service go through StartUnit and
-// StopUnit; the actor's pid is the unit's MainPID, and a stop ends that process.
+// Promise: start and stop of a systemd-backed service go through StartUnit and StopUnit,
+// an operator's restart through one RestartUnit (a new MainPID, no StopUnit/StartUnit);
+// the actor's pid is the unit's MainPID, and a stop ends that process.
 #[test]
 fn start_stop_restart_go_over_dbus() {
     let (fake, w) = start(10);
@@ -122,12 +132,78 @@ fn start_stop_restart_go_over_dbus() {
 
     let r = w.req("POST", "/api/v1/actors/web/restart");
     assert_eq!(r.status, 200, "{}", r.text());
-    wait_for("a third MainPID", T, || {
+    let third = wait_for("a third MainPID", T, || {
         w.actor_pid("/web").filter(|p| *p != second && *p != pid)
     });
-    assert_eq!(fake.count("StopUnit"), 2, "{:?}", fake.calls());
-    assert_eq!(fake.count("StartUnit"), 3, "{:?}", fake.calls());
+    let a = w.wait_state("/web", "running", T);
+    assert_eq!(a["pid"], third, "{a}");
+    assert!(alive(third), "the restarted unit's MainPID {third} runs");
+    wait_until("the old MainPID ended", T, || !alive(second));
+    assert_eq!(fake.count("RestartUnit"), 1, "{:?}", fake.calls());
+    assert_eq!(fake.count("StopUnit"), 1, "{:?}", fake.calls());
+    assert_eq!(fake.count("StartUnit"), 2, "{:?}", fake.calls());
+    assert_eq!(fake.count("Spawned"), 3, "{:?}", fake.calls());
     assert_no_polling(&fake);
+}
+
+// Promise: warden SIGKILLed while a systemd-backed unit is active, then started again on
+// the same state_dir, shows the same unit running with the same MainPID as `pid`: the
+// unit is not started a second time (the new run's StartUnit on the active unit is a
+// job that changes nothing, as in systemd; the stand-in spawned one process).
+#[test]
+fn warden_killed_and_started_again_keeps_the_running_unit() {
+    let (fake, mut w) = start(10);
+    w.wait_state("/web", "running", T);
+    let pid = wait_for("web's MainPID as pid", T, || w.actor_pid("/web"));
+    w.crash();
+    assert!(alive(pid), "the unit outlives warden's SIGKILL");
+    let w = start_warden(&fake, w.into_dir(), 10);
+    let a = w.wait_state("/web", "running", T);
+    assert_eq!(a["pid"], pid, "{a} {:?}", fake.calls());
+    assert!(alive(pid), "MainPID {pid} still runs");
+    assert_eq!(a["restarts"], 0, "{a}");
+    holds_for(
+        "the unit keeps its one process",
+        Duration::from_millis(500),
+        || w.actor_pid("/web") == Some(pid),
+    );
+    assert_eq!(
+        fake.count("Spawned"),
+        1,
+        "one process for the unit: {:?}",
+        fake.calls()
+    );
+    assert_eq!(fake.count("StopUnit"), 0, "{:?}", fake.calls());
+    assert_eq!(fake.count("RestartUnit"), 0, "{:?}", fake.calls());
+}
+
+// Promise: a reload that changes a systemd-backed service's unit stops the old unit
+// (StopUnit) and starts the new one (StartUnit): it is no restart in place.
+#[test]
+fn a_reload_that_changes_the_unit_stops_the_old_one() {
+    let (fake, w) = start(10);
+    w.wait_state("/web", "running", T);
+    let pid = wait_for("web's MainPID as pid", T, || w.actor_pid("/web"));
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    std::fs::write(&w.config, text.replace("web.service", "other.service")).expect("config");
+    let r = w.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = wait_for("web runs other.service", T, || {
+        let a = w.actor("/web");
+        (a["state"] == "running" && a["details"]["unit"] == "other.service").then_some(a)
+    });
+    wait_until("the old unit's process ended", T, || !alive(pid));
+    assert_ne!(a["pid"], pid, "{a}");
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"StopUnit web.service".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"StartUnit other.service".to_owned()),
+        "{calls:?}"
+    );
+    assert_eq!(fake.count("RestartUnit"), 0, "{calls:?}");
 }
 
 // Promise: a unit whose main process dies is an abnormal exit seen through the signal

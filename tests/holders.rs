@@ -125,6 +125,28 @@ impl Drop for Cleanup {
     }
 }
 
+/// Runs `warden up --detach --wait WAIT -c CONFIG` to its end: (exit code, stdout,
+/// stderr, how long it took).
+fn up_detach(
+    dir: &tempfile::TempDir,
+    config: &Path,
+    wait: &str,
+) -> (i32, String, String, Duration) {
+    let began = Instant::now();
+    let (code, stdout, stderr) = run_warden(
+        &[
+            "up",
+            "--detach",
+            "--wait",
+            wait,
+            "-c",
+            config.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    (code, stdout, stderr, began.elapsed())
+}
+
 /// The pid in `state/warden.pid`.
 fn pid_file(state: &Path) -> u32 {
     let file = state.join("warden.pid");
@@ -160,12 +182,7 @@ fn up_detach_returns_0_once_every_member_runs_and_leaves_a_session_leader_that_o
     };
     let config_arg = config.to_str().expect("utf-8");
 
-    let began = Instant::now();
-    let (code, stdout, stderr) = run_warden(
-        &["up", "--detach", "--wait", "20s", "-c", config_arg],
-        dir.path(),
-    );
-    let took = began.elapsed();
+    let (code, stdout, stderr, took) = up_detach(&dir, &config, "20s");
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     let members = actors(port, &state).expect("the detached warden answers");
     assert_eq!(paths(&members), ["/a", "/b"], "{members:?}");
@@ -228,19 +245,7 @@ fn up_detach_with_a_member_that_fails_exits_non_zero_naming_the_member() {
         config: config.clone(),
         state: state.clone(),
     };
-    let began = Instant::now();
-    let (code, stdout, stderr) = run_warden(
-        &[
-            "up",
-            "--detach",
-            "--wait",
-            "20s",
-            "-c",
-            config.to_str().expect("utf-8"),
-        ],
-        dir.path(),
-    );
-    let took = began.elapsed();
+    let (code, stdout, stderr, took) = up_detach(&dir, &config, "20s");
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stderr.contains("/broken"),
@@ -275,19 +280,7 @@ fn up_detach_wait_expiring_while_a_member_is_still_starting_exits_1_naming_it() 
         config: config.clone(),
         state: state.clone(),
     };
-    let began = Instant::now();
-    let (code, stdout, stderr) = run_warden(
-        &[
-            "up",
-            "--detach",
-            "--wait",
-            "1500ms",
-            "-c",
-            config.to_str().expect("utf-8"),
-        ],
-        dir.path(),
-    );
-    let took = began.elapsed();
+    let (code, stdout, stderr, took) = up_detach(&dir, &config, "1500ms");
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stderr.contains("/slow"),

@@ -83,6 +83,14 @@ command = ["sleep", "1000"]
 [[service]]
 name = "talker"
 command = ["sh", "-c", "echo one; echo two; echo three; exec sleep 1000"]
+
+[[supervisor]]
+name = "grp"
+
+[[service]]
+name = "logs"
+supervisor = "grp"
+command = ["sh", "-c", "echo from-logs; exec sleep 1000"]
 "#;
 
 /// Promise: a spoke enrolls with a join token, its link `/_hub` (kind link) runs, and
@@ -96,11 +104,22 @@ fn enrollment_then_relayed_verbs_equal_the_spokes_own_answers() {
     assert_eq!(link["kind"], "link");
     spoke.wait_state("/sleeper", "running", Duration::from_secs(10));
     spoke.wait_state("/talker", "running", Duration::from_secs(10));
+    spoke.wait_state("/grp/logs", "running", Duration::from_secs(10));
     wait_until("talker's lines", Duration::from_secs(10), || {
         get(&spoke, "/api/v1/actors/talker/logs?tail=10")
             .text()
             .contains("three")
     });
+    wait_until("the logs actor's line", Duration::from_secs(10), || {
+        get(&spoke, "/api/v1/actors/grp/logs/logs?tail=5")
+            .text()
+            .contains("from-logs")
+    });
+    assert_eq!(
+        get(&spoke, "/api/v1/actors/grp/logs").json()["name"],
+        "logs",
+        "the spoke's own API reads grp/logs as the actor"
+    );
     let spokes = get(&hub, "/api/v1/spokes").json();
     assert_eq!(spokes[0]["name"], "edge-1");
     assert_eq!(spokes[0]["connected"], true);
@@ -118,6 +137,16 @@ fn enrollment_then_relayed_verbs_equal_the_spokes_own_answers() {
         (
             "/api/v1/spokes/edge-1/actors/talker/logs?tail=2",
             "/api/v1/actors/talker/logs?tail=2",
+        ),
+        // An actor named `logs` is that actor, not the logs of its parent; its own
+        // logs are one `/logs` further.
+        (
+            "/api/v1/spokes/edge-1/actors/grp/logs",
+            "/api/v1/actors/grp/logs",
+        ),
+        (
+            "/api/v1/spokes/edge-1/actors/grp/logs/logs?tail=5",
+            "/api/v1/actors/grp/logs/logs?tail=5",
         ),
     ] {
         let a = get(&hub, relayed);
@@ -584,8 +613,9 @@ fn garbage_oversized_and_truncated_frames_close_that_connection_only() {
 }
 
 /// Promise: `ws://` to a host other than loopback is refused at `check` unless
-/// `insecure = true` says so on purpose; an unknown verb in `allow` is refused; a child
-/// may not take a name reserved for warden.
+/// `insecure = true` says so on purpose; an unknown verb in `allow` is refused; a
+/// `ca_file` that is missing or holds no certificate is refused naming it; a child may
+/// not take a name reserved for warden.
 #[test]
 fn plain_ws_to_another_host_needs_insecure_and_allow_names_verbs() {
     let dir = support::temp_dir();
@@ -605,6 +635,15 @@ fn plain_ws_to_another_host_needs_insecure_and_allow_names_verbs() {
     let (code, _, err) = support::run_warden(&["check", "-c", cfg], dir.path());
     assert_eq!(code, 2);
     assert!(err.contains("exec"), "{err}");
+    std::fs::write(dir.path().join("garbage.pem"), "not a certificate\n").unwrap();
+    for file in ["missing.pem", "garbage.pem"] {
+        write(&format!(
+            "[spoke]\nhub = \"wss://hub.example:7700/api/v1/hub/connect\"\nname = \"e\"\nca_file = \"{file}\"\n"
+        ));
+        let (code, _, err) = support::run_warden(&["check", "-c", cfg], dir.path());
+        assert_eq!(code, 2, "{file}: {err}");
+        assert!(err.contains("ca_file") && err.contains(file), "{err}");
+    }
     // Names starting with `_` are warden's (`/_hub`).
     write("[[service]]\nname = \"_hub\"\ncommand = [\"true\"]\n");
     let (code, _, err) = support::run_warden(&["check", "-c", cfg], dir.path());
@@ -828,4 +867,67 @@ fn a_revoked_spoke_ends_failed_with_the_hubs_reason() {
     let reason = link["failed_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("revoked"), "{link}");
     assert_eq!(get(&hub, "/api/v1/spokes").json(), serde_json::json!([]));
+}
+
+/// Promise: a spoke dials a hub whose admin listener is HTTPS over `wss://`, trusting the
+/// CA of its `[spoke] ca_file`: it enrolls and the hub relays its verbs (without
+/// `ca_file`, the Mozilla roots, see `wss_verifies_the_hubs_certificate`).
+#[test]
+fn a_spoke_enrolls_over_wss_trusting_the_ca_of_its_ca_file() {
+    use support::tls::{https, self_signed};
+    const T: Duration = Duration::from_secs(20);
+    let (cert, key, der) = self_signed();
+    let dir = support::temp_dir();
+    std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+    // These first lines land in the [admin] table the harness writes.
+    let hub = Warden::spawn_in(
+        dir,
+        "tls = { cert = \"cert.pem\", key = \"key.pem\" }\n\n[hub]\nenabled = true\n",
+    );
+    let admin = wait_for("the hub's admin token", T, || {
+        std::fs::read_to_string(hub.path("state/admin.token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    });
+    let join_for = |name: &str| {
+        let body = format!(r#"{{"name":"{name}","ttl":"10m"}}"#);
+        let r = wait_for("an HTTPS answer", T, || {
+            https(
+                hub.port,
+                &der,
+                "POST",
+                "/api/v1/hub/tokens",
+                &admin,
+                Some(&body),
+            )
+            .ok()
+        });
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().unwrap().to_owned()
+    };
+    let spoke_dir = support::temp_dir();
+    std::fs::write(spoke_dir.path().join("join.token"), join_for("edge")).unwrap();
+    std::fs::write(spoke_dir.path().join("ca.pem"), &cert).unwrap();
+    let body = format!(
+        "[spoke]\nhub = \"wss://localhost:{}{CONNECT}\"\nname = \"edge\"\n\
+         join_token_file = \"join.token\"\nca_file = \"ca.pem\"\n{SERVICES}",
+        hub.port
+    );
+    let spoke = Warden::start_in(spoke_dir, &body);
+    let link = spoke.wait_state("/_hub", "running", T);
+    assert_eq!(link["kind"], "link", "{link}");
+    spoke.wait_state("/sleeper", "running", T);
+    let relayed = https(
+        hub.port,
+        &der,
+        "GET",
+        "/api/v1/spokes/edge/actors/sleeper",
+        &admin,
+        None,
+    )
+    .expect("https");
+    assert_eq!(relayed.status, 200, "{}", relayed.text());
+    assert_eq!(relayed.json(), spoke.actor("/sleeper"));
 }

@@ -17,10 +17,10 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::tls::{https, self_signed};
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -71,58 +71,6 @@ fn error_of(r: &Response) -> String {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// A self-signed certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM, DER).
-fn self_signed() -> (String, String, Vec<u8>) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("self-signed certificate");
-    (
-        certified.cert.pem(),
-        certified.signing_key.serialize_pem(),
-        certified.cert.der().to_vec(),
-    )
-}
-
-/// One HTTPS request to 127.0.0.1:`port` trusting only `root` (DER) for `localhost`.
-fn https(
-    port: u16,
-    root: &[u8],
-    method: &str,
-    path: &str,
-    token: &str,
-) -> std::io::Result<Response> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
-        .map_err(std::io::Error::other)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name =
-        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
-    let connection =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
-    let socket = TcpStream::connect(("127.0.0.1", port))?;
-    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut tls = rustls::StreamOwned::new(connection, socket);
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
-    );
-    tls.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    match tls.read_to_end(&mut raw) {
-        Ok(_) => {}
-        // actix closes without a TLS close_notify: what came before is the answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    parse_response(&raw)
 }
 
 /// Promise: an admin API reachable from the network is never plain HTTP by accident. A
@@ -220,11 +168,11 @@ fn with_tls_the_api_answers_https_and_plain_http_fails() {
             .filter(|t| !t.is_empty())
     });
     let r = wait_for("an HTTPS answer", T, || {
-        https(port, &der, "GET", "/api/v1/actors/s", &token).ok()
+        https(port, &der, "GET", "/api/v1/actors/s", &token, None).ok()
     });
     assert_eq!(r.status, 200, "GET over HTTPS: {}", r.text());
     assert_eq!(r.json()["path"], "/s", "{}", r.text());
-    let r = https(port, &der, "GET", "/api/v1/tree", "wrong").expect("https");
+    let r = https(port, &der, "GET", "/api/v1/tree", "wrong", None).expect("https");
     assert_eq!(r.status, 401, "a wrong token over HTTPS: {}", r.text());
 
     let plain = http(port, "GET", "/healthz", None, None);

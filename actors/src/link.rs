@@ -49,6 +49,8 @@ pub struct LinkSpec {
     pub join_token_file: Option<PathBuf>,
     /// Where the credential is kept (0600).
     pub credential_file: PathBuf,
+    /// The CAs trusted for `wss://` (`None`: the Mozilla roots compiled in).
+    pub ca_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     /// What the hub may do.
     pub policy: SpokePolicy,
     /// Serves the verbs.
@@ -61,6 +63,7 @@ impl fmt::Debug for LinkSpec {
             .field("hub", &self.hub)
             .field("name", &self.name)
             .field("credential_file", &self.credential_file)
+            .field("ca_roots", &self.ca_roots.as_ref().map(Vec::len))
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -197,11 +200,24 @@ async fn proof(spec: &LinkSpec) -> Result<Auth, Exit> {
     }
 }
 
-/// The TLS settings of `wss://` (and of the notifiers' `https://`): rustls with ring, the
-/// Mozilla roots, HTTP/1.1 only.
-pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// The TLS settings of `wss://` (and of the notifiers' `https://`, with `None`): rustls with ring, HTTP/1.1 only, trusting `ca_roots`
+/// (`[spoke] ca_file`) or else the Mozilla roots.
+pub(crate) fn tls_config(
+    ca_roots: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let roots = match ca_roots {
+        Some(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs {
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| rustls::Error::General(format!("ca_file: {e}")))?;
+            }
+            roots
+        }
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
     };
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -224,7 +240,7 @@ async fn run(
         Err(exit) => return exit,
     };
     let enrolling = matches!(auth, Auth::Join { .. });
-    let connector = match tls_config() {
+    let connector = match tls_config(spec.ca_roots.as_deref()) {
         Ok(config) => awc::Connector::new().rustls_0_23(config),
         Err(e) => return Exit::Fatal(format!("cannot set up TLS: {e}")),
     };

@@ -557,7 +557,7 @@ async fn supervise(
         () = leader_exited(&mut child, watch.as_ref()) => requested = false,
         request = stop_rx => {
             match request {
-                Ok(StopMode::Graceful) => {
+                Ok(StopMode::Graceful | StopMode::Restart) => {
                     signal_group(pgid, signal);
                     let exited = leader_exited(&mut child, watch.as_ref());
                     if tokio::time::timeout(timeout, exited).await.is_err() {

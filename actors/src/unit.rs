@@ -8,13 +8,16 @@
 //! the manager to start it; it is `running` once the unit is active, shows the unit's main
 //! pid as `pid`, and ends — an abnormal exit that warden's restart policy handles — when
 //! the unit fails or goes inactive while warden wants it up. A stop asks the manager to
-//! stop the unit and waits (at most the stop timeout) until it is down.
+//! stop the unit and waits (at most the stop timeout) until it is down. An operator's
+//! restart ([`StopMode::Restart`]) asks the manager to restart the unit (systemd's
+//! RestartUnit) and hands its watch, with the restart job, to the next run, which waits
+//! for that job instead of starting the unit again.
 
 pub mod launchd;
 pub mod systemd;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -175,6 +178,35 @@ pub trait UnitBackend: fmt::Debug + Send + Sync + 'static {
 pub struct UnitFactory {
     backend: Arc<dyn UnitBackend>,
     stop_timeout: Duration,
+    handover: Arc<RestartHandover>,
+}
+
+/// A watch whose run asked the manager to restart the unit, with the restart's job: the
+/// next run carries on with it (no second start, no change missed in between).
+struct Handover {
+    watch: Box<dyn UnitWatch>,
+    status: UnitStatus,
+    job: Option<String>,
+}
+
+/// The slot a restarting run leaves its [`Handover`] in, for the factory's next run.
+#[derive(Default)]
+struct RestartHandover(Mutex<Option<Handover>>);
+
+impl RestartHandover {
+    fn put(&self, handover: Handover) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(handover);
+    }
+
+    fn take(&self) -> Option<Handover> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl fmt::Debug for RestartHandover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RestartHandover")
+    }
 }
 
 impl UnitFactory {
@@ -183,6 +215,7 @@ impl UnitFactory {
         Self {
             backend,
             stop_timeout,
+            handover: Arc::default(),
         }
     }
 
@@ -204,6 +237,7 @@ impl ChildFactory for UnitFactory {
         let run = UnitRun {
             backend: self.backend.clone(),
             stop_timeout: self.stop_timeout,
+            handover: self.handover.clone(),
             pids: cx.pid_report.clone(),
             path: cx.path.to_string(),
             tree: cx.tree.clone(),
@@ -236,6 +270,7 @@ impl ChildFactory for UnitFactory {
 struct UnitRun {
     backend: Arc<dyn UnitBackend>,
     stop_timeout: Duration,
+    handover: Arc<RestartHandover>,
     pids: PidReport,
     path: String,
     tree: SharedTree,
@@ -250,17 +285,26 @@ impl UnitRun {
     ) -> Exit {
         let unit = self.backend.describe();
         let mut ready = Some(ready);
-        let mut watch = match self.backend.watch().await {
-            Ok(w) => w,
-            Err(e) => return Exit::StartFailed(format!("{unit}: {e}")),
+        let (mut watch, mut status, mut job) = match self.handover.take() {
+            Some(h) => {
+                tracing::info!(path = %self.path, %unit, job = ?h.job, "carrying on with the manager's restart of the unit");
+                (h.watch, h.status, h.job)
+            }
+            None => {
+                let mut watch = match self.backend.watch().await {
+                    Ok(w) => w,
+                    Err(e) => return Exit::StartFailed(format!("{unit}: {e}")),
+                };
+                let status = watch.status();
+                let job = match watch.start().await {
+                    Ok(job) => job,
+                    Err(e) => return Exit::StartFailed(format!("{unit}: {e}")),
+                };
+                tracing::info!(path = %self.path, %unit, ?job, "asked the manager to start the unit");
+                (watch, status, job)
+            }
         };
-        let mut status = watch.status();
         self.show(&status);
-        let mut job = match watch.start().await {
-            Ok(job) => job,
-            Err(e) => return Exit::StartFailed(format!("{unit}: {e}")),
-        };
-        tracing::info!(path = %self.path, %unit, ?job, "asked the manager to start the unit");
         if job.is_none() {
             // No job to wait for: the status read before the start is stale; the next
             // report is this run's.
@@ -300,7 +344,10 @@ impl UnitRun {
                         }
                     }
                 },
-                _ = &mut stop => {
+                mode = &mut stop => {
+                    if mode == Ok(StopMode::Restart) {
+                        return self.restart(watch, status, &unit).await;
+                    }
                     return self.stop(watch.as_mut(), status, &unit).await;
                 }
             }
@@ -317,6 +364,22 @@ impl UnitRun {
         details.insert("result".into(), status.result.clone().into());
         self.tree
             .set_details(&self.actor, serde_json::Value::Object(details));
+    }
+
+    /// Asks the manager to restart the unit and leaves the watch, with the restart's job,
+    /// to the next run; this run ends at once.
+    async fn restart(&self, mut watch: Box<dyn UnitWatch>, status: UnitStatus, unit: &str) -> Exit {
+        let job = match watch.restart().await {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(path = %self.path, %unit, error = %e, "could not restart the unit");
+                return Exit::Fatal(format!("{unit}: restart refused: {e}"));
+            }
+        };
+        tracing::info!(path = %self.path, %unit, ?job, "asked the manager to restart the unit");
+        self.pids.report(None);
+        self.handover.put(Handover { watch, status, job });
+        Exit::Normal
     }
 
     /// Asks the manager to stop the unit and waits until it is down, at most the timeout.

@@ -4,11 +4,14 @@
 //! (required; `ws://` or `wss://`, and `ws://` to a host other than loopback only with
 //! `insecure = true`), `name` (required, `[A-Za-z0-9_.-]`, at most 64), `join_token_file`,
 //! `credential_file` (default `state_dir/spoke.credential`), `allow` (verb names;
-//! default all), `paths` (subtrees; default the whole tree), `insecure`.
+//! default all), `paths` (subtrees; default the whole tree), `insecure`, `ca_file` (PEM
+//! certificates the spoke trusts for `wss://` instead of the Mozilla roots compiled in).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
 use toml::Spanned;
 use warden_actors::link::protocol::{valid_name, VERB_NAMES};
@@ -38,6 +41,8 @@ pub struct SpokeConfig {
     pub allow: Option<Vec<String>>,
     /// Subtrees the hub may act on (`None`: the whole tree).
     pub paths: Option<Vec<String>>,
+    /// The CAs trusted for `wss://`, read from `ca_file` (`None`: the Mozilla roots).
+    pub ca_roots: Option<Vec<CertificateDer<'static>>>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +62,7 @@ pub(super) struct RawSpoke {
     allow: Option<Spanned<Vec<String>>>,
     paths: Option<Spanned<Vec<String>>>,
     insecure: Option<Spanned<bool>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -209,6 +215,21 @@ pub(super) fn spoke(
             ));
         }
     }
+    let ca_roots = match &raw.ca_file {
+        Some(v) => {
+            let path = file(v, "ca_file")?;
+            let roots = ca_roots(&path).map_err(|why| {
+                src.error(
+                    v.span(),
+                    LABEL,
+                    "ca_file",
+                    format!("{}: {why}", path.display()),
+                )
+            })?;
+            Some(roots)
+        }
+        None => None,
+    };
     Ok(Some(SpokeConfig {
         hub: text.clone(),
         name: name.get_ref().clone(),
@@ -216,5 +237,27 @@ pub(super) fn spoke(
         credential_file,
         allow: raw.allow.as_ref().map(|a| a.get_ref().clone()),
         paths: raw.paths.as_ref().map(|p| p.get_ref().clone()),
+        ca_roots,
     }))
+}
+
+/// The certificates of a PEM file, each usable as a trust anchor (at least one).
+fn ca_roots(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::Error;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect)
+        .map_err(|e| match e {
+            Error::Io(e) => format!("cannot read: {e}"),
+            other => format!("not a PEM certificate: {other}"),
+        })?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("a certificate that cannot be a trust anchor: {e}"))?;
+    }
+    Ok(certs)
 }

@@ -181,9 +181,15 @@ async fn revoke_spoke(
 
 /// Sends `verb` to spoke `name` and answers what it answered.
 async fn relay(state: &AdminState, name: &str, verb: Verb) -> Result<HttpResponse, ApiError> {
+    relay_answer(state, name, verb).await.map(respond)
+}
+
+/// The spoke's answer to `verb`, or the hub's own error (no such spoke, not connected,
+/// busy, timeout).
+async fn relay_answer(state: &AdminState, name: &str, verb: Verb) -> Result<Answer, ApiError> {
     let hub = hub(state)?;
     match hub.registry.call(name, verb).await {
-        Ok(answer) => Ok(respond(answer)),
+        Ok(answer) => Ok(answer),
         Err(RelayError::NotConnected) if !hub.store.is_enrolled(name) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no spoke {name:?}"),
@@ -234,7 +240,9 @@ struct LogsQuery {
     tail: Option<String>,
 }
 
-/// `GET .../actors/{path}` and `.../actors/{path}/logs?tail=N`.
+/// `GET .../actors/{path}` and `.../actors/{path}/logs?tail=N`, read as the spoke's own
+/// API reads them: the actor at the whole path first (so an actor named `logs` is an
+/// actor), and only when there is none, the logs of the path before `/logs`.
 async fn relay_actor_get(
     _: Authorized,
     req: HttpRequest,
@@ -242,32 +250,41 @@ async fn relay_actor_get(
 ) -> Result<HttpResponse, ApiError> {
     let name = req.match_info().query("name").to_owned();
     let raw = req.match_info().query("path").trim_matches('/');
-    let verb = match raw.strip_suffix("/logs") {
-        Some(target) if !target.is_empty() => {
-            let query = web::Query::<LogsQuery>::from_query(req.query_string())
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-            let tail = match query.tail.as_deref() {
-                None => 100,
-                Some(t) => t
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| usize::try_from(*n).is_ok_and(|n| n <= MAX_TAIL))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            format!("tail must be a whole number from 0 to {MAX_TAIL}, not {t:?}"),
-                        )
-                    })?,
-            };
-            Verb::Logs {
-                path: format!("/{target}"),
-                tail,
-            }
-        }
-        _ if raw.is_empty() => return Err(ApiError::new(StatusCode::NOT_FOUND, "no actor given")),
-        _ => Verb::Actor {
+    if raw.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no actor given"));
+    }
+    let actor = relay_answer(
+        &state,
+        &name,
+        Verb::Actor {
             path: format!("/{raw}"),
         },
+    )
+    .await?;
+    let target = match raw.strip_suffix("/logs") {
+        Some(target) if !target.is_empty() && actor.status == StatusCode::NOT_FOUND.as_u16() => {
+            target
+        }
+        _ => return Ok(respond(actor)),
+    };
+    let query = web::Query::<LogsQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
+    let tail = match query.tail.as_deref() {
+        None => 100,
+        Some(t) => t
+            .parse::<u32>()
+            .ok()
+            .filter(|n| usize::try_from(*n).is_ok_and(|n| n <= MAX_TAIL))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("tail must be a whole number from 0 to {MAX_TAIL}, not {t:?}"),
+                )
+            })?,
+    };
+    let verb = Verb::Logs {
+        path: format!("/{target}"),
+        tail,
     };
     relay(&state, &name, verb).await
 }

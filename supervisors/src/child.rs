@@ -63,6 +63,11 @@ impl fmt::Debug for PidReport {
 pub enum StopMode {
     /// The child's stop procedure (a signal, then SIGKILL after its timeout).
     Graceful,
+    /// The operator restarts this child alone, with its spec unchanged, and it starts
+    /// again at once: a child that can restart in place (a unit: the manager's
+    /// RestartUnit) may do so and hand the restarted unit to its next run; any other
+    /// child stops as for `Graceful`.
+    Restart,
 }
 
 /// One live run of a child, as handed to its supervisor.

@@ -12,6 +12,7 @@ pub mod pools;
 pub mod redis;
 pub mod rng;
 pub mod systemd;
+pub mod tls;
 pub mod ws;
 
 use std::io::{Read, Write};

@@ -29,7 +29,7 @@ pub(super) enum Outcome {
 /// request.
 pub(super) fn client(deadline: Duration) -> awc::Client {
     let connector = awc::Connector::new().timeout(deadline);
-    let connector = match crate::link::tls_config() {
+    let connector = match crate::link::tls_config(None) {
         Ok(config) => connector.rustls_0_23(config),
         Err(e) => {
             tracing::error!(error = %e, "notifiers: cannot set up TLS; https:// notifiers will fail");

@@ -210,6 +210,8 @@ impl UnitWatch for LaunchdWatch {
     fn restart(&mut self) -> BoxFuture<'_, Result<Option<String>, UnitError>> {
         Box::pin(async move {
             launchctl(&["kickstart", "-k", &self.job.target()]).await?;
+            // The next print is reported whatever it says (the next run waits for it).
+            self.status = UnitStatus::default();
             Ok(None)
         })
     }

@@ -83,7 +83,7 @@ impl Supervisor {
         let mut ctx = Context::new();
         ctx.spawn(
             wrap_future(stop_rx).map(|stop, act: &mut Supervisor, ctx| match stop {
-                Ok(StopMode::Graceful) => act.begin_shutdown(ctx),
+                Ok(StopMode::Graceful | StopMode::Restart) => act.begin_shutdown(ctx),
                 // The parent dropped this run's stop handle (it died): end at once.
                 Err(_) => act.end_at_once(ctx),
             }),

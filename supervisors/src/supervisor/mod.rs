@@ -57,11 +57,14 @@ enum Down {
     Failed,
     /// Stopping as part of a restart of `batch`; then up again at `at`. `counts` says
     /// whether that start counts as a restart (not for a removed child that a reload
-    /// brought back while its old run was still stopping).
+    /// brought back while its old run was still stopping). `in_place`: an operator's
+    /// restart of this child alone, with the same spec, which a child that can restart
+    /// in place may carry out so ([`StopMode::Restart`]).
     Restart {
         batch: u64,
         at: Option<Instant>,
         counts: bool,
+        in_place: bool,
     },
     /// Removed from the supervisor (by a reload): stopped, then the slot goes away.
     Removed,
@@ -425,6 +428,7 @@ impl Supervisor {
                             batch: b,
                             at,
                             counts,
+                            ..
                         }) = self.slots[j].target
                         {
                             if b == batch {
@@ -672,14 +676,24 @@ impl Supervisor {
     }
 
     fn begin_stop(&mut self, i: usize) {
+        let mode = self.stop_mode(i);
         if let Some(run) = self.slots[i].run.as_mut() {
             run.stopping = true;
             if let Some(stop) = run.stop.take() {
-                let _ = stop.send(StopMode::Graceful);
+                let _ = stop.send(mode);
             }
         }
         tracing::debug!(path = %self.slots[i].info.path, "stopping");
         self.publish(i);
+    }
+
+    /// [`StopMode::Restart`] when child `i` stops for an operator's restart of it alone
+    /// (its spec unchanged: a reload's restart is a stop and a start of the new spec).
+    fn stop_mode(&self, i: usize) -> StopMode {
+        match self.slots[i].target {
+            Target::Down(Down::Restart { in_place: true, .. }) => StopMode::Restart,
+            _ => StopMode::Graceful,
+        }
     }
 
     fn on_ready(
@@ -811,6 +825,7 @@ impl Supervisor {
                         batch,
                         at,
                         counts: true,
+                        in_place: false,
                     }),
                     ctx,
                 );

@@ -93,6 +93,7 @@ impl Supervisor {
                     batch: added_batch,
                     at: None,
                     counts: false,
+                    in_place: false,
                 });
                 self.set_target(i, target, ctx);
             }
@@ -107,6 +108,7 @@ impl Supervisor {
                     batch,
                     at: None,
                     counts: true,
+                    in_place: false,
                 });
                 self.set_target(i, target, ctx);
             } else if self.slots[i].target != Target::Down(Down::Stopped) {
@@ -188,6 +190,7 @@ impl Supervisor {
                         batch,
                         at: None,
                         counts: true,
+                        in_place: restart,
                     })
                 } else {
                     Target::Up {

@@ -170,7 +170,7 @@ impl ChildFactory for ProbeFactory {
                 } => exit,
                 stop = stop_rx => {
                     match stop {
-                        Ok(StopMode::Graceful) => {
+                        Ok(StopMode::Graceful | StopMode::Restart) => {
                             probe.with(|r| r.events.push(Event::StopAsked(run_path.clone())));
                             tokio::time::sleep(stop_delay).await;
                         }
