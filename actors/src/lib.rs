@@ -7,6 +7,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;
+pub mod deploy;
 pub mod link;
 pub mod log_budget;
 mod outboard;
@@ -20,6 +21,7 @@ pub mod unit;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
+pub use deploy::{DeployEvent, DeployRecord, DeploySpec, DeployState, Deploys};
 pub use link::{LinkFactory, LinkSpec, LocalVerbs};
 pub use outboard::{
     CallError, OutboardFactory, OutboardHub, OutboardSpec, OUTBOARD_HELLO_WITHIN,

@@ -33,6 +33,7 @@ mod operator;
 
 pub use handle::{panic_message, RootHandle};
 pub use messages::{
+    AddChild, RemoveChild,
     ChildChanges, ChildUpdate, Control, ControlError, ControlOp, Shutdown, UpdateChildren,
 };
 
