@@ -39,9 +39,11 @@
 //! only the program the pool's `command` names) or `"any"`.
 
 mod build;
+mod deploy;
 mod hub;
 mod raw;
 
+pub use deploy::{read_secret as read_webhook_secret, DeployTarget, WebhooksConfig};
 pub use hub::{HubConfig, SpokeConfig};
 
 use std::fmt;
@@ -73,6 +75,28 @@ pub struct Config {
     pub hub: Option<HubConfig>,
     /// This warden joins a hub (`[spoke]`).
     pub spoke: Option<SpokeConfig>,
+    /// Webhook keys (`[webhooks]`).
+    pub webhooks: Option<WebhooksConfig>,
+    /// The services with a `deploy`, in file order.
+    pub deploys: Vec<DeployTarget>,
+    /// warden's own deploy (`[self] deploy`), which ends in a reexec.
+    pub self_deploy: Option<warden_actors::DeploySpec>,
+}
+
+impl Config {
+    /// The deploy lanes: every service with a `deploy` (by path), and warden's own
+    /// (`[self] deploy`, key `/`).
+    pub fn deploy_lanes(&self) -> Vec<(String, warden_actors::DeploySpec)> {
+        let mut lanes: Vec<_> = self
+            .deploys
+            .iter()
+            .map(|d| (d.path.clone(), d.spec.clone()))
+            .collect();
+        if let Some(spec) = &self.self_deploy {
+            lanes.push((warden_actors::deploy::SELF_KEY.to_owned(), spec.clone()));
+        }
+        lanes
+    }
 }
 
 /// Settings of the admin HTTP API.

@@ -33,7 +33,7 @@ pub use pool::{
     WorkerTokens,
 };
 pub use redis_registry::{redact_url, RedisRegistry};
-pub use secret::{hex, random_hex, write_durably};
+pub use secret::{hex, random_hex, unhex, write_durably};
 pub use service::cgroup::{cgroup_of, kill_cgroup, remove_when_empty, CgroupUnavailable, Cgroups};
 pub use service::log::{
     flush as flush_logs, pause as pause_logs, resume as resume_logs, tail_lines, LogFile, LogSpec,
