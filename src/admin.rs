@@ -25,7 +25,7 @@ use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, Re
 use warden_supervisors::ActorTree;
 
 pub use actors::CALL_TIMEOUT_MS;
-pub use webhooks::{signature_matches, WebhookSecret, WEBHOOK_MAX_BODY, WEBHOOK_PATH};
+pub use webhooks::{sign, signature_matches, WebhookSecret, WEBHOOK_MAX_BODY, WEBHOOK_PATH};
 
 use crate::control::protocol::{Failure, Request, Response};
 use crate::control::{Controller, Liveness};

@@ -42,6 +42,20 @@ impl std::fmt::Debug for WebhookSecret {
     }
 }
 
+/// The `X-Hub-Signature-256` value of `body` under `secret`: `sha256=<64 hex digits>`
+/// (what GitHub sends; for tests and benchmarks that play GitHub).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", warden_actors::hex(&mac(secret, body)))
+}
+
+fn mac(secret: &[u8], body: &[u8]) -> Vec<u8> {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
 /// Whether `header` (`sha256=<64 hex digits>`) is the HMAC-SHA256 of `body` under
 /// `secret`, compared in constant time.
 pub fn signature_matches(secret: &[u8], body: &[u8], header: &str) -> bool {
@@ -52,11 +66,7 @@ pub fn signature_matches(secret: &[u8], body: &[u8], header: &str) -> bool {
     else {
         return false;
     };
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    let expected = mac.finalize().into_bytes();
+    let expected = mac(secret, body);
     given.len() == expected.len() && bool::from(expected.as_slice().ct_eq(&given))
 }
 
@@ -137,7 +147,7 @@ pub(super) async fn github(
 
 #[cfg(test)]
 mod tests {
-    use super::signature_matches;
+    use super::{sign, signature_matches};
 
     /// GitHub's published example ("Validating webhook deliveries").
     #[test]
@@ -151,5 +161,6 @@ mod tests {
         assert!(!signature_matches(secret, body, "sha256=757107ea"));
         assert!(!signature_matches(secret, body, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"));
         assert!(!signature_matches(secret, body, ""));
+        assert_eq!(sign(secret, body), header);
     }
 }
