@@ -265,28 +265,7 @@ fn print_deploys(records: &[warden_actors::DeployRecord]) {
             ]
         })
         .collect();
-    let header = ["ID", "STATE", "COMMIT", "REQUESTED", "INFO"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: [&str; 5]| {
-        let mut out = String::new();
-        for (k, cell) in cells.iter().enumerate() {
-            if k == 4 {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[k]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
-    }
+    print_columns(["ID", "STATE", "COMMIT", "REQUESTED", "INFO"], &rows);
 }
 
 fn age(at: Option<warden_supervisors::Timestamp>) -> String {
@@ -342,17 +321,21 @@ fn print_table(views: &[ActorView]) {
             ]
         })
         .collect();
-    let header = ["PATH", "KIND", "STATE", "PID", "RESTARTS", "INFO"];
+    print_columns(["PATH", "KIND", "STATE", "PID", "RESTARTS", "INFO"], &rows);
+}
+
+/// Prints `rows` under `header` in aligned columns; the last column is not padded.
+fn print_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: &[&str]| {
         let mut out = String::new();
         for (k, cell) in cells.iter().enumerate() {
-            if k == 5 {
+            if k + 1 == N {
                 out.push_str(cell);
             } else {
                 out.push_str(&format!("{cell:<w$}  ", w = widths[k]));
@@ -360,9 +343,9 @@ fn print_table(views: &[ActorView]) {
         }
         println!("{}", out.trim_end());
     };
-    line(header);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    line(&header);
+    for row in rows {
+        line(&row.each_ref().map(String::as_str));
     }
 }
 

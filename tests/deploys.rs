@@ -551,3 +551,61 @@ fn bad_deploy_and_webhook_keys_are_refused_at_check() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// Promise: stopping a deploy's actor (`POST /api/v1/actors/_deploy.api/stop`) cancels the
+/// deploy: its step's group is killed, it is `failed`, the service is untouched, and the
+/// actor leaves the tree.
+#[test]
+fn stopping_the_deploy_actor_cancels_the_deploy() {
+    let w = Warden::start_in(
+        dir_with_secret(),
+        &config(&["echo $$ > step.pid; exec sleep 1000", "echo never >> never.log"], ""),
+    );
+    let before = w.wait_state("/api", "running", T)["pid"].as_u64().unwrap();
+    assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 202);
+    wait_until("the step runs", T, || !read(&w, "step.pid").is_empty());
+    let step: u32 = read(&w, "step.pid").trim().parse().unwrap();
+    let actor = w.wait_state("/_deploy.api", "running", T);
+    assert_eq!(actor["pid"].as_u64(), Some(u64::from(step)), "the actor's pid is its step's");
+    let r = w.req("POST", "/api/v1/actors/_deploy.api/stop");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let failed = wait_newest(&w, "/api", "failed");
+    assert!(failed["reason"].as_str().unwrap().contains("cancelled"), "{failed}");
+    wait_until("the step is gone", T, || !alive(step));
+    wait_until("the deploy actor left the tree", T, || {
+        w.req("GET", "/api/v1/actors/_deploy.api").status == 404
+    });
+    assert!(read(&w, "never.log").is_empty());
+    assert_eq!(w.actor_pid("/api"), Some(before as u32));
+}
+
+/// Promise: a reload that gives a service a `deploy` makes it deployable (and one that
+/// takes it away makes its deploy routes 404), without restarting the service.
+#[test]
+fn a_reload_adds_and_removes_deploys() {
+    let plain = format!(
+        "[[service]]\nname = \"api\"\ncommand = {}\n",
+        sh("exec sleep 1000")
+    );
+    let w = Warden::start_in(dir_with_secret(), &plain);
+    let before = w.wait_state("/api", "running", T)["pid"].as_u64().unwrap();
+    assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 404);
+    let head = std::fs::read_to_string(&w.config).unwrap();
+    let head = head.split("[[service]]").next().unwrap().to_owned();
+    std::fs::write(&w.config, format!("{head}{}", config(&["echo ran >> ran.log"], ""))).unwrap();
+    let r = w.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let accepted = wait_for("the deploy route", T, || {
+        let r = w.req("POST", "/api/v1/actors/api/deploy");
+        (r.status == 202).then_some(r)
+    });
+    assert_eq!(accepted.json()["source"], "manual");
+    wait_newest(&w, "/api", "succeeded");
+    assert_eq!(read(&w, "ran.log"), "ran\n");
+    assert_ne!(w.actor_pid("/api"), Some(before as u32), "the deploy restarted it");
+    std::fs::write(&w.config, format!("{head}{plain}")).unwrap();
+    assert_eq!(w.req("POST", "/api/v1/reload").status, 200);
+    wait_until("no deploy route", T, || {
+        w.req("GET", "/api/v1/actors/api/deploys").status == 404
+    });
+}

@@ -373,7 +373,9 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self).map(|(reloader, result), act, _| {
                     if let (Ok(_), Some(deploys)) = (&result, &act.deploys) {
-                        deploys.configure(reloader.config().deploy_lanes());
+                        // New lanes read their history from disk: off this thread.
+                        let (deploys, lanes) = (deploys.clone(), reloader.config().deploy_lanes());
+                        tokio::task::spawn_blocking(move || deploys.configure(lanes));
                     }
                     act.reloader = Some(reloader);
                     act.reloading = false;
