@@ -38,6 +38,7 @@ fn main() {
     std::fs::write(&config, toml).expect("config");
     let mut warden = start(&config, &dir);
     let token = wait_token(&dir, port);
+    sleep_tree::all_running(&dir.join("state/control.sock"), 1, Duration::from_secs(20));
 
     // 1. The webhook's answer, under a deploy that keeps running (latest wins).
     std::fs::write(dir.join("slow"), "").expect("slow");
@@ -116,9 +117,7 @@ fn main() {
     assert_eq!((running, pending), (1, 1));
     assert_eq!(lines.len(), 2);
 
-    let _ = Command::new("kill")
-        .arg(warden.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg(warden.id().to_string()).status();
     let _ = warden.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -153,7 +152,13 @@ fn wait_token(dir: &Path, port: u16) -> String {
 }
 
 /// One request on a fresh connection: (status, body).
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, Vec::new());
     };

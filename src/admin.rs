@@ -247,7 +247,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/api/v1/admin/reexec", web::post().to(operations::reexec))
         .route("/api/v1/admin/deploy", web::post().to(deploys::deploy_self))
-        .route("/api/v1/admin/deploys", web::get().to(deploys::deploys_self))
+        .route(
+            "/api/v1/admin/deploys",
+            web::get().to(deploys::deploys_self),
+        )
         .route(
             "/api/v1/admin/deploys/{id}/confirm",
             web::post().to(deploys::confirm_self),

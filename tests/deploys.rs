@@ -95,7 +95,10 @@ fn deploys(w: &Warden, path: &str) -> Vec<Value> {
 /// Waits until the newest deploy of `path` is `state`.
 fn wait_newest(w: &Warden, path: &str, state: &str) -> Value {
     wait_for(&format!("newest deploy of {path} {state}"), T, || {
-        deploys(w, path).into_iter().next().filter(|d| d["state"] == state)
+        deploys(w, path)
+            .into_iter()
+            .next()
+            .filter(|d| d["state"] == state)
     })
 }
 
@@ -132,7 +135,13 @@ fn a_signed_push_runs_the_steps_in_order_and_restarts_the_service() {
     for key in ["requested_at", "started_at", "finished_at"] {
         assert!(done[key].is_string(), "{key}: {done}");
     }
-    assert!(done["output"].as_str().unwrap().contains("$ /bin/sh -c echo two"), "{done}");
+    assert!(
+        done["output"]
+            .as_str()
+            .unwrap()
+            .contains("$ /bin/sh -c echo two"),
+        "{done}"
+    );
     let after = w.wait_state("/api", "running", T)["pid"].as_u64().unwrap();
     assert_ne!(before, after, "the service restarted");
     wait_until("the deploy actor left the tree", T, || {
@@ -154,7 +163,10 @@ fn the_webhook_refuses_what_is_not_signed_replayed_or_too_large() {
     let wrong = deliver(&w, "push", "m-2", &body, Some(&wrong_key));
     assert_eq!(wrong.status, 401, "{}", wrong.text());
     let tampered = warden::admin::sign(SECRET.as_bytes(), b"{}");
-    assert_eq!(deliver(&w, "push", "m-3", &body, Some(&tampered)).status, 401);
+    assert_eq!(
+        deliver(&w, "push", "m-3", &body, Some(&tampered)).status,
+        401
+    );
 
     let ping = deliver(&w, "ping", "p-1", br#"{"zen":"Keep it simple."}"#, None);
     assert_eq!(ping.status, 200, "{}", ping.text());
@@ -235,12 +247,22 @@ fn a_failing_step_is_named_keeps_its_output_and_leaves_the_service_alone() {
         "/bin/sh -c echo boom-on-stdout; echo boom-on-stderr >&2; exit 3"
     );
     let output = failed["output"].as_str().unwrap();
-    assert!(output.contains("boom-on-stdout") && output.contains("boom-on-stderr"), "{output}");
-    assert!(failed["reason"].as_str().unwrap().contains("code 3"), "{failed}");
+    assert!(
+        output.contains("boom-on-stdout") && output.contains("boom-on-stderr"),
+        "{output}"
+    );
+    assert!(
+        failed["reason"].as_str().unwrap().contains("code 3"),
+        "{failed}"
+    );
     assert_eq!(read(&w, "steps.log"), "first\n");
     let now = w.actor("/api");
     assert_eq!(now["state"], "running");
-    assert_eq!(now["pid"].as_u64(), Some(before), "the service was not restarted");
+    assert_eq!(
+        now["pid"].as_u64(),
+        Some(before),
+        "the service was not restarted"
+    );
 }
 
 /// Promise: a step that passes the deploy's `timeout` fails the deploy, and its whole
@@ -277,10 +299,7 @@ fn a_step_timeout_kills_the_steps_whole_group() {
 fn latest_wins_under_twenty_rapid_pushes() {
     let w = Warden::start_in(
         dir_with_secret(),
-        &config(
-            &["echo $WARDEN_DEPLOY_COMMIT >> runs.log; sleep 1.5"],
-            "",
-        ),
+        &config(&["echo $WARDEN_DEPLOY_COMMIT >> runs.log; sleep 1.5"], ""),
     );
     w.wait_state("/api", "running", T);
     for k in 1..=20 {
@@ -325,9 +344,11 @@ fn a_deploy_awaits_confirmation_and_expires() {
     assert_eq!(first.status, 202);
     let first = first.json();
     assert_eq!(first["state"], "awaiting_confirmation", "{first}");
-    holds_for("nothing runs unconfirmed", Duration::from_millis(300), || {
-        read(&w, "ran.log").is_empty()
-    });
+    holds_for(
+        "nothing runs unconfirmed",
+        Duration::from_millis(300),
+        || read(&w, "ran.log").is_empty(),
+    );
     let id = first["id"].as_str().unwrap();
     let confirmed = w.req("POST", &format!("/api/v1/actors/api/deploys/{id}/confirm"));
     assert_eq!(confirmed.status, 200, "{}", confirmed.text());
@@ -418,8 +439,7 @@ fn a_self_deploy_ends_in_a_reexec_that_keeps_every_child() {
     let r = w.req("POST", "/api/v1/admin/deploy");
     assert_eq!(r.status, 202, "{}", r.text());
     wait_until("re-executed twice", T, || {
-        w.stderr_text().matches("re-executed in place").count() >= 2
-            && deploys_ok(&w)
+        w.stderr_text().matches("re-executed in place").count() >= 2 && deploys_ok(&w)
     });
     assert_eq!(read(&w, "self.log"), "built\nbuilt\n");
     assert_eq!(w.actor_pid("/a"), Some(a as u32));
@@ -508,10 +528,16 @@ fn bad_deploy_and_webhook_keys_are_refused_at_check() {
         )
     };
     let cases = [
-        (service("repo = \"acme\", steps = [[\"true\"]]"), "deploy.repo"),
+        (
+            service("repo = \"acme\", steps = [[\"true\"]]"),
+            "deploy.repo",
+        ),
         (service("repo = \"acme/api\", steps = []"), "deploy.steps"),
         (service("repo = \"acme/api\", steps = [[]]"), "deploy.steps"),
-        (service("repo = \"acme/api\", steps = [[\"\"]]"), "deploy.steps"),
+        (
+            service("repo = \"acme/api\", steps = [[\"\"]]"),
+            "deploy.steps",
+        ),
         (service("repo = \"acme/api\""), "deploy.steps"),
         (
             service("repo = \"acme/api\", steps = [[\"true\"]], timeout = \"0s\""),
@@ -537,11 +563,20 @@ fn bad_deploy_and_webhook_keys_are_refused_at_check() {
     for (body, named) in cases {
         let (code, err) = check(&body, 0o600);
         assert_eq!(code, 2, "{body}: {err}");
-        assert!(err.contains(named) && err.contains("warden.toml"), "{body}: {err}");
+        assert!(
+            err.contains(named) && err.contains("warden.toml"),
+            "{body}: {err}"
+        );
     }
-    let (code, err) = check("[webhooks]\ngithub_secret_file = \"github.secret\"\n", 0o644);
+    let (code, err) = check(
+        "[webhooks]\ngithub_secret_file = \"github.secret\"\n",
+        0o644,
+    );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("github.secret") && err.contains("0644"), "{err}");
+    assert!(
+        err.contains("github.secret") && err.contains("0644"),
+        "{err}"
+    );
     let (code, err) = check(
         &format!(
             "[webhooks]\ngithub_secret_file = \"github.secret\"\n\n{}",
@@ -559,18 +594,31 @@ fn bad_deploy_and_webhook_keys_are_refused_at_check() {
 fn stopping_the_deploy_actor_cancels_the_deploy() {
     let w = Warden::start_in(
         dir_with_secret(),
-        &config(&["echo $$ > step.pid; exec sleep 1000", "echo never >> never.log"], ""),
+        &config(
+            &[
+                "echo $$ > step.pid; exec sleep 1000",
+                "echo never >> never.log",
+            ],
+            "",
+        ),
     );
     let before = w.wait_state("/api", "running", T)["pid"].as_u64().unwrap();
     assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 202);
     wait_until("the step runs", T, || !read(&w, "step.pid").is_empty());
     let step: u32 = read(&w, "step.pid").trim().parse().unwrap();
     let actor = w.wait_state("/_deploy.api", "running", T);
-    assert_eq!(actor["pid"].as_u64(), Some(u64::from(step)), "the actor's pid is its step's");
+    assert_eq!(
+        actor["pid"].as_u64(),
+        Some(u64::from(step)),
+        "the actor's pid is its step's"
+    );
     let r = w.req("POST", "/api/v1/actors/_deploy.api/stop");
     assert_eq!(r.status, 200, "{}", r.text());
     let failed = wait_newest(&w, "/api", "failed");
-    assert!(failed["reason"].as_str().unwrap().contains("cancelled"), "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("cancelled"),
+        "{failed}"
+    );
     wait_until("the step is gone", T, || !alive(step));
     wait_until("the deploy actor left the tree", T, || {
         w.req("GET", "/api/v1/actors/_deploy.api").status == 404
@@ -592,7 +640,11 @@ fn a_reload_adds_and_removes_deploys() {
     assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 404);
     let head = std::fs::read_to_string(&w.config).unwrap();
     let head = head.split("[[service]]").next().unwrap().to_owned();
-    std::fs::write(&w.config, format!("{head}{}", config(&["echo ran >> ran.log"], ""))).unwrap();
+    std::fs::write(
+        &w.config,
+        format!("{head}{}", config(&["echo ran >> ran.log"], "")),
+    )
+    .unwrap();
     let r = w.req("POST", "/api/v1/reload");
     assert_eq!(r.status, 200, "{}", r.text());
     let accepted = wait_for("the deploy route", T, || {
@@ -602,7 +654,11 @@ fn a_reload_adds_and_removes_deploys() {
     assert_eq!(accepted.json()["source"], "manual");
     wait_newest(&w, "/api", "succeeded");
     assert_eq!(read(&w, "ran.log"), "ran\n");
-    assert_ne!(w.actor_pid("/api"), Some(before as u32), "the deploy restarted it");
+    assert_ne!(
+        w.actor_pid("/api"),
+        Some(before as u32),
+        "the deploy restarted it"
+    );
     std::fs::write(&w.config, format!("{head}{plain}")).unwrap();
     assert_eq!(w.req("POST", "/api/v1/reload").status, 200);
     wait_until("no deploy route", T, || {

@@ -225,9 +225,7 @@ impl Deploys {
             .map_err(|_| std::io::Error::other("the deploy thread ended at once"))??;
         let render: Arc<OnceLock<Weak<Deploys>>> = Arc::new(OnceLock::new());
         let source = render.clone();
-        let writer = history::Writer::start(move |key: &str| {
-            source.get()?.upgrade()?.render(key)
-        })?;
+        let writer = history::Writer::start(move |key: &str| source.get()?.upgrade()?.render(key))?;
         let deliveries: VecDeque<String> =
             history::read(&dir.join(history::DELIVERIES_FILE)).unwrap_or_default();
         let (events, _) = broadcast::channel(1024);
@@ -377,7 +375,10 @@ impl Deploys {
         let now = Timestamp::now();
         let (record, start, expiry) = {
             let mut inner = self.lock();
-            let lane = inner.lanes.get_mut(key).ok_or_else(|| not_configured(key))?;
+            let lane = inner
+                .lanes
+                .get_mut(key)
+                .ok_or_else(|| not_configured(key))?;
             let confirm = lane.spec.confirm;
             let expires_at = confirm.map(|d| Timestamp(now.0 + d));
             let record = DeployRecord {
@@ -419,11 +420,14 @@ impl Deploys {
     pub fn confirm(self: &Arc<Self>, key: &str, id: &str) -> Result<DeployRecord, DeployError> {
         let start = {
             let mut inner = self.lock();
-            let lane = inner.lanes.get_mut(key).ok_or_else(|| not_configured(key))?;
+            let lane = inner
+                .lanes
+                .get_mut(key)
+                .ok_or_else(|| not_configured(key))?;
             let running = lane.running.is_some();
-            let record = lane.record(id).ok_or_else(|| {
-                DeployError::NotFound(format!("no deploy {id} of {key}"))
-            })?;
+            let record = lane
+                .record(id)
+                .ok_or_else(|| DeployError::NotFound(format!("no deploy {id} of {key}")))?;
             let expired = record
                 .expires_at
                 .is_some_and(|at| at.0 <= SystemTime::now());
@@ -704,8 +708,8 @@ impl Deploys {
         };
         let _ = self.events.send(event);
         let flushed = self.writer.flushed();
-        let _ = tokio::task::spawn_blocking(move || flushed.recv_timeout(Duration::from_secs(5)))
-            .await;
+        let _ =
+            tokio::task::spawn_blocking(move || flushed.recv_timeout(Duration::from_secs(5))).await;
     }
 
     /// A `[self]` deploy whose reexec was refused: failed at `step` after all.

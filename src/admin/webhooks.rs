@@ -117,10 +117,7 @@ pub(super) async fn github(
         "ping" => Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "pong" }))),
         "push" => {
             let push: PushEvent = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("not a push event: {e}"),
-                )
+                ApiError::new(StatusCode::BAD_REQUEST, format!("not a push event: {e}"))
             })?;
             let Some(branch) = push.reference.strip_prefix("refs/heads/") else {
                 // A tag: no branch deploys.
@@ -159,7 +156,11 @@ mod tests {
         assert!(!signature_matches(secret, b"Hello, World?", header));
         assert!(!signature_matches(b"another secret", body, header));
         assert!(!signature_matches(secret, body, "sha256=757107ea"));
-        assert!(!signature_matches(secret, body, "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"));
+        assert!(!signature_matches(
+            secret,
+            body,
+            "sha1=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        ));
         assert!(!signature_matches(secret, body, ""));
         assert_eq!(sign(secret, body), header);
     }

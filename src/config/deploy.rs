@@ -101,7 +101,12 @@ pub(super) fn webhooks(
         )
     })?;
     if file.get_ref().is_empty() {
-        return Err(src.error(file.span(), LABEL, "github_secret_file", "must not be empty"));
+        return Err(src.error(
+            file.span(),
+            LABEL,
+            "github_secret_file",
+            "must not be empty",
+        ));
     }
     let path: PathBuf = base_dir.join(file.get_ref()).components().collect();
     read_secret(&path).map_err(|e| src.error(file.span(), LABEL, "github_secret_file", e))?;

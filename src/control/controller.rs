@@ -340,8 +340,12 @@ impl Handler<Request> for Controller {
             }
             Request::Deploy { path } => immediate(
                 self.deploy_lane(&path)
-                    .and_then(|(deploys, key)| deploys.request(&key, None, "manual").map_err(deploy_failure))
-                    .map(Response::DeployAccepted),
+                    .and_then(|(deploys, key)| {
+                        deploys
+                            .request(&key, None, "manual")
+                            .map_err(deploy_failure)
+                    })
+                    .map(|r| Response::DeployAccepted(Box::new(r))),
             ),
             Request::Deploys { path } => immediate(
                 self.deploy_lane(&path)
@@ -351,7 +355,7 @@ impl Handler<Request> for Controller {
             Request::ConfirmDeploy { path, id } => immediate(
                 self.deploy_lane(&path)
                     .and_then(|(deploys, key)| deploys.confirm(&key, &id).map_err(deploy_failure))
-                    .map(Response::DeployConfirmed),
+                    .map(|r| Response::DeployConfirmed(Box::new(r))),
             ),
             Request::Reload => {
                 if self.reloading {
@@ -398,13 +402,11 @@ fn deploy_failure(e: warden_actors::deploy::DeployError) -> Failure {
 impl Controller {
     /// The registry and the lane key of `path`: a service's path, or `/` (or nothing) for
     /// warden's own deploy.
-    fn deploy_lane(
-        &self,
-        path: &str,
-    ) -> Result<(Arc<warden_actors::Deploys>, String), Failure> {
-        let deploys = self.deploys.clone().ok_or_else(|| {
-            Failure::new(FailureKind::NotFound, "this warden runs no deploys")
-        })?;
+    fn deploy_lane(&self, path: &str) -> Result<(Arc<warden_actors::Deploys>, String), Failure> {
+        let deploys = self
+            .deploys
+            .clone()
+            .ok_or_else(|| Failure::new(FailureKind::NotFound, "this warden runs no deploys"))?;
         let key = if path.trim_matches('/').is_empty() {
             warden_actors::deploy::SELF_KEY.to_owned()
         } else {

@@ -180,11 +180,11 @@ pub enum Response {
     /// Answer to [`Request::Activate`].
     Activated,
     /// Answer to [`Request::Deploy`]: the deploy as it is now (HTTP 202).
-    DeployAccepted(warden_actors::DeployRecord),
+    DeployAccepted(Box<warden_actors::DeployRecord>),
     /// Answer to [`Request::Deploys`], newest first.
     DeployList(Vec<warden_actors::DeployRecord>),
     /// Answer to [`Request::ConfirmDeploy`]: the deploy as it is now.
-    DeployConfirmed(warden_actors::DeployRecord),
+    DeployConfirmed(Box<warden_actors::DeployRecord>),
     /// Answer to [`Request::Reexec`]: the binary passed its checks and is being executed.
     Reexecuting {
         /// The binary on disk.

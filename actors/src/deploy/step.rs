@@ -9,8 +9,8 @@
 
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -129,9 +129,9 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
     let status = child.wait();
     crate::spawned::forget(pid);
     (cx.on_pid)(None);
-    let output = reader
-        .recv_timeout(DRAIN_AFTER_EXIT)
-        .unwrap_or_else(|_| b"\n[output of processes that left the step's group not read]\n".to_vec());
+    let output = reader.recv_timeout(DRAIN_AFTER_EXIT).unwrap_or_else(|_| {
+        b"\n[output of processes that left the step's group not read]\n".to_vec()
+    });
     let end = match (end, status) {
         (Some(reason), _) => StepEnd::Failed(reason),
         (None, Ok(status)) if status.success() => StepEnd::Succeeded,
@@ -152,10 +152,7 @@ fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!(
-            "killed by {}",
-            warden_supervisors::signal_name(signal)
-        ),
+        (None, Some(signal)) => format!("killed by {}", warden_supervisors::signal_name(signal)),
         _ => "ended".to_owned(),
     }
 }

@@ -6,10 +6,10 @@ use tokio::sync::oneshot;
 
 use super::{ChildChanges, ChildUpdate, ControlError, ControlOp, UpdateChildren};
 use super::{Down, Phase, Slot, Supervisor, Target, Until, Waiter};
-use crate::path::ActorName;
-use crate::policy::Backoff;
 use crate::child::ChildSpec;
+use crate::path::ActorName;
 use crate::path::ActorPath;
+use crate::policy::Backoff;
 use crate::state::{ActorKind, ActorState};
 
 impl Supervisor {
@@ -176,9 +176,11 @@ impl Supervisor {
         name: &str,
         ctx: &mut Context<Self>,
     ) -> Result<oneshot::Receiver<()>, ControlError> {
-        let Some(i) = self.slots.iter().position(|s| {
-            s.spec.name.as_str() == name && s.target != Target::Down(Down::Removed)
-        }) else {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.spec.name.as_str() == name && s.target != Target::Down(Down::Removed))
+        else {
             return Err(ControlError::NotFound(format!("{}/{name}", self.path)));
         };
         let (tx, rx) = oneshot::channel();
