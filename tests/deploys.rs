@@ -102,6 +102,14 @@ fn wait_newest(w: &Warden, path: &str, state: &str) -> Value {
     })
 }
 
+/// Waits until the deploy's actor `/_deploy.api` is in the tree and running.
+fn deploy_actor(w: &Warden) -> Value {
+    wait_for("the deploy's actor running", T, || {
+        let r = w.req("GET", "/api/v1/actors/_deploy.api");
+        (r.status == 200 && r.json()["state"] == "running").then(|| r.json())
+    })
+}
+
 fn read(w: &Warden, file: &str) -> String {
     std::fs::read_to_string(w.path(file)).unwrap_or_default()
 }
@@ -127,7 +135,7 @@ fn a_signed_push_runs_the_steps_in_order_and_restarts_the_service() {
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json(), json!({ "deploys": ["/api"] }));
     assert_eq!(read(&w, "steps.log"), "", "answered before any step ran");
-    let actor = w.wait_state("/_deploy.api", "running", T);
+    let actor = deploy_actor(&w);
     assert_eq!(actor["kind"], "deploy", "{actor}");
     let done = wait_newest(&w, "/api", "succeeded");
     assert_eq!(read(&w, "steps.log"), "one hello abc123\ntwo\n");
@@ -299,7 +307,11 @@ fn a_step_timeout_kills_the_steps_whole_group() {
 fn latest_wins_under_twenty_rapid_pushes() {
     let w = Warden::start_in(
         dir_with_secret(),
-        &config(&["echo $WARDEN_DEPLOY_COMMIT >> runs.log; sleep 1.5"], ""),
+        // Each run holds until the test lets it go: the pushes meet a running deploy.
+        &config(
+            &["echo $WARDEN_DEPLOY_COMMIT >> runs.log; while [ ! -e go ]; do sleep 0.02; done; rm go"],
+            "",
+        ),
     );
     w.wait_state("/api", "running", T);
     for k in 1..=20 {
@@ -318,6 +330,11 @@ fn latest_wins_under_twenty_rapid_pushes() {
     assert_eq!(with("pending"), ["c20"], "{list:?}");
     assert_eq!(with("superseded").len(), 18, "{list:?}");
     assert_eq!(list[0]["commit"], "c20", "newest first");
+    std::fs::write(w.path("go"), "").unwrap();
+    wait_until("the newest runs", T, || {
+        read(&w, "runs.log") == "c01\nc20\n"
+    });
+    std::fs::write(w.path("go"), "").unwrap();
     wait_until("both ran", T, || {
         deploys(&w, "/api")
             .iter()
@@ -606,7 +623,7 @@ fn stopping_the_deploy_actor_cancels_the_deploy() {
     assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 202);
     wait_until("the step runs", T, || !read(&w, "step.pid").is_empty());
     let step: u32 = read(&w, "step.pid").trim().parse().unwrap();
-    let actor = w.wait_state("/_deploy.api", "running", T);
+    let actor = deploy_actor(&w);
     assert_eq!(
         actor["pid"].as_u64(),
         Some(u64::from(step)),
