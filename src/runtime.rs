@@ -179,7 +179,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         let tree = Arc::new(ActorTree::new());
         let socket_path = layout.control_socket();
         let liveness = Arc::new(Liveness::new(passive));
-        let deploys = warden_actors::Deploys::start(tree.clone(), &config.state_dir, config.deploy_lanes())
+        let deploys = warden_actors::Deploys::start(tree.clone(), &config.state_dir, wiring.cgroups.clone(), config.deploy_lanes())
             .context("cannot start the deploys")?;
         if bound_connection.is_none() {
             deploys.set_reexec(reexec_hook(reexec_tx.clone()));

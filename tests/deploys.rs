@@ -274,13 +274,14 @@ fn a_failing_step_is_named_keeps_its_output_and_leaves_the_service_alone() {
 }
 
 /// Promise: a step that passes the deploy's `timeout` fails the deploy, and its whole
-/// process group is killed: the step and a grandchild it started in the background.
+/// process group (cgroup, where services run in cgroups) is killed: the step and a
+/// grandchild it started in the background.
 #[test]
 fn a_step_timeout_kills_the_steps_whole_group() {
     let w = Warden::start_in(
         dir_with_secret(),
         &config(
-            &["sleep 1000 & echo $! > grandchild.pid; echo $$ > step.pid; sleep 1000"],
+            &["cat /proc/self/cgroup > step.cgroup; sleep 1000 & echo $! > grandchild.pid; echo $$ > step.pid; sleep 1000"],
             "timeout = \"1s\"",
         ),
     );
@@ -299,6 +300,14 @@ fn a_step_timeout_kills_the_steps_whole_group() {
         !alive(step) && !alive(grandchild)
     });
     assert_eq!(w.actor_pid("/api"), Some(before as u32));
+    // Where services run in cgroups, so do steps: in the deploy actor's.
+    if w.actor("/api")["containment"] == "cgroup" {
+        assert!(
+            read(&w, "step.cgroup").contains("/_deploy.api"),
+            "{}",
+            read(&w, "step.cgroup")
+        );
+    }
 }
 
 /// Promise: latest wins: under 20 pushes in a row one deploy runs and one waits (the

@@ -129,6 +129,7 @@ pub struct Deploys {
     writer: history::Writer,
     events: broadcast::Sender<DeployEvent>,
     runtime: tokio::runtime::Handle,
+    cgroups: Option<Arc<crate::Cgroups>>,
     reexec: Mutex<Option<ReexecHook>>,
     inner: Mutex<Inner>,
 }
@@ -196,9 +197,11 @@ impl Deploys {
     /// The registry of `lanes` (key: a service's path, or [`SELF_KEY`]), kept in
     /// `state_dir/deploys/`: histories are read back, and a deploy an earlier warden left
     /// pending or running is marked `failed` ("interrupted").
+    /// With `cgroups`, each step runs in a cgroup of its own (the deploy actor's).
     pub fn start(
         tree: Arc<ActorTree>,
         state_dir: &std::path::Path,
+        cgroups: Option<Arc<crate::Cgroups>>,
         lanes: Vec<(String, DeploySpec)>,
     ) -> std::io::Result<Arc<Self>> {
         let dir = state_dir.join("deploys");
@@ -235,6 +238,7 @@ impl Deploys {
             writer,
             events,
             runtime,
+            cgroups,
             reexec: Mutex::new(None),
             inner: Mutex::new(Inner {
                 lanes: BTreeMap::new(),
@@ -571,7 +575,13 @@ impl Deploys {
             id: id.clone(),
             commit: commit.clone(),
         });
-        let actor = self.attach(&key, &link).await;
+        let Some((parent, name)) = actor_of(&key) else {
+            let failure = Some((None, format!("{key} is no actor path")));
+            self.finish(&key, &link, &[], failure).await;
+            return;
+        };
+        let actor_path = parent.child(&name);
+        let actor = self.attach(&key, &parent, name, &link).await;
         let mut output: Vec<u8> = Vec::new();
         let mut failure: Option<(Option<String>, String)> = None;
         for argv in &spec.steps {
@@ -583,6 +593,8 @@ impl Deploys {
                 let argv = argv.clone();
                 let spec = spec.clone();
                 let commit = commit.clone();
+                let cgroups = self.cgroups.clone();
+                let actor_path = actor_path.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut env = spec.env.clone();
                     env.push(("WARDEN_DEPLOY_ID".into(), link.id.clone()));
@@ -598,6 +610,8 @@ impl Deploys {
                             timeout: spec.timeout,
                             cancel: &link.cancel,
                             on_pid: &report,
+                            cgroups: cgroups.as_deref(),
+                            actor: &actor_path,
                         },
                     )
                 })
@@ -778,21 +792,21 @@ impl Deploys {
         }
     }
 
-    /// Adds the deploy's actor to the tree: `<supervisor>/_deploy.<service>`, or
-    /// `/_deploy` for warden. `None` (logged) when the supervisor refuses or is gone: the
-    /// deploy runs on.
-    async fn attach(&self, key: &str, link: &Arc<RunLink>) -> Option<(ActorPath, String)> {
-        let path = ActorPath::parse(key).ok()?;
-        let (parent, name) = match path.parent() {
-            None => (ActorPath::root(), "_deploy".to_owned()),
-            Some(parent) => (parent, format!("_deploy.{}", path.name())),
-        };
-        let actor_name = ActorName::new(&name).ok()?;
-        let supervisor = self.tree.supervisor(&parent)?;
-        let spec = ChildSpec::new(actor_name, DeployActor { link: link.clone() })
+    /// Adds the deploy's actor `name` to the supervisor `parent`. `None` (logged) when the
+    /// supervisor refuses or is gone: the deploy runs on.
+    async fn attach(
+        &self,
+        key: &str,
+        parent: &ActorPath,
+        name: ActorName,
+        link: &Arc<RunLink>,
+    ) -> Option<(ActorPath, String)> {
+        let supervisor = self.tree.supervisor(parent)?;
+        let text = name.as_str().to_owned();
+        let spec = ChildSpec::new(name, DeployActor { link: link.clone() })
             .restart(RestartType::Temporary);
         match supervisor.send(AddChild { spec }).await {
-            Ok(Ok(_)) => Some((parent, name)),
+            Ok(Ok(_)) => Some((parent.clone(), text)),
             Ok(Err(e)) => {
                 tracing::warn!(path = %key, error = %e, "the deploy's actor was not added to the tree");
                 None
@@ -810,6 +824,17 @@ impl Deploys {
             let _ = tokio::time::timeout(Duration::from_secs(10), left).await;
         }
     }
+}
+
+/// Where the actor of a deploy of `key` lives: `<supervisor>/_deploy.<service>`, or
+/// `/_deploy` for warden's own.
+fn actor_of(key: &str) -> Option<(ActorPath, ActorName)> {
+    let path = ActorPath::parse(key).ok()?;
+    let (parent, name) = match path.parent() {
+        None => (ActorPath::root(), "_deploy".to_owned()),
+        Some(parent) => (parent, format!("_deploy.{}", path.name())),
+    };
+    Some((parent, ActorName::new(&name).ok()?))
 }
 
 /// Marks the deploy in `lane`'s waiting place superseded by `by`.

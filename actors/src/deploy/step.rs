@@ -1,10 +1,11 @@
-//! One step of a deploy: a program run to its end in its own process group, in the
-//! deploy's folder and environment, with a deadline. Blocking: run it off the supervision
+//! One step of a deploy: a program run to its end in its own process group (and its own
+//! cgroup where warden runs services in cgroups: the deploy actor's), in the deploy's
+//! folder and environment, with a deadline. Blocking: run it off the supervision
 //! thread (`spawn_blocking`). Registered with the orphan reaper
 //! ([`crate::spawned::register`]) so its exit status is ours; its stdout and stderr share
 //! one pipe, read on a thread of its own, and the last [`OUTPUT_KEPT`] bytes are kept.
 //! When the step's leader ends (or passes its deadline, or the deploy is cancelled) its
-//! whole group is killed before the leader is reaped: nothing a step left behind outlives
+//! whole group (cgroup) is killed before the leader is reaped: nothing a step left behind outlives
 //! it, and the group id cannot have been reused meanwhile (a zombie keeps its pid).
 
 use std::io::Read as _;
@@ -16,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+
+use crate::service::cgroup::RunContainment;
 
 /// The most output of a deploy kept (its end).
 pub const OUTPUT_KEPT: usize = 64 * 1024;
@@ -57,6 +60,10 @@ pub struct StepContext<'a> {
     pub cancel: &'a AtomicBool,
     /// Told the step's pid when it starts, and `None` when it ends.
     pub on_pid: &'a (dyn Fn(Option<u32>) + Send + Sync),
+    /// warden's cgroups, when services run in cgroups.
+    pub cgroups: Option<&'a crate::Cgroups>,
+    /// The deploy's actor (names the step's cgroup).
+    pub actor: &'a warden_supervisors::ActorPath,
 }
 
 impl std::fmt::Debug for StepContext<'_> {
@@ -92,6 +99,7 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(stderr))
         .process_group(0);
+    let (containment, procs) = RunContainment::prepare(cx.cgroups, cx.actor);
     let spawned = crate::spawned::register(|| cmd.spawn(), |c| Some(c.id()));
     // The write ends live in `cmd`: dropped here, so the reader sees the end once the
     // step's processes are gone.
@@ -99,13 +107,15 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
+            containment.discard();
             return failed(format!(
                 "cannot start `{program}` in {}: {e}",
                 cx.cwd.display()
-            ))
+            ));
         }
     };
     let pid = child.id();
+    let containment = containment.enter(procs, pid);
     (cx.on_pid)(Some(pid));
     let reader = read_tail(read);
     let deadline = Instant::now() + cx.timeout;
@@ -125,8 +135,10 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         std::thread::sleep(POLL);
     };
     // The leader is alive or a zombie: its pid, hence its group id, is still ours.
+    containment.kill_all(pid);
     crate::service::signal_group(pid, Signal::SIGKILL);
     let status = child.wait();
+    containment.end_blocking();
     crate::spawned::forget(pid);
     (cx.on_pid)(None);
     let output = reader.recv_timeout(DRAIN_AFTER_EXIT).unwrap_or_else(|_| {
@@ -226,6 +238,9 @@ pub fn keep_end(mut bytes: Vec<u8>) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    static ACTOR: std::sync::LazyLock<warden_supervisors::ActorPath> =
+        std::sync::LazyLock::new(|| warden_supervisors::ActorPath::parse("/_deploy.t").unwrap());
+
     fn cx<'a>(cancel: &'a AtomicBool, timeout: Duration) -> StepContext<'a> {
         StepContext {
             cwd: Path::new("/"),
@@ -233,6 +248,8 @@ mod tests {
             timeout,
             cancel,
             on_pid: &|_| {},
+            cgroups: None,
+            actor: &ACTOR,
         }
     }
 
