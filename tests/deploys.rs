@@ -689,3 +689,36 @@ fn a_reload_adds_and_removes_deploys() {
         w.req("GET", "/api/v1/actors/api/deploys").status == 404
     });
 }
+
+/// Promise: the history keeps the last 50 deploys of a service, but never drops the one
+/// that runs or the one that waits: 60 pushes while one runs, then both still end.
+#[test]
+fn the_history_is_bounded_but_keeps_the_running_and_waiting_deploys() {
+    let w = Warden::start_in(
+        dir_with_secret(),
+        &config(
+            &["echo $WARDEN_DEPLOY_COMMIT >> runs.log; while [ ! -e go ]; do sleep 0.02; done; rm go"],
+            "",
+        ),
+    );
+    w.wait_state("/api", "running", T);
+    for k in 1..=60 {
+        assert_eq!(push(&w, &format!("d-{k}"), &format!("c{k:02}")).status, 202);
+    }
+    let list = deploys(&w, "/api");
+    assert_eq!(list.len(), 50, "{list:?}");
+    assert_eq!(list[0]["commit"], "c60");
+    assert_eq!(list[0]["state"], "pending");
+    assert!(list
+        .iter()
+        .any(|d| d["commit"] == "c01" && d["state"] == "running"));
+    std::fs::write(w.path("go"), "").unwrap();
+    wait_until("the newest runs", T, || {
+        read(&w, "runs.log") == "c01\nc60\n"
+    });
+    std::fs::write(w.path("go"), "").unwrap();
+    wait_newest(&w, "/api", "succeeded");
+    assert!(deploys(&w, "/api")
+        .iter()
+        .any(|d| d["commit"] == "c01" && d["state"] == "succeeded"));
+}

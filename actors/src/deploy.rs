@@ -294,7 +294,7 @@ impl Deploys {
                         _ => {}
                     }
                 }
-                history.truncate(HISTORY_KEPT);
+                trim(&mut history);
                 inner.lanes.insert(
                     key.clone(),
                     Lane {
@@ -404,7 +404,7 @@ impl Deploys {
             };
             supersede(lane, &id, now);
             lane.history.push_front(record.clone());
-            lane.history.truncate(HISTORY_KEPT);
+            trim(&mut lane.history);
             lane.waiting = Some(id.clone());
             let start = confirm.is_none() && lane.running.is_none();
             self.writer.mark(key);
@@ -674,6 +674,7 @@ impl Deploys {
     ) {
         let id = link.id.clone();
         let text = String::from_utf8_lossy(output).into_owned();
+        let _ = link.finished.send(true);
         let commit = {
             let mut inner = self.lock();
             let Some(lane) = inner.lanes.get_mut(key) else {
@@ -698,7 +699,6 @@ impl Deploys {
             self.writer.mark(key);
             record.commit.clone()
         };
-        let _ = link.finished.send(true);
         let event = match failure {
             None => {
                 tracing::info!(path = %key, id, "deploy succeeded");
@@ -837,6 +837,18 @@ fn actor_of(key: &str) -> Option<(ActorPath, ActorName)> {
     Some((parent, ActorName::new(&name).ok()?))
 }
 
+/// Drops the oldest finished deploys past [`HISTORY_KEPT`] (newest first); one that runs
+/// or waits is never dropped.
+fn trim(history: &mut VecDeque<DeployRecord>) {
+    let mut k = history.len();
+    while history.len() > HISTORY_KEPT && k > 0 {
+        k -= 1;
+        if history[k].state.is_final() {
+            history.remove(k);
+        }
+    }
+}
+
 /// Marks the deploy in `lane`'s waiting place superseded by `by`.
 fn supersede(lane: &mut Lane, by: &str, now: Timestamp) {
     let Some(old) = lane.waiting.take() else {
@@ -886,20 +898,24 @@ impl ChildFactory for DeployActor {
             slot.0
         };
         let mut finished = self.link.finished.subscribe();
-        let exit = async move {
-            let _ = finished.wait_for(|done| *done).await;
-            Exit::Normal
-        };
         let (stop, stopped) = oneshot::channel::<StopMode>();
         let link = self.link.clone();
-        actix_rt::spawn(async move {
-            // A stop (or a supervisor gone) before the end cancels the deploy.
-            let _ = stopped.await;
-            if !*link.finished.borrow() {
-                tracing::warn!(id = %link.id, "deploy cancelled: its actor was stopped");
-                link.cancel.store(true, Ordering::Release);
+        // The run ends with the deploy, or at once on a stop (or a supervisor gone), which
+        // cancels the deploy: its step's group is killed on the deploy's thread. Never
+        // waiting for the deploy here keeps a stop from waiting on a restart of a sibling
+        // that waits on this stop.
+        let exit = async move {
+            tokio::select! {
+                _ = finished.wait_for(|done| *done) => {}
+                _ = stopped => {
+                    if !*link.finished.borrow() {
+                        tracing::warn!(id = %link.id, "deploy cancelled: its actor was stopped");
+                        link.cancel.store(true, Ordering::Release);
+                    }
+                }
             }
-        });
+            Exit::Normal
+        };
         Ok(RunningChild {
             pid: current,
             ready: None,
