@@ -636,23 +636,25 @@ impl Deploys {
         if failure.is_none() && cancelled {
             failure = Some((None, "cancelled".to_owned()));
         }
-        if failure.is_none() {
-            if key == SELF_KEY {
-                // Succeeded before the exec, on disk: the next warden must not find it
-                // running (it would call it interrupted).
-                self.finish(&key, &link, &output, None).await;
-                if let Err(reason) = self.reexec().await {
-                    self.fail_after_success(&key, &id, "reexec", &reason);
-                }
-                self.detach(actor).await;
-                return;
-            }
+        if failure.is_none() && key != SELF_KEY {
             if let Err(reason) = self.restart(&key, spec.timeout).await {
                 failure = Some((Some("restart".to_owned()), reason));
             }
         }
-        self.finish(&key, &link, &output, failure).await;
+        // The actor leaves the tree before the deploy is told as ended: the next deploy
+        // of this service finds its name free.
+        let _ = link.finished.send(true);
         self.detach(actor).await;
+        let reexec = failure.is_none() && key == SELF_KEY;
+        // A `[self]` deploy is succeeded on disk before the exec: the next warden must not
+        // find it running (it would call it interrupted).
+        self.finish(&key, &link, &output, failure).await;
+        if reexec {
+            if let Err(reason) = self.reexec().await {
+                self.fail_after_success(&key, &id, "reexec", &reason);
+            }
+            return;
+        }
         self.start_waiting(&key);
     }
 
@@ -803,8 +805,15 @@ impl Deploys {
     ) -> Option<(ActorPath, String)> {
         let supervisor = self.tree.supervisor(parent)?;
         let text = name.as_str().to_owned();
+        let actor = parent.child(&name);
         let spec = ChildSpec::new(name, DeployActor { link: link.clone() })
             .restart(RestartType::Temporary);
+        // A deploy actor left behind (its removal timed out) gives way first.
+        if self.tree.get(&actor).is_some() {
+            if let Ok(Ok(left)) = supervisor.send(RemoveChild { name: text.clone() }).await {
+                let _ = tokio::time::timeout(Duration::from_secs(10), left).await;
+            }
+        }
         match supervisor.send(AddChild { spec }).await {
             Ok(Ok(_)) => Some((parent.clone(), text)),
             Ok(Err(e)) => {
