@@ -310,23 +310,30 @@ fn a_step_timeout_kills_the_steps_whole_group() {
     }
 }
 
-/// Promise: latest wins: under 20 pushes in a row one deploy runs and one waits (the
-/// newest commit); the 18 in between are `superseded`; the steps run exactly twice.
-#[test]
-fn latest_wins_under_twenty_rapid_pushes() {
+/// A warden whose `/api` deploy writes its commit to `runs.log` and then holds until the
+/// file `go` appears (it removes it), after `n` pushes in a row (commits `c01`...): the
+/// pushes meet a running deploy.
+fn gated_pushes(n: usize) -> Warden {
     let w = Warden::start_in(
         dir_with_secret(),
-        // Each run holds until the test lets it go: the pushes meet a running deploy.
         &config(
             &["echo $WARDEN_DEPLOY_COMMIT >> runs.log; while [ ! -e go ]; do sleep 0.02; done; rm go"],
             "",
         ),
     );
     w.wait_state("/api", "running", T);
-    for k in 1..=20 {
+    for k in 1..=n {
         let r = push(&w, &format!("d-{k}"), &format!("c{k:02}"));
         assert_eq!(r.status, 202, "{}", r.text());
     }
+    w
+}
+
+/// Promise: latest wins: under 20 pushes in a row one deploy runs and one waits (the
+/// newest commit); the 18 in between are `superseded`; the steps run exactly twice.
+#[test]
+fn latest_wins_under_twenty_rapid_pushes() {
+    let w = gated_pushes(20);
     let list = deploys(&w, "/api");
     assert_eq!(list.len(), 20);
     let with = |state: &str| -> Vec<String> {
@@ -694,17 +701,7 @@ fn a_reload_adds_and_removes_deploys() {
 /// that runs or the one that waits: 60 pushes while one runs, then both still end.
 #[test]
 fn the_history_is_bounded_but_keeps_the_running_and_waiting_deploys() {
-    let w = Warden::start_in(
-        dir_with_secret(),
-        &config(
-            &["echo $WARDEN_DEPLOY_COMMIT >> runs.log; while [ ! -e go ]; do sleep 0.02; done; rm go"],
-            "",
-        ),
-    );
-    w.wait_state("/api", "running", T);
-    for k in 1..=60 {
-        assert_eq!(push(&w, &format!("d-{k}"), &format!("c{k:02}")).status, 202);
-    }
+    let w = gated_pushes(60);
     let list = deploys(&w, "/api");
     assert_eq!(list.len(), 50, "{list:?}");
     assert_eq!(list[0]["commit"], "c60");
