@@ -10,11 +10,13 @@
 //! socket; this module only translates HTTP to [`Request`] and [`Response`] to HTTP.
 
 mod actors;
+mod deploys;
 mod events;
 mod health;
 mod operations;
 mod pools;
 pub mod ui;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, Re
 use warden_supervisors::ActorTree;
 
 pub use actors::CALL_TIMEOUT_MS;
+pub use webhooks::{sign, signature_matches, WebhookSecret, WEBHOOK_MAX_BODY, WEBHOOK_PATH};
 
 use crate::control::protocol::{Failure, Request, Response};
 use crate::control::{Controller, Liveness};
@@ -47,6 +50,10 @@ pub struct AdminState {
     pub listing: Arc<std::sync::Mutex<Option<(u64, web::Bytes)>>>,
     /// The hub, on a warden with `[hub] enabled = true` (routes in [`crate::hub::routes`]).
     pub hub: Option<Arc<crate::hub::Hub>>,
+    /// The deploys, which `POST /webhooks/github` asks for.
+    pub deploys: Option<Arc<warden_actors::Deploys>>,
+    /// The key of `POST /webhooks/github` (`None`: no `[webhooks]`, the route answers 404).
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 /// An API error: a status and a sentence, answered as `{"error": "..."}`.
@@ -173,6 +180,9 @@ pub(crate) fn json(response: Response) -> Result<HttpResponse, ApiError> {
         Response::Reexecuting { binary, version } => Ok(HttpResponse::Ok().json(
             serde_json::json!({ "status": "reexecuting", "binary": binary, "version": version }),
         )),
+        Response::DeployAccepted(record) => Ok(HttpResponse::Accepted().json(record)),
+        Response::DeployList(records) => Ok(HttpResponse::Ok().json(records)),
+        Response::DeployConfirmed(record) => Ok(HttpResponse::Ok().json(record)),
         Response::Logs(bytes) => Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(bytes)),
@@ -181,26 +191,44 @@ pub(crate) fn json(response: Response) -> Result<HttpResponse, ApiError> {
 }
 
 /// Reads a request body of at most [`MAX_BODY`] bytes (413 past it).
-pub(crate) async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+pub(crate) async fn read_body(payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+    read_body_up_to(payload, MAX_BODY).await
+}
+
+/// Reads a request body of at most `limit` bytes (413 past it).
+pub(crate) async fn read_body_up_to(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     use futures_util::StreamExt as _;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
         })?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(too_large());
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
 
-fn too_large() -> ApiError {
+fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body over the limit of {MAX_BODY} bytes"),
+        format!("request body over the limit of {limit} bytes"),
     )
+}
+
+/// The body limit of the route at `path`: [`MAX_BODY`], or [`WEBHOOK_MAX_BODY`] for the
+/// webhook.
+fn body_limit(path: &str) -> usize {
+    if path == WEBHOOK_PATH {
+        WEBHOOK_MAX_BODY
+    } else {
+        MAX_BODY
+    }
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -211,7 +239,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// Largest request body accepted on any route.
+/// Largest request body accepted on any route but the webhook's.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Registers every route on an actix-web app.
@@ -229,6 +257,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(operations::activate),
         )
         .route("/api/v1/admin/reexec", web::post().to(operations::reexec))
+        .route("/api/v1/admin/deploy", web::post().to(deploys::deploy_self))
+        .route(
+            "/api/v1/admin/deploys",
+            web::get().to(deploys::deploys_self),
+        )
+        .route(
+            "/api/v1/admin/deploys/{id}/confirm",
+            web::post().to(deploys::confirm_self),
+        )
+        .route(WEBHOOK_PATH, web::post().to(webhooks::github))
         .route("/api/v1/actors/{path:.*}", web::get().to(actors::actor_get))
         .route(
             "/api/v1/actors/{path:.*}",
@@ -261,17 +299,18 @@ pub fn serve(
             .app_data(ui.clone())
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service as _;
+                let limit = body_limit(req.path());
                 let too_big = req
                     .headers()
                     .get(actix_web::http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<usize>().ok())
-                    .is_some_and(|n| n > MAX_BODY);
+                    .is_some_and(|n| n > limit);
                 let fut = (!too_big).then(|| srv.call(req));
                 async move {
                     match fut {
                         Some(fut) => fut.await,
-                        None => Err(too_large().into()),
+                        None => Err(too_large(limit).into()),
                     }
                 }
             })

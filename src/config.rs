@@ -43,10 +43,12 @@
 //! files are read here, so a missing or loose one is refused at `check`.
 
 mod build;
+mod deploy;
 mod hub;
 mod notifier;
 mod raw;
 
+pub use deploy::{read_secret as read_webhook_secret, DeployTarget, WebhooksConfig};
 pub use hub::{HubConfig, SpokeConfig};
 pub use notifier::NotifierConfig;
 
@@ -81,6 +83,28 @@ pub struct Config {
     pub spoke: Option<SpokeConfig>,
     /// Where deploys and actors that gave up are told (`[[notifier]]`), in file order.
     pub notifiers: Vec<NotifierConfig>,
+    /// Webhook keys (`[webhooks]`).
+    pub webhooks: Option<WebhooksConfig>,
+    /// The services with a `deploy`, in file order.
+    pub deploys: Vec<DeployTarget>,
+    /// warden's own deploy (`[self] deploy`), which ends in a reexec.
+    pub self_deploy: Option<warden_actors::DeploySpec>,
+}
+
+impl Config {
+    /// The deploy lanes: every service with a `deploy` (by path), and warden's own
+    /// (`[self] deploy`, key `/`).
+    pub fn deploy_lanes(&self) -> Vec<(String, warden_actors::DeploySpec)> {
+        let mut lanes: Vec<_> = self
+            .deploys
+            .iter()
+            .map(|d| (d.path.clone(), d.spec.clone()))
+            .collect();
+        if let Some(spec) = &self.self_deploy {
+            lanes.push((warden_actors::deploy::SELF_KEY.to_owned(), spec.clone()));
+        }
+        lanes
+    }
 }
 
 /// Settings of the admin HTTP API.

@@ -202,6 +202,24 @@ fn print_response(options: &CtlOptions, request: &Request, response: Response) -
         Response::RolledOut(summary) => print_json(&summary),
         Response::Token(check) => print_json(&check),
         Response::Activated => println!("active"),
+        Response::DeployAccepted(record) | Response::DeployConfirmed(record) => {
+            if json {
+                print_json(&record);
+            } else {
+                let what = match request {
+                    Request::ConfirmDeploy { .. } => "confirmed",
+                    _ => "requested",
+                };
+                println!("deploy {} {what}: {}", record.id, deploy_state(&record));
+            }
+        }
+        Response::DeployList(records) => {
+            if json {
+                print_json(&records);
+            } else {
+                print_deploys(&records);
+            }
+        }
         Response::Reexecuting { binary, version } => {
             if json {
                 print_json(&serde_json::json!({
@@ -214,6 +232,40 @@ fn print_response(options: &CtlOptions, request: &Request, response: Response) -
     }
     let _ = request;
     ExitCode::SUCCESS
+}
+
+fn deploy_state(record: &warden_actors::DeployRecord) -> String {
+    serde_json::to_value(record.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Deploys as a table: id, state, commit, when asked, and what failed.
+fn print_deploys(records: &[warden_actors::DeployRecord]) {
+    let rows: Vec<[String; 5]> = records
+        .iter()
+        .map(|r| {
+            let commit = r
+                .commit
+                .as_deref()
+                .map(|c| c.chars().take(12).collect())
+                .unwrap_or_else(|| "-".to_owned());
+            let note = match (&r.failed_step, &r.reason) {
+                (Some(step), Some(reason)) => format!("{step}: {reason}"),
+                (None, Some(reason)) => reason.clone(),
+                _ => String::new(),
+            };
+            [
+                r.id.clone(),
+                deploy_state(r),
+                commit,
+                format!("{} ago", age(Some(r.requested_at))),
+                note,
+            ]
+        })
+        .collect();
+    print_columns(["ID", "STATE", "COMMIT", "REQUESTED", "INFO"], &rows);
 }
 
 fn age(at: Option<warden_supervisors::Timestamp>) -> String {
@@ -269,17 +321,21 @@ fn print_table(views: &[ActorView]) {
             ]
         })
         .collect();
-    let header = ["PATH", "KIND", "STATE", "PID", "RESTARTS", "INFO"];
+    print_columns(["PATH", "KIND", "STATE", "PID", "RESTARTS", "INFO"], &rows);
+}
+
+/// Prints `rows` under `header` in aligned columns; the last column is not padded.
+fn print_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: &[&str]| {
         let mut out = String::new();
         for (k, cell) in cells.iter().enumerate() {
-            if k == 5 {
+            if k + 1 == N {
                 out.push_str(cell);
             } else {
                 out.push_str(&format!("{cell:<w$}  ", w = widths[k]));
@@ -287,9 +343,9 @@ fn print_table(views: &[ActorView]) {
         }
         println!("{}", out.trim_end());
     };
-    line(header);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    line(&header);
+    for row in rows {
+        line(&row.each_ref().map(String::as_str));
     }
 }
 

@@ -138,6 +138,24 @@ enum CtlVerb {
     /// Re-execute warden's binary on disk in place (after checking that it runs and
     /// accepts the config); every child keeps running and is adopted.
     Reexec,
+    /// Deploy a service now (its `deploy` steps, then a restart); `/` deploys warden
+    /// itself (`[self] deploy`, then a reexec). Answers once the deploy is taken.
+    Deploy {
+        /// The service's path, or `/`.
+        path: String,
+    },
+    /// A service's deploys, newest first (`/`: warden's own).
+    Deploys {
+        /// The service's path, or `/`.
+        path: String,
+    },
+    /// Confirm a deploy that awaits confirmation (`confirm = "15m"`).
+    Confirm {
+        /// The service's path, or `/`.
+        path: String,
+        /// The deploy's id (see `deploys`).
+        id: String,
+    },
     /// Wait until every given actor is running (exit 1 on timeout).
     Wait {
         /// Actor paths.
@@ -162,6 +180,9 @@ impl CtlVerb {
             CtlVerb::Reload => Request::Reload,
             CtlVerb::Drain => Request::Drain,
             CtlVerb::Reexec => Request::Reexec,
+            CtlVerb::Deploy { path } => Request::Deploy { path },
+            CtlVerb::Deploys { path } => Request::Deploys { path },
+            CtlVerb::Confirm { path, id } => Request::ConfirmDeploy { path, id },
             CtlVerb::Wait { paths, timeout } => Request::Wait {
                 paths,
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),

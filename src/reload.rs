@@ -25,6 +25,11 @@ impl Reloader {
         Self { current, wiring }
     }
 
+    /// The config as last applied.
+    pub fn config(&self) -> &Config {
+        &self.current
+    }
+
     /// The file that is re-read.
     pub fn path(&self) -> &PathBuf {
         &self.current.path

@@ -125,6 +125,14 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    // Read again (the loader checked it): the file may have changed since.
+    let webhook_secret = match &config.webhooks {
+        Some(webhooks) => Some(admin::WebhookSecret::new(
+            &crate::config::read_webhook_secret(&webhooks.github_secret_file)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     // Signals are taken before anything starts, so none is lost in between.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
         .context("cannot install signal handlers")?;
@@ -182,6 +190,15 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             .context("cannot start the notifiers' watch of the tree")?;
         let socket_path = layout.control_socket();
         let liveness = Arc::new(Liveness::new(passive));
+        let deploys = warden_actors::Deploys::start(tree.clone(), &config.state_dir, wiring.cgroups.clone(), config.deploy_lanes())
+            .context("cannot start the deploys")?;
+        // Deploys started, succeeded and failed are told, from a thread of the notifiers'.
+        notifiers
+            .follow_deploys(deploys.subscribe())
+            .context("cannot start the notifiers' watch of the deploys")?;
+        if bound_connection.is_none() {
+            deploys.set_reexec(reexec_hook(reexec_tx.clone()));
+        }
         let controller = Controller::new(ControllerConfig {
             tree: tree.clone(),
             layout,
@@ -193,6 +210,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             // A bound holder ends with its parent: nothing to upgrade in place.
             reexec: bound_connection.is_none().then(|| reexec_tx.clone()),
             liveness: liveness.clone(),
+            deploys: Some(deploys.clone()),
         })
         .start();
         wiring.spoke_verbs.set(controller.clone());
@@ -211,6 +229,8 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             liveness,
             listing: Arc::default(),
             hub,
+            deploys: Some(deploys),
+            webhook_secret,
         };
         let https = tls.is_some();
         let (server, bound) = admin::serve(admin_listener, state, tls)
@@ -417,6 +437,27 @@ fn bind_admin(listen: std::net::SocketAddr) -> std::io::Result<std::net::TcpList
 fn same_address(listener: &std::net::TcpListener, wanted: std::net::SocketAddr) -> bool {
     listener.local_addr().is_ok_and(|bound| {
         bound.ip() == wanted.ip() && (wanted.port() == 0 || bound.port() == wanted.port())
+    })
+}
+
+/// How a `[self]` deploy asks for the reexec that ends it: an order to `warden up`'s loop,
+/// answered once the new binary passed its preflight.
+fn reexec_hook(
+    orders: tokio::sync::mpsc::UnboundedSender<reexec::Order>,
+) -> warden_actors::deploy::ReexecHook {
+    Arc::new(move || {
+        let orders = orders.clone();
+        Box::pin(async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            orders
+                .send(reexec::Order { reply })
+                .map_err(|_| "warden is stopping".to_owned())?;
+            match answer.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(failure)) => Err(failure.message),
+                Err(_) => Err("the reexec was not answered".to_owned()),
+            }
+        })
     })
 }
 

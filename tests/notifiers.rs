@@ -698,3 +698,77 @@ restart = {{ backoff = {{ initial = "20ms", max = "20ms" }}, intensity = {{ max 
     let log = w.stderr_text();
     assert!(!log.contains(&hole_url), "the URL is a secret: {log}");
 }
+
+/// A deploy's transitions reach the notifiers: started and failed (naming the step, with
+/// the end of its output) for a failing step, started and succeeded for a good one; the
+/// failing deploy's actor is not told a second time as an actor that gave up.
+#[test]
+fn deploys_are_told_started_then_failed_with_the_step_or_succeeded() {
+    let receiver = Receiver::start();
+    let dir = support::temp_dir();
+    url_file(dir.path(), "hook.url", &receiver.url("/hook"), 0o600);
+    url_file(dir.path(), "chat.url", &receiver.url("/chat"), 0o600);
+    std::fs::write(dir.path().join("fail"), "1").expect("write the switch");
+    let body = format!(
+        r#"
+[[notifier]]
+name = "hook"
+kind = "webhook"
+url_file = "hook.url"
+
+[[notifier]]
+name = "chat"
+kind = "mattermost"
+url_file = "chat.url"
+events = ["failed"]
+
+[[service]]
+name = "api"
+command = ["sleep", "1000"]
+deploy = {{ repo = "acme/api", steps = [{}] }}
+"#,
+        support::sh("echo building; if [ -e fail ]; then echo 'error: it broke'; exit 7; fi")
+    );
+    let w = Warden::start_in(dir, &body);
+    w.wait_state("/api", "running", Duration::from_secs(10));
+    let events = |n: usize| {
+        wait_until("the deploy events", Duration::from_secs(20), || {
+            receiver.on("/hook").len() >= n
+        });
+        receiver
+            .on("/hook")
+            .iter()
+            .map(Received::json)
+            .collect::<Vec<_>>()
+    };
+
+    let asked = w.req("POST", "/api/v1/actors/api/deploy");
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    let told = events(2);
+    assert_eq!(told[0]["event"], "deploy_started", "{told:?}");
+    assert_eq!(told[1]["event"], "deploy_failed", "{told:?}");
+    assert_eq!(told[1]["path"], "/api");
+    assert_eq!(told[0]["id"], told[1]["id"]);
+    assert!(
+        told[1]["step"].as_str().is_some_and(|s| s.contains("sh")),
+        "the failing step is named: {told:?}"
+    );
+    assert!(
+        told[1]["output_tail"]
+            .as_str()
+            .is_some_and(|o| o.contains("error: it broke")),
+        "the end of the step's output: {told:?}"
+    );
+
+    std::fs::remove_file(w.dir.path().join("fail")).expect("flip the switch");
+    let asked = w.req("POST", "/api/v1/actors/api/deploy");
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    let told = events(4);
+    assert_eq!(told[2]["event"], "deploy_started", "{told:?}");
+    assert_eq!(told[3]["event"], "deploy_succeeded", "{told:?}");
+    assert_ne!(told[1]["id"], told[3]["id"]);
+    // `chat` asked only for give-ups: a failed deploy is not one, nor is its actor.
+    holds_for("nothing more", Duration::from_millis(1000), || {
+        receiver.on("/hook").len() == 4 && receiver.on("/chat").is_empty()
+    });
+}

@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod actor;
+pub mod deploy;
 pub mod link;
 pub mod log_budget;
 pub mod notifier;
@@ -23,6 +24,7 @@ pub mod unit;
 mod worker_token;
 
 pub use actor::{ActorFactory, ActorHandle};
+pub use deploy::{DeployEvent, DeployRecord, DeploySpec, DeployState, Deploys};
 pub use link::{LinkFactory, LinkSpec, LocalVerbs};
 pub use outboard::{
     CallError, OutboardFactory, OutboardHub, OutboardSpec, OUTBOARD_HELLO_WITHIN,
@@ -34,7 +36,7 @@ pub use pool::{
     WorkerTokens,
 };
 pub use redis_registry::{redact_url, RedisRegistry};
-pub use secret::{hex, random_hex, write_durably};
+pub use secret::{hex, random_hex, unhex, write_durably};
 pub use service::cgroup::{cgroup_of, kill_cgroup, remove_when_empty, CgroupUnavailable, Cgroups};
 pub use service::log::{
     flush as flush_logs, pause as pause_logs, resume as resume_logs, tail_lines, LogFile, LogSpec,

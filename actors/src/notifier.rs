@@ -41,7 +41,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
-use warden_supervisors::{ActorPath, ActorState, ActorTree, Timestamp};
+use warden_supervisors::{ActorKind, ActorPath, ActorState, ActorTree, Timestamp};
 
 pub use cut::{cut_keeping_end, marker, units};
 pub use format::{
@@ -399,6 +399,40 @@ impl Notifiers {
             .collect()
     }
 
+    /// Tells every deploy transition of `events` (started, succeeded, failed), from a
+    /// thread of its own that follows the deploy runner's broadcast.
+    pub fn follow_deploys(
+        &self,
+        mut events: broadcast::Receiver<crate::DeployEvent>,
+    ) -> std::io::Result<()> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        if !inner.queues.iter().any(|q| q.events.deploy) {
+            return Ok(());
+        }
+        let notifiers = Arc::downgrade(inner);
+        std::thread::Builder::new()
+            .name("warden-notify-deploys".into())
+            .spawn(move || loop {
+                match events.blocking_recv() {
+                    Ok(event) => {
+                        let Some(inner) = notifiers.upgrade() else {
+                            return;
+                        };
+                        if let Some(event) = NotifyEvent::of_deploy(event) {
+                            Notifiers { inner: Some(inner) }.publish(event);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "notifiers: deploy events missed");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            })?;
+        Ok(())
+    }
+
     /// Publishes an [`NotifyEvent::ActorFailed`] (with its `failed_reason`) each time an
     /// actor of `tree` enters state `failed`. It listens on a thread of its own
     /// (`warden-notify-watch`), never on the supervision thread, and ends with the tree or
@@ -433,8 +467,12 @@ fn watch(
         let (Some(tree), Some(inner)) = (tree.upgrade(), notifiers.upgrade()) else {
             return false;
         };
-        let reason = tree
-            .get(&path)
+        let info = tree.get(&path);
+        // A deploy's actor that fails is told as its deploy's `DeployFailed` instead.
+        if info.as_ref().is_some_and(|i| i.kind == ActorKind::Deploy) {
+            return true;
+        }
+        let reason = info
             .and_then(|info| info.failed_reason)
             .unwrap_or_else(|| "no reason recorded".to_owned());
         if told.insert(path.clone()) {
@@ -552,5 +590,41 @@ mod tests {
         }
         let e = check_url("file:///etc/secret-path").unwrap_err();
         assert!(!e.contains("secret-path"), "{e}");
+    }
+}
+
+impl NotifyEvent {
+    /// The notification of a deploy transition (`None` for a path that is not an actor
+    /// path, which the deploy runner never sends).
+    pub fn of_deploy(event: crate::DeployEvent) -> Option<Self> {
+        use crate::DeployEvent as D;
+        let actor = |path: &str| ActorPath::parse(path).ok();
+        Some(match event {
+            D::Started { path, id, commit } => Self::DeployStarted {
+                path: actor(&path)?,
+                id,
+                commit,
+            },
+            D::Succeeded { path, id, commit } => Self::DeploySucceeded {
+                path: actor(&path)?,
+                id,
+                commit,
+            },
+            D::Failed {
+                path,
+                id,
+                commit,
+                step,
+                reason,
+                output_tail,
+            } => Self::DeployFailed {
+                path: actor(&path)?,
+                id,
+                commit,
+                step: step.unwrap_or_else(|| "deploy".to_owned()),
+                reason,
+                output_tail,
+            },
+        })
     }
 }

@@ -17,6 +17,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of the hex text `text` (either case); `None` when it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Writes `line` and a newline to `path` durably, mode 0600: a temp file beside it,
 /// fsynced, renamed over `path`, then the folder fsynced (so the rename itself survives a
 /// power loss); see [`crate::state_file::replace`]. Creates the folder (0700) if needed.

@@ -425,7 +425,7 @@ impl ChildFactory for ServiceFactory {
 /// Variables of warden's own environment that its children must not inherit: the
 /// sd_notify socket, watchdog and socket activation of warden's own unit (a notify child
 /// gets its own `NOTIFY_SOCKET`), and the state_dir marker of older wardens.
-const INHERITED_NOT_PASSED_ON: [&str; 7] = [
+pub(crate) const INHERITED_NOT_PASSED_ON: [&str; 7] = [
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",

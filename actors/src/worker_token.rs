@@ -55,17 +55,7 @@ impl std::fmt::Debug for TokenSigner {
     }
 }
 
-use crate::secret::hex;
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+use crate::secret::{hex, unhex};
 
 impl TokenSigner {
     /// Reads the key at `path`, creating it (0600, 256 random bits, written durably) when

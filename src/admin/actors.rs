@@ -73,6 +73,9 @@ pub(super) async fn actor_get(
     match ask(&state, Request::Actor { path: path.clone() }).await {
         Ok(response) => json(response),
         Err(not_found) if not_found.status == StatusCode::NOT_FOUND => {
+            if let Some(request) = super::deploys::get_request(&path) {
+                return json(ask(&state, request).await?);
+            }
             match path.strip_suffix("/logs") {
                 Some(target) if !target.is_empty() => {
                     let tail = parse_tail(req.query_string())?;
@@ -122,6 +125,9 @@ pub(super) async fn actor_post(
     // start/stop/restart take no body; one that is sent is still held to the limit.
     let body = read_body(payload).await?;
     let raw = req.match_info().query("path").trim_matches('/');
+    if let Some(request) = super::deploys::post_request(raw) {
+        return json(ask(&state, request).await?);
+    }
     let (target, action) = raw.rsplit_once('/').unwrap_or(("", raw));
     let request = match action {
         "call" => Request::Call {

@@ -109,6 +109,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
         base_dir: &base_dir,
         restart: &defaults,
     };
+    let mut deploys = Vec::new();
     for (index, entry) in file.service.iter().enumerate() {
         let node = service(
             src,
@@ -118,8 +119,29 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             entry.get_ref(),
             &context,
         )?;
+        if let (Some(raw), ChildConfig::Service(s)) = (&entry.get_ref().deploy, &node.child) {
+            let spec =
+                super::deploy::deploy(src, &node.label, raw, &base_dir, &s.cwd, s.env.clone())?;
+            deploys.push(super::DeployTarget {
+                path: s.path.clone(),
+                line: s.line,
+                spec,
+            });
+        }
         nodes.push(node);
     }
+    let webhooks = super::deploy::webhooks(src, file.webhooks.as_ref(), &base_dir)?;
+    let self_deploy = match file.warden.as_ref().and_then(|w| w.deploy.as_ref()) {
+        Some(raw) => Some(super::deploy::deploy(
+            src,
+            "[self]",
+            raw,
+            &base_dir,
+            &base_dir,
+            Vec::new(),
+        )?),
+        None => None,
+    };
     for (index, entry) in file.outboard.into_iter().enumerate() {
         nodes.push(outboard(src, index, entry, &context)?);
     }
@@ -148,6 +170,9 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
         hub,
         spoke,
         notifiers,
+        webhooks,
+        deploys,
+        self_deploy,
     })
 }
 

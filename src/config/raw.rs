@@ -24,6 +24,9 @@ pub(super) struct RawFile {
     pub cluster: Option<RawCluster>,
     pub hub: Option<super::hub::RawHub>,
     pub spoke: Option<super::hub::RawSpoke>,
+    pub webhooks: Option<Spanned<super::deploy::RawWebhooks>>,
+    #[serde(rename = "self")]
+    pub warden: Option<super::deploy::RawSelf>,
     pub restart: Option<Spanned<RawRestart>>,
     #[serde(default)]
     pub supervisor: Vec<Spanned<RawSupervisor>>,
@@ -138,6 +141,8 @@ pub(super) struct RawService {
     pub label: Option<Spanned<String>>,
     /// The user's manager (systemd: the session bus; launchd: `gui/UID`).
     pub user_mode: Option<Spanned<bool>>,
+    /// How it is deployed (`[[service]]` only).
+    pub deploy: Option<Spanned<super::deploy::RawDeploy>>,
 }
 
 /// An `[[outboard]]` entry: every key of a `[[service]]`, then the IPC keys.
@@ -203,6 +208,7 @@ impl RawOutboard {
             unit: None,
             label: None,
             user_mode: None,
+            deploy: None,
         };
         let ipc = RawIpc {
             heartbeat,
@@ -285,6 +291,7 @@ impl RawPool {
             unit: None,
             label: None,
             user_mode: None,
+            deploy: None,
         };
         let pool = RawPoolKeys {
             ports,

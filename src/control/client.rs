@@ -216,6 +216,14 @@ fn http_ask(
             path.trim_start_matches('/')
         )
     };
+    // `/` is warden's own deploy, under /api/v1/admin.
+    let deploy_url = |path: &str, suffix: &str| {
+        if path.trim_matches('/').is_empty() {
+            format!("{base}/api/v1/admin{suffix}")
+        } else {
+            actor_url(path, suffix)
+        }
+    };
     let relayed = matches!(
         request,
         Request::Status
@@ -257,6 +265,11 @@ fn http_ask(
         }
         Request::Drain => ("POST", format!("{base}/api/v1/drain")),
         Request::Reexec => ("POST", format!("{base}/api/v1/admin/reexec")),
+        Request::Deploy { path } => ("POST", deploy_url(path, "/deploy")),
+        Request::Deploys { path } => ("GET", deploy_url(path, "/deploys")),
+        Request::ConfirmDeploy { path, id } => {
+            ("POST", deploy_url(path, &format!("/deploys/{id}/confirm")))
+        }
         Request::Metrics => ("GET", format!("{base}/metrics")),
         Request::Wait { paths, timeout_ms } => {
             return http_wait(agent, base, api, token, paths, *timeout_ms)
@@ -345,6 +358,15 @@ fn http_ask(
             }
         }
         Request::Metrics => Response::Metrics(String::from_utf8_lossy(&body).into_owned()),
+        Request::Deploy { .. } => {
+            Response::DeployAccepted(serde_json::from_slice(&body).map_err(protocol)?)
+        }
+        Request::Deploys { .. } => {
+            Response::DeployList(serde_json::from_slice(&body).map_err(protocol)?)
+        }
+        Request::ConfirmDeploy { .. } => {
+            Response::DeployConfirmed(serde_json::from_slice(&body).map_err(protocol)?)
+        }
         Request::Call { .. } => Response::Reply(serde_json::from_slice(&body).map_err(protocol)?),
         Request::Acquire { .. }
         | Request::Release { .. }

@@ -35,6 +35,8 @@ pub struct ControllerConfig {
     pub reexec: Option<tokio::sync::mpsc::UnboundedSender<crate::reexec::Order>>,
     /// Draining and passive, shared with whoever answers `/healthz` and `/readyz`.
     pub liveness: Arc<Liveness>,
+    /// The deploys (`None`: a tree built in code has none).
+    pub deploys: Option<Arc<warden_actors::Deploys>>,
 }
 
 /// What liveness and readiness are answered from, without asking the [`Controller`]: two
@@ -112,6 +114,7 @@ pub struct Controller {
     activate: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     reexec: Option<tokio::sync::mpsc::UnboundedSender<crate::reexec::Order>>,
     liveness: Arc<Liveness>,
+    deploys: Option<Arc<warden_actors::Deploys>>,
     reloading: bool,
 }
 
@@ -128,6 +131,7 @@ impl Controller {
             activate: config.activate,
             reexec: config.reexec,
             liveness: config.liveness,
+            deploys: config.deploys,
             reloading: false,
         }
     }
@@ -334,6 +338,25 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self))
             }
+            Request::Deploy { path } => immediate(
+                self.deploy_lane(&path)
+                    .and_then(|(deploys, key)| {
+                        deploys
+                            .request(&key, None, "manual")
+                            .map_err(deploy_failure)
+                    })
+                    .map(|r| Response::DeployAccepted(Box::new(r))),
+            ),
+            Request::Deploys { path } => immediate(
+                self.deploy_lane(&path)
+                    .and_then(|(deploys, key)| deploys.list(&key).map_err(deploy_failure))
+                    .map(Response::DeployList),
+            ),
+            Request::ConfirmDeploy { path, id } => immediate(
+                self.deploy_lane(&path)
+                    .and_then(|(deploys, key)| deploys.confirm(&key, &id).map_err(deploy_failure))
+                    .map(|r| Response::DeployConfirmed(Box::new(r))),
+            ),
             Request::Reload => {
                 if self.reloading {
                     return immediate(Err(Failure::new(
@@ -353,6 +376,11 @@ impl Handler<Request> for Controller {
                     (reloader, result)
                 };
                 Box::pin(fut.into_actor(self).map(|(reloader, result), act, _| {
+                    if let (Ok(_), Some(deploys)) = (&result, &act.deploys) {
+                        // New lanes read their history from disk: off this thread.
+                        let (deploys, lanes) = (deploys.clone(), reloader.config().deploy_lanes());
+                        tokio::task::spawn_blocking(move || deploys.configure(lanes));
+                    }
                     act.reloader = Some(reloader);
                     act.reloading = false;
                     result.map(Response::Reloaded)
@@ -362,7 +390,31 @@ impl Handler<Request> for Controller {
     }
 }
 
+/// A deploy refusal as a failure (404 no such deploy, 409 not now).
+fn deploy_failure(e: warden_actors::deploy::DeployError) -> Failure {
+    use warden_actors::deploy::DeployError;
+    match e {
+        DeployError::NotFound(m) => Failure::new(FailureKind::NotFound, m),
+        DeployError::Conflict(m) => Failure::new(FailureKind::Conflict, m),
+    }
+}
+
 impl Controller {
+    /// The registry and the lane key of `path`: a service's path, or `/` (or nothing) for
+    /// warden's own deploy.
+    fn deploy_lane(&self, path: &str) -> Result<(Arc<warden_actors::Deploys>, String), Failure> {
+        let deploys = self
+            .deploys
+            .clone()
+            .ok_or_else(|| Failure::new(FailureKind::NotFound, "this warden runs no deploys"))?;
+        let key = if path.trim_matches('/').is_empty() {
+            warden_actors::deploy::SELF_KEY.to_owned()
+        } else {
+            parse_path(path)?.to_string()
+        };
+        Ok((deploys, key))
+    }
+
     fn drive(
         &self,
         tree: Arc<ActorTree>,

@@ -104,6 +104,23 @@ pub enum Request {
         /// The token.
         token: String,
     },
+    /// Ask for a deploy of a service (`/`: warden's own `[self]` deploy).
+    Deploy {
+        /// The service's path, or `/`.
+        path: String,
+    },
+    /// The deploys of a service (`/`: warden's own), newest first.
+    Deploys {
+        /// The service's path, or `/`.
+        path: String,
+    },
+    /// Confirm a deploy that awaits confirmation.
+    ConfirmDeploy {
+        /// The service's path, or `/`.
+        path: String,
+        /// The deploy's id.
+        id: String,
+    },
     /// Wait until every listed actor is `running`.
     Wait {
         /// Their paths.
@@ -162,6 +179,12 @@ pub enum Response {
     Token(TokenCheck),
     /// Answer to [`Request::Activate`].
     Activated,
+    /// Answer to [`Request::Deploy`]: the deploy as it is now (HTTP 202).
+    DeployAccepted(Box<warden_actors::DeployRecord>),
+    /// Answer to [`Request::Deploys`], newest first.
+    DeployList(Vec<warden_actors::DeployRecord>),
+    /// Answer to [`Request::ConfirmDeploy`]: the deploy as it is now.
+    DeployConfirmed(Box<warden_actors::DeployRecord>),
     /// Answer to [`Request::Reexec`]: the binary passed its checks and is being executed.
     Reexecuting {
         /// The binary on disk.

@@ -55,8 +55,8 @@ pub use policy::{
 pub use state::{ActorKind, ActorState};
 #[cfg(feature = "runtime")]
 pub use supervisor::{
-    panic_message, ChildChanges, ChildUpdate, Control, ControlError, ControlOp, RootHandle,
-    Shutdown, Supervisor, SupervisorSpec, UpdateChildren,
+    panic_message, AddChild, ChildChanges, ChildUpdate, Control, ControlError, ControlOp,
+    RemoveChild, RootHandle, Shutdown, Supervisor, SupervisorSpec, UpdateChildren,
 };
 #[cfg(feature = "runtime")]
 pub use tree::{

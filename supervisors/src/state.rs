@@ -76,4 +76,8 @@ pub enum ActorKind {
     Actor,
     /// A spoke's connection to its hub (`/_hub`).
     Link,
+    /// A deploy of a service while it runs (`<supervisor>/_deploy.<service>`): added to
+    /// a running supervisor with [`AddChild`](crate::AddChild), kept across reloads,
+    /// removed when it ends.
+    Deploy,
 }

@@ -365,6 +365,14 @@ impl RunContainment {
         Self::Cgroup(cgroup)
     }
 
+    /// [`RunContainment::end`] of a run that was asked to end, on the caller's thread
+    /// (blocking: a deploy step's thread).
+    pub(crate) fn end_blocking(self) {
+        if let Self::Cgroup(cgroup) = self {
+            cgroup.end();
+        }
+    }
+
     /// A run that never started: its (empty) cgroup is removed.
     pub(crate) fn discard(self) {
         if let Self::Cgroup(cgroup) = self {

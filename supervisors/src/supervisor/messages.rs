@@ -111,6 +111,26 @@ impl ChildChanges {
     }
 }
 
+/// Adds a child to a running supervisor, last in order, and starts it (a deploy while it
+/// runs). The answer is the new child's path; a child of that name already there is a
+/// conflict. Children of kind [`ActorKind::Deploy`](crate::ActorKind) added this way are
+/// kept by an [`UpdateChildren`] that does not name them.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ActorPath, ControlError>")]
+pub struct AddChild {
+    /// Its spec.
+    pub spec: ChildSpec,
+}
+
+/// Stops a child (if it runs) and removes it from the supervisor and the tree. The answer
+/// is a receiver that fires once it has left.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<oneshot::Receiver<()>, ControlError>")]
+pub struct RemoveChild {
+    /// The child's name.
+    pub name: String,
+}
+
 /// Stops every child in reverse order, then the supervisor itself. The answer fires
 /// when all are stopped.
 #[derive(Debug, Message)]
@@ -132,6 +152,22 @@ impl Handler<UpdateChildren> for Supervisor {
 
     fn handle(&mut self, msg: UpdateChildren, ctx: &mut Self::Context) -> Self::Result {
         self.update_children(msg, ctx)
+    }
+}
+
+impl Handler<AddChild> for Supervisor {
+    type Result = Result<ActorPath, ControlError>;
+
+    fn handle(&mut self, msg: AddChild, ctx: &mut Self::Context) -> Self::Result {
+        self.add_child(msg.spec, ctx)
+    }
+}
+
+impl Handler<RemoveChild> for Supervisor {
+    type Result = Result<oneshot::Receiver<()>, ControlError>;
+
+    fn handle(&mut self, msg: RemoveChild, ctx: &mut Self::Context) -> Self::Result {
+        self.remove_child(&msg.name, ctx)
     }
 }
 

@@ -33,7 +33,8 @@ mod operator;
 
 pub use handle::{panic_message, RootHandle};
 pub use messages::{
-    ChildChanges, ChildUpdate, Control, ControlError, ControlOp, Shutdown, UpdateChildren,
+    AddChild, ChildChanges, ChildUpdate, Control, ControlError, ControlOp, RemoveChild, Shutdown,
+    UpdateChildren,
 };
 
 /// A supervisor's own settings and its children, in start order.

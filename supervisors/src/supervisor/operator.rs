@@ -6,9 +6,11 @@ use tokio::sync::oneshot;
 
 use super::{ChildChanges, ChildUpdate, ControlError, ControlOp, UpdateChildren};
 use super::{Down, Phase, Slot, Supervisor, Target, Until, Waiter};
+use crate::child::ChildSpec;
 use crate::path::ActorName;
+use crate::path::ActorPath;
 use crate::policy::Backoff;
-use crate::state::ActorState;
+use crate::state::{ActorKind, ActorState};
 
 impl Supervisor {
     pub(super) fn update_children(
@@ -77,6 +79,11 @@ impl Supervisor {
         }
         // What is left was removed: it stops after everything else has its place, last
         // in the list, so it is the first to be stopped.
+        // A deploy added at run time is no entry of any config: it stays, last.
+        let (kept, old): (Vec<Slot>, Vec<Slot>) = old.into_iter().partition(|s| {
+            s.info.kind == ActorKind::Deploy && s.target != Target::Down(Down::Removed)
+        });
+        self.slots.extend(kept);
         let first_removed = self.slots.len();
         for slot in old {
             if slot.target != Target::Down(Down::Removed) {
@@ -133,6 +140,60 @@ impl Supervisor {
         }
         self.reconcile(ctx);
         Ok(changes)
+    }
+
+    /// See [`AddChild`](super::AddChild).
+    pub(super) fn add_child(
+        &mut self,
+        spec: ChildSpec,
+        ctx: &mut Context<Self>,
+    ) -> Result<ActorPath, ControlError> {
+        if self.phase != Phase::Running {
+            return Err(ControlError::ShuttingDown(self.path.to_string()));
+        }
+        if let Some(slot) = self.slots.iter().find(|s| s.spec.name == spec.name) {
+            return Err(ControlError::Conflict {
+                path: slot.info.path.to_string(),
+                op: "add",
+                state: slot.info.state,
+            });
+        }
+        let batch = self.new_batch();
+        let id = self.next_slot_id;
+        self.next_slot_id += 1;
+        let slot = Slot::new(id, &self.path, spec, batch);
+        let path = slot.info.path.clone();
+        tracing::info!(path = %path, "child added");
+        self.slots.push(slot);
+        self.declare();
+        let i = self.slots.len() - 1;
+        self.publish(i);
+        self.reconcile(ctx);
+        Ok(path)
+    }
+
+    /// See [`RemoveChild`](super::RemoveChild).
+    pub(super) fn remove_child(
+        &mut self,
+        name: &str,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<()>, ControlError> {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.spec.name.as_str() == name && s.target != Target::Down(Down::Removed))
+        else {
+            return Err(ControlError::NotFound(format!("{}/{name}", self.path)));
+        };
+        let (tx, rx) = oneshot::channel();
+        self.slots[i].waiters.push(Waiter {
+            until: Until::Down,
+            tx,
+        });
+        self.set_target(i, Target::Down(Down::Removed), ctx);
+        self.publish(i);
+        self.reconcile(ctx);
+        Ok(rx)
     }
 
     pub(super) fn control(
