@@ -266,7 +266,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/admin/deploys/{id}/confirm",
             web::post().to(deploys::confirm_self),
         )
-        .route(WEBHOOK_PATH, web::post().to(webhooks::github))
+        .route("/webhooks/github", web::post().to(webhooks::github))
         .route("/api/v1/actors/{path:.*}", web::get().to(actors::actor_get))
         .route(
             "/api/v1/actors/{path:.*}",
