@@ -557,42 +557,6 @@ async fn run_queue(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shown_urls_hide_the_path_and_the_password() {
-        assert_eq!(
-            shown_url("https://hooks.slack.com/services/T0/B0/secret"),
-            "https://hooks.slack.com/***"
-        );
-        assert_eq!(
-            shown_url("http://user:pw@127.0.0.1:9000/hook?x=1"),
-            "http://user:***@127.0.0.1:9000/***"
-        );
-        assert_eq!(shown_url("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
-        assert_eq!(shown_url("no scheme/secret"), "***");
-    }
-
-    #[test]
-    fn only_http_and_https_urls_with_a_host_pass() {
-        assert!(check_url("https://hooks.slack.com/services/T/B/X").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
-        for bad in [
-            "ftp://host/x",
-            "hooks.slack.com/x",
-            "http:///path",
-            "https://",
-            "http://host/a b",
-        ] {
-            assert!(check_url(bad).is_err(), "{bad}");
-        }
-        let e = check_url("file:///etc/secret-path").unwrap_err();
-        assert!(!e.contains("secret-path"), "{e}");
-    }
-}
-
 impl NotifyEvent {
     /// The notification of a deploy transition (`None` for a path that is not an actor
     /// path, which the deploy runner never sends).
@@ -626,5 +590,41 @@ impl NotifyEvent {
                 output_tail,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_hide_the_path_and_the_password() {
+        assert_eq!(
+            shown_url("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com/***"
+        );
+        assert_eq!(
+            shown_url("http://user:pw@127.0.0.1:9000/hook?x=1"),
+            "http://user:***@127.0.0.1:9000/***"
+        );
+        assert_eq!(shown_url("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(shown_url("no scheme/secret"), "***");
+    }
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_pass() {
+        assert!(check_url("https://hooks.slack.com/services/T/B/X").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
+        for bad in [
+            "ftp://host/x",
+            "hooks.slack.com/x",
+            "http:///path",
+            "https://",
+            "http://host/a b",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        let e = check_url("file:///etc/secret-path").unwrap_err();
+        assert!(!e.contains("secret-path"), "{e}");
     }
 }
