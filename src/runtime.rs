@@ -190,7 +190,13 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             .context("cannot start the notifiers' watch of the tree")?;
         let socket_path = layout.control_socket();
         let liveness = Arc::new(Liveness::new(passive));
-        let deploys = warden_actors::Deploys::start(tree.clone(), &config.state_dir, wiring.cgroups.clone(), config.deploy_lanes())
+        let deploys = warden_actors::Deploys::start(
+            tree.clone(),
+            &config.state_dir,
+            wiring.cgroups.clone(),
+            store.marker(),
+            config.deploy_lanes(),
+        )
             .context("cannot start the deploys")?;
         // Deploys started, succeeded and failed are told, from a thread of the notifiers'.
         notifiers

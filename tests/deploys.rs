@@ -416,10 +416,18 @@ fn a_deploy_interrupted_by_a_warden_crash_is_failed_after_the_restart() {
     assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 202);
     wait_until("the step runs", T, || !read(&w, "step.pid").is_empty());
     w.crash();
+    // The step (and its `sleep`) outlive the killed warden; the next one sweeps them as
+    // orphans of this instance (they carry its marker).
     let step: u32 = read(&w, "step.pid").trim().parse().unwrap();
-    kill(step, 9);
+    let sleeper = wait_for("the step's sleep", T, || {
+        support::children_of(step).first().copied()
+    });
+    assert!(support::alive(step) && support::alive(sleeper));
     std::fs::remove_file(w.path("block")).unwrap();
     let w = Warden::start_in(w.into_dir(), &body);
+    wait_until("the leftover step swept", T, || {
+        !support::alive(step) && !support::alive(sleeper)
+    });
     let newest = deploys(&w, "/api").remove(0);
     assert_eq!(newest["state"], "failed", "{newest}");
     assert!(
@@ -718,4 +726,33 @@ fn the_history_is_bounded_but_keeps_the_running_and_waiting_deploys() {
     assert!(deploys(&w, "/api")
         .iter()
         .any(|d| d["commit"] == "c01" && d["state"] == "succeeded"));
+}
+
+/// A service's `user` is its deploy's too: the steps run as that user (files a `git pull`
+/// writes belong to the service), never as the root warden.
+#[test]
+fn the_steps_run_as_the_services_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root to start children as other users");
+        return;
+    }
+    let dir = dir_with_secret();
+    // nobody may enter the folder (the steps' cwd); state_dir inside stays 0700.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = config(&["echo \"step uid=$(id -u) gid=$(id -g)\""], "")
+        .replace("[service.deploy]", "user = \"nobody\"\n[service.deploy]");
+    let w = Warden::start_in(dir, &body);
+    w.wait_state("/api", "running", T);
+    assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 202);
+    let done = wait_newest(&w, "/api", "succeeded");
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .expect("id -u nobody");
+    let uid = String::from_utf8_lossy(&nobody.stdout).trim().to_owned();
+    let output = done["output"].as_str().unwrap_or_default();
+    assert!(
+        output.contains(&format!("step uid={uid} ")),
+        "the step ran as {output:?}, not as nobody ({uid})"
+    );
 }

@@ -17,11 +17,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(15);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The uid of the system user `name`.
 fn uid_of_user(name: &str) -> u32 {
     let out = Command::new("id").args(["-u", name]).output().expect("id");

@@ -58,6 +58,9 @@ pub struct DeploySpec {
     pub confirm: Option<Duration>,
     /// Environment entries of the steps (the service's `env`).
     pub env: Vec<(String, String)>,
+    /// The identity the steps run as: the service's `user`/`group` (`None`: warden's own,
+    /// as for `[self]`).
+    pub run_as: Option<crate::RunAs>,
 }
 
 /// Re-executes warden (the end of a `[self]` deploy): `Ok` once the new binary passed its
@@ -130,6 +133,9 @@ pub struct Deploys {
     events: broadcast::Sender<DeployEvent>,
     runtime: tokio::runtime::Handle,
     cgroups: Option<Arc<crate::Cgroups>>,
+    /// The orphan marker of this warden (`WARDEN_INSTANCE`) given to every step, so a step
+    /// left running by a killed warden is swept by the next one.
+    marker: Vec<(String, String)>,
     reexec: Mutex<Option<ReexecHook>>,
     inner: Mutex<Inner>,
 }
@@ -202,6 +208,7 @@ impl Deploys {
         tree: Arc<ActorTree>,
         state_dir: &std::path::Path,
         cgroups: Option<Arc<crate::Cgroups>>,
+        marker: Vec<(String, String)>,
         lanes: Vec<(String, DeploySpec)>,
     ) -> std::io::Result<Arc<Self>> {
         let dir = state_dir.join("deploys");
@@ -239,6 +246,7 @@ impl Deploys {
             events,
             runtime,
             cgroups,
+            marker,
             reexec: Mutex::new(None),
             inner: Mutex::new(Inner {
                 lanes: BTreeMap::new(),
@@ -595,8 +603,10 @@ impl Deploys {
                 let commit = commit.clone();
                 let cgroups = self.cgroups.clone();
                 let actor_path = actor_path.clone();
+                let marker = self.marker.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut env = spec.env.clone();
+                    env.extend(marker);
                     env.push(("WARDEN_DEPLOY_ID".into(), link.id.clone()));
                     if let Some(commit) = commit {
                         env.push(("WARDEN_DEPLOY_COMMIT".into(), commit));
@@ -612,6 +622,7 @@ impl Deploys {
                             on_pid: &report,
                             cgroups: cgroups.as_deref(),
                             actor: &actor_path,
+                            run_as: spec.run_as.as_ref(),
                         },
                     )
                 })

@@ -284,7 +284,7 @@ impl ChildFactory for ServiceFactory {
             .kill_on_drop(false);
         cmd.env("WARDEN_ACTOR", cx.path.as_str());
         set_pre_exec(
-            &mut cmd,
+            cmd.as_std_mut(),
             spec.die_with_warden,
             proc::children_open_files_limit(),
             spec.run_as.as_ref().filter(|r| r.switches()),
@@ -443,8 +443,8 @@ pub(crate) const INHERITED_NOT_PASSED_ON: [&str; 7] = [
 /// and programs that close every fd up to the limit slow down). `run_as`: the identity a
 /// root warden switches to, supplementary groups first, then gid, then uid (after which
 /// nothing can regain root); PDEATHSIG is set after the switch, which would clear it.
-fn set_pre_exec(
-    cmd: &mut Command,
+pub(crate) fn set_pre_exec(
+    cmd: &mut std::process::Command,
     die_with_warden: bool,
     nofile: Option<libc::rlim_t>,
     run_as: Option<&RunAs>,
@@ -458,7 +458,7 @@ fn set_pre_exec(
     // async-signal-safe, and nothing is allocated between fork and exec (the groups were
     // collected before).
     unsafe {
-        cmd.pre_exec(move || {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
             if let Some((groups, gid, uid)) = &identity {
                 if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(*gid) != 0

@@ -120,8 +120,15 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             &context,
         )?;
         if let (Some(raw), ChildConfig::Service(s)) = (&entry.get_ref().deploy, &node.child) {
-            let spec =
-                super::deploy::deploy(src, &node.label, raw, &base_dir, &s.cwd, s.env.clone())?;
+            let spec = super::deploy::deploy(
+                src,
+                &node.label,
+                raw,
+                &base_dir,
+                &s.cwd,
+                s.env.clone(),
+                s.run_as.clone(),
+            )?;
             deploys.push(super::DeployTarget {
                 path: s.path.clone(),
                 line: s.line,
@@ -139,6 +146,7 @@ pub(super) fn build(src: &Source, file: RawFile) -> Result<Config> {
             &base_dir,
             &base_dir,
             Vec::new(),
+            None,
         )?),
         None => None,
     };

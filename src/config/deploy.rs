@@ -124,6 +124,7 @@ pub(super) fn deploy(
     base_dir: &Path,
     default_cwd: &Path,
     env: Vec<(String, String)>,
+    run_as: Option<warden_actors::RunAs>,
 ) -> Result<DeploySpec> {
     let table = raw.get_ref();
     let err = |span: std::ops::Range<usize>, key: &str, detail: String| {
@@ -208,5 +209,6 @@ pub(super) fn deploy(
         steps: steps.get_ref().clone(),
         confirm,
         env,
+        run_as,
     })
 }

@@ -64,6 +64,8 @@ pub struct StepContext<'a> {
     pub cgroups: Option<&'a crate::Cgroups>,
     /// The deploy's actor (names the step's cgroup).
     pub actor: &'a warden_supervisors::ActorPath,
+    /// The identity the step runs as (the service's `user`/`group`), when warden is root.
+    pub run_as: Option<&'a crate::RunAs>,
 }
 
 impl std::fmt::Debug for StepContext<'_> {
@@ -99,6 +101,14 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(stderr))
         .process_group(0);
+    // The service's identity (and the open files limit warden was started with), as for
+    // the service's own runs.
+    crate::service::set_pre_exec(
+        &mut cmd,
+        false,
+        crate::proc::children_open_files_limit(),
+        cx.run_as.filter(|r| r.switches()),
+    );
     let (containment, procs) = RunContainment::prepare(cx.cgroups, cx.actor);
     let spawned = crate::spawned::register(|| cmd.spawn(), |c| Some(c.id()));
     // The write ends live in `cmd`: dropped here, so the reader sees the end once the
@@ -250,6 +260,7 @@ mod tests {
             on_pid: &|_| {},
             cgroups: None,
             actor: &ACTOR,
+            run_as: None,
         }
     }
 
