@@ -3,10 +3,11 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use warden_actors::notifier::NotifierCounts;
 use warden_supervisors::{ActorPath, ActorState, ActorTree};
 
 /// Renders every metric.
-pub fn render(tree: &ActorTree, draining: bool) -> String {
+pub fn render(tree: &ActorTree, draining: bool, notifiers: &[(String, NotifierCounts)]) -> String {
     let actors = tree.descendants(&ActorPath::root());
     let mut out = String::with_capacity(256 + actors.len() * 700);
     let now = SystemTime::now();
@@ -84,6 +85,25 @@ pub fn render(tree: &ActorTree, draining: bool) -> String {
         "# HELP warden_draining Whether warden is draining.\n# TYPE warden_draining gauge\n",
     );
     let _ = writeln!(out, "warden_draining {}", u8::from(draining));
+    if !notifiers.is_empty() {
+        out.push_str(
+            "# HELP warden_notifier_events_total Events of each notifier by outcome: delivered \
+             (answered 2xx), failed (not delivered, not resent), dropped (its queue was full).\n\
+             # TYPE warden_notifier_events_total counter\n",
+        );
+        for (name, counts) in notifiers {
+            for (outcome, n) in [
+                ("delivered", counts.delivered),
+                ("failed", counts.failed),
+                ("dropped", counts.dropped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "warden_notifier_events_total{{notifier=\"{name}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+    }
     process_metrics(&mut out);
     out
 }

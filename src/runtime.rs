@@ -217,6 +217,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
             reexec: bound_connection.is_none().then(|| reexec_tx.clone()),
             liveness: liveness.clone(),
             deploys: Some(deploys.clone()),
+            notifiers: notifiers.clone(),
         })
         .start();
         wiring.spoke_verbs.set(controller.clone());

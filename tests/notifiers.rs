@@ -771,4 +771,13 @@ deploy = {{ repo = "acme/api", steps = [{}] }}
     holds_for("nothing more", Duration::from_millis(1000), || {
         receiver.on("/hook").len() == 4 && receiver.on("/chat").is_empty()
     });
+    // /metrics counts what each notifier delivered.
+    let metrics = w.req("GET", "/metrics").text();
+    for line in [
+        "warden_notifier_events_total{notifier=\"hook\",outcome=\"delivered\"} 4",
+        "warden_notifier_events_total{notifier=\"hook\",outcome=\"failed\"} 0",
+        "warden_notifier_events_total{notifier=\"chat\",outcome=\"delivered\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
 }

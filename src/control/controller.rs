@@ -37,6 +37,8 @@ pub struct ControllerConfig {
     pub liveness: Arc<Liveness>,
     /// The deploys (`None`: a tree built in code has none).
     pub deploys: Option<Arc<warden_actors::Deploys>>,
+    /// The notifiers (their counts are in `/metrics`).
+    pub notifiers: warden_actors::notifier::Notifiers,
 }
 
 /// What liveness and readiness are answered from, without asking the [`Controller`]: two
@@ -115,6 +117,7 @@ pub struct Controller {
     reexec: Option<tokio::sync::mpsc::UnboundedSender<crate::reexec::Order>>,
     liveness: Arc<Liveness>,
     deploys: Option<Arc<warden_actors::Deploys>>,
+    notifiers: warden_actors::notifier::Notifiers,
     reloading: bool,
 }
 
@@ -132,6 +135,7 @@ impl Controller {
             reexec: config.reexec,
             liveness: config.liveness,
             deploys: config.deploys,
+            notifiers: config.notifiers,
             reloading: false,
         }
     }
@@ -219,6 +223,7 @@ impl Handler<Request> for Controller {
             Request::Metrics => immediate(Ok(Response::Metrics(metrics::render(
                 &tree,
                 self.liveness.draining(),
+                &self.notifiers.counts(),
             )))),
             Request::Call {
                 path,
