@@ -6,25 +6,12 @@
 //! `cargo build --release && cargo run --release --example bench_adoption [-- N ROUNDS]`
 //! (uses `target/release/warden`, or `$WARDEN_BIN`).
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "support/sleep_tree.rs"]
 mod sleep_tree;
 use sleep_tree::{all_running, warden_bin, write_sleep_tree};
-
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(warden_bin())
-        .arg("up")
-        .arg("-c")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("start warden (cargo build --release first)")
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -43,14 +30,14 @@ fn main() {
     let (config, _port) = write_sleep_tree(&dir, n);
     let socket = dir.join("state/control.sock");
 
-    let mut warden = start(&config, &dir.join("first.log"));
+    let mut warden = sleep_tree::start_warden(&config, &dir.join("first.log"));
     let pids = all_running(&socket, n, Duration::from_secs(60));
     let mut times = Vec::new();
     for round in 0..rounds {
         let _ = warden.kill();
         let _ = warden.wait();
         let t0 = Instant::now();
-        warden = start(&config, &dir.join(format!("round{round}.log")));
+        warden = sleep_tree::start_warden(&config, &dir.join(format!("round{round}.log")));
         let adopted = all_running(&socket, n, Duration::from_secs(60));
         let took = t0.elapsed();
         assert_eq!(

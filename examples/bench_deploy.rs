@@ -16,7 +16,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "bench secret";
@@ -36,7 +36,7 @@ fn main() {
          [service.deploy]\nrepo = \"acme/api\"\nsteps = [[\"/bin/sh\", \"-c\", \"echo $WARDEN_DEPLOY_COMMIT >> runs.log; if [ -e slow ]; then sleep 2; fi\"]]\n",
     );
     std::fs::write(&config, toml).expect("config");
-    let mut warden = start(&config, &dir);
+    let mut warden = sleep_tree::start_warden(&config, &dir.join("warden.stderr"));
     let token = wait_token(&dir, port);
     sleep_tree::all_running(&dir.join("state/control.sock"), 1, Duration::from_secs(20));
 
@@ -124,18 +124,6 @@ fn main() {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn start(config: &Path, dir: &Path) -> Child {
-    Command::new(sleep_tree::warden_bin())
-        .arg("up")
-        .arg("-c")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("warden.stderr")).expect("stderr"))
-        .spawn()
-        .expect("start the release warden (cargo build --release first)")
 }
 
 fn wait_token(dir: &Path, port: u16) -> String {

@@ -10,7 +10,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,15 +71,7 @@ fn main() {
     let socket = dir.join("state/control.sock");
     let log = dir.join("warden.log");
 
-    let mut warden: Child = Command::new(warden_bin())
-        .arg("up")
-        .arg("-c")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start warden (cargo build --release first)");
+    let mut warden: Child = sleep_tree::start_warden(&config, &log);
     let pids = all_running(&socket, n, Duration::from_secs(120));
     let token = std::fs::read_to_string(dir.join("state/admin.token")).expect("token");
     let token = token.trim();

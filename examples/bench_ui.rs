@@ -18,13 +18,12 @@ mod browser;
 #[path = "support/sleep_tree.rs"]
 mod sleep_tree;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use browser::Browser;
 use serde_json::{json, Value};
-use sleep_tree::{all_running, warden_bin, write_sleep_tree};
+use sleep_tree::{all_running, write_sleep_tree};
 
 /// A service that writes `LINES_PER_S` lines a second, in batches of 100.
 const CHATTY: &str = r#"
@@ -44,18 +43,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     percentile(&v, 0.5)
-}
-
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(warden_bin())
-        .arg("up")
-        .arg("-c")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("start warden (build it first: cargo build --release)")
 }
 
 /// Established TCP connections whose local port is `port` (the server's side).
@@ -102,7 +89,7 @@ fn main() {
     let mut text = std::fs::read_to_string(&config).expect("config");
     text.push_str(CHATTY);
     std::fs::write(&config, text).expect("config");
-    let mut warden = start(&config, &dir.join("warden.log"));
+    let mut warden = sleep_tree::start_warden(&config, &dir.join("warden.log"));
     all_running(
         &dir.join("state/control.sock"),
         n + 1,

@@ -778,6 +778,9 @@ deploy = {{ repo = "acme/api", steps = [{}] }}
         "warden_notifier_events_total{notifier=\"hook\",outcome=\"failed\"} 0",
         "warden_notifier_events_total{notifier=\"chat\",outcome=\"delivered\"} 0",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
     }
 }

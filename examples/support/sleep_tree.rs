@@ -1,8 +1,9 @@
 //! Shared by the benchmarks that run a release `warden up` with N idle services
-//! (`bench_adoption`, `bench_reexec`): where the binary is, the tree's config, and the
-//! wait until every service runs.
+//! (`bench_adoption`, `bench_reexec`, `bench_ui`): where the binary is, how it is started,
+//! the tree's config, and the wait until every service runs.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use warden::control::client::Client;
@@ -14,6 +15,19 @@ pub fn warden_bin() -> PathBuf {
     std::env::var_os("WARDEN_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/warden"))
+}
+
+/// Starts `warden up -c config` (the release binary), its stderr into `log`.
+pub fn start_warden(config: &Path, log: &Path) -> Child {
+    Command::new(warden_bin())
+        .arg("up")
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("start warden (cargo build --release first)")
 }
 
 /// Writes `dir/warden.toml`: state_dir `dir/state`, the admin API on a free loopback port,
