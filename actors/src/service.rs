@@ -48,7 +48,7 @@ use warden_supervisors::{
     StartContext, StopMode,
 };
 
-use self::cgroup::{Cgroups, RunContainment};
+use self::cgroup::{Cgroups, KeptCgroup, RunContainment};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
@@ -153,6 +153,8 @@ pub struct ServiceFactory {
     records: Option<Arc<dyn ProcessRecords>>,
     kind: ActorKind,
     cgroups: Option<Arc<Cgroups>>,
+    /// The service's empty cgroup between a run and the next (see [`KeptCgroup`]).
+    kept_cgroup: Arc<KeptCgroup>,
 }
 
 impl ServiceFactory {
@@ -168,6 +170,7 @@ impl ServiceFactory {
             records: None,
             kind: ActorKind::Service,
             cgroups: None,
+            kept_cgroup: Arc::default(),
         }
     }
 
@@ -371,14 +374,15 @@ impl ChildFactory for ServiceFactory {
             }
             _ => None,
         };
-        let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
+        let containment =
+            RunContainment::prepare(self.cgroups.as_deref(), &cx.path, &self.kept_cgroup);
         let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
         drop(handoff);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                containment.discard();
+                containment.discard(&self.kept_cgroup);
                 return Err(format!("{}: {e}", spec.command[0]));
             }
         };
@@ -387,7 +391,7 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
-        let containment = containment.enter(procs, pid);
+        let containment = containment.enter(pid);
         if let Some(records) = &self.records {
             records.saved(&cx.path, pid, output_id);
         }
@@ -399,7 +403,7 @@ impl ChildFactory for ServiceFactory {
         let task = actix_rt::spawn(supervise(
             child,
             pid,
-            containment,
+            (containment, self.kept_cgroup.clone()),
             stop_rx,
             spec.stop_signal,
             spec.stop_timeout,
@@ -545,7 +549,7 @@ async fn leader_exited(child: &mut Child, watch: Option<&AsyncFd<OwnedFd>>) {
 async fn supervise(
     mut child: Child,
     pgid: u32,
-    containment: RunContainment,
+    (containment, kept): (RunContainment, Arc<KeptCgroup>),
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
@@ -580,7 +584,7 @@ async fn supervise(
     // Reaped by tokio: from now on the pid may name an orphan.
     spawned::forget(pgid);
     // Whatever left the group (setsid) but not the cgroup goes too.
-    containment.end(requested).await;
+    containment.end(requested, Some(&kept)).await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -641,7 +645,7 @@ async fn supervise_adopted(
     // Grandchildren go with their leader, while the leader (a zombie until its new parent
     // reaps it) still holds the group's number.
     process.signal_group(libc::SIGKILL);
-    containment.end(requested).await;
+    containment.end(requested, None).await;
     forget(record);
     match status {
         Some(status) => exit_of(ExitStatus::from_raw(status)),

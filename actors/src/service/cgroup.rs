@@ -137,6 +137,7 @@ impl Cgroups {
         (ours && dir.is_dir()).then(|| ServiceCgroup {
             dir,
             path: path.to_string(),
+            procs: None,
         })
     }
 }
@@ -250,23 +251,46 @@ pub(crate) struct ServiceCgroup {
     dir: PathBuf,
     /// The actor path, for log lines.
     path: String,
+    /// Its `cgroup.procs`, opened by warden (None for the cgroup of an adopted process).
+    procs: Option<File>,
+}
+
+/// The empty cgroup a service keeps between a run that ended by itself and the next run
+/// (with its `cgroup.procs` still open): a restart then neither creates the cgroup nor
+/// opens it. Only the end of a run fills it, and only the next start of the same service
+/// takes it, which comes after that end: the cgroup cannot be in use by another run.
+#[derive(Debug, Default)]
+pub(crate) struct KeptCgroup(std::sync::Mutex<Option<ServiceCgroup>>);
+
+impl KeptCgroup {
+    fn take(&self) -> Option<ServiceCgroup> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn keep(&self, cgroup: ServiceCgroup) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cgroup);
+    }
 }
 
 impl ServiceCgroup {
     /// Creates the cgroup of `path` (and its parents), and opens its `cgroup.procs`.
-    fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, File)> {
+    fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<Self> {
         let dir = cgroups.service_dir(path);
         std::fs::create_dir_all(&dir)?;
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))?;
-        Ok((
-            Self {
-                dir,
-                path: path.to_string(),
-            },
-            procs,
-        ))
+        Ok(Self {
+            dir,
+            path: path.to_string(),
+            procs: Some(procs),
+        })
     }
 
     fn kill(&self) -> io::Result<()> {
@@ -312,19 +336,22 @@ pub(crate) enum RunContainment {
 }
 
 impl RunContainment {
-    /// The containment of a new run of `path`: its cgroup (created now, with its open
-    /// `cgroup.procs`, see [`RunContainment::enter`]) where `cgroups` is set up, else its
-    /// process group. A cgroup that cannot be created falls
-    /// back to the process group, with a warning.
-    pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath) -> (Self, Option<File>) {
+    /// The containment of a new run of `path`: its cgroup where `cgroups` is set up (the
+    /// one `kept` from its last run, else created now with its `cgroup.procs` open, see
+    /// [`RunContainment::enter`]), else its process group. A cgroup that cannot be
+    /// created falls back to the process group, with a warning.
+    pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath, kept: &KeptCgroup) -> Self {
         let Some(cgroups) = cgroups else {
-            return (Self::Group, None);
+            return Self::Group;
         };
+        if let Some(cgroup) = kept.take() {
+            return Self::Cgroup(cgroup);
+        }
         match ServiceCgroup::create(cgroups, path) {
-            Ok((cgroup, procs)) => (Self::Cgroup(cgroup), Some(procs)),
+            Ok(cgroup) => Self::Cgroup(cgroup),
             Err(e) => {
                 tracing::warn!(%path, error = %e, "cannot create the service's cgroup: contained by its process group");
-                (Self::Group, None)
+                Self::Group
             }
         }
     }
@@ -341,8 +368,11 @@ impl RunContainment {
     /// Moves the just spawned leader `pid` into the run's cgroup, then every descendant it
     /// already forked (see the module doc for the window this closes). A leader that
     /// cannot be moved leaves the run contained by its process group, with a warning.
-    pub(crate) fn enter(self, procs: Option<File>, pid: u32) -> Self {
-        let (Self::Cgroup(cgroup), Some(mut procs)) = (self, procs) else {
+    pub(crate) fn enter(self, pid: u32) -> Self {
+        let Self::Cgroup(cgroup) = self else {
+            return Self::Group;
+        };
+        let Some(mut procs) = cgroup.procs.as_ref() else {
             return Self::Group;
         };
         if let Err(e) = procs.write_all(pid.to_string().as_bytes()) {
@@ -365,10 +395,10 @@ impl RunContainment {
         Self::Cgroup(cgroup)
     }
 
-    /// A run that never started: its (empty) cgroup is removed.
-    pub(crate) fn discard(self) {
+    /// A run that never started: its (empty) cgroup is kept for the next start.
+    pub(crate) fn discard(self, kept: &KeptCgroup) {
         if let Self::Cgroup(cgroup) = self {
-            let _ = std::fs::remove_dir(&cgroup.dir);
+            kept.keep(cgroup);
         }
     }
 
@@ -402,12 +432,17 @@ impl RunContainment {
     /// sends it while the leader still holds the group's number): a cgroup is killed,
     /// waited for and removed on the blocking pool (never on the supervision thread), so
     /// descendants that left the group (setsid) go too. When the run ended by itself
-    /// (`requested` false, e.g. a crash) and left nothing behind, the empty cgroup is kept
-    /// for the restart that usually follows (saves a rmdir and a mkdir on the restart
-    /// path); an actor that is not restarted leaves it until warden exits.
-    pub(crate) async fn end(self, requested: bool) {
+    /// (`requested` false, e.g. a crash) and left nothing behind, the empty cgroup, with
+    /// its `cgroup.procs` open, is put in `kept` for the restart that usually follows
+    /// (saves a mkdir, an open and a rmdir on the restart path); an actor that is not
+    /// restarted leaves it until warden exits. The cgroup of an adopted process (no
+    /// `kept`) is not kept.
+    pub(crate) async fn end(self, requested: bool, kept: Option<&KeptCgroup>) {
         if let Self::Cgroup(cgroup) = self {
             if !requested && cgroup.populated().is_ok_and(|p| !p) {
+                if let Some(kept) = kept.filter(|_| cgroup.procs.is_some()) {
+                    kept.keep(cgroup);
+                }
                 return;
             }
             let _ = tokio::task::spawn_blocking(move || cgroup.end()).await;
