@@ -4,7 +4,10 @@
 //! own, `<warden's cgroup>/warden-<instance>/<actor path>`, and every end of a run (after
 //! the graceful signal and its timeout, or after the leader exited) writes `1` to its
 //! `cgroup.kill`: every process in it gets SIGKILL, setsid ones too. The empty cgroup is
-//! then removed. Elsewhere a run is contained by its process group, as before.
+//! then removed, except after a run that ended by itself and left nothing behind: the
+//! service keeps that empty cgroup, with its `cgroup.procs` open, for its next run
+//! ([`KeptCgroup`]: a restart does no mkdir, open or rmdir); it goes when warden exits.
+//! Elsewhere a run is contained by its process group, as before.
 //!
 //! warden moves the leader into its cgroup right after the spawn (posix_spawn returns
 //! once the child has exec'd), then every child the leader already forked, recursively.
