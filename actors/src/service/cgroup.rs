@@ -296,6 +296,26 @@ impl ServiceCgroup {
         })
     }
 
+    /// Writes `pid` to the open `cgroup.procs`.
+    fn move_in(&self, pid: u32) -> io::Result<()> {
+        let mut procs = self
+            .procs
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cgroup.procs is not open"))?;
+        procs.write_all(pid.to_string().as_bytes())
+    }
+
+    /// Creates the cgroup again (and its parents) and opens its `cgroup.procs` again.
+    fn reopen(&mut self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        self.procs = Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.dir.join("cgroup.procs"))?,
+        );
+        Ok(())
+    }
+
     fn kill(&self) -> io::Result<()> {
         kill_cgroup(&self.dir)
     }
@@ -372,17 +392,23 @@ impl RunContainment {
     /// already forked (see the module doc for the window this closes). A leader that
     /// cannot be moved leaves the run contained by its process group, with a warning.
     pub(crate) fn enter(self, pid: u32) -> Self {
-        let Self::Cgroup(cgroup) = self else {
+        let Self::Cgroup(mut cgroup) = self else {
             return Self::Group;
         };
-        let Some(mut procs) = cgroup.procs.as_ref() else {
-            return Self::Group;
-        };
-        if let Err(e) = procs.write_all(pid.to_string().as_bytes()) {
+        // A kept cgroup that someone removed since (its open procs file then fails with
+        // ENODEV) is created again, once.
+        let entered = cgroup.move_in(pid).or_else(|_| {
+            cgroup.reopen()?;
+            cgroup.move_in(pid)
+        });
+        if let Err(e) = entered {
             tracing::warn!(path = %cgroup.path, pid, error = %e, "cannot move the service into its cgroup: contained by its process group");
             let _ = std::fs::remove_dir(&cgroup.dir);
             return Self::Group;
         }
+        let Some(mut procs) = cgroup.procs.as_ref() else {
+            return Self::Group;
+        };
         let mut pending = children_of(pid);
         let mut moved = 0;
         while let Some(child) = pending.pop() {
