@@ -172,10 +172,9 @@ fn a_crashed_leader_takes_its_setsid_grandchild_with_it() {
 }
 
 /// Promise: a run that ended by itself and left nothing behind leaves its empty cgroup
-/// to the service's next run (kept with its `cgroup.procs` open: no rmdir and mkdir per
-/// restart), and that next run is contained by it exactly as a first run: the restarted
-/// leader is in the same cgroup, a setsid grandchild it starts too, and a stop still ends
-/// that grandchild and removes the cgroup.
+/// to the service's next run (no rmdir per restart), and that next run is contained by it
+/// exactly as a first run: the restarted leader is in the same cgroup, a setsid
+/// grandchild it starts too, and a stop still ends that grandchild and removes the cgroup.
 #[test]
 fn a_restart_reuses_the_services_cgroup_and_still_contains_setsid_grandchildren() {
     let Some(mount) = cgroups_or_skip("a_restart_reuses_the_services_cgroup") else {

@@ -48,7 +48,7 @@ use warden_supervisors::{
     StartContext, StopMode,
 };
 
-use self::cgroup::{Cgroups, KeptCgroup, RunContainment};
+use self::cgroup::{Cgroups, RunContainment};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
@@ -153,8 +153,6 @@ pub struct ServiceFactory {
     records: Option<Arc<dyn ProcessRecords>>,
     kind: ActorKind,
     cgroups: Option<Arc<Cgroups>>,
-    /// The service's empty cgroup between a run and the next (see [`KeptCgroup`]).
-    kept_cgroup: Arc<KeptCgroup>,
 }
 
 impl ServiceFactory {
@@ -170,7 +168,6 @@ impl ServiceFactory {
             records: None,
             kind: ActorKind::Service,
             cgroups: None,
-            kept_cgroup: Arc::default(),
         }
     }
 
@@ -374,15 +371,14 @@ impl ChildFactory for ServiceFactory {
             }
             _ => None,
         };
-        let containment =
-            RunContainment::prepare(self.cgroups.as_deref(), &cx.path, &self.kept_cgroup);
+        let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
         let spawned = spawned::register(|| cmd.spawn(), Child::id);
         drop(keeper);
         drop(handoff);
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                containment.discard(&self.kept_cgroup);
+                containment.discard();
                 return Err(format!("{}: {e}", spec.command[0]));
             }
         };
@@ -391,7 +387,7 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
-        let containment = containment.enter(pid);
+        let containment = containment.enter(procs, pid);
         if let Some(records) = &self.records {
             records.saved(&cx.path, pid, output_id);
         }
@@ -403,7 +399,7 @@ impl ChildFactory for ServiceFactory {
         let task = actix_rt::spawn(supervise(
             child,
             pid,
-            (containment, self.kept_cgroup.clone()),
+            containment,
             stop_rx,
             spec.stop_signal,
             spec.stop_timeout,
@@ -549,7 +545,7 @@ async fn leader_exited(child: &mut Child, watch: Option<&AsyncFd<OwnedFd>>) {
 async fn supervise(
     mut child: Child,
     pgid: u32,
-    (containment, kept): (RunContainment, Arc<KeptCgroup>),
+    containment: RunContainment,
     stop_rx: oneshot::Receiver<StopMode>,
     signal: Signal,
     timeout: Duration,
@@ -584,7 +580,7 @@ async fn supervise(
     // Reaped by tokio: from now on the pid may name an orphan.
     spawned::forget(pgid);
     // Whatever left the group (setsid) but not the cgroup goes too.
-    containment.end(requested, Some(&kept)).await;
+    containment.end(requested).await;
     forget(record);
     match status {
         Ok(status) => exit_of(status),
@@ -645,7 +641,7 @@ async fn supervise_adopted(
     // Grandchildren go with their leader, while the leader (a zombie until its new parent
     // reaps it) still holds the group's number.
     process.signal_group(libc::SIGKILL);
-    containment.end(requested, None).await;
+    containment.end(requested).await;
     forget(record);
     match status {
         Some(status) => exit_of(ExitStatus::from_raw(status)),

@@ -4,10 +4,7 @@
 //! own, `<warden's cgroup>/warden-<instance>/<actor path>`, and every end of a run (after
 //! the graceful signal and its timeout, or after the leader exited) writes `1` to its
 //! `cgroup.kill`: every process in it gets SIGKILL, setsid ones too. The empty cgroup is
-//! then removed, except after a run that ended by itself and left nothing behind: the
-//! service keeps that empty cgroup, with its `cgroup.procs` open, for its next run
-//! ([`KeptCgroup`]: a restart does no mkdir, open or rmdir); it goes when warden exits.
-//! Elsewhere a run is contained by its process group, as before.
+//! then removed. Elsewhere a run is contained by its process group, as before.
 //!
 //! warden moves the leader into its cgroup right after the spawn (posix_spawn returns
 //! once the child has exec'd), then every child the leader already forked, recursively.
@@ -140,7 +137,6 @@ impl Cgroups {
         (ours && dir.is_dir()).then(|| ServiceCgroup {
             dir,
             path: path.to_string(),
-            procs: None,
         })
     }
 }
@@ -254,66 +250,23 @@ pub(crate) struct ServiceCgroup {
     dir: PathBuf,
     /// The actor path, for log lines.
     path: String,
-    /// Its `cgroup.procs`, opened by warden (None for the cgroup of an adopted process).
-    procs: Option<File>,
-}
-
-/// The empty cgroup a service keeps between a run that ended by itself and the next run
-/// (with its `cgroup.procs` still open): a restart then neither creates the cgroup nor
-/// opens it. Only the end of a run fills it, and only the next start of the same service
-/// takes it, which comes after that end: the cgroup cannot be in use by another run.
-#[derive(Debug, Default)]
-pub(crate) struct KeptCgroup(std::sync::Mutex<Option<ServiceCgroup>>);
-
-impl KeptCgroup {
-    fn take(&self) -> Option<ServiceCgroup> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-
-    fn keep(&self, cgroup: ServiceCgroup) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cgroup);
-    }
 }
 
 impl ServiceCgroup {
     /// Creates the cgroup of `path` (and its parents), and opens its `cgroup.procs`.
-    fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<Self> {
+    fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, File)> {
         let dir = cgroups.service_dir(path);
         std::fs::create_dir_all(&dir)?;
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))?;
-        Ok(Self {
-            dir,
-            path: path.to_string(),
-            procs: Some(procs),
-        })
-    }
-
-    /// Writes `pid` to the open `cgroup.procs`.
-    fn move_in(&self, pid: u32) -> io::Result<()> {
-        let mut procs = self
-            .procs
-            .as_ref()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cgroup.procs is not open"))?;
-        procs.write_all(pid.to_string().as_bytes())
-    }
-
-    /// Creates the cgroup again (and its parents) and opens its `cgroup.procs` again.
-    fn reopen(&mut self) -> io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        self.procs = Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(self.dir.join("cgroup.procs"))?,
-        );
-        Ok(())
+        Ok((
+            Self {
+                dir,
+                path: path.to_string(),
+            },
+            procs,
+        ))
     }
 
     fn kill(&self) -> io::Result<()> {
@@ -359,22 +312,19 @@ pub(crate) enum RunContainment {
 }
 
 impl RunContainment {
-    /// The containment of a new run of `path`: its cgroup where `cgroups` is set up (the
-    /// one `kept` from its last run, else created now with its `cgroup.procs` open, see
-    /// [`RunContainment::enter`]), else its process group. A cgroup that cannot be
-    /// created falls back to the process group, with a warning.
-    pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath, kept: &KeptCgroup) -> Self {
+    /// The containment of a new run of `path`: its cgroup (created now, with its open
+    /// `cgroup.procs`, see [`RunContainment::enter`]) where `cgroups` is set up, else its
+    /// process group. A cgroup that cannot be created falls
+    /// back to the process group, with a warning.
+    pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath) -> (Self, Option<File>) {
         let Some(cgroups) = cgroups else {
-            return Self::Group;
+            return (Self::Group, None);
         };
-        if let Some(cgroup) = kept.take() {
-            return Self::Cgroup(cgroup);
-        }
         match ServiceCgroup::create(cgroups, path) {
-            Ok(cgroup) => Self::Cgroup(cgroup),
+            Ok((cgroup, procs)) => (Self::Cgroup(cgroup), Some(procs)),
             Err(e) => {
                 tracing::warn!(%path, error = %e, "cannot create the service's cgroup: contained by its process group");
-                Self::Group
+                (Self::Group, None)
             }
         }
     }
@@ -391,24 +341,15 @@ impl RunContainment {
     /// Moves the just spawned leader `pid` into the run's cgroup, then every descendant it
     /// already forked (see the module doc for the window this closes). A leader that
     /// cannot be moved leaves the run contained by its process group, with a warning.
-    pub(crate) fn enter(self, pid: u32) -> Self {
-        let Self::Cgroup(mut cgroup) = self else {
+    pub(crate) fn enter(self, procs: Option<File>, pid: u32) -> Self {
+        let (Self::Cgroup(cgroup), Some(mut procs)) = (self, procs) else {
             return Self::Group;
         };
-        // A kept cgroup that someone removed since (its open procs file then fails with
-        // ENODEV) is created again, once.
-        let entered = cgroup.move_in(pid).or_else(|_| {
-            cgroup.reopen()?;
-            cgroup.move_in(pid)
-        });
-        if let Err(e) = entered {
+        if let Err(e) = procs.write_all(pid.to_string().as_bytes()) {
             tracing::warn!(path = %cgroup.path, pid, error = %e, "cannot move the service into its cgroup: contained by its process group");
             let _ = std::fs::remove_dir(&cgroup.dir);
             return Self::Group;
         }
-        let Some(mut procs) = cgroup.procs.as_ref() else {
-            return Self::Group;
-        };
         let mut pending = children_of(pid);
         let mut moved = 0;
         while let Some(child) = pending.pop() {
@@ -424,10 +365,10 @@ impl RunContainment {
         Self::Cgroup(cgroup)
     }
 
-    /// A run that never started: its (empty) cgroup is kept for the next start.
-    pub(crate) fn discard(self, kept: &KeptCgroup) {
+    /// A run that never started: its (empty) cgroup is removed.
+    pub(crate) fn discard(self) {
         if let Self::Cgroup(cgroup) = self {
-            kept.keep(cgroup);
+            let _ = std::fs::remove_dir(&cgroup.dir);
         }
     }
 
@@ -461,17 +402,12 @@ impl RunContainment {
     /// sends it while the leader still holds the group's number): a cgroup is killed,
     /// waited for and removed on the blocking pool (never on the supervision thread), so
     /// descendants that left the group (setsid) go too. When the run ended by itself
-    /// (`requested` false, e.g. a crash) and left nothing behind, the empty cgroup, with
-    /// its `cgroup.procs` open, is put in `kept` for the restart that usually follows
-    /// (saves a mkdir, an open and a rmdir on the restart path); an actor that is not
-    /// restarted leaves it until warden exits. The cgroup of an adopted process (no
-    /// `kept`) is not kept.
-    pub(crate) async fn end(self, requested: bool, kept: Option<&KeptCgroup>) {
+    /// (`requested` false, e.g. a crash) and left nothing behind, the empty cgroup is kept
+    /// for the restart that usually follows (saves a rmdir and a mkdir on the restart
+    /// path); an actor that is not restarted leaves it until warden exits.
+    pub(crate) async fn end(self, requested: bool) {
         if let Self::Cgroup(cgroup) = self {
             if !requested && cgroup.populated().is_ok_and(|p| !p) {
-                if let Some(kept) = kept.filter(|_| cgroup.procs.is_some()) {
-                    kept.keep(cgroup);
-                }
                 return;
             }
             let _ = tokio::task::spawn_blocking(move || cgroup.end()).await;
