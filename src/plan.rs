@@ -49,6 +49,8 @@ pub struct Wiring {
     pub spoke_verbs: Arc<crate::hub::spoke::ControllerVerbs>,
     /// Where deploys and give-ups are told (`[[notifier]]`; none by default).
     pub notifiers: warden_actors::notifier::Notifiers,
+    /// The key of `POST /webhooks/github` (`[webhooks]`), which a reload re-reads.
+    pub webhook_secret: Option<crate::admin::WebhookSecret>,
 }
 
 impl Default for Wiring {
@@ -63,6 +65,7 @@ impl Default for Wiring {
             cgroups: None,
             spoke_verbs: Arc::default(),
             notifiers: warden_actors::notifier::Notifiers::none(),
+            webhook_secret: None,
         }
     }
 }

@@ -133,6 +133,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    wiring.webhook_secret = webhook_secret.clone();
     // Signals are taken before anything starts, so none is lost in between.
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
         .context("cannot install signal handlers")?;

@@ -756,3 +756,35 @@ fn the_steps_run_as_the_services_user() {
         "the step ran as {output:?}, not as nobody ({uid})"
     );
 }
+
+/// A reload re-reads `github_secret_file`: after the secret is rotated, a push signed with
+/// the old key is 401 and runs nothing, one signed with the new key deploys.
+#[test]
+fn a_reload_rotates_the_webhook_secret() {
+    let dir = dir_with_secret();
+    let body = config(&["echo ran >> ran.log"], "");
+    let w = Warden::start_in(dir, &body);
+    w.wait_state("/api", "running", T);
+    let rotated = "a rotated secret of the same repository";
+    let file = w.path("github.secret");
+    std::fs::write(&file, rotated).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Until the reload, the old key holds.
+    assert_eq!(push(&w, "before-reload", "c0").status, 202);
+    wait_newest(&w, "/api", "succeeded");
+    assert_eq!(w.req("POST", "/api/v1/reload").status, 200);
+
+    let old = push(&w, "old-key", "c1");
+    assert_eq!(old.status, 401, "{}", old.text());
+    let push_body = push_body("acme/api", "refs/heads/main", "c2");
+    let signed = warden::admin::sign(rotated.as_bytes(), &push_body);
+    let new = deliver(&w, "push", "new-key", &push_body, Some(&signed));
+    assert_eq!(new.status, 202, "{}", new.text());
+    let done = wait_newest(&w, "/api", "succeeded");
+    assert_eq!(done["commit"], "c2", "{done}");
+    assert_eq!(
+        read(&w, "ran.log"),
+        "ran\nran\n",
+        "the old key's push ran nothing"
+    );
+}

@@ -27,12 +27,29 @@ pub const WEBHOOK_MAX_BODY: usize = 1024 * 1024;
 
 /// The key of the webhook's signatures. Its `Debug` shows nothing of it.
 #[derive(Clone)]
-pub struct WebhookSecret(Arc<Vec<u8>>);
+pub struct WebhookSecret(Arc<std::sync::RwLock<Vec<u8>>>);
 
 impl WebhookSecret {
     /// The key `text` (as read from `github_secret_file`).
     pub fn new(text: &str) -> Self {
-        Self(Arc::new(text.as_bytes().to_vec()))
+        Self(Arc::new(std::sync::RwLock::new(text.as_bytes().to_vec())))
+    }
+
+    /// Replaces the key (a reload re-read `github_secret_file`): every clone of this handle
+    /// verifies with the new key from now on.
+    pub fn replace(&self, text: &str) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = text.as_bytes().to_vec();
+    }
+
+    fn matches(&self, body: &[u8], signature: &str) -> bool {
+        let key = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        signature_matches(&key, body, signature)
     }
 }
 
@@ -106,7 +123,7 @@ pub(super) async fn github(
             "missing X-Hub-Signature-256 (set the webhook's secret on GitHub)",
         )
     })?;
-    if !signature_matches(&secret.0, &body, signature) {
+    if !secret.matches(&body, signature) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad X-Hub-Signature-256: not signed with this warden's webhook secret",
