@@ -27,6 +27,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use warden_supervisors::ActorTree;
 
+pub(crate) use actors::parse_tail;
 pub use actors::CALL_TIMEOUT_MS;
 pub use webhooks::{sign, signature_matches, WebhookSecret, WEBHOOK_MAX_BODY, WEBHOOK_PATH};
 

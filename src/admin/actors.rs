@@ -97,7 +97,8 @@ pub(super) async fn actor_get(
     }
 }
 
-fn parse_tail(query: &str) -> Result<usize, ApiError> {
+/// The `tail` of a logs query: 100 when absent, at most [`MAX_TAIL`] (400 otherwise).
+pub(crate) fn parse_tail(query: &str) -> Result<usize, ApiError> {
     let query = web::Query::<LogsQuery>::from_query(query)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
     match query.tail.as_deref() {

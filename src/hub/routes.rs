@@ -14,7 +14,6 @@ use warden_actors::link::protocol::{self, Answer, Body, Verb};
 use super::registry::RelayError;
 use super::Hub;
 use crate::admin::{AdminState, ApiError, Authorized};
-use crate::control::protocol::MAX_TAIL;
 
 /// Registers the hub's routes (they answer 404 on a warden that is no hub).
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -235,11 +234,6 @@ async fn relay_actors(
     relay(&state, &name, Verb::Actors).await
 }
 
-#[derive(Debug, Deserialize)]
-struct LogsQuery {
-    tail: Option<String>,
-}
-
 /// `GET .../actors/{path}` and `.../actors/{path}/logs?tail=N`, read as the spoke's own
 /// API reads them: the actor at the whole path first (so an actor named `logs` is an
 /// actor), and only when there is none, the logs of the path before `/logs`.
@@ -267,21 +261,9 @@ async fn relay_actor_get(
         }
         _ => return Ok(respond(actor)),
     };
-    let query = web::Query::<LogsQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {e}")))?;
-    let tail = match query.tail.as_deref() {
-        None => 100,
-        Some(t) => t
-            .parse::<u32>()
-            .ok()
-            .filter(|n| usize::try_from(*n).is_ok_and(|n| n <= MAX_TAIL))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("tail must be a whole number from 0 to {MAX_TAIL}, not {t:?}"),
-                )
-            })?,
-    };
+    // Held to the same rule as the local route (whole number, at most MAX_TAIL).
+    let tail = u32::try_from(crate::admin::parse_tail(req.query_string())?)
+        .unwrap_or_else(|_| unreachable!("parse_tail allows at most MAX_TAIL"));
     let verb = Verb::Logs {
         path: format!("/{target}"),
         tail,

@@ -157,7 +157,7 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
     let end = match (end, status) {
         (Some(reason), _) => StepEnd::Failed(reason),
         (None, Ok(status)) if status.success() => StepEnd::Succeeded,
-        (None, Ok(status)) => StepEnd::Failed(describe(status)),
+        (None, Ok(status)) => StepEnd::Failed(crate::service::exit_of(status).to_string()),
         (None, Err(e)) => StepEnd::Failed(format!("cannot wait for it: {e}")),
     };
     StepRun { end, output }
@@ -167,15 +167,6 @@ fn failed(reason: impl Into<String>) -> StepRun {
     StepRun {
         end: StepEnd::Failed(reason.into()),
         output: Vec::new(),
-    }
-}
-
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt as _;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("killed by {}", warden_supervisors::signal_name(signal)),
-        _ => "ended".to_owned(),
     }
 }
 
