@@ -25,7 +25,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,18 +67,6 @@ fn chaos_seed() -> u64 {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         })
-}
-
-/// `n` consecutive loopback ports bindable now, in 30000-60000.
-fn port_range(n: u16) -> (u16, u16) {
-    let mut rng = Rng::new(u64::from(std::process::id()));
-    for _ in 0..500 {
-        let base = rng.between(30000, 60000 - u64::from(n)) as u16;
-        if (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return (base, base + n - 1);
-        }
-    }
-    panic!("no {n} free consecutive ports");
 }
 
 fn config(dir: &tempfile::TempDir, echo: &Path, (lo, hi): (u16, u16)) -> String {
@@ -339,7 +326,7 @@ fn warden_killed_at_random_moments_never_runs_anything_twice_nor_leaves_a_proces
     let dir = temp_dir();
     let state = dir.path().join("state");
     let _reaper = Reaper(state.clone());
-    let body = config(&dir, &echo, port_range(POOL_MAX as u16 + 1));
+    let body = config(&dir, &echo, free_span(POOL_MAX as u16 + 1));
     let mut rng = Rng::new(seed);
     let mut chaos = Chaos {
         seed,

@@ -306,7 +306,7 @@ command = ["python3", "-u", "-c", "import time\nn = 0\nwhile True:\n    print('\
 
 #[test]
 fn pools_with_their_sessions_and_a_hubs_spokes_are_shown() {
-    use support::pools::{acquire, free_range, pool, server_command, session};
+    use support::pools::{acquire, pool, server_command, session};
     let lo = free_range(2);
     let w = Warden::start(&format!(
         "[hub]\nenabled = true\n{}",

@@ -44,15 +44,6 @@ ready = {{ tcp = "127.0.0.1:{{port}}", timeout = "20s" }}
 }
 
 /// A base port with 8 free ports after it.
-fn free_range() -> u16 {
-    wait_for("8 free ports", Duration::from_secs(10), || {
-        let base = free_port();
-        let ok = base < 65000
-            && (base..base + 8).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        ok.then_some(base)
-    })
-}
-
 fn post(port: u16, token: &str, path: &str) -> Response {
     http(port, "POST", path, Some(token), None).expect("http")
 }
@@ -90,7 +81,7 @@ fn worker_detail(port: u16, token: &str, worker: &str) -> Option<serde_json::Val
 #[test]
 fn a_passive_warden_takes_over_a_pool_through_redis_and_no_session_is_lost() {
     let redis = Redis::start(free_port());
-    let first_port = free_range();
+    let first_port = free_range(8);
 
     // The old warden, with a session open on its worker.
     let old_dir = temp_dir();

@@ -6,11 +6,8 @@
 //! invalid rollouts that change nothing, and `warden check` on pools.
 mod support;
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Mutex, PoisonError};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,43 +20,6 @@ const T: Duration = Duration::from_secs(15);
 const SERVER: &str = "import socket,os,time; s=socket.socket(); \
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
 s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(100000)";
-
-/// Port ranges handed out in this test binary, so parallel tests never share a port.
-static TAKEN: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
-
-/// `n` consecutive loopback ports, all bindable now, in 30000-60000 (below the kernel's
-/// ephemeral range when it leaves room, so `free_port()` of other tests does not land
-/// there), and not handed to another test of this file.
-fn port_range(n: u16) -> (u16, u16) {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(60000u16);
-    let high = if ephemeral_low > 31000 {
-        ephemeral_low.min(60000)
-    } else {
-        60000
-    };
-    let low = 30000u16;
-    let random = RandomState::new();
-    for attempt in 0..500u64 {
-        let mut h = random.build_hasher();
-        h.write_u64(attempt);
-        h.write_u32(std::process::id());
-        let span = u64::from(high - low - n);
-        let base = low + (h.finish() % span) as u16;
-        let top = base + n - 1;
-        let mut taken = TAKEN.lock().unwrap_or_else(PoisonError::into_inner);
-        if taken.iter().any(|&(a, b)| base <= b && a <= top) {
-            continue;
-        }
-        if (base..=top).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            taken.push((base, top));
-            return (base, top);
-        }
-    }
-    panic!("no {n} free consecutive ports found in {low}-{high}");
-}
 
 /// A `[[pool]]` entry named `name` whose workers run [`SERVER`] with `--port {port}` and
 /// `--id {worker_id}` in their arguments, on ports `lo-hi`, ready once their port accepts.
@@ -218,7 +178,7 @@ fn running_pid(w: &Warden, worker: &str) -> u32 {
 
 #[test]
 fn sessions_are_placed_on_a_running_worker_with_port_and_worker_id_filled_in() {
-    let ports = port_range(3);
+    let ports = free_span(3);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -294,7 +254,7 @@ fn sessions_are_placed_on_a_running_worker_with_port_and_worker_id_filled_in() {
 
 #[test]
 fn sessions_per_worker_is_respected_new_workers_start_up_to_max_then_503_until_a_release() {
-    let ports = port_range(2);
+    let ports = free_span(2);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -368,7 +328,7 @@ fn sessions_per_worker_is_respected_new_workers_start_up_to_max_then_503_until_a
 /// levels, twice, the fuller one being first w1 and then w2.
 #[test]
 fn a_session_goes_to_the_fullest_worker_with_room_not_the_first_or_the_emptiest() {
-    let ports = port_range(2);
+    let ports = free_span(2);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -408,7 +368,7 @@ fn a_session_goes_to_the_fullest_worker_with_room_not_the_first_or_the_emptiest(
 
 #[test]
 fn concurrent_session_requests_never_overfill_a_worker_or_start_workers_past_max() {
-    let ports = port_range(2);
+    let ports = free_span(2);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -467,7 +427,7 @@ fn concurrent_session_requests_never_overfill_a_worker_or_start_workers_past_max
 
 #[test]
 fn unknown_sessions_pools_non_pool_paths_and_actions_are_404_and_no_token_is_401() {
-    let ports = port_range(2);
+    let ports = free_span(2);
     let body = format!(
         "{}\n[[service]]\nname = \"svc\"\ncommand = [\"sleep\", \"1000\"]\n",
         pool("pool", ports, "min = 1\nmax = 2")
@@ -562,8 +522,8 @@ fn unknown_sessions_pools_non_pool_paths_and_actions_are_404_and_no_token_is_401
 
 #[test]
 fn a_pool_under_a_supervisor_is_addressed_by_its_full_path_and_sessions_belong_to_their_pool() {
-    let inner = port_range(2);
-    let other = port_range(2);
+    let inner = free_span(2);
+    let other = free_span(2);
     let body = format!(
         "[[supervisor]]\nname = \"app\"\n{}\n{}",
         pool("inner", inner, "supervisor = \"app\"\nmin = 0\nmax = 2"),
@@ -595,7 +555,7 @@ fn a_pool_under_a_supervisor_is_addressed_by_its_full_path_and_sessions_belong_t
 
 #[test]
 fn idle_workers_above_min_are_reaped_and_leave_the_tree_while_the_min_worker_stays() {
-    let ports = port_range(3);
+    let ports = free_span(3);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -675,7 +635,7 @@ s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(100000)";
 
 #[test]
 fn a_port_is_not_handed_to_a_new_worker_while_a_reaped_worker_still_holds_it() {
-    let (lo, hi) = port_range(2);
+    let (lo, hi) = free_span(2);
     let w = Warden::start(&format!(
         r#"
 [[pool]]
@@ -722,7 +682,7 @@ stop = {{ signal = "TERM", timeout = "3s" }}
 
 #[test]
 fn while_warden_drains_session_requests_get_503_and_releases_still_work() {
-    let ports = port_range(2);
+    let ports = free_span(2);
     let w = Warden::start(&pool("pool", ports, "min = 1\nmax = 2"));
     running_pid(&w, "/pool/w1");
     let (sid, _, _) = session(&acquire(&w, "pool"), "before draining");
@@ -757,7 +717,7 @@ fn while_warden_drains_session_requests_get_503_and_releases_still_work() {
 
 #[test]
 fn rollout_starts_new_workers_and_stops_an_old_one_once_its_sessions_are_released() {
-    let ports = port_range(3);
+    let ports = free_span(3);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -839,7 +799,7 @@ fn rollout_starts_new_workers_and_stops_an_old_one_once_its_sessions_are_release
 
 #[test]
 fn rollout_stops_a_draining_worker_at_its_deadline_even_with_sessions_open() {
-    let ports = port_range(3);
+    let ports = free_span(3);
     let w = Warden::start(&pool(
         "pool",
         ports,
@@ -899,7 +859,7 @@ fn rollout_stops_a_draining_worker_at_its_deadline_even_with_sessions_open() {
 #[test]
 fn an_invalid_rollout_is_400_and_changes_nothing() {
     // Room for a whole new set of workers: a valid rollout would be accepted.
-    let ports = port_range(5);
+    let ports = free_span(5);
     let w = Warden::start(&pool(
         "pool",
         ports,

@@ -36,7 +36,7 @@ fn tree(dir: &Path) -> String {
         "[[outboard]]\nname = \"echo\"\ncommand = [{}]\nready = {{ ipc = true }}\n\n",
         toml_str(&echo.to_string_lossy())
     ));
-    let lo = free_port_range(6);
+    let lo = free_range(6);
     body.push_str(&format!(
         "[[pool]]\nname = \"pool\"\n\
          command = [\"python3\", \"-c\", \"{SERVER}\", \"--port\", \"{{port}}\"]\n\
@@ -47,19 +47,6 @@ fn tree(dir: &Path) -> String {
     ));
     let _ = dir;
     body
-}
-
-/// `n` consecutive ports free right now (best effort: another process may take one).
-fn free_port_range(n: u16) -> u16 {
-    loop {
-        let lo = free_port();
-        if lo > 65535 - n {
-            continue;
-        }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", lo + i)).is_ok()) {
-            return lo;
-        }
-    }
 }
 
 /// (worker, port, sessions) of a pool worker.

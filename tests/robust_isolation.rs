@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::outboard::{fill_socket, stall_entry};
-use support::pools::{acquire, free_range, pool, server_command, session};
+use support::pools::{acquire, pool, server_command, session};
 use support::redis::Redis;
 use support::*;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::pools::{acquire, free_range, pool, release, server_command, session, SERVER};
+use support::pools::{acquire, pool, release, server_command, session, SERVER};
 use support::redis::{command, Redis};
 use support::*;
 

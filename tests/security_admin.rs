@@ -378,7 +378,7 @@ fn a_rollout_of_a_program_the_config_does_not_name_is_refused_under_config_only(
     let port = free_port();
     let dir = temp_dir();
     let marker = dir.path().join("PWNED");
-    let mut w = spawn_up(dir, port, &sleep_pool(port, free_port().min(60000), ""));
+    let mut w = spawn_up(dir, port, &sleep_pool(port, free_range(4), ""));
     wait_listening(&mut w);
     let pid = w.wait_state("p/w1", "running", T)["pid"].as_u64();
     let body = serde_json::json!({
@@ -421,7 +421,7 @@ fn a_rollout_of_a_program_the_config_does_not_name_is_refused_under_config_only(
     let mut w = spawn_up(
         dir,
         port,
-        &sleep_pool(port, free_port().min(60000), "rollout = \"any\""),
+        &sleep_pool(port, free_range(4), "rollout = \"any\""),
     );
     wait_listening(&mut w);
     w.wait_state("p/w1", "running", T);
@@ -441,11 +441,7 @@ fn a_rollout_of_a_program_the_config_does_not_name_is_refused_under_config_only(
 #[test]
 fn a_rollout_with_nul_equals_or_an_empty_env_name_is_refused_naming_the_problem() {
     let port = free_port();
-    let mut w = spawn_up(
-        temp_dir(),
-        port,
-        &sleep_pool(port, free_port().min(60000), ""),
-    );
+    let mut w = spawn_up(temp_dir(), port, &sleep_pool(port, free_range(4), ""));
     wait_listening(&mut w);
     let pid = w.wait_state("p/w1", "running", T)["pid"].as_u64();
     let cases = [
@@ -538,7 +534,7 @@ fn a_redis_password_never_appears_in_the_log() {
     const PASSWORD: &str = "S3cret-redis-pw";
     let redis = PasswordRedis::start(PASSWORD);
     let port = free_port();
-    let first = free_port().min(60000);
+    let first = free_range(6);
     let cluster = format!(
         "[cluster]\nredis_url = \"redis://:{PASSWORD}@127.0.0.1:{}/0\"\n",
         redis.port
@@ -650,7 +646,7 @@ fn verify(w: &Warden, pool: &str, token: &str) -> Value {
 #[test]
 fn a_token_of_a_retired_worker_or_of_an_earlier_worker_of_the_same_name_does_not_verify() {
     let port = free_port();
-    let first = free_port().min(60000);
+    let first = free_range(4);
     let body = format!(
         "[admin]\nlisten = \"127.0.0.1:{port}\"\n\n[[pool]]\nname = \"p\"\n\
          command = [\"sleep\", \"100000\"]\nports = \"{first}-{}\"\nmin = 0\nmax = 1\n\

@@ -97,7 +97,7 @@ fn a_child_running_as_nobody_reads_no_secret_of_warden_nor_of_its_siblings() {
         p = probe_dir.display(),
         state = state.display(),
     );
-    let first = free_port().min(60000);
+    let first = free_range(2);
     let body = format!(
         r#"[[outboard]]
 name = "ob"

@@ -16,7 +16,7 @@ pub mod tls;
 pub mod ws;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -34,12 +34,50 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-/// A loopback port free right now.
+/// A free loopback port, never handed out twice in this test process (see [`free_range`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    free_range(1)
+}
+
+/// `n` consecutive free loopback ports; the first of them. They lie below the kernel's
+/// ephemeral range, so no outgoing connection (an HTTP poll, a Redis client, a ready probe)
+/// can take one between this check and the worker's bind, and no two calls in this test
+/// process hand out overlapping ranges (tests run side by side).
+pub fn free_range(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FLOOR: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ceiling = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ceiling.saturating_sub(FLOOR);
+    assert!(
+        span > 2 * u32::from(n),
+        "no room below the ephemeral ports ({ceiling})"
+    );
+    // Each test binary starts somewhere else in the span, so a leftover worker of an
+    // earlier binary is unlikely to sit on the same ports (the bind check below covers it).
+    let _ = NEXT.compare_exchange(
+        0,
+        (u64::from(std::process::id()) * 7919 % u64::from(span)) as u32,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    wait_for("free ports", Duration::from_secs(10), || {
+        let offset = NEXT.fetch_add(u32::from(n), Ordering::SeqCst) % (span - u32::from(n));
+        let base = u16::try_from(FLOOR + offset).ok()?;
+        (base..base + n)
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            .then_some(base)
+    })
+}
+
+/// `n` consecutive free loopback ports as inclusive bounds `(first, last)` (see
+/// [`free_range`]).
+pub fn free_span(n: u16) -> (u16, u16) {
+    let first = free_range(n);
+    (first, first + n - 1)
 }
 
 /// Polls `cond` every 10 ms until it is true or `timeout` passes; panics with `what` then.
@@ -444,6 +482,16 @@ impl Warden {
 
 impl Drop for Warden {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows what warden said: the end of its log.
+            let text = self.stderr_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(120)..];
+            eprintln!("--- last {} lines of warden's log ---", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
         if let Some(mut child) = self.child.take() {
             if child.try_wait().ok().flatten().is_none() {
                 // Graceful first so children are cleaned up, then SIGKILL.

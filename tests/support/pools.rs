@@ -1,9 +1,7 @@
 //! Pools for tests: a `[[pool]]` entry whose workers are small Python TCP servers on a
 //! range of free loopback ports, and sessions taken from it over the admin API.
 
-use std::time::Duration;
-
-use super::{free_port, wait_for, Response, Warden};
+use super::{Response, Warden};
 
 /// A worker: listens on `$PORT` and sleeps. No double quotes, no braces (TOML string).
 pub const SERVER: &str = "import socket,os,time; s=socket.socket(); \
@@ -13,16 +11,6 @@ s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(100000)";
 /// The TOML `command` of a [`SERVER`] worker.
 pub fn server_command() -> String {
     format!("[\"python3\", \"-c\", \"{SERVER}\"]")
-}
-
-/// `n` consecutive free loopback ports; the first of them.
-pub fn free_range(n: u16) -> u16 {
-    wait_for("free ports", Duration::from_secs(10), || {
-        let base = free_port();
-        let ok = base < 65000 - n
-            && (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        ok.then_some(base)
-    })
 }
 
 /// A pool `app` running `command` (TOML array) on ports `lo..lo+n-1`, with extra keys,
