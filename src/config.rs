@@ -396,6 +396,24 @@ pub fn check_command(command: &[String], placeholders: bool) -> Result<(), Strin
     }
 }
 
+/// `command` with a relative program path (one holding a `/`, like `./api` or
+/// `bin/worker`) made relative to the config file's folder `base_dir`, as every relative
+/// path in the file is; a bare name (`sleep`) stays a `PATH` lookup, an absolute path is
+/// kept. Without this, `./api` would be looked up from the child's `cwd`.
+pub(crate) fn anchor_program(command: &[String], base_dir: &std::path::Path) -> Vec<String> {
+    let mut anchored = command.to_vec();
+    if let Some(program) = anchored.first_mut() {
+        let path = std::path::Path::new(program.as_str());
+        if path.is_relative() && program.contains('/') {
+            let joined: std::path::PathBuf = base_dir.join(path).components().collect();
+            if let Some(text) = joined.to_str() {
+                *program = text.to_owned();
+            }
+        }
+    }
+    anchored
+}
+
 /// Checks one environment variable as the loader checks every `env` entry: a name that
 /// is not empty and holds neither `=` nor NUL, a value without NUL, and (`placeholders`:
 /// a pool's) no placeholder but `{port}` and `{worker_id}` in the value. The same rule

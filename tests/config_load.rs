@@ -147,6 +147,11 @@ restart = { policy = "transient", backoff = { initial = "50ms" }, intensity = { 
 ready = { tcp = "127.0.0.1:8080", timeout = "10s" }
 "#;
 
+/// A relative program as the loader stores it: under the config file's folder `base`.
+fn program(base: &std::path::Path, relative: &str) -> String {
+    base.join(relative).to_str().expect("utf-8").to_owned()
+}
+
 #[test]
 fn design_example_gives_the_expected_tree() {
     let (dir, config) = load_ok(DESIGN_EXAMPLE);
@@ -155,7 +160,7 @@ fn design_example_gives_the_expected_tree() {
         name: "api".into(),
         path: "/app/api".into(),
         line: line_of(DESIGN_EXAMPLE, "[[service]]"),
-        command: vec!["./api".into(), "--port".into(), "8080".into()],
+        command: vec![program(base, "api"), "--port".into(), "8080".into()],
         cwd: base.to_path_buf(),
         run_as: None,
         env: vec![("RUST_LOG".into(), "info".into())],
@@ -1162,7 +1167,7 @@ fn outboard_entry_reads_every_service_key_and_its_own() {
             path: "/app/helper".into(),
             line: line_of(OUTBOARD_EXAMPLE, "name = \"helper\"") - 1,
             command: vec![
-                "./target/release/examples/outboard_echo".into(),
+                program(base, "target/release/examples/outboard_echo"),
                 "--x".into(),
             ],
             cwd: base.join("helpers"),
@@ -1670,7 +1675,7 @@ fn pool_entry_reads_every_service_key_and_its_own() {
         path: "/app/shiny".into(),
         line: line_of(POOL_EXAMPLE, "name = \"shiny\"") - 1,
         command: vec![
-            "./app".into(),
+            program(base, "app"),
             "--port".into(),
             "{port}".into(),
             "--id={worker_id}".into(),

@@ -244,6 +244,34 @@ stop = {{ signal = "TERM", timeout = "500ms" }}
     });
 }
 
+/// A relative program (`./bin/hello.sh`) is found from the config file's folder, as
+/// every relative path in the file is, even when the service has another `cwd`; the
+/// child still runs in its `cwd`. Old code: "./bin/hello.sh: No such file or directory"
+/// (looked up from `cwd`), then `failed`.
+#[test]
+fn a_relative_program_is_found_from_the_config_folder_not_from_cwd() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let work = dir.path().join("work");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&work).expect("work dir");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let program = bin.join("hello.sh");
+    std::fs::write(&program, "#!/bin/sh\npwd > started.txt\nexec sleep 1000\n").expect("script");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let body = "[[service]]\nname = \"svc\"\ncommand = [\"./bin/hello.sh\"]\ncwd = \"work\"\n";
+    let w = Warden::start_in(dir, body);
+    running_pid(&w, "svc");
+    let started = work.join("started.txt");
+    wait_until("the program wrote where it runs", T, || started.exists());
+    let cwd = std::fs::read_to_string(&started).expect("started.txt");
+    assert_eq!(
+        Path::new(cwd.trim()),
+        work.canonicalize().expect("canonical"),
+        "the program runs in its cwd"
+    );
+}
+
 /// A plain `[[service]]` runs in its `cwd`, with its `env` added to warden's, and is
 /// stopped by its `stop.signal` (here INT, as in the README), not by SIGTERM.
 #[test]

@@ -425,7 +425,7 @@ fn service(
         (Some(command), Backend::Process) => {
             check_command(command.get_ref(), placeholders)
                 .map_err(|detail| src.error(command.span(), &label, "command", detail))?;
-            command.get_ref().clone()
+            super::anchor_program(command.get_ref(), context.base_dir)
         }
         (None, Backend::Process) => {
             return Err(src.error(span, &label, "command", "is required"));

@@ -18,7 +18,7 @@ use toml::Spanned;
 use warden_actors::DeploySpec;
 
 use super::raw::Dur;
-use super::{check_command, ConfigError, Source};
+use super::{anchor_program, check_command, ConfigError, Source};
 
 /// `[webhooks]`: where warden's webhook keys are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +206,11 @@ pub(super) fn deploy(
         branch,
         cwd,
         timeout,
-        steps: steps.get_ref().clone(),
+        steps: steps
+            .get_ref()
+            .iter()
+            .map(|step| anchor_program(step, base_dir))
+            .collect(),
         confirm,
         env,
         run_as,
