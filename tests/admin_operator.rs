@@ -272,6 +272,60 @@ restart = { intensity = { max = 0, within = "60s" } }
     );
 }
 
+/// Only children meant to run are waited on: a `transient` child that was given up on is
+/// done with, and a child an operator is stopping (slowly: it ignores SIGTERM) is not
+/// meant to run any more, so /readyz is 200 with both. Old code: 503 for good with the
+/// failed transient child, and 503 during the stop.
+#[test]
+fn readyz_does_not_wait_for_a_failed_transient_child_nor_one_an_operator_stops() {
+    let w = Warden::start(
+        r#"
+[[service]]
+name = "ok"
+command = ["sleep", "1000"]
+
+[[service]]
+name = "once"
+command = ["/bin/sh", "-c", "exit 1"]
+restart = { policy = "transient", intensity = { max = 0, within = "60s" } }
+
+[[service]]
+name = "stubborn"
+command = ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"]
+stop = { signal = "TERM", timeout = "4s" }
+"#,
+    );
+    w.wait_state("/once", "failed", T);
+    w.wait_state("/stubborn", "running", T);
+    let (status, body) = readyz(&w);
+    assert_eq!(status, 200, "/readyz with a failed transient child: {body}");
+
+    let port = w.port;
+    let token = w.token();
+    let stop = std::thread::spawn(move || {
+        http(
+            port,
+            "POST",
+            "/api/v1/actors/stubborn/stop",
+            Some(&token),
+            None,
+        )
+    });
+    w.wait_state("/stubborn", "stopping", T);
+    let (status, body) = readyz(&w);
+    assert_eq!(
+        w.state("/stubborn"),
+        "stopping",
+        "the stop ended during the check"
+    );
+    assert_eq!(
+        status, 200,
+        "/readyz while an operator stops /stubborn: {body}"
+    );
+    let stopped = stop.join().expect("stop thread").expect("stop answered");
+    assert_eq!(stopped.status, 200, "{}", stopped.text());
+}
+
 #[test]
 fn drain_answers_200_then_healthz_and_readyz_answer_503_draining() {
     let w = Warden::start(

@@ -165,19 +165,21 @@ fn not_found(path: &ActorPath) -> Failure {
     Failure::new(FailureKind::NotFound, format!("no actor at {path}"))
 }
 
-/// Whether warden is ready: every child meant to run is running. Answers the actors that
-/// are not.
+/// Whether warden is ready: every child meant to run (a `permanent` child given up on
+/// included; one an operator stopped, or a finished `transient`/`temporary` one, not) is
+/// running. Answers the actors that are not.
 pub(crate) fn not_ready(tree: &ActorTree) -> Vec<ActorPath> {
     tree.descendants(&ActorPath::root())
         .into_iter()
         .filter(|v| {
-            matches!(
-                v.info.state,
-                ActorState::Starting
-                    | ActorState::Backoff
-                    | ActorState::Stopping
-                    | ActorState::Failed
-            )
+            v.info.awaited
+                && matches!(
+                    v.info.state,
+                    ActorState::Starting
+                        | ActorState::Backoff
+                        | ActorState::Stopping
+                        | ActorState::Failed
+                )
         })
         .map(|v| v.info.path)
         .collect()

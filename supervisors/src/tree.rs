@@ -77,6 +77,11 @@ pub struct ActorInfo {
     /// Kind-specific details (a pool's sessions and workers), when the kind has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// Whether readiness (`/readyz`) waits for this actor while it is not running: it is
+    /// meant to run (or is a `permanent` child given up on), not stopped by an operator,
+    /// finished or removed. Not shown in the API.
+    #[serde(skip)]
+    pub awaited: bool,
 }
 
 impl ActorInfo {
@@ -99,6 +104,7 @@ impl ActorInfo {
             failed_reason: None,
             containment: None,
             details: None,
+            awaited: true,
         }
     }
 }

@@ -165,6 +165,14 @@ impl Slot {
         )
     }
 
+    /// Whether readiness waits for this child: meant to run, or a `permanent` child that
+    /// was given up on (a `transient` or `temporary` one that failed is done with).
+    fn awaited(&self) -> bool {
+        self.meant_to_run()
+            || (self.target == Target::Down(Down::Failed)
+                && self.spec.restart == crate::RestartType::Permanent)
+    }
+
     fn is_live(&self) -> bool {
         self.run.is_some()
     }
@@ -363,6 +371,7 @@ impl Supervisor {
         if slot.target != Target::Down(Down::Failed) {
             slot.info.failed_reason = None;
         }
+        slot.info.awaited = slot.awaited();
         self.tree.publish(&slot.info);
         let state = slot.info.state;
         let generation = slot.generation;
