@@ -21,6 +21,7 @@
 //! ```text
 //! cargo build --release
 //! cargo run --release --example bench_hub [-- N_ACTORS SPOKES]     # 1000 1000
+//! cargo run --release --example bench_hub -- 0 1000    # no verb round trip: spokes only
 //! ```
 
 #[path = "../tests/support/ws.rs"]
@@ -134,6 +135,24 @@ impl Warden {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Per thread (by name): CPU time, and time spent runnable but waiting for a core,
+    /// so far (`/proc/PID/task/TID/schedstat`).
+    fn threads(&self) -> std::collections::BTreeMap<String, (Duration, Duration)> {
+        let mut out = std::collections::BTreeMap::<String, (Duration, Duration)>::new();
+        let dir = format!("/proc/{}/task", self.child.id());
+        for task in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = task.path();
+            let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+            let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+            let (cpu, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+            let entry = out.entry(name.trim().to_owned()).or_default();
+            entry.0 += Duration::from_nanos(cpu);
+            entry.1 += Duration::from_nanos(wait);
+        }
+        out
     }
 
     /// CPU time (user + system) the process used so far.
@@ -281,6 +300,67 @@ fn healthz_once(conn: &mut Conn) -> Result<Duration, String> {
     Ok(took)
 }
 
+/// How a prober thread is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Priority {
+    /// Like every other thread of the machine (and the 1,000 simulated spokes'): what it
+    /// measures includes its own wait for a core.
+    Normal,
+    /// `SCHED_FIFO`: it runs as soon as its answer arrives, so what it measures is the
+    /// server's answer time (plus loopback), not its own wait behind the spokes' threads.
+    RealTime,
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Priority::Normal => "normal",
+            Priority::RealTime => "real-time",
+        })
+    }
+}
+
+/// One `/healthz` answer: when it was asked and how long it took.
+struct Sample {
+    at: Instant,
+    took: Duration,
+}
+
+/// A thread that asks `/healthz` over one keep-alive connection, at the pace of
+/// [`healthz_once`], until told to stop.
+struct Prober(std::thread::JoinHandle<Result<Vec<Sample>, String>>);
+
+impl Prober {
+    fn start(port: u16, priority: Priority, stop: Arc<std::sync::atomic::AtomicBool>) -> Prober {
+        Prober(std::thread::spawn(move || {
+            if priority == Priority::RealTime {
+                let param = libc::sched_param { sched_priority: 50 };
+                // SAFETY: sets the calling thread's policy; `param` outlives the call.
+                if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+                    return Err(format!(
+                        "cannot make the prober real-time: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+            }
+            let mut conn = Conn::open(port)?;
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                samples.push(Sample {
+                    at,
+                    took: healthz_once(&mut conn)?,
+                });
+            }
+            Ok(samples)
+        }))
+    }
+
+    fn join(self) -> Result<Vec<Sample>, String> {
+        self.0.join().map_err(|_| "a prober panicked".to_owned())?
+    }
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -371,6 +451,10 @@ fn simulated_spoke(
     reconnected: Arc<AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    if std::env::var_os("BENCH_HUB_NICE").is_some() {
+        // SAFETY: plain syscalls on the calling thread.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as u32, 19) };
+    }
     start.wait();
     let Some((mut socket, Some(credential))) = enroll(port, &name, Auth::Join { token }) else {
         eprintln!("{name}: enrollment failed");
@@ -429,15 +513,10 @@ fn simulated_spoke(
     }
 }
 
-fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
-    let root = tempfile::Builder::new()
-        .prefix("warden-bench-hub-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
-    let mut hub = Warden::start(bin, &root.path().join("hub"), "[hub]\nenabled = true\n")?;
-    let mut conn = Conn::open(hub.port)?;
-    let join = create_token(&hub, &mut conn, "edge")?;
-    let spoke_dir = root.path().join("spoke");
+/// The verb round trip, hub API -> spoke -> reply, beside the spoke's own API.
+fn relay(bin: &Path, root: &Path, hub: &Warden, conn: &mut Conn, actors: usize) -> Result<(), String> {
+    let join = create_token(hub, conn, "edge")?;
+    let spoke_dir = root.join("spoke");
     std::fs::create_dir_all(&spoke_dir).map_err(|e| e.to_string())?;
     std::fs::write(spoke_dir.join("join.token"), &join).map_err(|e| e.to_string())?;
     let mut body = format!(
@@ -489,6 +568,21 @@ fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
     println!("actors  via hub   {}", percentiles(all));
     println!("actors  direct    {}", percentiles(all_direct));
     drop(spoke);
+    Ok(())
+}
+
+fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
+    let root = tempfile::Builder::new()
+        .prefix("warden-bench-hub-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let mut hub = Warden::start(bin, &root.path().join("hub"), "[hub]\nenabled = true\n")?;
+    // The same HTTP server with nothing to do, probed beside the hub during the storm.
+    let idle_server = Warden::start(bin, &root.path().join("idle"), "")?;
+    let mut conn = Conn::open(hub.port)?;
+    if actors > 0 {
+        relay(bin, root.path(), &hub, &mut conn, actors)?;
+    }
 
     // Simulated spokes.
     let mut tokens = Vec::with_capacity(spokes);
@@ -559,12 +653,34 @@ fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
 
     // Reconnect storm.
     println!("load average before the storm: {}", load_average());
+    let killed_at = Instant::now();
     hub.kill9_and_restart()?;
     hub.wait_healthy()?;
+    // BENCH_HUB_PERF=FILE: `perf record` of the restarted hub until every spoke is back.
+    let perf = std::env::var_os("BENCH_HUB_PERF").and_then(|file| {
+        Command::new("perf")
+            .args(["record", "-g", "-F", "4999", "-o"])
+            .arg(file)
+            .args(["-p", &hub.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    });
     let cpu_up = hub.cpu();
+    let threads_up = hub.threads();
     let t_up = Instant::now();
-    let mut health = Vec::new();
-    let mut hc = Conn::open(hub.port)?;
+    let back_at_first_answer = reconnected.load(Ordering::SeqCst);
+    // The probers: the hub, and the idle warden beside it (same HTTP stack, no spokes),
+    // each by a thread at the machine's normal priority and by one at a real-time one.
+    let stop_probing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probers = [
+        ("hub", hub.port, Priority::RealTime),
+        ("hub", hub.port, Priority::Normal),
+        ("idle", idle_server.port, Priority::RealTime),
+        ("idle", idle_server.port, Priority::Normal),
+    ]
+    .map(|(what, port, priority)| (what, priority, Prober::start(port, priority, stop_probing.clone())));
     while reconnected.load(Ordering::SeqCst) < spokes {
         if t_up.elapsed() > Duration::from_secs(60) {
             return Err(format!(
@@ -572,18 +688,55 @@ fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
                 reconnected.load(Ordering::SeqCst)
             ));
         }
-        health.push(healthz_once(&mut hc)?);
+        std::thread::sleep(Duration::from_millis(1));
     }
+    let storm = t_up.elapsed();
+    stop_probing.store(true, Ordering::SeqCst);
+    if let Some(mut perf) = perf {
+        let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = perf.wait();
+    }
+    stop_probing.store(true, Ordering::SeqCst);
     println!(
-        "reconnect storm: all {spokes} reconnected {:.3} s after the restarted hub answered",
-        t_up.elapsed().as_secs_f64()
+        "reconnect storm: the restarted hub answered {:.3} s after the SIGKILL ({back_at_first_answer} spokes back by then); all {spokes} reconnected {:.3} s after that",
+        t_up.saturating_duration_since(killed_at).as_secs_f64(),
+        storm.as_secs_f64()
     );
-    println!("/healthz during the storm {}", percentiles(health));
+    for (what, priority, prober) in probers {
+        let samples = prober.join()?;
+        println!(
+            "/healthz during the storm, {what:>4}, {:>9} prober {}",
+            priority.to_string(),
+            percentiles(samples.iter().map(|s| s.took).collect())
+        );
+        if std::env::var_os("BENCH_HUB_DEBUG").is_some() {
+            let mut slow: Vec<_> = samples.iter().filter(|s| s.took > Duration::from_millis(2)).collect();
+            slow.sort_by_key(|s| s.at);
+            for s in slow {
+                eprintln!(
+                    "  {what} {priority}: at +{:.1} ms took {:.3} ms",
+                    s.at.saturating_duration_since(t_up).as_secs_f64() * 1e3,
+                    s.took.as_secs_f64() * 1e3
+                );
+            }
+        }
+    }
     println!(
         "hub CPU during the storm: {:.3} s of {:.3} s",
         hub.cpu().saturating_sub(cpu_up).as_secs_f64(),
-        t_up.elapsed().as_secs_f64()
+        storm.as_secs_f64()
     );
+    if std::env::var_os("BENCH_HUB_DEBUG").is_some() {
+        for (name, (cpu, wait)) in hub.threads() {
+            let (cpu0, wait0) = threads_up.get(&name).copied().unwrap_or_default();
+            eprintln!(
+                "  hub thread {name:<24} cpu {:>7.1} ms  waited for a core {:>7.1} ms",
+                cpu.saturating_sub(cpu0).as_secs_f64() * 1e3,
+                wait.saturating_sub(wait0).as_secs_f64() * 1e3
+            );
+        }
+    }
     println!(
         "hub RSS after the storm: {:.1} MiB",
         hub.rss_kib() as f64 / 1024.0
