@@ -696,10 +696,15 @@ fn relay(
 }
 
 fn run(bin: &Path, actors: usize, spokes: usize) -> Result<(), String> {
-    let root = tempfile::Builder::new()
+    let mut root = tempfile::Builder::new()
         .prefix("warden-bench-hub-")
         .tempdir()
         .map_err(|e| e.to_string())?;
+    if std::env::var_os("BENCH_HUB_DEBUG").is_some() {
+        // The wardens' logs (warden.stderr) and the hub's store outlive the run.
+        eprintln!("bench_hub: keeping {}", root.path().display());
+        root.disable_cleanup(true);
+    }
     let mut hub = Warden::start(bin, &root.path().join("hub"), "[hub]\nenabled = true\n")?;
     // The same HTTP server with nothing to do, probed beside the hub during the storm.
     let idle_server = Warden::start(bin, &root.path().join("idle"), "")?;
