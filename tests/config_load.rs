@@ -2462,3 +2462,34 @@ fn odd_pool_input_is_refused_without_panicking() {
         assert!(!error.to_string().contains('\n'), "{text:?}: {error}");
     }
 }
+
+/// A ready check with no time (`timeout = "0s"`) can never pass: refused, like every
+/// other zero duration, naming the line and key (old code: accepted, then the child
+/// restarted until it was `failed`).
+#[test]
+fn a_zero_ready_timeout_is_refused() {
+    let text = "[[service]]\nname = \"api\"\ncommand = [\"sleep\", \"9\"]\nready = { tcp = \"127.0.0.1:9\", timeout = \"0s\" }\n";
+    assert_refused(
+        text,
+        "ready = ",
+        "ready.timeout",
+        &["must be longer than 0"],
+    );
+}
+
+/// A `[spoke]` without `hub` or `name` is refused naming the line of the table (old
+/// code: no line at all).
+#[test]
+fn a_spoke_table_without_hub_or_name_is_refused_at_its_line() {
+    let no_hub =
+        "[[service]]\nname = \"a\"\ncommand = [\"sleep\", \"9\"]\n\n[spoke]\nname = \"edge-1\"\n";
+    let error = load_err(no_hub);
+    assert_eq!(error.key(), Some("hub"), "{error}");
+    let line = error.line().expect("a line");
+    assert!((5..=6).contains(&line), "line {line} of: {error}");
+    let no_name = "[spoke]\nhub = \"ws://127.0.0.1:9/api/v1/hub/connect\"\n";
+    let error = load_err(no_name);
+    assert_eq!(error.key(), Some("name"), "{error}");
+    assert!(error.line().is_some_and(|l| l <= 2), "{error}");
+    assert!(error.to_string().contains("is required"), "{error}");
+}

@@ -931,3 +931,57 @@ fn a_spoke_enrolls_over_wss_trusting_the_ca_of_its_ca_file() {
     assert_eq!(relayed.status, 200, "{}", relayed.text());
     assert_eq!(relayed.json(), spoke.actor("/sleeper"));
 }
+
+/// A chunked body over 64 KiB to the token route is refused like on every other route:
+/// 413 with a JSON error, and no token is made (old code: actix's plain-text 413). A
+/// revoke of an unknown token names it as given (old code: `Path("nope")`).
+#[test]
+fn token_routes_answer_json_errors_for_a_chunked_oversized_body_and_an_unknown_token() {
+    let hub = hub();
+    let auth = format!("Bearer {}", hub.token());
+    let mut chunked = Vec::new();
+    for _ in 0..5 {
+        let chunk = vec![b' '; 16 * 1024];
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(&chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = support::raw_request(
+        hub.port,
+        "POST",
+        "/api/v1/hub/tokens",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Type", "application/json"),
+        ],
+        &chunked,
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "a JSON error: {}",
+        r.text()
+    );
+    let tokens = get(&hub, "/api/v1/hub/tokens");
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    assert_eq!(tokens.json(), serde_json::json!([]), "no token was made");
+
+    let r = http(
+        hub.port,
+        "DELETE",
+        "/api/v1/hub/tokens/nope",
+        Some(&hub.token()),
+        None,
+    )
+    .expect("an answer");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(
+        r.json()["error"],
+        "no outstanding join token \"nope\"",
+        "{}",
+        r.text()
+    );
+}

@@ -49,6 +49,8 @@ impl Ring {
 /// The numbered log of the tree's state changes (see the module doc).
 #[derive(Debug)]
 pub(crate) struct EventLog {
+    /// The id of this run's first event: an id below it is from an earlier run.
+    start: u64,
     ring: Mutex<Ring>,
     newest: tokio::sync::watch::Sender<u64>,
 }
@@ -58,8 +60,9 @@ pub(crate) struct EventLog {
 enum Next {
     /// The entries after the stream's last id, with their ids.
     Entries(Vec<(u64, Entry)>),
-    /// The stream's last id is no longer (or never was) in the ring: it missed events.
-    Gap { missed: u64, newest: u64 },
+    /// The stream's last id is no longer (or never was) in the ring: it missed events
+    /// (how many is unknown for an id of an earlier run or from the future).
+    Gap { missed: Option<u64>, newest: u64 },
 }
 
 impl EventLog {
@@ -70,6 +73,7 @@ impl EventLog {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
         let log = Arc::new(EventLog {
+            start: first,
             ring: Mutex::new(Ring {
                 first,
                 entries: VecDeque::with_capacity(REPLAY),
@@ -126,8 +130,9 @@ impl EventLog {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let newest = ring.newest();
         if last > newest || last + 1 < ring.first {
+            let known = last + 1 >= self.start && last <= newest;
             return Next::Gap {
-                missed: ring.first.saturating_sub(last + 1),
+                missed: known.then(|| ring.first.saturating_sub(last + 1)),
                 newest,
             };
         }
@@ -147,11 +152,12 @@ impl EventLog {
 fn message(id: u64, entry: &Entry) -> String {
     match entry {
         Entry::State(data) => format!("id: {id}\nevent: state\ndata: {data}\n\n"),
-        Entry::Missed(missed) => lagged(id, *missed),
+        Entry::Missed(missed) => lagged(id, Some(*missed)),
     }
 }
 
-fn lagged(id: u64, missed: u64) -> String {
+fn lagged(id: u64, missed: Option<u64>) -> String {
+    let missed = missed.map_or_else(|| "null".to_owned(), |n| n.to_string());
     format!("id: {id}\nevent: lagged\ndata: {{\"missed\":{missed}}}\n\n")
 }
 

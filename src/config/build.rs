@@ -1090,6 +1090,10 @@ fn ready(src: &Source, label: &str, kind: Kind, table: &Spanned<RawReady>) -> Re
         .timeout
         .as_ref()
         .map_or(DEFAULT_READY_TIMEOUT, |v| v.get_ref().0);
+    if let Some(value) = raw.timeout.as_ref().filter(|v| v.get_ref().0.is_zero()) {
+        let detail = "must be longer than 0 (a check with no time can never pass)";
+        return Err(src.error(value.span(), label, "ready.timeout", detail));
+    }
     if let Some(addr) = &raw.tcp {
         tcp_address(src, label, kind, addr)?;
         return Ok(ReadyConfig::Tcp {

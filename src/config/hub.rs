@@ -102,22 +102,22 @@ fn is_loopback(host: &str) -> bool {
 /// The `[spoke]` table.
 pub(super) fn spoke(
     src: &Source,
-    raw: Option<&RawSpoke>,
+    spanned: Option<&Spanned<RawSpoke>>,
     base_dir: &Path,
     state_dir: &Path,
 ) -> Result<Option<SpokeConfig>> {
     const LABEL: &str = "[spoke]";
-    let Some(raw) = raw else { return Ok(None) };
-    let whole = || ConfigError {
-        path: src.path.to_path_buf(),
-        line: None,
-        key: None,
-        message: String::new(),
+    let Some(spanned) = spanned else {
+        return Ok(None);
     };
-    let url = raw.hub.as_ref().ok_or_else(|| ConfigError {
-        key: Some("hub".into()),
-        message: "[spoke]: hub is required (the hub's ws://HOST:PORT/api/v1/hub/connect)".into(),
-        ..whole()
+    let raw = spanned.get_ref();
+    let url = raw.hub.as_ref().ok_or_else(|| {
+        src.error(
+            spanned.span(),
+            LABEL,
+            "hub",
+            "is required (the hub's ws://HOST:PORT/api/v1/hub/connect)",
+        )
     })?;
     let text = url.get_ref();
     let (secure, rest) = match (text.strip_prefix("wss://"), text.strip_prefix("ws://")) {
@@ -153,11 +153,10 @@ pub(super) fn spoke(
             format!("ws:// to {host} (not loopback) sends the credential in clear: use wss://, or set insecure = true on purpose"),
         ));
     }
-    let name = raw.name.as_ref().ok_or_else(|| ConfigError {
-        key: Some("name".into()),
-        message: "[spoke]: name is required".into(),
-        ..whole()
-    })?;
+    let name = raw
+        .name
+        .as_ref()
+        .ok_or_else(|| src.error(spanned.span(), LABEL, "name", "is required"))?;
     if !valid_name(name.get_ref()) {
         return Err(src.error(
             name.span(),

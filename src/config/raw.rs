@@ -23,7 +23,7 @@ pub(super) struct RawFile {
     pub root: Option<RawRoot>,
     pub cluster: Option<RawCluster>,
     pub hub: Option<super::hub::RawHub>,
-    pub spoke: Option<super::hub::RawSpoke>,
+    pub spoke: Option<Spanned<super::hub::RawSpoke>>,
     pub webhooks: Option<Spanned<super::deploy::RawWebhooks>>,
     #[serde(rename = "self")]
     pub warden: Option<super::deploy::RawSelf>,

@@ -81,10 +81,11 @@ async fn persist(hub: &Hub) -> Result<(), ApiError> {
 
 async fn create_token(
     _: Authorized,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
     let hub = hub(&state)?;
+    let body = crate::admin::read_body(payload).await?;
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let request: TokenBody = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
@@ -128,7 +129,7 @@ async fn revoke_token(
     if !hub.store.revoke_token(&id) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no outstanding join token {id:?}"),
+            format!("no outstanding join token {:?}", id.as_str()),
         ));
     }
     persist(&hub).await?;
