@@ -41,18 +41,29 @@ fn leads_its_group(pid: u32) -> bool {
 }
 
 /// Live (not zombie) group leaders whose command line contains `marker`: the runs of one
-/// service.
+/// service that were all alive at one moment. A scan of /proc is not atomic (a run that
+/// ended right after it was read and its successor read later would both show), so the
+/// pids found are read again after the scan: one still alive then was alive while every
+/// later one was read.
 fn processes_with(marker: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    let live = |pid: &u32| alive(*pid) && leads_its_group(*pid);
+    let scanned: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
         })
-        .filter(|pid| alive(*pid) && leads_its_group(*pid))
-        .collect()
+        .filter(live)
+        .collect();
+    let Some((&newest, earlier)) = scanned.split_last() else {
+        return scanned;
+    };
+    let mut together: Vec<u32> = earlier.iter().copied().filter(live).collect();
+    together.push(newest);
+    together
 }
 
 /// Promise "Nothing runs twice" (review finding 4): a reload removes a child whose stop is
