@@ -53,8 +53,8 @@ pub struct AdminState {
     pub hub: Option<Arc<crate::hub::Hub>>,
     /// The deploys, which `POST /webhooks/github` asks for.
     pub deploys: Option<Arc<warden_actors::Deploys>>,
-    /// The key of `POST /webhooks/github` (`None`: no `[webhooks]`, the route answers 404).
-    pub webhook_secret: Option<WebhookSecret>,
+    /// The key of `POST /webhooks/github` (none: no `[webhooks]`, the route answers 404).
+    pub webhook_secret: WebhookSecret,
 }
 
 /// An API error: a status and a sentence, answered as `{"error": "..."}`.

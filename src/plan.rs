@@ -50,7 +50,7 @@ pub struct Wiring {
     /// Where deploys and give-ups are told (`[[notifier]]`; none by default).
     pub notifiers: warden_actors::notifier::Notifiers,
     /// The key of `POST /webhooks/github` (`[webhooks]`), which a reload re-reads.
-    pub webhook_secret: Option<crate::admin::WebhookSecret>,
+    pub webhook_secret: crate::admin::WebhookSecret,
 }
 
 impl Default for Wiring {
@@ -65,7 +65,7 @@ impl Default for Wiring {
             cgroups: None,
             spoke_verbs: Arc::default(),
             notifiers: warden_actors::notifier::Notifiers::none(),
-            webhook_secret: None,
+            webhook_secret: crate::admin::WebhookSecret::default(),
         }
     }
 }

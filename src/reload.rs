@@ -66,17 +66,13 @@ impl Reloader {
             tracing::warn!("[[notifier]] changed: it takes effect when warden restarts");
         }
         // The webhook's key is read again (the loader just checked the file): a rotated
-        // secret holds from this reload on. Adding or removing `[webhooks]` needs a restart.
-        let webhook_key = match (&new.webhooks, &self.wiring.webhook_secret) {
-            (Some(webhooks), Some(secret)) => Some((
-                secret.clone(),
-                config::read_webhook_secret(&webhooks.github_secret_file).map_err(bad)?,
-            )),
-            (None, None) => None,
-            _ => {
-                tracing::warn!("[webhooks] added or removed: it takes effect when warden restarts");
-                None
+        // secret holds from this reload on; an added `[webhooks]` opens the route, a
+        // removed one closes it (404).
+        let webhook_key = match &new.webhooks {
+            Some(webhooks) => {
+                Some(config::read_webhook_secret(&webhooks.github_secret_file).map_err(bad)?)
             }
+            None => None,
         };
         let mut changes = ChildChanges::default();
         // `/_hub` is no entry of the file's tree: kept, restarted when `[spoke]` changed,
@@ -106,9 +102,7 @@ impl Reloader {
             new.path.display()
         );
         // Even a partly applied reload is what runs now.
-        if let Some((secret, key)) = webhook_key {
-            secret.replace(&key);
-        }
+        self.wiring.webhook_secret.replace(webhook_key.as_deref());
         self.current = new;
         result.map(|()| changes)
     }

@@ -127,11 +127,11 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     };
     // Read again (the loader checked it): the file may have changed since.
     let webhook_secret = match &config.webhooks {
-        Some(webhooks) => Some(admin::WebhookSecret::new(
+        Some(webhooks) => admin::WebhookSecret::new(Some(
             &crate::config::read_webhook_secret(&webhooks.github_secret_file)
                 .map_err(anyhow::Error::msg)?,
         )),
-        None => None,
+        None => admin::WebhookSecret::default(),
     };
     wiring.webhook_secret = webhook_secret.clone();
     // Signals are taken before anything starts, so none is lost in between.

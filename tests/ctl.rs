@@ -64,15 +64,6 @@ fn fails(what: &str, want: i32, out: (i32, String, String)) -> String {
     stderr
 }
 
-/// Rewrites the config of `w` with a new body after the lines [`Warden::start`] wrote.
-fn rewrite(w: &Warden, body: &str) {
-    let text = format!(
-        "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n{body}",
-        w.port
-    );
-    std::fs::write(&w.config, text).expect("rewrite config");
-}
-
 fn pid_of(w: &Warden, path: &str) -> u32 {
     w.wait_state(path, "running", T)["pid"]
         .as_u64()
@@ -276,8 +267,7 @@ ready = { delay = "1500ms" }
 #[test]
 fn reload_exits_0_and_prints_added_removed_changed() {
     let w = start_tree();
-    rewrite(
-        &w,
+    w.rewrite(
         r#"
 [[supervisor]]
 name = "app"
@@ -312,10 +302,7 @@ command = ["sleep", "1000"]
     );
 
     // A file that does not load: exit 1 with the file and key.
-    rewrite(
-        &w,
-        "[[service]]\nname = \"x\"\ncommand = [\"sleep\", \"1\"]\nbogus = 1\n",
-    );
+    w.rewrite("[[service]]\nname = \"x\"\ncommand = [\"sleep\", \"1\"]\nbogus = 1\n");
     let err = fails("ctl reload of a bad file", 1, ctl(&w, &["reload"]));
     assert!(
         err.contains("warden.toml") && err.contains("bogus"),
@@ -382,10 +369,9 @@ fn over_admin_http_status_restart_logs_and_reload_work_with_the_configs_token() 
     );
     assert_eq!(out, "line 5\n");
 
-    rewrite(
-        &w,
-        &format!("{TREE}\n[[service]]\nname = \"fresh\"\ncommand = [\"sleep\", \"1000\"]\n"),
-    );
+    w.rewrite(&format!(
+        "{TREE}\n[[service]]\nname = \"fresh\"\ncommand = [\"sleep\", \"1000\"]\n"
+    ));
     let out = ok("ctl --admin reload", ctl_http(&w, &["reload"]));
     assert!(out.contains("added:   /fresh"), "{out}");
     pid_of(&w, "/fresh");

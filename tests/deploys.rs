@@ -788,3 +788,33 @@ fn a_reload_rotates_the_webhook_secret() {
         "the old key's push ran nothing"
     );
 }
+
+/// `[webhooks]` added by a reload opens the route (a signed push deploys), removed by a
+/// later reload closes it (404, nothing runs) — no restart needed. Old code: a reload
+/// only logged that adding or removing it needs a restart.
+#[test]
+fn a_reload_adds_and_removes_the_webhook() {
+    let dir = dir_with_secret();
+    let with = config(&["echo ran >> ran.log"], "");
+    let without = with.replace("[webhooks]\ngithub_secret_file = \"github.secret\"\n", "");
+    assert_ne!(with, without);
+    let w = Warden::start_in(dir, &without);
+    w.wait_state("/api", "running", T);
+    let closed = push(&w, "before", "c0");
+    assert_eq!(closed.status, 404, "{}", closed.text());
+
+    w.rewrite(&with);
+    let r = w.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let open = push(&w, "added", "c1");
+    assert_eq!(open.status, 202, "{}", open.text());
+    let done = wait_newest(&w, "/api", "succeeded");
+    assert_eq!(done["commit"], "c1", "{done}");
+
+    w.rewrite(&without);
+    let r = w.req("POST", "/api/v1/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let closed = push(&w, "removed", "c2");
+    assert_eq!(closed.status, 404, "{}", closed.text());
+    assert_eq!(read(&w, "ran.log"), "ran\n", "only the push while it was open ran");
+}

@@ -12,16 +12,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Rewrites the config of `w` with a new body, keeping the `state_dir` and `[admin]` lines
-/// that [`Warden::start`] put before it.
-fn rewrite(w: &Warden, body: &str) {
-    let text = format!(
-        "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n{body}",
-        w.port
-    );
-    std::fs::write(&w.config, text).expect("rewrite config");
-}
-
 /// `POST /api/v1/reload` as (status, JSON body).
 fn reload(w: &Warden) -> (u16, Value) {
     let r = w.req("POST", "/api/v1/reload");
@@ -174,7 +164,7 @@ fn http_reload_adds_removes_and_changes_services_and_keeps_untouched_pids() {
     let gone = pid_of(&w, "/gone");
     let edit = pid_of(&w, "/edit");
 
-    rewrite(&w, FLAT_EDITED);
+    w.rewrite(FLAT_EDITED);
     let (status, body) = reload(&w);
     assert_eq!(status, 200, "reload: {body}");
     assert_changes(&body, &["/fresh"], &["/gone"], &["/edit"]);
@@ -195,7 +185,7 @@ fn sighup_reloads_like_the_http_route() {
     let gone = pid_of(&w, "/gone");
     let edit = pid_of(&w, "/edit");
 
-    rewrite(&w, FLAT_EDITED);
+    w.rewrite(FLAT_EDITED);
     kill(w.pid(), 1);
     wait_until("/fresh to appear after SIGHUP", T, || {
         w.req("GET", "/api/v1/actors/fresh").status == 200
@@ -211,7 +201,7 @@ fn sighup_with_an_invalid_file_changes_nothing_and_warden_keeps_running() {
         pid_of(&w, p);
     }
     let before = snapshot(&w);
-    rewrite(&w, &format!("{FLAT_EDITED}\nnot toml at all = = =\n"));
+    w.rewrite(&format!("{FLAT_EDITED}\nnot toml at all = = =\n"));
     kill(w.pid(), 1);
     wait_until("the refused reload to be logged", T, || {
         w.stderr_text().contains("reload refused")
@@ -223,7 +213,7 @@ fn sighup_with_an_invalid_file_changes_nothing_and_warden_keeps_running() {
     assert_eq!(snapshot(&w), before, "a refused reload touches nothing");
 
     // Fixing the file and sending SIGHUP again applies it.
-    rewrite(&w, FLAT_EDITED);
+    w.rewrite(FLAT_EDITED);
     kill(w.pid(), 1);
     wait_until("/fresh to appear after the second SIGHUP", T, || {
         w.req("GET", "/api/v1/actors/fresh").status == 200
@@ -264,8 +254,7 @@ command = ["sleep", "1003"]
     let solo = pid_of(&w, "/solo");
     let app_before = w.wait_state("/app", "running", T);
 
-    rewrite(
-        &w,
+    w.rewrite(
         r#"
 [[supervisor]]
 name = "app"
@@ -330,8 +319,7 @@ fn an_invalid_file_is_refused_with_400_naming_file_line_and_key_and_nothing_chan
     let before = snapshot(&w);
 
     // An unknown key: the error names the file, the line of the key and the key.
-    rewrite(
-        &w,
+    w.rewrite(
         r#"
 [[service]]
 name = "keep"
@@ -360,8 +348,7 @@ bogus_key = 1
     assert_eq!(snapshot(&w), before, "an unknown key changes nothing");
 
     // Not TOML at all: the error names the file and the line.
-    rewrite(
-        &w,
+    w.rewrite(
         r#"
 [[service]]
 name = "keep"
@@ -379,10 +366,9 @@ command = ["sleep", "1000"
     assert_eq!(snapshot(&w), before, "bad TOML changes nothing");
 
     // A duplicate name: the error names the name.
-    rewrite(
-        &w,
-        &format!("{FLAT}\n[[service]]\nname = \"keep\"\ncommand = [\"sleep\", \"1\"]\n"),
-    );
+    w.rewrite(&format!(
+        "{FLAT}\n[[service]]\nname = \"keep\"\ncommand = [\"sleep\", \"1\"]\n"
+    ));
     let (status, body) = reload(&w);
     assert_eq!(status, 400, "duplicate name: {body}");
     let error = body["error"].as_str().unwrap_or_default();
@@ -393,7 +379,7 @@ command = ["sleep", "1000"
     let keep = before["/keep"].1.expect("keep pid") as u32;
     let gone = before["/gone"].1.expect("gone pid") as u32;
     let edit = before["/edit"].1.expect("edit pid") as u32;
-    rewrite(&w, FLAT_EDITED);
+    w.rewrite(FLAT_EDITED);
     let (status, body) = reload(&w);
     assert_eq!(status, 200, "valid reload after refusals: {body}");
     assert_changes(&body, &["/fresh"], &["/gone"], &["/edit"]);
@@ -439,7 +425,7 @@ command = ["sleep", "1003"]
     let svc = pid_of(&w, "/other/svc");
     let solo = pid_of(&w, "/solo");
 
-    rewrite(&w, &tree("one_for_all"));
+    w.rewrite(&tree("one_for_all"));
     let (status, body) = reload(&w);
     assert_eq!(status, 200, "reload: {body}");
     assert_changes(&body, &[], &[], &["/app"]);

@@ -25,31 +25,45 @@ pub const WEBHOOK_PATH: &str = "/webhooks/github";
 /// commits is well under this).
 pub const WEBHOOK_MAX_BODY: usize = 1024 * 1024;
 
-/// The key of the webhook's signatures. Its `Debug` shows nothing of it.
-#[derive(Clone)]
-pub struct WebhookSecret(Arc<std::sync::RwLock<Vec<u8>>>);
+/// The key of the webhook's signatures, or none (no `[webhooks]`: the route answers
+/// 404). Shared by the route and the reloader, so a reload can rotate, add or remove it.
+/// Its `Debug` shows nothing of it.
+#[derive(Clone, Default)]
+pub struct WebhookSecret(Arc<std::sync::RwLock<Option<Vec<u8>>>>);
 
 impl WebhookSecret {
-    /// The key `text` (as read from `github_secret_file`).
-    pub fn new(text: &str) -> Self {
-        Self(Arc::new(std::sync::RwLock::new(text.as_bytes().to_vec())))
+    /// The key `text` (as read from `github_secret_file`), or none.
+    pub fn new(text: Option<&str>) -> Self {
+        let secret = Self::default();
+        secret.replace(text);
+        secret
     }
 
-    /// Replaces the key (a reload re-read `github_secret_file`): every clone of this handle
-    /// verifies with the new key from now on.
-    pub fn replace(&self, text: &str) {
+    /// Replaces the key (a reload re-read `github_secret_file`, or added or removed
+    /// `[webhooks]`): every clone of this handle verifies with the new key from now on.
+    pub fn replace(&self, text: Option<&str>) {
         *self
             .0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = text.as_bytes().to_vec();
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            text.map(|t| t.as_bytes().to_vec());
     }
 
+    fn is_set(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Whether `signature` signs `body` under the key (never without a key).
     fn matches(&self, body: &[u8], signature: &str) -> bool {
         let key = self
             .0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        signature_matches(&key, body, signature)
+        key.as_deref()
+            .is_some_and(|key| signature_matches(key, body, signature))
     }
 }
 
@@ -110,7 +124,8 @@ pub(super) async fn github(
     payload: web::Payload,
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (Some(secret), Some(deploys)) = (&state.webhook_secret, &state.deploys) else {
+    let secret = &state.webhook_secret;
+    let (true, Some(deploys)) = (secret.is_set(), &state.deploys) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "webhooks are not configured here ([webhooks] github_secret_file)",

@@ -390,6 +390,16 @@ impl Warden {
         }
     }
 
+    /// Rewrites the config with a new `body` after the `state_dir` and `[admin]` lines
+    /// that [`Warden::start`] wrote (for a reload).
+    pub fn rewrite(&self, body: &str) {
+        let text = format!(
+            "state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\n{body}",
+            self.port
+        );
+        std::fs::write(&self.config, text).expect("rewrite config");
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
