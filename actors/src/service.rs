@@ -550,7 +550,7 @@ async fn supervise(
     // reaped yet (with pidfds): the group's number is still ours.
     signal_group(pgid, Signal::SIGKILL);
     let status = child.reap().await;
-    // Reaped by tokio: from now on the pid may name an orphan.
+    // Reaped (by us, or by tokio without pidfds): from now on the pid may name an orphan.
     spawned::forget(pgid);
     // Whatever left the group (setsid) but not the cgroup goes too.
     containment.end(requested).await;
