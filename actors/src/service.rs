@@ -21,6 +21,7 @@
 //! [`proc::Pinned`] identity (or their cgroup).
 
 pub(crate) mod cgroup;
+pub(crate) mod leader;
 pub(crate) mod listener;
 pub(crate) mod log;
 pub mod proc;
@@ -30,9 +31,9 @@ pub(crate) mod run_as;
 pub mod spawned;
 
 use std::hash::{Hash, Hasher};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +41,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 
-use tokio::io::unix::AsyncFd;
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use warden_supervisors::{
     panic_message, ActorKind, ActorPath, ChildFactory, Containment, Exit, RunningChild,
@@ -49,6 +48,7 @@ use warden_supervisors::{
 };
 
 use self::cgroup::{Cgroups, RunContainment};
+use self::leader::Leader;
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords};
@@ -280,11 +280,10 @@ impl ChildFactory for ServiceFactory {
         cmd.args(&spec.command[1..])
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(false);
+            .process_group(0);
         cmd.env("WARDEN_ACTOR", cx.path.as_str());
         set_pre_exec(
-            cmd.as_std_mut(),
+            &mut cmd,
             spec.die_with_warden,
             proc::children_open_files_limit(),
             spec.run_as.as_ref().filter(|r| r.switches()),
@@ -372,7 +371,8 @@ impl ChildFactory for ServiceFactory {
             _ => None,
         };
         let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
-        let spawned = spawned::register(|| cmd.spawn(), Child::id);
+        // The write ends of the pipe go to the child with `cmd`, dropped with it.
+        let spawned = Leader::spawn(cmd);
         drop(keeper);
         drop(handoff);
         let child = match spawned {
@@ -382,8 +382,6 @@ impl ChildFactory for ServiceFactory {
                 return Err(format!("{}: {e}", spec.command[0]));
             }
         };
-        // The write ends of the pipe went to the child with `cmd`; drop ours.
-        drop(cmd);
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
@@ -517,33 +515,9 @@ fn forget(record: RecordHandle) {
     }
 }
 
-/// A pidfd of warden's own child, to learn of its exit without reaping it: its group is
-/// SIGKILLed while the leader is still a zombie, so the group's number cannot have been
-/// reused by then. `None` without pidfds (then the exit is learned by reaping, and the
-/// group follows microseconds later).
-fn leader_watch(pid: u32) -> Option<AsyncFd<OwnedFd>> {
-    if !proc::pidfds_available() {
-        return None;
-    }
-    let fd = proc::pidfd_open(pid).ok()?;
-    // SAFETY: the AsyncFd owns the pidfd, open and unchanged while it is registered.
-    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
-}
-
-/// Until the leader has exited: through its pidfd (not reaped), else by reaping it.
-async fn leader_exited(child: &mut Child, watch: Option<&AsyncFd<OwnedFd>>) {
-    if let Some(fd) = watch {
-        if let Ok(mut guard) = fd.readable().await {
-            guard.retain_ready();
-            return;
-        }
-    }
-    let _ = child.wait().await;
-}
-
 /// Watches one run until it is over; see the module doc.
 async fn supervise(
-    mut child: Child,
+    mut child: Leader,
     pgid: u32,
     containment: RunContainment,
     stop_rx: oneshot::Receiver<StopMode>,
@@ -551,24 +525,23 @@ async fn supervise(
     timeout: Duration,
     record: RecordHandle,
 ) -> Exit {
-    let watch = leader_watch(pgid);
     let mut requested = true;
     tokio::select! {
-        () = leader_exited(&mut child, watch.as_ref()) => requested = false,
+        () = child.exited() => requested = false,
         request = stop_rx => {
             match request {
                 Ok(StopMode::Graceful | StopMode::Restart) => {
                     signal_group(pgid, signal);
-                    let exited = leader_exited(&mut child, watch.as_ref());
+                    let exited = child.exited();
                     if tokio::time::timeout(timeout, exited).await.is_err() {
                         tracing::warn!(pid = pgid, "stop timeout: SIGKILL to every process of the service");
                         containment.kill_all(pgid);
-                        leader_exited(&mut child, watch.as_ref()).await;
+                        child.exited().await;
                     }
                 }
                 Err(_) => {
                     containment.kill_all(pgid);
-                    leader_exited(&mut child, watch.as_ref()).await;
+                    child.exited().await;
                 }
             }
         }
@@ -576,8 +549,8 @@ async fn supervise(
     // Whatever is left of the group (grandchildren) goes with its leader, which is not
     // reaped yet (with pidfds): the group's number is still ours.
     signal_group(pgid, Signal::SIGKILL);
-    let status = child.wait().await;
-    // Reaped by tokio: from now on the pid may name an orphan.
+    let status = child.reap().await;
+    // Reaped (by us, or by tokio without pidfds): from now on the pid may name an orphan.
     spawned::forget(pgid);
     // Whatever left the group (setsid) but not the cgroup goes too.
     containment.end(requested).await;

@@ -1,0 +1,58 @@
+//! What each spawn costs warden in open fds: one pidfd per live service process, never
+//! two. Every fd warden holds is copied into each child it spawns (clone) and closed again
+//! by the child's exec, while the supervision thread waits to read the child's /proc
+//! stat: measured in NOTES-h-perf3.md, 3,000 fds cost ~240 us per spawn there, 2,000 ~160 us.
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const T: Duration = Duration::from_secs(20);
+const SERVICES: usize = 20;
+
+/// warden's own pidfds (those of its children, plus at most a few of its own).
+fn pidfds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[pidfd]")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn each_service_process_costs_warden_one_pidfd_across_restarts() {
+    let mut body = String::new();
+    for i in 0..SERVICES {
+        body.push_str(&format!(
+            "[[service]]\nname = \"s{i}\"\ncommand = [\"sleep\", \"1000\"]\n\n"
+        ));
+    }
+    let w = Warden::start(&body);
+    for i in 0..SERVICES {
+        w.wait_state(&format!("/s{i}"), "running", T);
+    }
+    let limit = SERVICES + 3;
+    wait_until("one pidfd per service", T, || pidfds_of(w.pid()) <= limit);
+    // A crash and its restart leave no pidfd behind.
+    for i in 0..5 {
+        let path = format!("/s{i}");
+        let old = w.actor_pid(&path).expect("a running service has a pid");
+        kill(old, libc::SIGKILL);
+        wait_until("the service restarted", T, || {
+            w.actor_pid(&path).is_some_and(|pid| pid != old) && w.state(&path) == "running"
+        });
+    }
+    wait_until("still one pidfd per service", T, || {
+        pidfds_of(w.pid()) <= limit
+    });
+    assert!(
+        pidfds_of(w.pid()) >= SERVICES,
+        "every service process is watched through a pidfd"
+    );
+}
