@@ -816,5 +816,9 @@ fn a_reload_adds_and_removes_the_webhook() {
     assert_eq!(r.status, 200, "{}", r.text());
     let closed = push(&w, "removed", "c2");
     assert_eq!(closed.status, 404, "{}", closed.text());
-    assert_eq!(read(&w, "ran.log"), "ran\n", "only the push while it was open ran");
+    assert_eq!(
+        read(&w, "ran.log"),
+        "ran\n",
+        "only the push while it was open ran"
+    );
 }

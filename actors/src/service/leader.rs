@@ -6,7 +6,7 @@
 //! SIGKILLed while the leader is still an unreaped zombie (its number cannot have been
 //! reused). A `tokio::process::Child` would open a second pidfd of the same process for
 //! its own reaping: with 1,000 services that is 1,000 more fds, which every spawn copies
-//! (`dup_fd` in clone) and every exec closes again (measured in NOTES-h-perf3.md).
+//! (`dup_fd` in clone) and every exec closes again (measured: docs/benchmarks.md).
 //! Without pidfds (`WARDEN_PIDFD=off`, or kernels before 5.3), tokio reaps the child as
 //! before (SIGCHLD), and the group follows microseconds after the reap.
 

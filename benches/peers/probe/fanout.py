@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Warden's fan-out alone, with the CPU each of its threads used (the probe behind
-NOTES-h-perf3.md; run.sh gives the figures beside the floor and the peers).
+docs/benchmarks.md, "Where warden's spawn time goes"; run.sh gives the figures beside the floor and the peers).
 
     fanout.py WARDEN [N] [-- PREFIX...]   e.g. PREFIX = perf record -g -o x.data --
 
