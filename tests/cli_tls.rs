@@ -56,7 +56,9 @@ fn warden_hub_reaches_its_own_https_listener_trusting_the_configs_certificate() 
     assert_eq!(code, 0, "token create over HTTPS: {out} {err}");
     let token = out.trim();
     assert!(
-        token.split_once('.').is_some_and(|(id, secret)| !id.is_empty() && !secret.is_empty()),
+        token
+            .split_once('.')
+            .is_some_and(|(id, secret)| !id.is_empty() && !secret.is_empty()),
         "a join token <id>.<secret>: {out:?}"
     );
     assert!(err.contains("edge-1"), "{err}");
@@ -91,7 +93,17 @@ fn ctl_and_hub_reach_an_https_admin_url_trusting_the_ca_file() {
         );
         let (code, out, err) = run(
             &w,
-            &["hub", "-c", config, "--admin", &admin, "--ca-file", ca, "token", "list"],
+            &[
+                "hub",
+                "-c",
+                config,
+                "--admin",
+                &admin,
+                "--ca-file",
+                ca,
+                "token",
+                "list",
+            ],
         );
         assert_eq!(code, 0, "hub token list at {admin}: {out} {err}");
     }
@@ -113,14 +125,28 @@ fn an_untrusted_certificate_is_refused_with_exit_2_naming_the_problem() {
     let other_ca = other_ca.to_str().expect("utf-8 path");
     let cases: [Vec<&str>; 5] = [
         vec!["ctl", "-c", config, "--admin", &admin, "status"],
-        vec!["ctl", "-c", config, "--admin", &admin, "--ca-file", other_ca, "status"],
-        vec!["ctl", "-c", config, "--admin", &admin, "--spoke", "edge", "status"],
+        vec![
+            "ctl",
+            "-c",
+            config,
+            "--admin",
+            &admin,
+            "--ca-file",
+            other_ca,
+            "status",
+        ],
+        vec![
+            "ctl", "-c", config, "--admin", &admin, "--spoke", "edge", "status",
+        ],
         vec!["hub", "-c", config, "--admin", &admin, "token", "list"],
         vec!["hub", "-c", config, "--ca-file", other_ca, "token", "list"],
     ];
     for args in &cases {
         let (code, out, err) = run(&w, args);
-        assert_eq!(code, 2, "{args:?}: exit 2 for an untrusted certificate: {out} {err}");
+        assert_eq!(
+            code, 2,
+            "{args:?}: exit 2 for an untrusted certificate: {out} {err}"
+        );
         assert!(
             err.contains("certificate is not trusted") && err.contains("--ca-file"),
             "{args:?}: the error names the certificate and --ca-file: {err}"
@@ -129,7 +155,16 @@ fn an_untrusted_certificate_is_refused_with_exit_2_naming_the_problem() {
     std::fs::write(w.path("empty.pem"), "not a certificate\n").expect("empty.pem");
     let (code, _, err) = run(
         &w,
-        &["ctl", "-c", config, "--admin", &admin, "--ca-file", "empty.pem", "status"],
+        &[
+            "ctl",
+            "-c",
+            config,
+            "--admin",
+            &admin,
+            "--ca-file",
+            "empty.pem",
+            "status",
+        ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--ca-file empty.pem"), "{err}");

@@ -187,6 +187,18 @@ pub fn describe_transport_error(base: &str, error: &ureq::Error) -> String {
         _ => None,
     };
     match tls {
+        // webpki's error has no type rustls exposes: told by its name.
+        Some(e @ rustls::Error::InvalidCertificate(_))
+            if format!("{e:?}").contains("CaUsedAsEndEntity") =>
+        {
+            format!(
+                "cannot connect to {base}: the server's TLS certificate is not trusted ({e}): \
+                 it is a CA certificate (basicConstraints CA:TRUE, what `openssl req -x509` \
+                 makes by default) used as the server's own; make it with \
+                 `-addext basicConstraints=critical,CA:FALSE`, or sign it with a CA and give \
+                 that CA with --ca-file"
+            )
+        }
         Some(e @ rustls::Error::InvalidCertificate(_)) => format!(
             "cannot connect to {base}: the server's TLS certificate is not trusted ({e}); give --ca-file \
              with the CA (or the self-signed certificate) that signed it, and a URL with \

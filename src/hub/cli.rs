@@ -102,8 +102,8 @@ pub fn endpoint(
             }
             match &found.admin_cert {
                 Some(cert) => {
-                    trust = Trust::from_pem_file(cert)
-                        .map_err(|e| format!("[admin] tls.cert {e}"))?;
+                    trust =
+                        Trust::from_pem_file(cert).map_err(|e| format!("[admin] tls.cert {e}"))?;
                     format!("https://{listen}")
                 }
                 None => format!("http://{listen}"),
