@@ -91,28 +91,30 @@ pub fn endpoint(
     ca_file: Option<&Path>,
 ) -> Result<Endpoint, String> {
     let locate = || crate::config::locate(config).map_err(|e| e.to_string());
-    let mut trust = Trust::MozillaRoots;
-    let base = match admin {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+    // The own listener's certificate is trusted only when no --admin names another.
+    let (base, own_cert) = match admin {
+        Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
             let found = locate()?;
             let mut listen = found.admin_listen;
             if listen.ip().is_unspecified() {
                 listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            match &found.admin_cert {
-                Some(cert) => {
-                    trust =
-                        Trust::from_pem_file(cert).map_err(|e| format!("[admin] tls.cert {e}"))?;
-                    format!("https://{listen}")
-                }
-                None => format!("http://{listen}"),
+            match found.admin_cert {
+                Some(cert) => (format!("https://{listen}"), Some(cert)),
+                None => (format!("http://{listen}"), None),
             }
         }
     };
-    if let Some(ca_file) = ca_file {
-        trust = Trust::from_pem_file(ca_file).map_err(|e| format!("--ca-file {e}"))?;
-    }
+    let trust = match (ca_file, own_cert) {
+        (Some(ca_file), _) => {
+            Trust::from_pem_file(ca_file).map_err(|e| format!("--ca-file {e}"))?
+        }
+        (None, Some(cert)) => {
+            Trust::from_pem_file(&cert).map_err(|e| format!("[admin] tls.cert {e}"))?
+        }
+        (None, None) => Trust::MozillaRoots,
+    };
     let token_file = match token_file {
         Some(f) => f.to_owned(),
         None => locate()?.token_file,
