@@ -612,8 +612,9 @@ pub struct Located {
     pub state_dir: PathBuf,
     /// Absolute admin token file.
     pub token_file: PathBuf,
-    /// `[admin] listen` (default 127.0.0.1:7700).
-    pub admin_listen: SocketAddr,
+    /// `[admin] listen` (default 127.0.0.1:7700), or why it is not an address: an error
+    /// only for the clients that use it (the control socket does not).
+    pub admin_listen: Result<SocketAddr, ConfigError>,
     /// Absolute `[admin] tls.cert` when the admin API is HTTPS: the certificate clients
     /// on this host trust when they talk to this listener (a self-signed one works).
     pub admin_cert: Option<PathBuf>,
@@ -651,8 +652,8 @@ pub fn locate(path: &Path) -> Result<Located, ConfigError> {
             fail(format!(
                 "[admin]: key `listen`: invalid address {listen:?}: expected IP:PORT such as \"127.0.0.1:7700\""
             ))
-        })?,
-        None => SocketAddr::from(([127, 0, 0, 1], 7700)),
+        }),
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 7700))),
     };
     let admin_cert = admin
         .and_then(|a| a.get("tls"))

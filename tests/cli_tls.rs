@@ -210,3 +210,27 @@ fn warden_hub_works_while_the_config_holds_a_bad_edit() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("edge-2"), "{out}");
 }
+
+/// Promise: locating reads `[admin] listen` only for the clients that use it: with a
+/// pending edit that breaks it, `ctl` over the control socket still works, and `warden
+/// hub` (which needs the address) exits 2 naming the file and the key.
+#[test]
+fn a_bad_listen_edit_stops_only_the_clients_that_need_the_address() {
+    let w = Warden::start("[hub]\nenabled = true\n");
+    let config = w.config.to_str().expect("utf-8 path");
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let edited = text.replace(&format!("127.0.0.1:{}", w.port), "not-an-address");
+    assert_ne!(edited, text, "the edit applies");
+    std::fs::write(&w.config, edited).expect("bad edit");
+    let (code, out, err) = run(&w, &["ctl", "-c", config, "status"]);
+    assert_eq!(
+        code, 0,
+        "ctl over the socket with a bad listen edit: {out} {err}"
+    );
+    let (code, _, err) = run(&w, &["hub", "-c", config, "token", "list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("warden.toml") && err.contains("listen"),
+        "{err}"
+    );
+}

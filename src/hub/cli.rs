@@ -96,7 +96,7 @@ pub fn endpoint(
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
             let found = locate()?;
-            let mut listen = found.admin_listen;
+            let mut listen = found.admin_listen.map_err(|e| e.to_string())?;
             if listen.ip().is_unspecified() {
                 listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
