@@ -49,6 +49,7 @@ mod notifier;
 mod raw;
 
 pub use deploy::{read_secret as read_webhook_secret, DeployTarget, WebhooksConfig};
+pub(crate) use hub::ca_roots;
 pub use hub::{HubConfig, SpokeConfig};
 pub use notifier::NotifierConfig;
 
@@ -629,11 +630,17 @@ pub struct Located {
     pub state_dir: PathBuf,
     /// Absolute admin token file.
     pub token_file: PathBuf,
+    /// `[admin] listen` (default 127.0.0.1:7700), or why it is not an address: an error
+    /// only for the clients that use it (the control socket does not).
+    pub admin_listen: Result<SocketAddr, ConfigError>,
+    /// Absolute `[admin] tls.cert` when the admin API is HTTPS: the certificate clients
+    /// on this host trust when they talk to this listener (a self-signed one works).
+    pub admin_cert: Option<PathBuf>,
 }
 
-/// Reads only `state_dir` and `[admin] token_file` of the file at `path`, so that
-/// clients can find a running warden even while its file holds an edit that does not
-/// pass [`load`] (e.g. before a reload is refused).
+/// Reads only `state_dir` and `[admin] token_file`, `listen` and `tls.cert` of the file
+/// at `path`, so that clients can find a running warden even while its file holds an
+/// edit that does not pass [`load`] (e.g. before a reload is refused).
 pub fn locate(path: &Path) -> Result<Located, ConfigError> {
     let fail = |message: String| ConfigError {
         path: path.to_path_buf(),
@@ -652,17 +659,30 @@ pub fn locate(path: &Path) -> Result<Located, ConfigError> {
         Some(dir) => base_dir.join(dir).components().collect(),
         None => base_dir.join(".warden"),
     };
-    let token_file = match table
-        .get("admin")
-        .and_then(|a| a.get("token_file"))
-        .and_then(|v| v.as_str())
-    {
+    let admin = table.get("admin");
+    let admin_str = |key: &str| admin.and_then(|a| a.get(key)).and_then(|v| v.as_str());
+    let token_file = match admin_str("token_file") {
         Some(file) => base_dir.join(file).components().collect(),
         None => state_dir.join("admin.token"),
     };
+    let admin_listen = match admin_str("listen") {
+        Some(listen) => listen.parse().map_err(|_| {
+            fail(format!(
+                "[admin]: key `listen`: invalid address {listen:?}: expected IP:PORT such as \"127.0.0.1:7700\""
+            ))
+        }),
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 7700))),
+    };
+    let admin_cert = admin
+        .and_then(|a| a.get("tls"))
+        .and_then(|tls| tls.get("cert"))
+        .and_then(|v| v.as_str())
+        .map(|cert| base_dir.join(cert).components().collect());
     Ok(Located {
         state_dir,
         token_file,
+        admin_listen,
+        admin_cert,
     })
 }
 

@@ -1,7 +1,8 @@
 //! `warden ctl`: drive a running warden from scripts and terminals, over its control
 //! socket (default) or its admin HTTP API (`--admin URL`). A readable table by default,
 //! `--json` for scripts. Exit codes: 0 done, 1 the operation failed (an unknown path
-//! included), 2 usage or connection error.
+//! included), 2 usage or connection error (a refused token and an untrusted certificate
+//! included).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use warden_supervisors::{ActorView, TreeNode};
 
 use crate::control::client::{Client, ClientError};
-use crate::control::protocol::{Health, Request, Response};
+use crate::control::protocol::{FailureKind, Health, Request, Response};
 
 /// Where to reach warden and how to print.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct CtlOptions {
     pub raw: bool,
     /// Drive this spoke through the hub (whose admin API `admin`, or the config's, is).
     pub spoke: Option<String>,
+    /// PEM CA certificates an `https://` admin API must chain to (instead of the
+    /// Mozilla roots, or of the config's own `[admin] tls.cert`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Exit code: the operation failed.
@@ -48,28 +52,23 @@ fn connect(options: &CtlOptions) -> Result<Client, ExitCode> {
             ))
         })
     };
-    if let Some(spoke) = &options.spoke {
-        let (base, token) = crate::hub::cli::endpoint(
+    let http = || {
+        crate::hub::cli::endpoint(
             &options.config,
             options.admin.as_deref(),
             options.token_file.as_deref(),
+            options.ca_file.as_deref(),
         )
-        .map_err(usage_error)?;
-        return Ok(Client::http_spoke(&base, token, spoke));
+        .map_err(usage_error)
+    };
+    if let Some(spoke) = &options.spoke {
+        let end = http()?;
+        return Ok(Client::http_spoke(&end.base, end.token, &end.trust, spoke));
     }
     match &options.admin {
-        Some(url) => {
-            let token_file = match &options.token_file {
-                Some(f) => f.clone(),
-                None => config()?.token_file,
-            };
-            let token = std::fs::read_to_string(&token_file).map_err(|e| {
-                usage_error(format!(
-                    "cannot read token file {}: {e}",
-                    token_file.display()
-                ))
-            })?;
-            Ok(Client::http(url, token.trim().to_owned()))
+        Some(_) => {
+            let end = http()?;
+            Ok(Client::http(&end.base, end.token, &end.trust))
         }
         None => {
             let socket = crate::layout::StateLayout::new(config()?.state_dir).control_socket();
@@ -104,7 +103,11 @@ pub fn run(options: &CtlOptions, request: Request) -> ExitCode {
             } else {
                 eprintln!("error: {failure}");
             }
-            ExitCode::from(FAILED)
+            // A refused token is a usage error, as a refused peer on the socket is.
+            match failure.kind {
+                FailureKind::Unauthorized => ExitCode::from(USAGE),
+                _ => ExitCode::from(FAILED),
+            }
         }
     }
 }

@@ -80,8 +80,8 @@ struct CtlArgs {
     /// The config file of the running warden (for its socket and token).
     #[arg(short = 'c', long = "config", default_value = "warden.toml")]
     config: PathBuf,
-    /// Talk to the admin HTTP API at this URL (e.g. http://127.0.0.1:7700) instead of
-    /// the control socket.
+    /// Talk to the admin HTTP API at this URL (e.g. http://127.0.0.1:7700, or https://)
+    /// instead of the control socket.
     #[arg(long)]
     admin: Option<String>,
     /// Token file for --admin (default: the config's).
@@ -93,6 +93,10 @@ struct CtlArgs {
     /// Drive the spoke NAME through this hub (its admin API: --admin, or the config's).
     #[arg(long)]
     spoke: Option<String>,
+    /// PEM file of the CA certificates an https:// --admin must chain to, instead of
+    /// the Mozilla roots (or of the config's own [admin] tls.cert).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     verb: CtlVerb,
 }
@@ -243,6 +247,7 @@ fn main() -> ExitCode {
                 json: args.json,
                 raw: matches!(args.verb, CtlVerb::Logs { raw: true, .. }),
                 spoke: args.spoke,
+                ca_file: args.ca_file,
             };
             return warden::ctl::run(&options, args.verb.request());
         }

@@ -408,7 +408,7 @@ fn over_admin_http_status_restart_logs_and_reload_work_with_the_configs_token() 
 }
 
 #[test]
-fn over_admin_http_an_explicit_token_file_is_used_and_a_wrong_one_exits_1() {
+fn over_admin_http_an_explicit_token_file_is_used_and_a_wrong_one_exits_2() {
     let w = start_tree();
     let good = w.path("good.token");
     std::fs::write(&good, format!("{}\n", w.token())).expect("token copy");
@@ -422,18 +422,19 @@ fn over_admin_http_an_explicit_token_file_is_used_and_a_wrong_one_exits_1() {
     let wrong = w.path("wrong.token");
     std::fs::write(&wrong, "0123456789abcdef0123456789abcdef\n").expect("wrong token");
     let wrong = wrong.to_str().expect("utf-8").to_owned();
+    // A refused token is a usage error (2), as a refused peer on the socket is.
     let err = fails(
         "ctl --admin with a wrong token file",
-        1,
+        2,
         ctl_http(&w, &["--token-file", &wrong, "status"]),
     );
-    eprintln!("wrong token file -> exit 1, stderr: {err}");
+    eprintln!("wrong token file -> exit 2, stderr: {err}");
     assert!(
         err.to_lowercase().contains("token"),
         "says the token is wrong: {err}"
     );
     let (code, _, err) = ctl_http(&w, &["--token-file", &wrong, "restart", "/app/api"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
 
     let missing = w.path("missing.token");
     let missing = missing.to_str().expect("utf-8").to_owned();

@@ -241,7 +241,7 @@ pub(super) fn spoke(
 }
 
 /// The certificates of a PEM file, each usable as a trust anchor (at least one).
-fn ca_roots(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn ca_roots(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::Error;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(Iterator::collect)

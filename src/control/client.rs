@@ -26,6 +26,10 @@ pub enum ClientError {
         /// Why.
         source: io::Error,
     },
+    /// The admin API gave no answer over HTTP(S): the message names why (an untrusted
+    /// certificate included).
+    #[error("{0}")]
+    Transport(String),
     /// warden answered something that is not the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -85,13 +89,10 @@ impl Client {
         }
     }
 
-    /// A client of the admin API at `base` (e.g. `http://127.0.0.1:7700`).
-    pub fn http(base: &str, token: String) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(600)))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
+    /// A client of the admin API at `base` (e.g. `http://127.0.0.1:7700`, or `https://`
+    /// with a certificate that chains to `trust`).
+    pub fn http(base: &str, token: String, trust: &Trust) -> Self {
+        let agent = http_agent(trust, Duration::from_secs(600));
         Client::Http {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -102,8 +103,8 @@ impl Client {
 
     /// A client of the spoke `name` through the hub whose admin API is at `base`: the
     /// actor verbs (status, tree, start, stop, restart, logs, wait) are relayed.
-    pub fn http_spoke(base: &str, token: String, name: &str) -> Self {
-        let mut client = Self::http(base, token);
+    pub fn http_spoke(base: &str, token: String, trust: &Trust, name: &str) -> Self {
+        let mut client = Self::http(base, token, trust);
         if let Client::Http { api, .. } = &mut client {
             *api = format!("/api/v1/spokes/{name}");
         }
@@ -130,6 +131,84 @@ impl Client {
                 api,
             } => http_ask(agent, base, api, token, request),
         }
+    }
+}
+
+/// Which certificates an HTTPS admin API must chain to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// The Mozilla roots compiled in (`--admin https://...` without `--ca-file`).
+    #[default]
+    MozillaRoots,
+    /// Only these certificates (DER), as trust anchors: those of `--ca-file`, or the
+    /// config's own `[admin] tls.cert` when talking to its own listener.
+    Only(Vec<Vec<u8>>),
+}
+
+impl Trust {
+    /// The certificates of the PEM file at `path` (at least one, each usable as a
+    /// trust anchor); errors name the file and what is wrong with it.
+    pub fn from_pem_file(path: &Path) -> Result<Self, String> {
+        crate::config::ca_roots(path)
+            .map(|certs| Trust::Only(certs.iter().map(|c| c.as_ref().to_vec()).collect()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The HTTP(S) agent of the CLI: `timeout` for a whole request, statuses answered (not
+/// errors), rustls with ring for `https://`, verifying against `trust`.
+pub fn http_agent(trust: &Trust, timeout: Duration) -> ureq::Agent {
+    let roots = match trust {
+        Trust::MozillaRoots => ureq::tls::RootCerts::WebPki,
+        Trust::Only(certs) => certs
+            .iter()
+            .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+            .into(),
+    };
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(roots)
+                .build(),
+        )
+        .build()
+        .new_agent()
+}
+
+/// Why a request to the admin API at `base` got no answer, said for an operator: an
+/// untrusted or wrong certificate is named as such, with what to do about it.
+pub fn describe_transport_error(base: &str, error: &ureq::Error) -> String {
+    let tls = match error {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref()),
+        _ => None,
+    };
+    match tls {
+        // webpki's error has no type rustls exposes: told by its name.
+        Some(e @ rustls::Error::InvalidCertificate(_))
+            if format!("{e:?}").contains("CaUsedAsEndEntity") =>
+        {
+            format!(
+                "cannot connect to {base}: the server's TLS certificate is not trusted ({e}): \
+                 it is a CA certificate (basicConstraints CA:TRUE, what `openssl req -x509` \
+                 makes by default) used as the server's own; make it with \
+                 `-addext basicConstraints=critical,CA:FALSE`, or sign it with a CA and give \
+                 that CA with --ca-file"
+            )
+        }
+        Some(e @ rustls::Error::InvalidCertificate(_)) => format!(
+            "cannot connect to {base}: the server's TLS certificate is not trusted ({e}); give --ca-file \
+             with the CA (or the self-signed certificate) that signed it, and a URL with \
+             a host name the certificate names"
+        ),
+        Some(e) => format!("cannot connect to {base}: TLS handshake failed: {e}"),
+        None if base.starts_with("http://") && error.to_string().contains("parse fail") => {
+            format!("cannot connect to {base}: {error} (is the admin API HTTPS? then use https://)")
+        }
+        None => format!("cannot connect to {base}: {error}"),
     }
 }
 
@@ -276,10 +355,7 @@ fn http_ask(
         }
     };
     let auth = format!("Bearer {token}");
-    let connect = |e: ureq::Error| ClientError::Connect {
-        target: base.to_owned(),
-        source: io::Error::other(e.to_string()),
-    };
+    let connect = |e: ureq::Error| ClientError::Transport(describe_transport_error(base, &e));
     let mut response = if method == "GET" {
         agent
             .get(&url)

@@ -1,10 +1,12 @@
 //! `warden hub ...`: the join tokens and spokes of a running hub, over its admin API.
 //! Exit codes as for `ctl`: 0 done, 1 the hub refused (unknown id or name included),
-//! 2 usage or connection error.
+//! 2 usage or connection error (a refused token and an untrusted certificate included).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+
+use crate::control::client::{describe_transport_error, http_agent, Trust};
 
 /// `warden hub` and its options.
 #[derive(Debug, clap::Args)]
@@ -12,9 +14,14 @@ pub struct HubArgs {
     /// The config file of the running hub (for its admin address and token).
     #[arg(short = 'c', long = "config", default_value = "warden.toml")]
     pub config: PathBuf,
-    /// The hub's admin API (default: http:// and the config's [admin] listen).
+    /// The hub's admin API (default: the config's [admin] listen, https:// when it has
+    /// tls, trusting its tls.cert).
     #[arg(long)]
     pub admin: Option<String>,
+    /// PEM file of the CA certificates an https:// admin API must chain to, instead of
+    /// the Mozilla roots (or of the config's own [admin] tls.cert).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Token file (default: the config's).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -61,34 +68,64 @@ pub enum TokenVerb {
     },
 }
 
-/// Where the hub's admin API is and its token: from the flags, else the config.
+/// Where an admin API is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `http://host:port` or `https://host:port`, without a trailing `/`.
+    pub base: String,
+    /// The bearer token.
+    pub token: String,
+    /// The certificates an `https://` API must chain to.
+    pub trust: Trust,
+}
+
+/// Where the admin API is, its token, and whom to trust: from the flags, else the
+/// config. The config is only located ([`crate::config::locate`]), not loaded, so a
+/// pending bad edit of it does not stop the CLI. Without `admin`, the config's own
+/// listener: `https://` when `[admin]` has `tls`, trusting its `tls.cert` (a self-signed
+/// one works). `ca_file` replaces the trusted roots in every case.
 pub fn endpoint(
-    config: &std::path::Path,
+    config: &Path,
     admin: Option<&str>,
-    token_file: Option<&std::path::Path>,
-) -> Result<(String, String), String> {
-    let loaded = || crate::config::load(config).map_err(|e| e.to_string());
-    let base = match admin {
-        Some(url) => url.trim_end_matches('/').to_owned(),
+    token_file: Option<&Path>,
+    ca_file: Option<&Path>,
+) -> Result<Endpoint, String> {
+    let locate = || crate::config::locate(config).map_err(|e| e.to_string());
+    // The own listener's certificate is trusted only when no --admin names another.
+    let (base, own_cert) = match admin {
+        Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
-            let mut listen = loaded()?.admin.listen;
+            let found = locate()?;
+            let mut listen = found.admin_listen.map_err(|e| e.to_string())?;
             if listen.ip().is_unspecified() {
                 listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{listen}")
+            match found.admin_cert {
+                Some(cert) => (format!("https://{listen}"), Some(cert)),
+                None => (format!("http://{listen}"), None),
+            }
         }
+    };
+    let trust = match (ca_file, own_cert) {
+        (Some(ca_file), _) => {
+            Trust::from_pem_file(ca_file).map_err(|e| format!("--ca-file {e}"))?
+        }
+        (None, Some(cert)) => {
+            Trust::from_pem_file(&cert).map_err(|e| format!("[admin] tls.cert {e}"))?
+        }
+        (None, None) => Trust::MozillaRoots,
     };
     let token_file = match token_file {
         Some(f) => f.to_owned(),
-        None => {
-            crate::config::locate(config)
-                .map_err(|e| e.to_string())?
-                .token_file
-        }
+        None => locate()?.token_file,
     };
     let token = std::fs::read_to_string(&token_file)
         .map_err(|e| format!("cannot read token file {}: {e}", token_file.display()))?;
-    Ok((base, token.trim().to_owned()))
+    Ok(Endpoint {
+        base,
+        token: token.trim().to_owned(),
+        trust,
+    })
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -98,10 +135,11 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 
 /// Runs `warden hub ...`.
 pub fn run(args: HubArgs) -> ExitCode {
-    let (base, token) = match endpoint(
+    let Endpoint { base, token, trust } = match endpoint(
         &args.config,
         args.admin.as_deref(),
         args.token_file.as_deref(),
+        args.ca_file.as_deref(),
     ) {
         Ok(e) => e,
         Err(e) => return fail(2, e),
@@ -121,11 +159,7 @@ pub fn run(args: HubArgs) -> ExitCode {
         HubVerb::Spokes => ("GET", "/api/v1/spokes".to_owned(), None),
         HubVerb::Revoke { name } => ("DELETE", format!("/api/v1/spokes/{name}"), None),
     };
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent(&trust, Duration::from_secs(30));
     let url = format!("{base}{path}");
     let auth = format!("Bearer {token}");
     let sent = match (method, body) {
@@ -139,14 +173,17 @@ pub fn run(args: HubArgs) -> ExitCode {
     };
     let mut response = match sent {
         Ok(r) => r,
-        Err(e) => return fail(2, format!("{base}: {e} (is the hub up?)")),
+        Err(e) => return fail(2, describe_transport_error(&base, &e)),
     };
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     if status >= 400 {
         let message = value["error"].as_str().unwrap_or(&text);
-        return fail(1, format!("{message} ({status})"));
+        // A refused token is a usage error (2), as in `ctl`; the hub refusing the
+        // operation itself is 1.
+        let code = if matches!(status, 401 | 403) { 2 } else { 1 };
+        return fail(code, format!("{message} ({status})"));
     }
     if args.json {
         println!("{}", if text.is_empty() { "{}" } else { &text });
