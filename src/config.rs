@@ -7,7 +7,7 @@
 //! or entry at fault, so `warden check` and `warden up` can refuse it before anything
 //! starts.
 //!
-//! The keys, defaults and meanings are those of the "Config" section of the design.
+//! The keys, defaults and meanings are those of docs/config.md.
 //! Two additions: an optional `[logs]` table (`max_bytes`, `keep`) for log rotation,
 //! and the names `.` and `..`, which are refused because they would read as path steps.
 //! An `[[outboard]]` entry takes every `[[service]]` key, read the same way, plus

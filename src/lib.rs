@@ -6,8 +6,9 @@
 //! - Run a tree from a config file: the `warden` binary (`warden up -c warden.toml`),
 //!   or [`config::load`] + [`runtime::up`].
 //! - Embed a tree in your own actix System: [`embed`].
-//! - The contract (config keys, states, routes, fields) is `design.md`; the promises of
-//!   the supervisor tree are in `SEMANTICS.md`.
+//! - The contract is written down in the repository: config keys in `docs/config.md`,
+//!   routes, fields and states in `docs/api.md`, commands in `docs/cli.md`; the promises
+//!   of the supervisor tree are in `SEMANTICS.md`.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod admin;

@@ -1,4 +1,4 @@
-//! Reaping of orphans: "no zombie accumulates" (design.md, Robustness promises).
+//! Reaping of orphans: "no zombie accumulates" (SEMANTICS.md).
 //!
 //! As a container's PID 1 every orphan of the container is reparented to warden; elsewhere
 //! warden makes itself a child subreaper (`PR_SET_CHILD_SUBREAPER`), so the orphans of its

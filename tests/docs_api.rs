@@ -366,3 +366,60 @@ fn the_route_scanner_reads_and_refuses() {
         assert!(!unreadable.is_empty(), "the scanner should refuse: {odd}");
     }
 }
+
+/// The `op`s of the control socket, as serde names them: the loader's own "expected one
+/// of" list for an unknown op, so a request added to the protocol is seen here.
+fn control_ops() -> BTreeSet<String> {
+    let err = serde_json::from_str::<warden::control::protocol::Request>(r#"{"op": "no-such-op"}"#)
+        .expect_err("an unknown op is refused");
+    let text = err.to_string();
+    let list = text
+        .split("expected one of ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("serde's message lists the ops: {text}"));
+    list.split(',')
+        .filter_map(|item| item.trim().strip_prefix('`'))
+        .filter_map(|item| item.split('`').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `op`s the doc's control-socket table names (first column, each `op` in backticks).
+fn documented_ops() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(root().join("docs/api.md")).expect("docs/api.md");
+    let table = doc
+        .split("| `op` | fields |")
+        .nth(1)
+        .expect("docs/api.md has the control socket's `op` table");
+    table
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| line.split('|').nth(1))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Every request of the control socket is in docs/api.md's table, and the table names no
+/// request the protocol does not have.
+#[test]
+fn every_control_socket_op_is_documented() {
+    let ops = control_ops();
+    assert!(
+        ops.len() >= 20 && ops.contains("health") && ops.contains("wait"),
+        "read the ops: {ops:?}"
+    );
+    let documented = documented_ops();
+    let missing: Vec<_> = ops.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&ops).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/api.md's control socket table: missing {missing:?}, names unknown {unknown:?}"
+    );
+}

@@ -157,3 +157,56 @@ fn readme_states_the_rust_version_and_the_install_command() {
         "README.md must show `cargo install --path .`"
     );
 }
+
+/// README.md's test command is the one `.ci/run` runs, and every program `.ci/run`
+/// checks for or installs for the tests is named beside it (a newcomer's machine has only
+/// what the README says).
+#[test]
+fn readme_test_command_is_what_ci_runs_with_what_it_needs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    let section = readme
+        .split("Run all tests")
+        .nth(1)
+        .expect("README.md has a \"Run all tests\" paragraph");
+    let command = section
+        .split("```sh")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .map(str::trim)
+        .expect("the paragraph is followed by a ```sh block");
+    assert!(
+        ci.lines().any(|line| line.trim() == command),
+        ".ci/run must run README's test command `{command}` as a line of its own"
+    );
+    let needs = section.split("```").nth(2).unwrap_or_default();
+    // `command -v TOOL` in .ci/run: every program the tests need.
+    let tools: BTreeSet<&str> = ci
+        .split("command -v ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|tool| !tool.starts_with('"') && *tool != "systemctl")
+        .chain(
+            ci.lines()
+                .filter(|line| line.trim_start().starts_with("for tool in"))
+                .flat_map(|line| {
+                    line.trim_start()
+                        .trim_start_matches("for tool in")
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .split_whitespace()
+                }),
+        )
+        .filter(|tool| !matches!(*tool, "sh" | "sleep"))
+        .collect();
+    assert!(tools.len() >= 5, "read {tools:?} from .ci/run");
+    let missing: Vec<&&str> = tools
+        .iter()
+        .filter(|tool| !needs.contains(&format!("`{tool}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md must name what the tests need beside the test command: {missing:?}"
+    );
+}

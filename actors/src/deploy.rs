@@ -1,4 +1,4 @@
-//! Deploys (design: "Deploys, webhooks, notifiers"): a service's `deploy` steps run one
+//! Deploys (docs/config.md, `deploy`): a service's `deploy` steps run one
 //! after another, then the service restarts; `[self] deploy` ends with warden
 //! re-executing itself instead.
 //!

@@ -1,5 +1,5 @@
-//! `[webhooks]`, a `[[service]]`'s `deploy = {...}` and `[self] deploy = {...}` (design:
-//! "Deploys, webhooks, notifiers").
+//! `[webhooks]`, a `[[service]]`'s `deploy = {...}` and `[self] deploy = {...}` (see
+//! docs/config.md).
 //!
 //! `deploy` takes `repo` (required, `owner/name`), `branch` (default `main`), `cwd`
 //! (default: the service's own folder; warden's: the config file's), `timeout` (default

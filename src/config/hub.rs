@@ -1,4 +1,4 @@
-//! The `[hub]` and `[spoke]` tables (design: "Cluster: hub and spokes").
+//! The `[hub]` and `[spoke]` tables (docs/config.md, `[hub]` and `[spoke]`).
 //!
 //! `[hub]`: `enabled` (default false), `token_ttl` (default 1h). `[spoke]`: `hub`
 //! (required; `ws://` or `wss://`, and `ws://` to a host other than loopback only with

@@ -1,4 +1,4 @@
-//! The `[[notifier]]` entries (design: "Deploys, webhooks, notifiers").
+//! The `[[notifier]]` entries (docs/config.md, `[[notifier]]`).
 //!
 //! Keys: `name` (required; `[A-Za-z0-9_.-]`, unique among notifiers), `kind` (required:
 //! `slack`, `mattermost`, `discord` or `webhook`), `url_file` (required; relative to the

@@ -5,8 +5,8 @@
 //!
 //! Signals go through a pidfd opened *before* the identity is checked again, so the fd is
 //! pinned to the checked process and a recycled pid is never hit. Without pidfd support
-//! (kernel < 5.3, a seccomp filter answering EPERM, or `WARDEN_PIDFD=off` to force it in
-//! tests) warden says so once in its log and falls back: the /proc identity is checked
+//! (kernels before 5.10, which added `PIDFD_NONBLOCK`; a seccomp filter answering EPERM;
+//! or `WARDEN_PIDFD=off` to force it in tests) warden says so once in its log and falls back: the /proc identity is checked
 //! right before each signal, and exits are found by polling /proc every
 //! [`EXIT_POLL`].
 
@@ -152,15 +152,15 @@ pub fn pidfds_available() -> bool {
         match pidfd_open(std::process::id()) {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(error = %e, "pidfds are not available (Linux 5.3+, and not blocked by seccomp): falling back to /proc identity checks before each signal and polling for exits");
+                tracing::warn!(error = %e, "pidfds are not available (Linux 5.10+, and not blocked by seccomp): falling back to /proc identity checks before each signal and polling for exits");
                 false
             }
         }
     })
 }
 
-/// A pidfd for `pid` (Linux 5.3+): signals through it can never reach a recycled pid,
-/// and it becomes readable when the process exits.
+/// A pidfd for `pid` (Linux 5.10+, for `PIDFD_NONBLOCK`): signals through it can never
+/// reach a recycled pid, and it becomes readable when the process exits.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid =
         libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
