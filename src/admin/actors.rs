@@ -116,7 +116,7 @@ pub(crate) fn parse_tail(query: &str) -> Result<usize, ApiError> {
     }
 }
 
-/// `POST /api/v1/actors/{path}/start|stop|restart`.
+/// `POST /api/v1/actors/{path}/start|stop|restart|call` (and the deploy actions).
 pub(super) async fn actor_post(
     _: Authorized,
     req: HttpRequest,
@@ -153,7 +153,7 @@ pub(super) async fn actor_post(
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no such action {other:?}: expected start, stop, restart or call"),
+                format!("no such action {other:?}: expected start, stop, restart, call, deploy or deploys/ID/confirm"),
             ))
         }
     };
