@@ -1,9 +1,9 @@
 //! The admin HTTP API (actix-web). Routes, fields and statuses are those of docs/api.md;
 //! every route but the health checks, the dashboard's sign-in pages ([`ui`]), the GitHub
 //! webhook (its HMAC signature) and a spoke's connection (its credential) needs
-//! `Authorization: Bearer <token>`: the
-//! admin token for anything, the read-only token (`read_token_file`) for GET only (403
-//! otherwise). `/readyz` names the actors it waits for only to a caller with a token.
+//! `Authorization: Bearer <token>`: the admin token for anything, the read-only token
+//! (`read_token_file`) for GET only (403 otherwise). `/readyz` names the actors it waits
+//! for only to a caller with a token.
 //! Without a bearer header, the dashboard's session cookie authenticates `/api/v1/*`
 //! (see [`ui`]: a state change with it needs a same-origin `Origin` or its CSRF header).
 //! Served over HTTPS when `[admin] tls` is set. Every error is JSON `{"error": "..."}`;

@@ -425,6 +425,8 @@ fn every_toml_example_loads_as_documented() {
     let all = blocks(&doc);
     let mut problems = Vec::new();
     let mut checked = 0;
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     for (i, block) in all.iter().enumerate() {
         let words: Vec<&str> = block.info.split_whitespace().collect();
         if words.first() != Some(&"toml") {
@@ -442,14 +444,13 @@ fn every_toml_example_loads_as_documented() {
         // `toml as-root`: an example with `user`/`group`, which only a root warden may
         // take; run by someone else, the loader must refuse it for that reason alone.
         let as_root = words.get(1) == Some(&"as-root");
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
         let kind = if as_root { None } else { words.get(1).copied() };
         match (kind, result) {
             (None, Err(e)) if as_root && !root => {
                 if !shown(&e).contains("root") {
                     problems.push(format!(
-                        "docs/config.md:{}: this `toml as-root` example is refused for                          another reason than not being root: {}",
+                        "docs/config.md:{}: this `toml as-root` example is refused for \
+                         another reason than not being root: {}",
                         block.line,
                         shown(&e)
                     ));

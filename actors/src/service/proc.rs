@@ -6,9 +6,9 @@
 //! Signals go through a pidfd opened *before* the identity is checked again, so the fd is
 //! pinned to the checked process and a recycled pid is never hit. Without pidfd support
 //! (kernels before 5.10, which added `PIDFD_NONBLOCK`; a seccomp filter answering EPERM;
-//! or `WARDEN_PIDFD=off` to force it in tests) warden says so once in its log and falls back: the /proc identity is checked
-//! right before each signal, and exits are found by polling /proc every
-//! [`EXIT_POLL`].
+//! or `WARDEN_PIDFD=off` to force it in tests) warden says so once in its log and falls
+//! back: the /proc identity is checked right before each signal, and exits are found by
+//! polling /proc every [`EXIT_POLL`].
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
