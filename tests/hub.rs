@@ -985,3 +985,105 @@ fn token_routes_answer_json_errors_for_a_chunked_oversized_body_and_an_unknown_t
         r.text()
     );
 }
+
+/// Promise: a spoke that stops answering (its socket open, nothing heard, pings
+/// unanswered) is dropped by the hub after the peer deadline (15 s, checked at each 5 s
+/// ping), and listed as not connected.
+#[test]
+fn a_silent_spoke_is_dropped_after_the_peer_deadline() {
+    let hub = hub();
+    let join = token(&hub, "mute", "10m");
+    let (mut ws, frame) = simulated(hub.port, "mute", Auth::Join { token: join });
+    assert!(matches!(frame, HubFrame::Welcome { .. }), "{frame:?}");
+    let welcomed = Instant::now();
+    let listed = |connected: bool| {
+        get(&hub, "/api/v1/spokes")
+            .json()
+            .as_array()
+            .is_some_and(|spokes| {
+                spokes
+                    .iter()
+                    .any(|s| s["name"] == "mute" && s["connected"] == connected)
+            })
+    };
+    assert!(listed(true));
+    // Read (so the hub's writes never block) but never answer: `recv` answers nothing.
+    assert!(
+        ws.closed_within(Duration::from_secs(30)),
+        "the hub kept a silent spoke"
+    );
+    let after = welcomed.elapsed();
+    assert!(
+        after >= Duration::from_secs(14) && after < Duration::from_secs(28),
+        "dropped {after:?} after the welcome (deadline 15 s, pings every 5 s)"
+    );
+    wait_until(
+        "the spoke listed as not connected",
+        Duration::from_secs(5),
+        || listed(false),
+    );
+}
+
+/// A stand-in hub that welcomes every hello and then says nothing, ever (it neither reads
+/// nor answers pings): its port.
+fn silent_hub() -> u16 {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    async fn connect(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
+        let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
+        actix_rt::spawn(async move {
+            let _hello = stream.recv().await;
+            let welcome = HubFrame::Welcome {
+                credential: Some("ab".repeat(32)),
+            };
+            let _ = session.binary(protocol::encode(&welcome)).await;
+            // Hold both ends open without reading: pings go unanswered.
+            actix_rt::time::sleep(Duration::from_secs(600)).await;
+            drop((session, stream));
+        });
+        Ok(response)
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let server = HttpServer::new(|| App::new().route(CONNECT, web::get().to(connect)))
+                .workers(1)
+                .listen(listener)
+                .expect("listen");
+            let _ = server.run().await;
+        });
+    });
+    port
+}
+
+/// Promise: a hub that goes silent (the connection stays open, pings unanswered) ends the
+/// spoke's link after the peer deadline with a reason saying so; the supervisor then
+/// reconnects it through its backoff.
+#[test]
+fn a_spoke_drops_a_silent_hub_after_the_peer_deadline_and_reconnects() {
+    let port = silent_hub();
+    let dir = support::temp_dir();
+    std::fs::write(dir.path().join("join.token"), "0123.4567").unwrap();
+    let body = format!(
+        "[spoke]\nhub = \"ws://127.0.0.1:{port}{CONNECT}\"\nname = \"edge\"\njoin_token_file = \"join.token\"\n"
+    );
+    let spoke = Warden::start_in(dir, &body);
+    spoke.wait_state("/_hub", "running", Duration::from_secs(20));
+    let running = Instant::now();
+    let link = wait_for(
+        "the link ended by the silent hub",
+        Duration::from_secs(35),
+        || {
+            let a = spoke.actor("/_hub");
+            (a["restarts"].as_u64().unwrap_or(0) >= 1).then_some(a)
+        },
+    );
+    let after = running.elapsed();
+    let reason = link["last_exit"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("silent"), "{link}");
+    assert!(
+        after >= Duration::from_secs(13) && after < Duration::from_secs(30),
+        "ended {after:?} after it ran (deadline 15 s, pings every 5 s)"
+    );
+    spoke.wait_state("/_hub", "running", Duration::from_secs(20));
+}

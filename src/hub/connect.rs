@@ -140,7 +140,9 @@ async fn run(
         );
         return refuse(session, &name, &why).await;
     }
-    let credential = match auth {
+    // `presented` is what the connection proves itself with from now on; `handed` is
+    // the credential to give the spoke at enrollment.
+    let (presented, handed) = match auth {
         protocol::Auth::Join { token } => match hub.store.enroll(&name, &token) {
             Ok(credential) => {
                 // Durable before the spoke hears of it: a hub that dies now still knows
@@ -152,7 +154,7 @@ async fn run(
                     return refuse(session, &name, "the hub cannot save the enrollment").await;
                 }
                 tracing::info!(spoke = %name, "spoke enrolled");
-                Some(credential)
+                (credential.clone(), Some(credential))
             }
             Err(refusal @ (Refusal::Expired | Refusal::UnknownToken)) => {
                 // An expired token is dropped from the store: keep the file in step.
@@ -164,15 +166,19 @@ async fn run(
         },
         protocol::Auth::Credential { credential } => {
             match hub.store.authenticate(&name, &credential) {
-                Ok(()) => None,
+                Ok(()) => (credential, None),
                 Err(refusal) => return refuse(session, &name, &refusal.to_string()).await,
             }
         }
     };
+    // Checked again once registered: a revocation since the check above is not missed.
+    let mut registered = match hub.admit(&name, &presented, version) {
+        Ok(registered) => registered,
+        Err(refusal) => return refuse(session, &name, &refusal.to_string()).await,
+    };
     limit.store(MAX_MESSAGE_BYTES, Ordering::Relaxed);
-    let mut registered = hub.registry.register(&name, version);
     let generation = registered.generation;
-    let result = serve(&mut session, &mut stream, &mut registered, credential).await;
+    let result = serve(&mut session, &mut stream, &mut registered, handed).await;
     hub.registry.remove(&name, generation);
     registered.pending.fail_all();
     let why = match &result {

@@ -188,12 +188,14 @@ async fn relay(state: &AdminState, name: &str, verb: Verb) -> Result<HttpRespons
 /// busy, timeout).
 async fn relay_answer(state: &AdminState, name: &str, verb: Verb) -> Result<Answer, ApiError> {
     let hub = hub(state)?;
+    let no_spoke = || ApiError::new(StatusCode::NOT_FOUND, format!("no spoke {name:?}"));
+    // A revoked spoke is no spoke, even while its connection is being closed.
+    if !hub.store.is_enrolled(name) {
+        return Err(no_spoke());
+    }
     match hub.registry.call(name, verb).await {
         Ok(answer) => Ok(answer),
-        Err(RelayError::NotConnected) if !hub.store.is_enrolled(name) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no spoke {name:?}"),
-        )),
+        Err(RelayError::NotConnected) if !hub.store.is_enrolled(name) => Err(no_spoke()),
         Err(RelayError::NotConnected) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "spoke not connected",
