@@ -13,7 +13,9 @@
 //! unit is a job that is done at once and changes nothing; RestartUnit stops the unit's
 //! process and starts a new one (a new MainPID).
 //!
-//! Usage: `fake_systemd CALL_LOG` (with `DBUS_SYSTEM_BUS_ADDRESS` set). It prints `ready`
+//! Usage: `fake_systemd CALL_LOG [COMMAND]` (with `DBUS_SYSTEM_BUS_ADDRESS` set); a unit's
+//! process runs `sh -c COMMAND` when given (e.g. one that exits 0, as a finished job
+//! does), else `sleep 600`. It prints `ready`
 //! once it owns the name, and exits (killing its units' processes) when the bus goes away.
 
 use std::collections::HashMap;
@@ -55,6 +57,8 @@ struct Fake {
     runs: u64,
     exits: mpsc::UnboundedSender<(String, u64, std::process::ExitStatus)>,
     log: std::fs::File,
+    /// What a unit's process runs (`sh -c`), instead of `sleep 600`.
+    unit_command: Option<String>,
 }
 
 fn unit_path(name: &str) -> String {
@@ -143,10 +147,19 @@ impl Fake {
     fn spawn(&mut self, name: &str) {
         self.runs += 1;
         let run = self.runs;
-        let child = Command::new("sleep")
-            .arg("600")
-            .stdin(Stdio::null())
-            .spawn();
+        let mut command = match &self.unit_command {
+            Some(script) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", script]);
+                sh
+            }
+            None => {
+                let mut sleep = Command::new("sleep");
+                sleep.arg("600");
+                sleep
+            }
+        };
+        let child = command.stdin(Stdio::null()).spawn();
         let exits = self.exits.clone();
         let unit = self.unit(name);
         match child {
@@ -340,7 +353,8 @@ impl Fake {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log_path = std::env::args()
         .nth(1)
-        .ok_or("usage: fake_systemd CALL_LOG")?;
+        .ok_or("usage: fake_systemd CALL_LOG [COMMAND]")?;
+    let unit_command = std::env::args().nth(2);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -356,6 +370,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         runs: 0,
         exits,
         log,
+        unit_command,
     };
     println!("ready");
     loop {

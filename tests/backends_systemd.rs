@@ -25,8 +25,17 @@ fn unit_config(intensity_max: u32) -> String {
 }
 
 fn start(intensity_max: u32) -> (FakeSystemd, Warden) {
+    start_with(&unit_config(intensity_max), None)
+}
+
+/// A stand-in whose units run `unit_command` (else `sleep 600`), and warden with `config`.
+fn start_with(config: &str, unit_command: Option<&str>) -> (FakeSystemd, Warden) {
     let dir = temp_dir();
-    let fake = FakeSystemd::start(dir.path(), &example_bin("fake_systemd"));
+    let fake = FakeSystemd::start_with_units_running(
+        dir.path(),
+        &example_bin("fake_systemd"),
+        unit_command,
+    );
     // A stand-in journalctl: prints its argv, so the logs route shows how it was asked.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
@@ -37,12 +46,12 @@ fn start(intensity_max: u32) -> (FakeSystemd, Warden) {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let w = start_warden(&fake, dir, intensity_max);
+    let w = start_warden(&fake, dir, config);
     (fake, w)
 }
 
 /// Starts warden in `dir` (made by [`start`]) on the stand-in's bus.
-fn start_warden(fake: &FakeSystemd, dir: tempfile::TempDir, intensity_max: u32) -> Warden {
+fn start_warden(fake: &FakeSystemd, dir: tempfile::TempDir, config: &str) -> Warden {
     let address = fake.address();
     let path = format!(
         "{}:{}",
@@ -51,7 +60,7 @@ fn start_warden(fake: &FakeSystemd, dir: tempfile::TempDir, intensity_max: u32) 
     );
     Warden::start_in_env(
         dir,
-        &unit_config(intensity_max),
+        config,
         &[
             ("DBUS_SYSTEM_BUS_ADDRESS", address.as_str()),
             ("PATH", path.as_str()),
@@ -87,6 +96,42 @@ fn assert_no_polling(fake: &FakeSystemd) {
                     .is_some_and(|c| c.starts_with("LoadUnit"));
             assert!(ok, "GetAll #{i} is not a watch's first read: {calls:?}");
         }
+    }
+}
+
+/// Every StartUnit, StopUnit and RestartUnit comes after the watch of its unit was set up:
+/// the manager's Subscribe, the unit's LoadUnit and its first property read (the signal
+/// subscriptions are made on the bus before Subscribe; the stand-in sees only its own
+/// methods).
+fn assert_watched_before_verbs(fake: &FakeSystemd) {
+    let calls: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("Spawned "))
+        .collect();
+    assert_eq!(
+        calls.first().map(String::as_str),
+        Some("Subscribe "),
+        "{calls:?}"
+    );
+    for (i, call) in calls.iter().enumerate() {
+        let Some((verb, unit)) = call.split_once(' ') else {
+            continue;
+        };
+        if !["StartUnit", "StopUnit", "RestartUnit"].contains(&verb) {
+            continue;
+        }
+        let before = &calls[..i];
+        let loaded = before
+            .iter()
+            .rposition(|c| *c == format!("LoadUnit {unit}"));
+        assert!(
+            loaded.is_some_and(|l| {
+                before[..l].iter().any(|c| c.starts_with("Subscribe"))
+                    && before[l..].iter().any(|c| c.starts_with("GetAll"))
+            }),
+            "{call} (#{i}) before its unit's watch: {calls:?}"
+        );
     }
 }
 
@@ -144,6 +189,7 @@ fn start_stop_restart_go_over_dbus() {
     assert_eq!(fake.count("StartUnit"), 2, "{:?}", fake.calls());
     assert_eq!(fake.count("Spawned"), 3, "{:?}", fake.calls());
     assert_no_polling(&fake);
+    assert_watched_before_verbs(&fake);
 }
 
 // Promise: warden SIGKILLed while a systemd-backed unit is active, then started again on
@@ -157,7 +203,7 @@ fn warden_killed_and_started_again_keeps_the_running_unit() {
     let pid = wait_for("web's MainPID as pid", T, || w.actor_pid("/web"));
     w.crash();
     assert!(alive(pid), "the unit outlives warden's SIGKILL");
-    let w = start_warden(&fake, w.into_dir(), 10);
+    let w = start_warden(&fake, w.into_dir(), &unit_config(10));
     let a = w.wait_state("/web", "running", T);
     assert_eq!(a["pid"], pid, "{a} {:?}", fake.calls());
     assert!(alive(pid), "MainPID {pid} still runs");
@@ -252,6 +298,7 @@ fn killed_main_process_is_restarted_then_failed_past_intensity() {
         fake.calls()
     );
     assert_no_polling(&fake);
+    assert_watched_before_verbs(&fake);
 
     let seen = wait_for("the failed event", T, || {
         events.read_some();
@@ -265,6 +312,33 @@ fn killed_main_process_is_restarted_then_failed_past_intensity() {
     });
     assert!(seen.contains(&"backoff".to_owned()), "{seen:?}");
     assert!(seen.contains(&"running".to_owned()), "{seen:?}");
+}
+
+// Promise (SEMANTICS 49): a unit that goes inactive while warden wants it up is an
+// abnormal exit even when its result is `success` (its main process exited 0): a
+// `transient` unit is started again, with the manager's result in the reason.
+#[test]
+fn a_transient_unit_that_goes_inactive_with_success_is_started_again() {
+    let config = "[[service]]\nname = \"job\"\nbackend = \"systemd\"\nunit = \"job.service\"\n\
+                  restart = { policy = \"transient\", backoff = { initial = \"100ms\", jitter = 0.0 }, \
+                  intensity = { max = 100, within = \"60s\" } }\n";
+    let (fake, w) = start_with(config, Some("sleep 0.3"));
+    let a = wait_for("a restart after the unit went inactive", T, || {
+        let a = w.actor("/job");
+        (a["restarts"].as_u64().unwrap_or(0) >= 2).then_some(a)
+    });
+    let reason = a["last_exit"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("job.service went inactive: result success")
+            && reason.contains("main process exited with code 0"),
+        "{a}"
+    );
+    assert_eq!(a["last_exit"]["code"], serde_json::Value::Null, "{a}");
+    wait_until("started again through StartUnit each time", T, || {
+        fake.count("StartUnit") >= 3
+    });
+    assert_no_polling(&fake);
+    assert_watched_before_verbs(&fake);
 }
 
 // Promise: the bus going away ends the run (an abnormal exit: the unit's state is no

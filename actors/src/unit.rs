@@ -112,13 +112,19 @@ impl UnitStatus {
                 Exit::Signal(status)
             }
             (_, "exit-code", _) => Exit::Code(status),
-            (Some(ActiveState::Inactive), "success", _) => Exit::Code(status),
-            _ => Exit::Fatal(format!(
-                "{unit} {}: result {result}, restarts by the manager {}",
+            // Down without an error (e.g. the main process exited 0): still not what
+            // warden wanted, so abnormal.
+            _ => Exit::UnitDown(format!(
+                "{unit} {}: result {result}{}, restarts by the manager {}",
                 if self.active == Some(ActiveState::Failed) {
                     "failed"
                 } else {
-                    "went down"
+                    "went inactive"
+                },
+                if self.exec_main_code == Some(1) {
+                    format!(", main process exited with code {status}")
+                } else {
+                    String::new()
                 },
                 self.n_restarts.unwrap_or(0)
             )),
@@ -402,5 +408,47 @@ impl UnitRun {
         }
         self.pids.report(None);
         Exit::Normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down(active: ActiveState, result: &str, code: i32, status: i32) -> UnitStatus {
+        UnitStatus {
+            active: Some(active),
+            result: Some(result.to_owned()),
+            exec_main_code: Some(code),
+            exec_main_status: Some(status),
+            n_restarts: Some(0),
+            ..UnitStatus::default()
+        }
+    }
+
+    /// A unit that goes inactive with result `success` while wanted up (its main process
+    /// exited 0) is abnormal, so a `transient` unit is started again.
+    #[test]
+    fn a_unit_gone_inactive_with_success_is_an_abnormal_exit() {
+        let exit = down(ActiveState::Inactive, "success", 1, 0).exit("web.service");
+        assert!(exit.is_abnormal(), "{exit}");
+        assert_eq!(
+            exit.to_string(),
+            "web.service went inactive: result success, main process exited with code 0, \
+             restarts by the manager 0"
+        );
+    }
+
+    #[test]
+    fn the_main_process_code_or_signal_is_the_exit_when_the_manager_has_it() {
+        let killed = down(ActiveState::Failed, "signal", 2, 9).exit("web.service");
+        assert_eq!(killed, Exit::Signal(9));
+        let code = down(ActiveState::Failed, "exit-code", 1, 3).exit("web.service");
+        assert_eq!(code, Exit::Code(3));
+        let timeout = down(ActiveState::Failed, "timeout", 0, 0).exit("web.service");
+        assert!(
+            matches!(&timeout, Exit::UnitDown(m) if m.contains("failed: result timeout")),
+            "{timeout:?}"
+        );
     }
 }

@@ -28,6 +28,11 @@ pub enum Exit {
     /// The child must not run as it is (e.g. it reports another protocol or app
     /// version): it is stopped and `failed`, never restarted.
     Refused(String),
+    /// A unit of the host's service manager went down (failed, or inactive even with
+    /// result `success`) while warden wanted it up; what the manager said. Always
+    /// abnormal: a `transient` unit is started again, since it was not warden that ended
+    /// it and a unit is meant to stay up.
+    UnitDown(String),
     /// An adopted process (started by an earlier warden) ended; its exit status went to
     /// its new parent, so it is unknown here.
     Lost,
@@ -75,6 +80,7 @@ impl fmt::Display for Exit {
             Exit::IntensityExceeded(m) => write!(f, "gave up: {m}"),
             Exit::Fatal(m) => write!(f, "fatal: {m}"),
             Exit::Refused(m) => write!(f, "refused: {m}"),
+            Exit::UnitDown(m) => f.write_str(m),
             Exit::Lost => f.write_str("exited, status unknown (adopted from an earlier warden)"),
         }
     }
@@ -143,6 +149,7 @@ mod tests {
     #[test]
     fn an_unknown_end_of_an_adopted_process_does_not_rerun_a_transient_child() {
         assert!(!Exit::Lost.is_abnormal());
+        assert!(Exit::UnitDown("web.service went down".into()).is_abnormal());
         assert!(!Exit::Code(0).is_abnormal());
         assert!(Exit::Signal(9).is_abnormal());
     }

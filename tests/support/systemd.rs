@@ -14,16 +14,28 @@ pub struct FakeSystemd {
     fake_bin: PathBuf,
     bus: Option<Child>,
     fake: Option<Child>,
+    unit_command: Option<String>,
 }
 
 impl FakeSystemd {
     /// Starts a bus with its socket in `dir` and the stand-in (`fake_bin`) on it.
     pub fn start(dir: &Path, fake_bin: &Path) -> FakeSystemd {
+        Self::start_with_units_running(dir, fake_bin, None)
+    }
+
+    /// As [`FakeSystemd::start`], with every unit's process running `sh -c
+    /// unit_command` (when given) instead of `sleep 600`.
+    pub fn start_with_units_running(
+        dir: &Path,
+        fake_bin: &Path,
+        unit_command: Option<&str>,
+    ) -> FakeSystemd {
         let mut f = FakeSystemd {
             dir: dir.to_path_buf(),
             fake_bin: fake_bin.to_path_buf(),
             bus: None,
             fake: None,
+            unit_command: unit_command.map(str::to_owned),
         };
         f.up();
         f
@@ -85,6 +97,7 @@ impl FakeSystemd {
         self.bus = Some(bus);
         let mut fake = Command::new(&self.fake_bin)
             .arg(self.dir.join("calls.log"))
+            .args(self.unit_command.as_deref())
             .env("DBUS_SYSTEM_BUS_ADDRESS", self.address())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
