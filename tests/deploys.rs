@@ -441,6 +441,77 @@ fn a_deploy_interrupted_by_a_warden_crash_is_failed_after_the_restart() {
     assert_eq!(read(&w, "done.log"), "done\n");
 }
 
+/// Promise: a deploy whose steps pass but whose service does not run again (here: it
+/// exits before its ready check passes) within the deploy's `timeout` fails at step
+/// `restart`, with the reason.
+#[test]
+fn a_service_that_does_not_come_back_fails_the_deploy_at_restart() {
+    let body = format!(
+        "[webhooks]\ngithub_secret_file = \"github.secret\"\n\n\
+         [[service]]\nname = \"api\"\ncommand = {}\nready = {{ delay = \"300ms\" }}\n\
+         [service.deploy]\nrepo = \"acme/api\"\nsteps = [{}]\ntimeout = \"2s\"\n",
+        sh("if [ -e broken ]; then exit 3; fi; exec sleep 1000"),
+        sh("touch broken"),
+    );
+    let w = Warden::start_in(dir_with_secret(), &body);
+    w.wait_state("/api", "running", T);
+    assert_eq!(w.req("POST", "/api/v1/actors/api/deploy").status, 202);
+    let failed = wait_newest(&w, "/api", "failed");
+    assert_eq!(failed["failed_step"], "restart", "{failed}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("after the restart"),
+        "{failed}"
+    );
+}
+
+/// Promise: a 202 means the deploy is on disk: a warden SIGKILLed right after the
+/// webhook's answer (or the manual deploy route's) shows each accepted deploy once
+/// started again (`failed`, "interrupted", with its commit) and still knows the
+/// delivery id (a redelivery is a duplicate, not a second deploy).
+#[test]
+fn a_deploy_accepted_just_before_a_crash_is_not_lost() {
+    let dir = dir_with_secret();
+    let body = config(&["sleep 1000"], "");
+    let mut w = Warden::start_in(dir, &body);
+    w.wait_state("/api", "running", T);
+    let commit = "c0ffee0000000000000000000000000000000001";
+    let r = push(&w, "delivery-before-crash", commit);
+    assert_eq!(r.status, 202, "{}", r.text());
+    w.crash();
+    let mut w = Warden::start_in(w.into_dir(), &body);
+    w.wait_state("/api", "running", T);
+    let all = deploys(&w, "/api");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["commit"], commit, "{all:?}");
+    assert_eq!(all[0]["state"], "failed", "{all:?}");
+    assert!(
+        all[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupted"),
+        "{all:?}"
+    );
+    let again = push(&w, "delivery-before-crash", commit);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["duplicate"], true, "{}", again.text());
+
+    let r = w.req("POST", "/api/v1/actors/api/deploy");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    w.crash();
+    let w = Warden::start_in(w.into_dir(), &body);
+    w.wait_state("/api", "running", T);
+    let all = deploys(&w, "/api");
+    assert!(
+        all.iter()
+            .any(|d| d["id"] == id.as_str() && d["state"] == "failed"),
+        "the manual deploy {id} is kept: {all:?}"
+    );
+}
+
 /// Promise: `[self] deploy` runs its steps and ends in the in-place reexec: warden keeps
 /// its pid, every child keeps its pid, and the deploy is `succeeded` after the reexec.
 /// A push of `[self]`'s repository and branch names `/`.

@@ -41,6 +41,9 @@ pub const SELF_KEY: &str = "/";
 /// Delivery ids of webhooks remembered (the newest), so a replay is recognised.
 pub const DELIVERIES_KEPT: usize = 1024;
 
+/// How long [`Deploys::durable`] waits for the history to be written.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
 /// What a deploy does, from a `deploy = {...}` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploySpec {
@@ -577,6 +580,8 @@ impl Deploys {
             return;
         };
         let id = link.id.clone();
+        // `running` is on disk before the first step can change anything.
+        self.durable().await;
         tracing::info!(path = %key, id, ?commit, "deploy started");
         let _ = self.events.send(DeployEvent::Started {
             path: key.clone(),
@@ -734,9 +739,19 @@ impl Deploys {
             }
         };
         let _ = self.events.send(event);
+        self.durable().await;
+    }
+
+    /// Waits, off the caller's thread and at most [`DURABLE_WAIT`], until every change
+    /// made so far is written to `state_dir/deploys/`. The routes that accept a deploy
+    /// answer only after it, so a warden killed right after the answer still has the
+    /// deploy on disk (the next warden shows it `failed`, "interrupted").
+    pub async fn durable(&self) {
         let flushed = self.writer.flushed();
-        let _ =
-            tokio::task::spawn_blocking(move || flushed.recv_timeout(Duration::from_secs(5))).await;
+        let written = tokio::task::spawn_blocking(move || flushed.recv_timeout(DURABLE_WAIT)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::warn!("the deploy history was not written within {DURABLE_WAIT:?}");
+        }
     }
 
     /// A `[self]` deploy whose reexec was refused: failed at `step` after all.

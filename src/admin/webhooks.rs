@@ -166,6 +166,9 @@ pub(super) async fn github(
                     Ok(HttpResponse::Ok().json(serde_json::json!({ "duplicate": true })))
                 }
                 warden_actors::deploy::Push::Deploys(paths) => {
+                    // Accepted means on disk: a warden killed after this answer still
+                    // knows of the deploys (and of the delivery id).
+                    deploys.durable().await;
                     Ok(HttpResponse::Accepted().json(serde_json::json!({ "deploys": paths })))
                 }
             }

@@ -345,25 +345,34 @@ impl Handler<Request> for Controller {
                 };
                 Box::pin(fut.into_actor(self))
             }
-            Request::Deploy { path } => immediate(
-                self.deploy_lane(&path)
-                    .and_then(|(deploys, key)| {
-                        deploys
-                            .request(&key, None, "manual")
-                            .map_err(deploy_failure)
-                    })
-                    .map(|r| Response::DeployAccepted(Box::new(r))),
-            ),
+            Request::Deploy { path } => {
+                let lane = self.deploy_lane(&path);
+                let fut = async move {
+                    let (deploys, key) = lane?;
+                    let record = deploys
+                        .request(&key, None, "manual")
+                        .map_err(deploy_failure)?;
+                    // Accepted means on disk (see `Deploys::durable`).
+                    deploys.durable().await;
+                    Ok(Response::DeployAccepted(Box::new(record)))
+                };
+                Box::pin(fut.into_actor(self))
+            }
             Request::Deploys { path } => immediate(
                 self.deploy_lane(&path)
                     .and_then(|(deploys, key)| deploys.list(&key).map_err(deploy_failure))
                     .map(Response::DeployList),
             ),
-            Request::ConfirmDeploy { path, id } => immediate(
-                self.deploy_lane(&path)
-                    .and_then(|(deploys, key)| deploys.confirm(&key, &id).map_err(deploy_failure))
-                    .map(|r| Response::DeployConfirmed(Box::new(r))),
-            ),
+            Request::ConfirmDeploy { path, id } => {
+                let lane = self.deploy_lane(&path);
+                let fut = async move {
+                    let (deploys, key) = lane?;
+                    let record = deploys.confirm(&key, &id).map_err(deploy_failure)?;
+                    deploys.durable().await;
+                    Ok(Response::DeployConfirmed(Box::new(record)))
+                };
+                Box::pin(fut.into_actor(self))
+            }
             Request::Reload => {
                 if self.reloading {
                     return immediate(Err(Failure::new(
