@@ -309,6 +309,41 @@ fn a_broken_binary_on_disk_is_refused_and_the_running_warden_is_untouched() {
     assert_kept(&mut w, &before, &workers_before);
     assert!(echo_answers(&w));
 
+    // A binary that runs (`--version` is the real one's) but refuses the running
+    // config at `check -c`: refused too, naming the check and what it said.
+    let picky = bin_dir.path().join("picky");
+    std::fs::write(
+        &picky,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n--version) exec {} --version ;;\n\
+             check) echo \"error: this build refuses the config\" >&2; exit 2 ;;\nesac\nexit 1\n",
+            warden_bin().display()
+        ),
+    )
+    .expect("script");
+    set_executable(&picky);
+    std::fs::rename(&picky, &copy).expect("rename over the binary");
+    let r = w.req("POST", "/api/v1/admin/reexec");
+    assert_eq!(
+        r.status,
+        409,
+        "reexec of a binary refusing the config: {}",
+        r.text()
+    );
+    let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("check -c")
+            && error.contains("exit status: 2")
+            && error.contains("this build refuses the config"),
+        "the error names the check and what it said: {error}"
+    );
+    holds_for(
+        "the old warden runs on after a refused check",
+        Duration::from_millis(300),
+        || w.try_wait().is_none() && all_running(&w),
+    );
+    assert_kept(&mut w, &before, &workers_before);
+
     // A good binary again: the reexec goes through.
     let good = bin_dir.path().join("good");
     std::fs::copy(warden_bin(), &good).expect("copy warden");
