@@ -12,7 +12,11 @@
 //! heading, and every such heading must name a registered route. A route that ends in a
 //! catch-all parameter (`/api/v1/actors/{path:.*}`, whose handler dispatches on the last
 //! segments) is covered by the headings that extend it (`### POST
-//! /api/v1/actors/{path}/restart`), one per action the handler takes.
+//! /api/v1/actors/{path}/restart`), one per action the handler takes; a live warden is asked
+//! each documented action (none may be answered as unknown), and the unknown-action 404
+//! must list exactly the documented POST actions.
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -421,5 +425,67 @@ fn every_control_socket_op_is_documented() {
     assert!(
         missing.is_empty() && unknown.is_empty(),
         "docs/api.md's control socket table: missing {missing:?}, names unknown {unknown:?}"
+    );
+}
+
+/// The action headings of the catch-all actor routes: (method, the part after
+/// `/api/v1/actors/{path}/`), e.g. `("POST", "deploys/{id}/confirm")`.
+fn documented_actions() -> BTreeSet<Route> {
+    documented()
+        .into_iter()
+        .filter_map(|(method, path)| {
+            let action = path.strip_prefix("/api/v1/actors/{path}/")?;
+            Some((method, action.to_owned()))
+        })
+        .collect()
+}
+
+/// Every action the doc gives the catch-all actor routes is taken by a live warden (the
+/// handlers dispatch on the path's last segments by hand, so the route table alone does
+/// not show them): none is answered as an unknown action or actor, and the 404 for an
+/// unknown action lists exactly the documented POST actions.
+#[test]
+fn every_documented_actor_action_is_taken_by_a_live_warden() {
+    let actions = documented_actions();
+    assert!(
+        actions.len() >= 8,
+        "found only {actions:?} under `### METHOD /api/v1/actors/{{path}}/...`"
+    );
+    let w = support::Warden::start(
+        "[[service]]\nname = \"api\"\ncommand = [\"sleep\", \"100000\"]\n\
+         [service.deploy]\nrepo = \"acme/api\"\nsteps = [[\"true\"]]\n",
+    );
+    w.wait_state("/api", "running", std::time::Duration::from_secs(20));
+    for (method, action) in &actions {
+        let route = format!("/api/v1/actors/api/{}", action.replace("{id}", "0000"));
+        let r = w.req(method, &route);
+        let text = r.text();
+        let unknown =
+            r.status == 404 && (text.contains("no such action") || text.contains("no actor"));
+        assert!(
+            !unknown && r.status != 405,
+            "{method} {route}: {} {text}",
+            r.status
+        );
+    }
+    let r = w.req("POST", "/api/v1/actors/api/frobnicate");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    let listed: BTreeSet<String> = error
+        .split_once("expected ")
+        .map(|(_, list)| list)
+        .unwrap_or_default()
+        .split([',', ' '])
+        .filter(|word| !word.is_empty() && *word != "or")
+        .map(|word| word.replace("ID", "{id}"))
+        .collect();
+    let posted: BTreeSet<String> = actions
+        .iter()
+        .filter(|(method, _)| method == "POST")
+        .map(|(_, action)| action.clone())
+        .collect();
+    assert_eq!(
+        listed, posted,
+        "the unknown-action 404 ({error}) against the doc"
     );
 }
