@@ -690,7 +690,7 @@ pub fn locate(path: &Path) -> Result<Located, ConfigError> {
 ///
 /// `path` names the file in errors, and its folder is where relative paths start.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let source = Source { text, path };
+    let source = Source::new(text, path);
     let file = raw::read(text).map_err(|e| ConfigError {
         path: path.to_path_buf(),
         line: e.span.map(|span| source.line(span.start)),
@@ -704,16 +704,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 struct Source<'a> {
     text: &'a str,
     path: &'a Path,
+    /// The offset of every `\n` of `text`, in order: a line is a binary search, not a
+    /// count from the start (which made a file of 1,000 services quadratic: ~80 ms).
+    newlines: Vec<usize>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    fn new(text: &'a str, path: &'a Path) -> Self {
+        let newlines = text
+            .bytes()
+            .enumerate()
+            .filter_map(|(i, b)| (b == b'\n').then_some(i))
+            .collect();
+        Self {
+            text,
+            path,
+            newlines,
+        }
+    }
+
     /// 1-based line of a byte offset.
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        1 + self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
+        // The newlines before `end`.
+        1 + self.newlines.partition_point(|&i| i < end)
     }
 
     /// An error about `key` of the entry `label` (`[[service]] "api"`; `""` at the top).
