@@ -303,7 +303,14 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     tracing::info!(binary = %binary.display(), "re-executing in place: every child keeps running");
                     let args = reexec::arguments();
                     // No spawn is in progress while the process image is replaced.
-                    let error = warden_actors::spawned::with_locked(|_| reexec::exec(&binary, &args, &handover));
+                    let error = warden_actors::spawned::with_locked(|_| {
+                        // Every child spawned so far is on disk before the new image
+                        // reads the records (none is spawned meanwhile: the lock).
+                        if !store.flush(RECORDS_FLUSH) {
+                            tracing::warn!("reexec: process records still queued; a child missing from them is killed as an orphan and started again");
+                        }
+                        reexec::exec(&binary, &args, &handover)
+                    });
                     warden_actors::resume_logs();
                     reexec_busy.store(false, std::sync::atomic::Ordering::SeqCst);
                     tracing::error!(binary = %binary.display(), error = %error, "reexec: exec failed; this warden runs on");
@@ -374,6 +381,9 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         }
         // Every child is gone: their last output is in pipes and the log writer's queue.
         warden_actors::flush_logs(LOG_FLUSH).await;
+        // Their records' removals are queued on the records thread.
+        let records = store.clone();
+        let _ = tokio::task::spawn_blocking(move || records.flush(RECORDS_FLUSH)).await;
         // What the notifiers were told before the stop is posted (or given up on) first.
         if !notifiers.flush(NOTIFY_FLUSH).await {
             tracing::warn!("stopping with notifications still queued (their posts did not finish in time)");
@@ -426,6 +436,9 @@ const BOUND_STOP: std::time::Duration = std::time::Duration::from_millis(1500);
 /// pipes to their end, then the writer's queue of at most 4 MiB) before warden exits
 /// without it.
 const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a reexec or a stopping warden waits for the queued process records.
+const RECORDS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// [`LOG_FLUSH`] for a bound holder, which exits within 2 s of its parent's death.
 const BOUND_LOG_FLUSH: std::time::Duration = std::time::Duration::from_millis(300);

@@ -4,8 +4,10 @@
 //!
 //! A record holds the actor path and the process's identity: pid, process group, start
 //! time (field 22 of /proc/PID/stat), boot id and uid. It is written in one write to a file
-//! named by the pid right after the spawn, before the child is reported running, and
-//! removed when the process is gone. A torn record (a crash mid-write) does not parse and
+//! named by the pid, on the `warden-records` thread ([`writer`]), queued right after the
+//! spawn (the run reaps its process only once the record is written, so the identity read
+//! is that of warden's own child), and removed (queued behind it) when the process is
+//! gone. A torn record (a crash mid-write) does not parse and
 //! is deleted; its process is then an orphan, found by its marker and killed, never a
 //! second instance. No fsync: a warden crash keeps the page cache, and after a machine
 //! crash the boot id differs, so such records are never trusted anyway.
@@ -24,18 +26,23 @@
 //! files of at most `MAX_RECORD_BYTES` (a symbolic link, FIFO or oversized file is deleted
 //! unread, naming it in the log) and written with `O_EXCL` (see `warden_actors::state_file`).
 
+mod writer;
+
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warden_actors::proc::{self, Identity, Pinned};
 use warden_actors::state_file;
-use warden_actors::{Adoptable, ProcessRecords};
+use warden_actors::{Adoptable, ProcessRecords, Written};
 use warden_supervisors::ActorPath;
 
 use crate::instance::{InstanceId, INSTANCE_ENV};
+
+use self::writer::RecordWriter;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
@@ -144,9 +151,10 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 #[derive(Debug)]
 pub struct StateStore {
     dir: PathBuf,
-    boot_id: String,
     instance: InstanceId,
     adoptable: Mutex<HashMap<String, Waiting>>,
+    /// The `warden-records` thread, which writes and deletes every record.
+    writer: RecordWriter,
 }
 
 /// What opening the store found.
@@ -233,11 +241,12 @@ impl StateStore {
             }
         }
         recovered.adoptable = adoptable.len();
+        let writer = RecordWriter::start(boot_id).map_err(io::Error::other)?;
         let store = Self {
             dir,
-            boot_id,
             instance,
             adoptable: Mutex::new(adoptable),
+            writer,
         };
         recovered.orphans_killed = store.kill_orphans();
         Ok((store, recovered))
@@ -312,19 +321,13 @@ impl StateStore {
         killed
     }
 
+    /// The record file of `pid` running as `path`: one write of one new file (named by
+    /// the pid, so never overwritten): a crash in the middle leaves a file that does not
+    /// parse, which the next warden deletes, and the process it named is then an orphan,
+    /// found by its marker and killed. So no temp file and rename are needed.
     fn file_for(&self, path: &ActorPath, pid: u32) -> PathBuf {
         let name: String = path.segments().collect::<Vec<_>>().join("~");
         self.dir.join(format!("{name}@{pid}.json"))
-    }
-
-    /// One write of one new file (named by the pid, so never overwritten): a crash in
-    /// the middle leaves a file that does not parse, which the next warden deletes, and
-    /// the process it named is then an orphan, found by its marker and killed. So no
-    /// temp file and rename are needed on the spawn path.
-    fn write(&self, path: &ActorPath, record: &Record) -> io::Result<()> {
-        let file = self.file_for(path, record.pid);
-        let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
-        state_file::create_fresh(&file, &bytes)
     }
 
     /// Kills the process groups of live records that no actor adopted once the tree has
@@ -353,27 +356,17 @@ impl StateStore {
 }
 
 impl ProcessRecords for StateStore {
-    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>) {
-        let Ok(identity) = Identity::of(pid) else {
-            // Already gone: nothing to adopt later.
-            return;
-        };
-        let record = Record {
-            path: path.to_string(),
-            pid,
-            pgid: identity.pgid,
-            start_time: identity.start_time,
-            boot_id: self.boot_id.clone(),
-            uid: identity.uid,
-            output,
-        };
-        if let Err(e) = self.write(path, &record) {
-            tracing::error!(%path, pid, error = %e, "cannot record a child: a warden crash would lose it");
-        }
+    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>) -> Written {
+        self.writer
+            .save(self.file_for(path, pid), path.to_string(), pid, output)
     }
 
     fn removed(&self, path: &ActorPath, pid: u32) {
-        let _ = std::fs::remove_file(self.file_for(path, pid));
+        self.writer.remove(self.file_for(path, pid));
+    }
+
+    fn flush(&self, within: Duration) -> bool {
+        self.writer.flush(within)
     }
 
     fn take_adoptable(&self, path: &ActorPath) -> Option<Adoptable> {

@@ -44,7 +44,7 @@ pub use service::log::{
 };
 pub use service::proc;
 pub use service::ready::ReadyCheck;
-pub use service::records::{Adoptable, ProcessRecords};
+pub use service::records::{Adoptable, ProcessRecords, Written};
 pub use service::run_as::{effective_ids, RunAs, RunAsError};
 pub use service::spawned;
 pub use service::{Handoff, Output, ServiceFactory, ServiceSpec};

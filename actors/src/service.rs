@@ -51,7 +51,7 @@ use self::cgroup::{Cgroups, RunContainment};
 use self::leader::Leader;
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
-use self::records::{Adoptable, ProcessRecords};
+use self::records::{Adoptable, ProcessRecords, Written};
 use self::run_as::RunAs;
 
 /// Where a service's stdout and stderr go.
@@ -386,9 +386,11 @@ impl ChildFactory for ServiceFactory {
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
         let containment = containment.enter(procs, pid);
-        if let Some(records) = &self.records {
-            records.saved(&cx.path, pid, output_id);
-        }
+        // Written on the store's own thread; the run waits for it before it reaps.
+        let written = match &self.records {
+            Some(records) => records.saved(&cx.path, pid, output_id),
+            None => Written::done(),
+        };
         if let (Some(read), Some(log)) = (pipe_read, &self.log) {
             log.clone().drain(read);
         }
@@ -399,8 +401,8 @@ impl ChildFactory for ServiceFactory {
             pid,
             containment,
             stop_rx,
-            spec.stop_signal,
-            spec.stop_timeout,
+            (spec.stop_signal, spec.stop_timeout),
+            written,
             self.records.clone().map(|r| (r, cx.path.clone(), pid)),
         ));
         let exit = join_exit(task);
@@ -506,41 +508,51 @@ async fn join_exit(task: tokio::task::JoinHandle<Exit>) -> Exit {
 /// Who to tell when a recorded process is gone.
 type RecordHandle = Option<(Arc<dyn ProcessRecords>, warden_supervisors::ActorPath, u32)>;
 
-/// Deletes the record of a process that is gone, off the restart path (on the blocking
-/// pool): a record that outlives its process for a moment is harmless, since a later
-/// warden checks the pid's start time before trusting it.
+/// Deletes the record of a process that is gone, off the restart path (queued to the
+/// store, after the record itself): a record that outlives its process for a moment is
+/// harmless, since a later warden checks the pid's start time before trusting it.
 fn forget(record: RecordHandle) {
     if let Some((records, path, pid)) = record {
-        tokio::task::spawn_blocking(move || records.removed(&path, pid));
+        records.removed(&path, pid);
     }
 }
 
-/// Watches one run until it is over; see the module doc.
+/// Watches one run until it is over; see the module doc. Nothing reaps the leader (nor
+/// waits for its exit, which reaps it without pidfds) before its record is `written`,
+/// so the record read the identity of warden's own child, not of a pid reused since.
 async fn supervise(
     mut child: Leader,
     pgid: u32,
     containment: RunContainment,
     stop_rx: oneshot::Receiver<StopMode>,
-    signal: Signal,
-    timeout: Duration,
+    (signal, timeout): (Signal, Duration),
+    mut written: Written,
     record: RecordHandle,
 ) -> Exit {
     let mut requested = true;
     tokio::select! {
-        () = child.exited() => requested = false,
+        () = async {
+            written.wait().await;
+            child.exited().await;
+        } => requested = false,
         request = stop_rx => {
             match request {
                 Ok(StopMode::Graceful | StopMode::Restart) => {
                     signal_group(pgid, signal);
-                    let exited = child.exited();
+                    let exited = async {
+                        written.wait().await;
+                        child.exited().await;
+                    };
                     if tokio::time::timeout(timeout, exited).await.is_err() {
                         tracing::warn!(pid = pgid, "stop timeout: SIGKILL to every process of the service");
                         containment.kill_all(pgid);
+                        written.wait().await;
                         child.exited().await;
                     }
                 }
                 Err(_) => {
                     containment.kill_all(pgid);
+                    written.wait().await;
                     child.exited().await;
                 }
             }

@@ -2,7 +2,9 @@
 //! adopt them. The store itself (files in `state_dir`) lives in the `warden` crate.
 
 use std::fmt;
+use std::time::Duration;
 
+use tokio::sync::oneshot;
 use warden_supervisors::ActorPath;
 
 use super::proc::Pinned;
@@ -18,12 +20,48 @@ pub struct Adoptable {
     pub output: Option<String>,
 }
 
+/// Resolves once a record asked for with [`ProcessRecords::saved`] is written (or given
+/// up on: the process had already exited, or the write failed and was logged).
+#[derive(Debug)]
+pub struct Written(Option<oneshot::Receiver<()>>);
+
+impl Written {
+    /// A record written already.
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    /// A record that is written once `written` resolves (or its sender is dropped).
+    pub fn pending(written: oneshot::Receiver<()>) -> Self {
+        Self(Some(written))
+    }
+
+    /// Until the record is written. Cancel-safe: a wait dropped half-way is resumed by
+    /// the next call.
+    pub async fn wait(&mut self) {
+        if let Some(written) = self.0.as_mut() {
+            let _ = written.await;
+            self.0 = None;
+        }
+    }
+}
+
 /// The durable record of a service's live processes.
 pub trait ProcessRecords: Send + Sync + fmt::Debug + 'static {
-    /// `pid` now runs as `path` (its output on `output`). Must be durable when this returns.
-    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>);
-    /// `pid` of `path` is gone.
+    /// `pid` now runs as `path` (its output on `output`). The store may write the record
+    /// later, off the caller's thread (it reads the identity of `pid` from /proc then): the
+    /// caller must not reap `pid` before the answer resolves, so that the pid is still its
+    /// process's when the record reads it.
+    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>) -> Written;
+    /// `pid` of `path` is gone. May be done later, but after every record asked for
+    /// before; never blocks on a disk (it may wait for room in a bounded queue).
     fn removed(&self, path: &ActorPath, pid: u32);
+    /// Waits, at most `within`, until every record and removal asked for so far is on
+    /// disk (before a reexec, and before a stopping warden exits); false when that did
+    /// not happen in time. Blocking.
+    fn flush(&self, _within: Duration) -> bool {
+        true
+    }
     /// A live, verified and pinned process left for `path` by an earlier warden; each is
     /// handed out once.
     fn take_adoptable(&self, path: &ActorPath) -> Option<Adoptable>;
