@@ -90,6 +90,11 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
     }
     let store = Arc::new(store);
     let cgroups = containment(&config, store.instance().as_str());
+    if let Some(cgroups) = &cgroups {
+        let mut paths = Vec::new();
+        process_paths(&config.root, &mut paths);
+        cgroups.create_ahead(paths);
+    }
     let signer = warden_actors::TokenSigner::load_or_create(&layout.token_key())
         .with_context(|| format!("worker token key {}", layout.token_key().display()))?;
     let pool_tables = warden_actors::PoolTables::open(&layout.pool_tables_dir())
@@ -422,6 +427,31 @@ fn containment(config: &Config, instance: &str) -> Option<Arc<Cgroups>> {
                 None
             }
         },
+    }
+}
+
+/// The paths of the children of `supervisor` (and of its nested supervisors) that warden
+/// spawns itself, in file order: those whose cgroups are made ahead of their first start.
+fn process_paths(
+    supervisor: &crate::config::SupervisorConfig,
+    out: &mut Vec<warden_supervisors::ActorPath>,
+) {
+    use crate::config::{Backend, ChildConfig};
+    for child in &supervisor.children {
+        let service = match child {
+            ChildConfig::Supervisor(nested) => {
+                process_paths(nested, out);
+                continue;
+            }
+            ChildConfig::Service(service) => service,
+            ChildConfig::Outboard(outboard) => &outboard.service,
+            ChildConfig::Pool(_) => continue,
+        };
+        if matches!(service.backend, Backend::Process) {
+            if let Ok(path) = warden_supervisors::ActorPath::parse(&service.path) {
+                out.push(path);
+            }
+        }
     }
 }
 

@@ -119,6 +119,32 @@ impl Cgroups {
         remove_empty_tree(&self.base);
     }
 
+    /// Creates the cgroups of `paths`, in this order, on a thread of their own
+    /// (`warden-cgroups`), ahead of the runs that need them: a first start then finds its
+    /// cgroup made and only opens its `cgroup.procs` (a cgroup's mkdir is about a tenth of
+    /// the supervision thread's time per spawn: docs/benchmarks.md). A path the thread
+    /// has not reached yet is created by its run, as before; an empty cgroup made for a
+    /// run that never comes is removed when warden exits ([`Cgroups::remove_empty`]).
+    pub fn create_ahead(self: &std::sync::Arc<Self>, paths: Vec<ActorPath>) {
+        if paths.is_empty() {
+            return;
+        }
+        let cgroups = self.clone();
+        let started = std::thread::Builder::new()
+            .name("warden-cgroups".into())
+            .spawn(move || {
+                let span = tracing::debug_span!("cgroups_ahead", count = paths.len());
+                let _entered = span.enter();
+                for path in &paths {
+                    // A failure is met again, and said, by the run itself.
+                    let _ = std::fs::create_dir_all(cgroups.service_dir(path));
+                }
+            });
+        if let Err(e) = started {
+            tracing::debug!(error = %e, "cannot start the warden-cgroups thread: each run creates its own cgroup");
+        }
+    }
+
     /// The cgroup of the service at `path`.
     pub(crate) fn service_dir(&self, path: &ActorPath) -> PathBuf {
         let mut dir = self.base.clone();
@@ -253,13 +279,23 @@ pub(crate) struct ServiceCgroup {
 }
 
 impl ServiceCgroup {
-    /// Creates the cgroup of `path` (and its parents), and opens its `cgroup.procs`.
+    /// Creates the cgroup of `path` (and its parents) unless it exists (made ahead, or
+    /// left empty by the previous run), and opens its `cgroup.procs`.
     fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, File)> {
         let dir = cgroups.service_dir(path);
-        std::fs::create_dir_all(&dir)?;
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+        };
+        let procs = match open() {
+            Ok(procs) => procs,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)?;
+                open()?
+            }
+            Err(e) => return Err(e),
+        };
         Ok((
             Self {
                 dir,
