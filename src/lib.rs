@@ -23,6 +23,7 @@ pub mod instance;
 pub mod layout;
 pub mod metrics;
 pub mod plan;
+pub mod priority;
 pub mod reaper;
 pub mod reexec;
 pub mod reload;

@@ -183,6 +183,15 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         .try_clone()
         .context("cannot keep the state_dir lock for a reexec")?;
     let tree_cgroups = cgroups.clone();
+    // This thread runs the supervisors (the System's arbiter): it gets a larger share of
+    // the CPU, which nothing it creates inherits.
+    match crate::priority::raise_this_thread() {
+        Ok(nice) => tracing::info!(
+            nice,
+            "the supervision thread runs at a raised priority (its children at nice 0)"
+        ),
+        Err(reason) => tracing::info!(%reason, "the supervision thread runs at warden's priority"),
+    }
     let system = actix::System::new();
     let result = system.block_on(async move {
         let (activate_tx, mut activate_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
