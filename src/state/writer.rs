@@ -32,20 +32,24 @@ use super::Record;
 /// one burst queue at most 2,000 (a save and a removal each).
 pub(crate) const QUEUE: usize = 4096;
 
-/// One job of the records thread.
+/// One job of the records thread; small (a save is boxed), since the queue's slots are
+/// allocated up front.
 enum Job {
-    /// Write the record of `pid` (read its identity now) to `file`.
-    Save {
-        file: PathBuf,
-        path: String,
-        pid: u32,
-        output: Option<String>,
-        done: oneshot::Sender<()>,
-    },
+    /// Write a record.
+    Save(Box<Save>),
     /// Delete `file`.
     Remove(PathBuf),
     /// Answer once every job queued before this one is done.
     Flush(mpsc::Sender<()>),
+}
+
+/// Write the record of `pid` (read its identity now) to `file`.
+struct Save {
+    file: PathBuf,
+    path: String,
+    pid: u32,
+    output: Option<String>,
+    done: oneshot::Sender<()>,
 }
 
 /// The records thread could not be started.
@@ -79,13 +83,13 @@ impl RecordWriter {
         output: Option<String>,
     ) -> Written {
         let (done, written) = oneshot::channel();
-        let job = Job::Save {
+        let job = Job::Save(Box::new(Save {
             file,
             path,
             pid,
             output,
             done,
-        };
+        }));
         match self.jobs.send(job) {
             Ok(()) => Written::pending(written),
             Err(mpsc::SendError(_)) => {
@@ -120,13 +124,14 @@ impl RecordWriter {
 fn run(queue: &Receiver<Job>, boot_id: &str) {
     while let Ok(job) = queue.recv() {
         match job {
-            Job::Save {
-                file,
-                path,
-                pid,
-                output,
-                done,
-            } => {
+            Job::Save(save) => {
+                let Save {
+                    file,
+                    path,
+                    pid,
+                    output,
+                    done,
+                } = *save;
                 let span = tracing::debug_span!("record", %path, pid);
                 let _entered = span.enter();
                 write(&file, &path, pid, output, boot_id);
