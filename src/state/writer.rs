@@ -170,3 +170,48 @@ fn write(file: &std::path::Path, path: &str, pid: u32, output: Option<String>, b
         tracing::error!(path, pid, error = %e, "cannot record a child: a warden crash would lose it");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record is written from the identity of the live process, a removal queued after
+    /// it wins, and `flush` answers only once both are done.
+    #[test]
+    fn saves_and_removals_are_done_in_order_and_flush_waits_for_them() {
+        let dir = std::env::temp_dir().join(format!("warden-records-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp folder");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let writer = RecordWriter::start("boot".into()).expect("the thread");
+        let file = dir.join(format!("a@{pid}.json"));
+
+        let _ = writer.save(file.clone(), "/a".into(), pid, None);
+        writer.remove(file.clone());
+        assert!(writer.flush(Duration::from_secs(10)), "flushed in time");
+        assert!(
+            !file.exists(),
+            "the removal queued after the save came last"
+        );
+
+        let _ = writer.save(file.clone(), "/a".into(), pid, Some("pipe:[7]".into()));
+        assert!(writer.flush(Duration::from_secs(10)), "flushed in time");
+        let record: Record =
+            serde_json::from_slice(&std::fs::read(&file).expect("the record")).expect("json");
+        let identity = Identity::of(pid).expect("the child's identity");
+        assert_eq!(
+            (record.pid, record.start_time, record.pgid, record.uid),
+            (pid, identity.start_time, identity.pgid, identity.uid)
+        );
+        assert_eq!(record.path, "/a");
+        assert_eq!(record.boot_id, "boot");
+        assert_eq!(record.output.as_deref(), Some("pipe:[7]"));
+
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
