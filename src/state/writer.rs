@@ -179,8 +179,8 @@ mod tests {
     /// it wins, and `flush` answers only once both are done.
     #[test]
     fn saves_and_removals_are_done_in_order_and_flush_waits_for_them() {
-        let dir = std::env::temp_dir().join(format!("warden-records-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temp folder");
+        let temp = tempfile::tempdir().expect("a temp folder");
+        let dir = temp.path();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -212,6 +212,5 @@ mod tests {
 
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
