@@ -7,10 +7,10 @@
 //! named by the pid, on the `warden-records` thread ([`writer`]), queued right after the
 //! spawn (the run reaps its process only once the record is written, so the identity read
 //! is that of warden's own child), and removed (queued behind it) when the process is
-//! gone. A torn record (a crash mid-write) does not parse and
-//! is deleted; its process is then an orphan, found by its marker and killed, never a
-//! second instance. No fsync: a warden crash keeps the page cache, and after a machine
-//! crash the boot id differs, so such records are never trusted anyway.
+//! gone. A torn record (a crash mid-write) does not parse and is deleted; its process is
+//! then an orphan, found by its marker and killed, never a second instance. No fsync: a
+//! warden crash keeps the page cache, and after a machine crash the boot id differs, so
+//! such records are never trusted anyway.
 //!
 //! Nothing signals a stranger: a record whose pid is gone or now has another start time
 //! (or whose boot id differs) is deleted and its pid never signalled. A record of the
