@@ -1,15 +1,15 @@
 //! The service child kind: an OS process in its own process group, and in its own
 //! cgroup where warden has a writable cgroup v2 hierarchy (see [`cgroup`]).
 //!
-//! Each run spawns `command` with `process_group(0)`, its stdout and stderr on one pipe
-//! drained into the actor's log file. A `pre_exec` hook (fork instead of the fast
-//! posix_spawn path) is set only when needed: `die_with_warden`, giving the child back
-//! the open files limit warden was started with when warden raised its own, or (a warden
-//! running as root) switching to the child's `user`/`group` ([`run_as`]). Children do
-//! not inherit warden's `NOTIFY_SOCKET`, `WATCHDOG_*` or `LISTEN_*` (a notify child gets
-//! its own socket), and carry `WARDEN_INSTANCE` (the orphan marker), never a path: what
-//! warden hands one child (its token, its outboard socket, its notify socket) is in a
-//! folder the child inherits as a descriptor ([`Handoff`]).
+//! Each run starts `command` in its own process group ([`launch`]: cloned straight into
+//! its cgroup where it can), its stdout and stderr on one pipe drained into the actor's
+//! log file. Between fork and exec it gets, only when needed, PDEATHSIG
+//! (`die_with_warden`), the open files limit warden was started with when warden raised
+//! its own, and (a warden running as root) the child's `user`/`group` ([`run_as`]).
+//! Children do not inherit warden's `NOTIFY_SOCKET`, `WATCHDOG_*` or `LISTEN_*` (a
+//! notify child gets its own socket), and carry `WARDEN_INSTANCE` (the orphan marker),
+//! never a path: what warden hands one child (its token, its outboard socket, its
+//! notify socket) is in a folder the child inherits as a descriptor ([`Handoff`]).
 //!
 //! A stop sends the configured signal to the whole group, then SIGKILL to the group after
 //! the timeout; the group also gets SIGKILL once its leader has exited — while the leader
@@ -21,6 +21,7 @@
 //! [`proc::Pinned`] identity (or their cgroup).
 
 pub(crate) mod cgroup;
+pub(crate) mod launch;
 pub(crate) mod leader;
 pub(crate) mod listener;
 pub(crate) mod log;
@@ -30,10 +31,12 @@ pub(crate) mod records;
 pub(crate) mod run_as;
 pub mod spawned;
 
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::hash::{Hash, Hasher};
-use std::os::unix::process::{CommandExt as _, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +51,8 @@ use warden_supervisors::{
 };
 
 use self::cgroup::{Cgroups, RunContainment};
-use self::leader::Leader;
+use self::launch::{ChildOutput, Launch, PreExec};
+use self::leader::{Born, Leader};
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords, Written};
@@ -83,12 +87,11 @@ pub struct ServiceSpec {
     /// Where output goes.
     pub output: Output,
     /// SIGKILL the process when warden dies (even by SIGKILL), instead of leaving it to be
-    /// adopted by the next warden. Costs a slower spawn (fork instead of posix_spawn).
+    /// adopted by the next warden (where `clone3` is refused, the spawn is a full fork).
     pub die_with_warden: bool,
     /// The user, group and supplementary groups the process runs as (`None`: warden's).
-    /// A warden running as root sets them between fork and exec (a slower spawn, like
-    /// `die_with_warden`); any other warden runs the child as itself (the config check
-    /// refused another user).
+    /// A warden running as root sets them between fork and exec; any other warden runs
+    /// the child as itself (the config check refused another user).
     pub run_as: Option<RunAs>,
     /// Files handed to this child alone (its tokens), if any.
     pub handoff: Option<Handoff>,
@@ -272,22 +275,18 @@ impl ChildFactory for ServiceFactory {
             }
         }
         let spec = &self.spec;
-        let mut cmd = Command::new(&spec.command[0]);
+        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
         // What warden itself was handed by its own manager is not the child's.
         for key in INHERITED_NOT_PASSED_ON {
-            cmd.env_remove(key);
+            env.remove(OsStr::new(key));
         }
-        cmd.args(&spec.command[1..])
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .process_group(0);
-        cmd.env("WARDEN_ACTOR", cx.path.as_str());
-        set_pre_exec(
-            &mut cmd,
-            spec.die_with_warden,
-            proc::children_open_files_limit(),
-            spec.run_as.as_ref().filter(|r| r.switches()),
-        );
+        let mut set = |key: &str, value: OsString| {
+            env.insert(OsString::from(key), value);
+        };
+        for (key, value) in &spec.env {
+            set(key, value.into());
+        }
+        set("WARDEN_ACTOR", cx.path.as_str().into());
         // The handoff folder, inherited by this child only (dropped right after the spawn;
         // children are spawned one at a time).
         let handoff = match &spec.handoff {
@@ -298,9 +297,9 @@ impl ChildFactory for ServiceFactory {
                 let inherited = inheritable_dup(&OwnedFd::from(dir))
                     .ok_or_else(|| "cannot hand a folder to the child: no fd".to_owned())?;
                 for (key, file) in &handoff.env {
-                    cmd.env(
+                    set(
                         key,
-                        format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()),
+                        format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()).into(),
                     );
                 }
                 Some(inherited)
@@ -308,10 +307,9 @@ impl ChildFactory for ServiceFactory {
             None => None,
         };
         if let Some(records) = &self.records {
-            cmd.envs(records.marker());
-        }
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
+            for (key, value) in records.marker() {
+                set(&key, value.into());
+            }
         }
         let mut pipe_read = None;
         // A second read end of the output pipe that only the child inherits: if warden
@@ -319,28 +317,21 @@ impl ChildFactory for ServiceFactory {
         // of SIGPIPE) until the next warden reattaches.
         let mut keeper = None;
         let mut output_id = None;
-        match &spec.output {
+        let output = match &spec.output {
             Output::Log(_) => {
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| format!("cannot create output pipe: {e}"))?;
-                let write2 = write
-                    .try_clone()
                     .map_err(|e| format!("cannot create output pipe: {e}"))?;
                 if self.records.is_some() {
                     grow_pipe(&read);
                     output_id = fd_identity(&read);
                     keeper = inheritable_dup(&read);
                 }
-                cmd.stdout(Stdio::from(write)).stderr(Stdio::from(write2));
                 pipe_read = Some(read);
+                ChildOutput::Pipe(write)
             }
-            Output::Inherit => {
-                cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
-            }
-            Output::Null => {
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
+            Output::Inherit => ChildOutput::Inherit,
+            Output::Null => ChildOutput::Null,
+        };
         let notify = match &spec.ready {
             Some(ReadyCheck::Notify { socket_dir, .. }) => {
                 // In the handoff folder when the child has one: it reaches the socket
@@ -358,25 +349,35 @@ impl ChildFactory for ServiceFactory {
                 match (in_handoff, path.file_name()) {
                     (Some((_, fd)), Some(name)) => {
                         let mut shown =
-                            std::ffi::OsString::from(format!("/proc/self/fd/{}/", fd.as_raw_fd()));
+                            OsString::from(format!("/proc/self/fd/{}/", fd.as_raw_fd()));
                         shown.push(name);
-                        cmd.env("NOTIFY_SOCKET", shown);
+                        set("NOTIFY_SOCKET", shown);
                     }
-                    _ => {
-                        cmd.env("NOTIFY_SOCKET", socket.path());
-                    }
+                    _ => set("NOTIFY_SOCKET", socket.path().into()),
                 }
                 Some(socket)
             }
             _ => None,
         };
-        let (containment, procs) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
-        // The write ends of the pipe go to the child with `cmd`, dropped with it.
-        let spawned = Leader::spawn(cmd);
+        let launch = Launch {
+            program: spec.command[0].clone().into(),
+            args: spec.command[1..].iter().map(OsString::from).collect(),
+            env,
+            cwd: spec.cwd.clone(),
+            output,
+            pre_exec: PreExec::new(
+                spec.die_with_warden,
+                proc::children_open_files_limit(),
+                spec.run_as.as_ref().filter(|r| r.switches()),
+            ),
+        };
+        let (containment, cgroup) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
+        // The write end of the pipe goes to the child with `launch`, closed by the spawn.
+        let spawned = Leader::spawn(launch, cgroup.as_ref());
         drop(keeper);
         drop(handoff);
-        let child = match spawned {
-            Ok(child) => child,
+        let (child, born) = match spawned {
+            Ok(spawned) => spawned,
             Err(e) => {
                 containment.discard();
                 return Err(format!("{}: {e}", spec.command[0]));
@@ -385,7 +386,7 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
-        let containment = containment.enter(procs, pid);
+        let containment = containment.enter(cgroup, pid, born == Born::InCgroup);
         // Written on the store's own thread; the run waits for it before it reaps.
         let written = match &self.records {
             Some(records) => records.saved(&cx.path, pid, output_id),
@@ -434,59 +435,6 @@ pub(crate) const INHERITED_NOT_PASSED_ON: [&str; 7] = [
     "LISTEN_FDNAMES",
     "WARDEN_STATE_DIR",
 ];
-
-/// The work between fork and exec, only when there is some: a `pre_exec` hook makes the
-/// spawn fork instead of posix_spawn (measured ~2.8x slower), so a child that needs
-/// neither PDEATHSIG nor another open files limit than warden's keeps the fast path.
-/// `nofile` is the soft RLIMIT_NOFILE warden was started with, when warden has raised its
-/// own since (a child must not inherit the raised one: `select()` breaks above 1024 fds,
-/// and programs that close every fd up to the limit slow down). `run_as`: the identity a
-/// root warden switches to, supplementary groups first, then gid, then uid (after which
-/// nothing can regain root); PDEATHSIG is set after the switch, which would clear it.
-pub(crate) fn set_pre_exec(
-    cmd: &mut std::process::Command,
-    die_with_warden: bool,
-    nofile: Option<libc::rlim_t>,
-    run_as: Option<&RunAs>,
-) {
-    if !die_with_warden && nofile.is_none() && run_as.is_none() {
-        return;
-    }
-    let identity: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)> =
-        run_as.map(|r| (r.groups.clone(), r.gid, r.uid));
-    // SAFETY: setgroups, setgid, setuid, prctl, getrlimit and setrlimit are
-    // async-signal-safe, and nothing is allocated between fork and exec (the groups were
-    // collected before).
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-            if let Some((groups, gid, uid)) = &identity {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if die_with_warden && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(soft) = nofile {
-                let mut limit = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                limit.rlim_cur = soft.min(limit.rlim_max);
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
 
 /// Signals the process group `pgid` of a child of warden's own that is not reaped yet
 /// (its leader alive or a zombie), so the group's number cannot belong to anyone else.

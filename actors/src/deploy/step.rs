@@ -103,13 +103,13 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         .process_group(0);
     // The service's identity (and the open files limit warden was started with), as for
     // the service's own runs.
-    crate::service::set_pre_exec(
-        &mut cmd,
+    crate::service::launch::PreExec::new(
         false,
         crate::proc::children_open_files_limit(),
         cx.run_as.filter(|r| r.switches()),
-    );
-    let (containment, procs) = RunContainment::prepare(cx.cgroups, cx.actor);
+    )
+    .set_on(&mut cmd);
+    let (containment, cgroup) = RunContainment::prepare(cx.cgroups, cx.actor);
     let spawned = crate::spawned::register(|| cmd.spawn(), |c| Some(c.id()));
     // The write ends live in `cmd`: dropped here, so the reader sees the end once the
     // step's processes are gone.
@@ -125,7 +125,7 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         }
     };
     let pid = child.id();
-    let containment = containment.enter(procs, pid);
+    let containment = containment.enter(cgroup, pid, false);
     (cx.on_pid)(Some(pid));
     let reader = read_tail(read);
     let deadline = Instant::now() + cx.timeout;

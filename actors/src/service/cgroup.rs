@@ -6,23 +6,24 @@
 //! `cgroup.kill`: every process in it gets SIGKILL, setsid ones too. The empty cgroup is
 //! then removed. Elsewhere a run is contained by its process group, as before.
 //!
-//! warden moves the leader into its cgroup right after the spawn (posix_spawn returns
-//! once the child has exec'd), then every child the leader already forked, recursively.
-//! Measured here (kernel 6.18, 2 busy cores, 300 spawns of `/bin/true`): posix_spawn
-//! 127 us p50; posix_spawn then the pid written 149 us; fork with a `pre_exec` hook that
-//! writes `0` (the child moves itself, no window) 246 us. The window of the write after
-//! spawn is real: of 1,000 `sh -c 'cat /proc/self/cgroup'`, 22 ran their first command
-//! before the move; a descendant forked in it is moved by the sweep of the leader's
-//! children, unless its parent already exited (a double fork within those microseconds:
-//! it is still in the leader's process group, and reparented to warden). The hook was
-//! tried and dropped: besides the 2.8x spawn, the forked copy of warden holds warden's
-//! fds (the state_dir lock, listening sockets) until its exec, and a warden restarted
-//! right after a SIGKILL found its state_dir still locked (tests/durability.rs, 3 of 3
-//! runs of `fifty_sigkills...`). The write uses an fd that warden opened: a child that
-//! drops to another user still gets in (Linux 5.16+ checks the opener's credentials).
+//! A leader is born in its cgroup: warden clones it there (`CLONE_INTO_CGROUP`, see
+//! [`super::launch`]), so nothing it forks can start outside. Where the kernel refuses
+//! that (before Linux 5.7, or `clone3` denied), warden moves the leader into its cgroup
+//! right after the spawn (posix_spawn returns once the child has exec'd), then every
+//! child the leader already forked, recursively. That move is a write to `cgroup.procs`,
+//! which waits for an RCU grace period in the kernel (5-35 ms per move measured on this
+//! machine at a quiet restart), and leaves a window: of 60 runs of `cat
+//! /proc/self/cgroup`, 18 read warden's cgroup (tests/robust_containment.rs). A
+//! descendant forked in the window is moved by the sweep of the leader's children, unless
+//! its parent already exited (a double fork within those microseconds: it is still in
+//! the leader's process group, and reparented to warden). The write uses an fd that
+//! warden opened: a child that drops to another user still gets in (Linux 5.16+ checks
+//! the opener's credentials).
 
 use std::fs::File;
 use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -229,6 +230,25 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The `cgroup.procs` of the open cgroup folder `folder`, for writing (with warden's
+/// credentials: a child that drops to another user still gets in, Linux 5.16+ checks the
+/// opener's).
+fn openat_procs(folder: &OwnedFd) -> io::Result<File> {
+    // SAFETY: a NUL-terminated name relative to an open folder; a fresh fd or -1.
+    let fd = unsafe {
+        libc::openat(
+            folder.as_raw_fd(),
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd just opened, owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
@@ -280,16 +300,18 @@ pub(crate) struct ServiceCgroup {
 
 impl ServiceCgroup {
     /// Creates the cgroup of `path` (and its parents) unless it exists (made ahead, or
-    /// left empty by the previous run), and opens its `cgroup.procs`.
-    fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, File)> {
+    /// left empty by the previous run), and opens its folder (a child is cloned into it,
+    /// or moved through its `cgroup.procs`).
+    fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, OwnedFd)> {
         let dir = cgroups.service_dir(path);
         let open = || {
             std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&dir)
         };
-        let procs = match open() {
-            Ok(procs) => procs,
+        let folder = match open() {
+            Ok(folder) => folder,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(&dir)?;
                 open()?
@@ -301,7 +323,7 @@ impl ServiceCgroup {
                 dir,
                 path: path.to_string(),
             },
-            procs,
+            folder.into(),
         ))
     }
 
@@ -349,15 +371,15 @@ pub(crate) enum RunContainment {
 
 impl RunContainment {
     /// The containment of a new run of `path`: its cgroup (created now, with its open
-    /// `cgroup.procs`, see [`RunContainment::enter`]) where `cgroups` is set up, else its
-    /// process group. A cgroup that cannot be created falls
-    /// back to the process group, with a warning.
-    pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath) -> (Self, Option<File>) {
+    /// folder, see [`RunContainment::enter`]) where `cgroups` is set up, else its process
+    /// group. A cgroup that cannot be created falls back to the process group, with a
+    /// warning.
+    pub(crate) fn prepare(cgroups: Option<&Cgroups>, path: &ActorPath) -> (Self, Option<OwnedFd>) {
         let Some(cgroups) = cgroups else {
             return (Self::Group, None);
         };
         match ServiceCgroup::create(cgroups, path) {
-            Ok((cgroup, procs)) => (Self::Cgroup(cgroup), Some(procs)),
+            Ok((cgroup, folder)) => (Self::Cgroup(cgroup), Some(folder)),
             Err(e) => {
                 tracing::warn!(%path, error = %e, "cannot create the service's cgroup: contained by its process group");
                 (Self::Group, None)
@@ -374,18 +396,31 @@ impl RunContainment {
         }
     }
 
-    /// Moves the just spawned leader `pid` into the run's cgroup, then every descendant it
-    /// already forked (see the module doc for the window this closes). A leader that
-    /// cannot be moved leaves the run contained by its process group, with a warning.
-    pub(crate) fn enter(self, procs: Option<File>, pid: u32) -> Self {
-        let (Self::Cgroup(cgroup), Some(mut procs)) = (self, procs) else {
+    /// The run's containment once its leader `pid` is spawned: a leader born in the
+    /// cgroup (`born_inside`, cloned into `folder`) is there already; else it is moved
+    /// in, then every descendant it already forked (see the module doc for the window
+    /// this closes). A leader that cannot be moved leaves the run contained by its
+    /// process group, with a warning.
+    pub(crate) fn enter(self, folder: Option<OwnedFd>, pid: u32, born_inside: bool) -> Self {
+        let (Self::Cgroup(cgroup), Some(folder)) = (self, folder) else {
             return Self::Group;
         };
-        if let Err(e) = procs.write_all(pid.to_string().as_bytes()) {
-            tracing::warn!(path = %cgroup.path, pid, error = %e, "cannot move the service into its cgroup: contained by its process group");
-            let _ = std::fs::remove_dir(&cgroup.dir);
-            return Self::Group;
+        if born_inside {
+            return Self::Cgroup(cgroup);
         }
+        let procs = openat_procs(&folder);
+        let moved = procs.and_then(|mut procs| {
+            procs.write_all(pid.to_string().as_bytes())?;
+            Ok(procs)
+        });
+        let mut procs = match moved {
+            Ok(procs) => procs,
+            Err(e) => {
+                tracing::warn!(path = %cgroup.path, pid, error = %e, "cannot move the service into its cgroup: contained by its process group");
+                let _ = std::fs::remove_dir(&cgroup.dir);
+                return Self::Group;
+            }
+        };
         let mut pending = children_of(pid);
         let mut moved = 0;
         while let Some(child) = pending.pop() {

@@ -1,21 +1,25 @@
 //! The leader of a run: the process warden spawned, watched until it exits and then
 //! reaped, with ONE pidfd per process.
 //!
-//! With pidfds, the child is a `std::process::Child` watched through a pidfd of warden's
-//! own and reaped (`try_wait`) only once that pidfd says it has exited, so the group is
-//! SIGKILLed while the leader is still an unreaped zombie (its number cannot have been
-//! reused). A `tokio::process::Child` would open a second pidfd of the same process for
-//! its own reaping: with 1,000 services that is 1,000 more fds, which every spawn copies
-//! (`dup_fd` in clone) and every exec closes again (measured: docs/benchmarks.md).
-//! Without pidfds (`WARDEN_PIDFD=off`, or kernels before 5.3), tokio reaps the child as
-//! before (SIGCHLD), and the group follows microseconds after the reap.
+//! With pidfds, the leader is started by [`Launch::clone3`] (its pidfd comes with the
+//! clone) or, where `clone3` is refused, by std's spawn and `pidfd_open`; either way it
+//! is watched through that pidfd and reaped (`waitpid`) only once the pidfd says it has
+//! exited, so the group is SIGKILLed while the leader is still an unreaped zombie (its
+//! number cannot have been reused). A `tokio::process::Child` would open a second pidfd
+//! of the same process for its own reaping: with 1,000 services that is 1,000 more fds,
+//! which every spawn copies (`dup_fd` in clone) and every exec closes again (measured:
+//! docs/benchmarks.md). Without pidfds (`WARDEN_PIDFD=off`, or kernels before 5.3), tokio
+//! reaps the child as before (SIGCHLD), and the group follows microseconds after the
+//! reap.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 
 use tokio::io::unix::AsyncFd;
 
+use super::launch::{CloneRefused, Launch};
 use super::proc;
 
 /// How often a leader whose pidfd could not be registered is polled for its exit.
@@ -25,38 +29,113 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 #[derive(Debug)]
 pub(crate) enum Leader {
     /// Watched through warden's pidfd; reaped once that says it exited.
-    Pidfd(std::process::Child, AsyncFd<OwnedFd>),
+    Pidfd(OwnChild, AsyncFd<OwnedFd>),
     /// A pidfd could not be opened or registered for it (out of fds): polled.
-    Polled(std::process::Child),
+    Polled(OwnChild),
     /// Without pidfds: reaped by tokio.
     Tokio(tokio::process::Child),
 }
 
+/// A child of warden's that nothing but its [`Leader`] reaps.
+#[derive(Debug)]
+pub(crate) enum OwnChild {
+    /// Started by std's spawn.
+    Std(std::process::Child),
+    /// Started by [`Launch::clone3`]; its status once reaped.
+    Cloned(u32, Option<ExitStatus>),
+}
+
+impl OwnChild {
+    fn id(&self) -> u32 {
+        match self {
+            Self::Std(child) => child.id(),
+            Self::Cloned(pid, _) => *pid,
+        }
+    }
+
+    /// Reaps the child if it has exited; its status (kept once reaped).
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match self {
+            Self::Std(child) => child.try_wait(),
+            Self::Cloned(_, Some(status)) => Ok(Some(*status)),
+            Self::Cloned(pid, status) => {
+                let raw = libc::pid_t::try_from(*pid)
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let mut code = 0;
+                // SAFETY: waitpid on our own child, which nothing else reaps.
+                match unsafe { libc::waitpid(raw, &mut code, libc::WNOHANG) } {
+                    0 => Ok(None),
+                    r if r < 0 => Err(io::Error::last_os_error()),
+                    _ => {
+                        *status = Some(ExitStatus::from_raw(code));
+                        Ok(*status)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the leader lives, as [`Leader::spawn`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Born {
+    /// In the run's cgroup (cloned into it).
+    InCgroup,
+    /// Where warden is: the run moves it.
+    Outside,
+}
+
 impl Leader {
-    /// Spawns `cmd`, registered with the orphan reaper ([`super::spawned::register`])
-    /// before anything can reap it.
-    pub(crate) fn spawn(cmd: std::process::Command) -> io::Result<Self> {
+    /// Starts `launch` (in the cgroup of the open folder `cgroup` when it can), registered
+    /// with the orphan reaper ([`super::spawned::register`]) before anything can reap it.
+    pub(crate) fn spawn(launch: Launch, cgroup: Option<&OwnedFd>) -> io::Result<(Self, Born)> {
         if !proc::pidfds_available() {
-            let mut cmd = tokio::process::Command::from(cmd);
+            let mut cmd = tokio::process::Command::from(launch.command());
             cmd.kill_on_drop(false);
             let child = super::spawned::register(|| cmd.spawn(), tokio::process::Child::id)?;
-            return Ok(Self::Tokio(child));
+            return Ok((Self::Tokio(child), Born::Outside));
         }
-        let mut cmd = cmd;
-        let child = super::spawned::register(|| cmd.spawn(), |c| Some(c.id()))?;
-        // Our child, not reaped yet: its pid is still its own.
-        let watch = proc::pidfd_open(child.id()).and_then(|fd| {
+        let cloned = super::spawned::register(
+            || Ok(launch.clone3(cgroup.map(|fd| fd.as_fd()))),
+            |r| r.as_ref().ok().map(|c| c.pid),
+        )?;
+        match cloned {
+            Ok(cloned) => {
+                let born = if cloned.in_cgroup {
+                    Born::InCgroup
+                } else {
+                    Born::Outside
+                };
+                Ok((
+                    Self::watched(OwnChild::Cloned(cloned.pid, None), Ok(cloned.pidfd)),
+                    born,
+                ))
+            }
+            Err(CloneRefused::Run(e)) => Err(e),
+            Err(CloneRefused::Unavailable) => {
+                let mut cmd = launch.command();
+                let child = super::spawned::register(|| cmd.spawn(), |c| Some(c.id()))?;
+                // Our child, not reaped yet: its pid is still its own.
+                let pidfd = proc::pidfd_open(child.id());
+                Ok((Self::watched(OwnChild::Std(child), pidfd), Born::Outside))
+            }
+        }
+    }
+
+    /// `child` watched through `pidfd`, or polled when that cannot be.
+    fn watched(child: OwnChild, pidfd: io::Result<OwnedFd>) -> Self {
+        let watch = pidfd.and_then(|fd| {
             // SAFETY: the AsyncFd owns the pidfd, open and unchanged while registered.
             unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)
         });
-        Ok(match watch {
+        match watch {
             Ok(fd) => Self::Pidfd(child, fd),
             Err(e) => {
                 tracing::warn!(pid = child.id(), error = %e, "cannot watch the child's pidfd: polling for its exit");
                 Self::Polled(child)
             }
-        })
+        }
     }
 
     /// The leader's pid.
@@ -76,7 +155,9 @@ impl Leader {
                     guard.retain_ready();
                 }
             }
-            Self::Polled(child) => poll_exit(child).await,
+            Self::Polled(child) => {
+                let _ = poll_exit(child).await;
+            }
             Self::Tokio(child) => {
                 let _ = child.wait().await;
             }
@@ -90,21 +171,20 @@ impl Leader {
                 if let Ok(mut guard) = fd.readable().await {
                     guard.retain_ready();
                 }
-                poll_exit(child).await;
-                child.wait()
+                poll_exit(child).await
             }
-            Self::Polled(child) => {
-                poll_exit(child).await;
-                child.wait()
-            }
+            Self::Polled(child) => poll_exit(child).await,
             Self::Tokio(child) => child.wait().await,
         }
     }
 }
 
-/// Until `child` can be reaped without blocking (std keeps the status once reaped).
-async fn poll_exit(child: &mut std::process::Child) {
-    while let Ok(None) = child.try_wait() {
+/// Until `child` is reaped (its status is kept once reaped).
+async fn poll_exit(child: &mut OwnChild) -> io::Result<ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
         tokio::time::sleep(POLL).await;
     }
 }
