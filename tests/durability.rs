@@ -93,7 +93,9 @@ fn a_warden_restarted_after_sigkill_adopts_every_child_with_the_same_pid_and_no_
     // Records are written off the supervision thread; a child whose record was still
     // queued at the SIGKILL is killed as an orphan and started afresh (SEMANTICS.md 24):
     // this test is about the recorded ones.
-    wait_until("3 process records on disk", T, || record_files(&state).len() >= 3);
+    wait_until("3 process records on disk", T, || {
+        record_files(&state).len() >= 3
+    });
 
     w.crash();
     for (name, pid) in names.iter().zip(&before) {

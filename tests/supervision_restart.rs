@@ -443,6 +443,32 @@ restart = { backoff = { initial = "10ms", jitter = 0.0 }, intensity = { max = 2,
     assert!(a["failed_reason"].is_string(), "{a}");
 }
 
+/// Promise: a child that can never start, restarted without backoff and with no
+/// intensity limit to speak of, does not keep warden's supervision thread from the API or
+/// from signals (each failed start is handled on a later turn of the runtime). Before,
+/// warden ignored SIGTERM for as long as such a loop ran.
+#[test]
+fn a_child_that_can_never_start_without_backoff_does_not_keep_warden_from_stopping() {
+    let mut w = Warden::start(
+        r#"
+[[service]]
+name = "ghost"
+command = ["/nonexistent/warden-test-no-such-program"]
+restart = { backoff = { initial = "0ms", max = "0ms", jitter = 0.0 }, intensity = { max = 1000000000, within = "1s" } }
+
+[[service]]
+name = "after"
+command = ["sleep", "1000"]
+"#,
+    );
+    // The actor API goes through the supervision thread: it answers mid-loop.
+    wait_until("the ghost retried 200 times", T, || {
+        w.actor("ghost")["restarts"].as_u64().unwrap_or(0) >= 200
+    });
+    let status = w.signal_and_wait(libc::SIGTERM, Duration::from_secs(10));
+    assert!(status.success(), "warden's exit after SIGTERM: {status:?}");
+}
+
 #[test]
 fn operator_stop_during_a_pending_backoff_cancels_the_restart() {
     let dir = temp_dir();

@@ -673,12 +673,19 @@ impl Supervisor {
                     not_ready: None,
                     ready_task: None,
                 });
-                // Handled as an exit on a later turn, so a child that can never start
-                // cannot spin this actor without letting messages in.
-                ctx.address().do_send(ChildExited {
-                    id,
-                    generation,
-                    exit: Exit::StartFailed(reason),
+                // Handled as an exit on a later turn of the runtime (a task that yields
+                // once, not a message to self: the actor's context would handle that in
+                // the same poll), so a child that can never start, restarted without
+                // backoff, cannot keep this thread from signals, the API or its other
+                // actors.
+                let addr = ctx.address();
+                actix_rt::spawn(async move {
+                    tokio::task::yield_now().await;
+                    addr.do_send(ChildExited {
+                        id,
+                        generation,
+                        exit: Exit::StartFailed(reason),
+                    });
                 });
             }
         }
