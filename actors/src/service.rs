@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use tokio::sync::oneshot;
 use warden_supervisors::{
@@ -287,22 +287,20 @@ impl ChildFactory for ServiceFactory {
             set(key, value.into());
         }
         set("WARDEN_ACTOR", cx.path.as_str().into());
-        // The handoff folder, inherited by this child only (dropped right after the spawn;
-        // children are spawned one at a time).
+        // The handoff folder, inherited by this child only, at a number fixed in advance
+        // (see [`launch::Slots`]).
         let handoff = match &spec.handoff {
             Some(handoff) => {
                 let gid = spec.run_as.as_ref().map(|r| r.gid);
                 let dir = crate::state_file::handoff_dir(&handoff.dir, gid)
                     .map_err(|e| format!("cannot prepare the files handed to the child: {e}"))?;
-                let inherited = inheritable_dup(&OwnedFd::from(dir))
-                    .ok_or_else(|| "cannot hand a folder to the child: no fd".to_owned())?;
+                let number = launch::Slots::get()
+                    .map_err(|e| format!("cannot hand a folder to the child: {e}"))?
+                    .handoff;
                 for (key, file) in &handoff.env {
-                    set(
-                        key,
-                        format!("/proc/self/fd/{}/{file}", inherited.as_raw_fd()).into(),
-                    );
+                    set(key, format!("/proc/self/fd/{number}/{file}").into());
                 }
-                Some(inherited)
+                Some((OwnedFd::from(dir), number))
             }
             None => None,
         };
@@ -324,7 +322,7 @@ impl ChildFactory for ServiceFactory {
                 if self.records.is_some() {
                     grow_pipe(&read);
                     output_id = fd_identity(&read);
-                    keeper = inheritable_dup(&read);
+                    keeper = read.try_clone().ok();
                 }
                 pipe_read = Some(read);
                 ChildOutput::Pipe(write)
@@ -336,7 +334,7 @@ impl ChildFactory for ServiceFactory {
             Some(ReadyCheck::Notify { socket_dir, .. }) => {
                 // In the handoff folder when the child has one: it reaches the socket
                 // through its inherited descriptor, and only its user may send on it.
-                let in_handoff = spec.handoff.as_ref().zip(handoff.as_ref());
+                let in_handoff = spec.handoff.as_ref().zip(handoff.as_ref().map(|(_, n)| *n));
                 let dir = in_handoff.map_or(socket_dir, |(h, _)| &h.dir);
                 let path = self.notify_path(&cx, dir);
                 let socket = NotifySocket::bind(path.clone())
@@ -348,8 +346,7 @@ impl ChildFactory for ServiceFactory {
                 }
                 match (in_handoff, path.file_name()) {
                     (Some((_, fd)), Some(name)) => {
-                        let mut shown =
-                            OsString::from(format!("/proc/self/fd/{}/", fd.as_raw_fd()));
+                        let mut shown = OsString::from(format!("/proc/self/fd/{fd}/"));
                         shown.push(name);
                         set("NOTIFY_SOCKET", shown);
                     }
@@ -365,6 +362,8 @@ impl ChildFactory for ServiceFactory {
             env,
             cwd: spec.cwd.clone(),
             output,
+            handoff: handoff.map(|(dir, _)| dir),
+            keeper,
             pre_exec: PreExec::new(
                 spec.die_with_warden,
                 proc::children_open_files_limit(),
@@ -372,10 +371,9 @@ impl ChildFactory for ServiceFactory {
             ),
         };
         let (containment, cgroup) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
-        // The write end of the pipe goes to the child with `launch`, closed by the spawn.
+        // The write end of the pipe, the handoff folder and the keeper go to the child
+        // with `launch`, closed by the spawn.
         let spawned = Leader::spawn(launch, cgroup.as_ref());
-        drop(keeper);
-        drop(handoff);
         let (child, born) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -622,14 +620,4 @@ fn grow_pipe(fd: &std::os::fd::OwnedFd) {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl on a valid fd with an integer argument.
     let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-}
-
-/// A duplicate of `fd` without close-on-exec, inherited by the next spawned child only
-/// (children are spawned one at a time, and this is dropped right after the spawn).
-fn inheritable_dup(fd: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: F_DUPFD returns a new fd (without FD_CLOEXEC) or -1.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 3) };
-    // SAFETY: a fresh fd owned by nobody else.
-    (dup >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) })
 }

@@ -54,6 +54,11 @@ pub(crate) struct Launch {
     pub cwd: Option<PathBuf>,
     /// Where its stdout and stderr go; stdin is always `/dev/null`.
     pub output: ChildOutput,
+    /// A folder handed to this child alone, at fd [`Slots::handoff`] in the child.
+    pub handoff: Option<OwnedFd>,
+    /// A second read end of the output pipe, at fd [`Slots::keeper`] in the child (the
+    /// pipe keeps a reader while no warden runs).
+    pub keeper: Option<OwnedFd>,
     /// The work between fork and exec.
     pub pre_exec: PreExec,
 }
@@ -168,6 +173,111 @@ impl PreExec {
     }
 }
 
+/// Four descriptors warden reserves at low numbers (each `/dev/null` between spawns),
+/// where a spawn places what its child inherits: the child then needs only warden's
+/// lowest descriptors. A cloned child shares warden's descriptor table until its first
+/// step, which keeps a copy of the numbers below [`Slots::end`] alone (`close_range` with
+/// `CLOSE_RANGE_UNSHARE`): with 1,000 services warden holds about 2,000 descriptors, which
+/// a plain clone copies and the child's exec then closes one by one (11% of all CPU in a
+/// fan-out of 1,000: docs/benchmarks.md). The numbers are fixed for warden's life, so an
+/// environment can name them before the spawn (`/proc/self/fd/N/...`).
+#[derive(Debug)]
+pub(crate) struct Slots {
+    /// Always `/dev/null`: the child's stdin (and discarded output).
+    pub null: c_int,
+    /// The write end of the child's output pipe, during its spawn.
+    out: c_int,
+    /// The handoff folder, during a spawn (inheritable).
+    pub handoff: c_int,
+    /// The keeper of the output pipe, during a spawn (inheritable).
+    keeper: c_int,
+}
+
+impl Slots {
+    /// The slots, reserved on first use.
+    pub(crate) fn get() -> io::Result<&'static Slots> {
+        static SLOTS: OnceLock<Slots> = OnceLock::new();
+        if let Some(slots) = SLOTS.get() {
+            return Ok(slots);
+        }
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        let reserve = || -> io::Result<c_int> {
+            // SAFETY: a new fd (close-on-exec) at the lowest free number from 3, or -1.
+            let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(fd)
+        };
+        let slots = Slots {
+            null: reserve()?,
+            out: reserve()?,
+            handoff: reserve()?,
+            keeper: reserve()?,
+        };
+        // Two first spawns at once cannot happen (the spawn lock); the loser's four fds
+        // would only stay open.
+        Ok(SLOTS.get_or_init(|| slots))
+    }
+
+    /// One past the highest slot: what a cloned child keeps of warden's descriptors.
+    fn end(&self) -> c_int {
+        self.null.max(self.out).max(self.handoff).max(self.keeper) + 1
+    }
+
+    /// Puts `fd` at `slot` (inheritable unless `cloexec`).
+    fn place(slot: c_int, fd: &OwnedFd, cloexec: bool) -> io::Result<()> {
+        let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: dup3 onto a slot of warden's own, under the spawn lock.
+        if unsafe { libc::dup3(fd.as_raw_fd(), slot, flags) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// What one spawn placed in the slots; back to `/dev/null` when dropped (the parent keeps
+/// no copy of the pipe's write end, or its reader would never see the end).
+struct Placed {
+    slots: &'static Slots,
+    used: [bool; 3],
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        let null = self.slots.null;
+        for (used, slot) in
+            self.used
+                .iter()
+                .zip([self.slots.out, self.slots.handoff, self.slots.keeper])
+        {
+            if *used {
+                // SAFETY: as in `Slots::place`.
+                unsafe { libc::dup3(null, slot, libc::O_CLOEXEC) };
+            }
+        }
+    }
+}
+
+/// Whether `close_range(CLOSE_RANGE_UNSHARE)` works here (Linux 5.9+, not denied by
+/// seccomp): a cloned child shares warden's descriptor table only when it can leave it.
+fn close_range_unshares() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        // An empty range far above any descriptor: closes nothing, answers whether the
+        // call exists (its CLOSE_RANGE_UNSHARE came with it, in 5.9). Never with that flag
+        // here: it would give this thread a descriptor table of its own.
+        let fd = c_int::MAX as libc::c_uint;
+        // SAFETY: close_range of a range holding no descriptor.
+        unsafe { libc::syscall(libc::SYS_close_range, fd, fd, 0) == 0 }
+    })
+}
+
+const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+
 /// A leader started by [`Launch::clone3`].
 #[derive(Debug)]
 pub(crate) struct Cloned {
@@ -202,7 +312,9 @@ impl Launch {
         if CLONE3_REFUSED.load(Ordering::Relaxed) {
             return Err(CloneRefused::Unavailable);
         }
-        let prepared = self.prepare().map_err(CloneRefused::Run)?;
+        let slots = Slots::get().map_err(CloneRefused::Run)?;
+        let prepared = self.prepare(slots).map_err(CloneRefused::Run)?;
+        let _placed = self.place(slots).map_err(CloneRefused::Run)?;
         let result = match prepared.clone3(cgroup) {
             // Refused with the cgroup (EBUSY: it has controllers of its own; EINVAL:
             // before Linux 5.7; EACCES...): outside it, then moved. Out of processes or
@@ -228,22 +340,61 @@ impl Launch {
         }
     }
 
+    /// Places what the child inherits in the [`Slots`], until the returned guard drops.
+    /// Under the spawn lock, right before the spawn.
+    fn place(&self, slots: &'static Slots) -> io::Result<Placed> {
+        let mut placed = Placed {
+            slots,
+            used: [false; 3],
+        };
+        if let ChildOutput::Pipe(write) = &self.output {
+            Slots::place(slots.out, write, true)?;
+            placed.used[0] = true;
+        }
+        if let Some(dir) = &self.handoff {
+            Slots::place(slots.handoff, dir, false)?;
+            placed.used[1] = true;
+        }
+        if let Some(keeper) = &self.keeper {
+            Slots::place(slots.keeper, keeper, false)?;
+            placed.used[2] = true;
+        }
+        Ok(placed)
+    }
+
+    /// Spawns [`Launch::command`] with std, what the child inherits placed first.
+    pub(crate) fn spawn_std(self) -> io::Result<std::process::Child> {
+        let slots = Slots::get()?;
+        let _placed = self.place(slots)?;
+        self.command().spawn()
+    }
+
+    /// Spawns [`Launch::command`] with tokio (reaped by tokio, without pidfds), what the
+    /// child inherits placed first.
+    pub(crate) fn spawn_tokio(self) -> io::Result<tokio::process::Child> {
+        let slots = Slots::get()?;
+        let _placed = self.place(slots)?;
+        let mut cmd = tokio::process::Command::from(self.command());
+        cmd.kill_on_drop(false);
+        cmd.spawn()
+    }
+
     /// The same child as a `Command` (stdout and stderr set, stdin `/dev/null`, its own
-    /// process group), for [`super::spawned::register`] and std's spawn.
-    pub(crate) fn command(self) -> Command {
+    /// process group); what it inherits besides must be placed ([`Launch::place`]).
+    fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .env_clear()
             .envs(&self.env)
             .stdin(Stdio::null())
             .process_group(0);
-        match self.output {
-            ChildOutput::Pipe(write) => match write.try_clone() {
-                Ok(write2) => {
-                    cmd.stdout(Stdio::from(write)).stderr(Stdio::from(write2));
+        match &self.output {
+            ChildOutput::Pipe(write) => match (write.try_clone(), write.try_clone()) {
+                (Ok(out), Ok(err)) => {
+                    cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
                 }
-                Err(_) => {
-                    cmd.stdout(Stdio::from(write)).stderr(Stdio::null());
+                _ => {
+                    cmd.stdout(Stdio::null()).stderr(Stdio::null());
                 }
             },
             ChildOutput::Inherit => {
@@ -261,7 +412,7 @@ impl Launch {
     }
 
     /// Everything the child reads, built before the clone (the child allocates nothing).
-    fn prepare(&self) -> io::Result<Prepared<'_>> {
+    fn prepare(&self, slots: &Slots) -> io::Result<Prepared<'_>> {
         let paths = candidates(&self.program, self.env.get(OsStr::new("PATH")))?;
         let c = |s: &OsStr| {
             CString::new(s.as_bytes()).map_err(|_| {
@@ -285,11 +436,17 @@ impl Launch {
             env.push(c(OsStr::from_bytes(&entry))?);
         }
         let cwd = self.cwd.as_deref().map(|d| c(d.as_os_str())).transpose()?;
-        let null = dev_null()?.as_raw_fd();
+        let null = slots.null;
         let out = match &self.output {
-            ChildOutput::Pipe(fd) => fd.as_raw_fd(),
+            ChildOutput::Pipe(_) => slots.out,
             ChildOutput::Inherit => -1,
             ChildOutput::Null => null,
+        };
+        // The child keeps warden's descriptors below `keep` alone (see [`Slots`]).
+        let keep = if close_range_unshares() {
+            slots.end()
+        } else {
+            -1
         };
         Ok(Prepared {
             paths,
@@ -297,6 +454,7 @@ impl Launch {
             env,
             cwd,
             stdio: [null, out, out],
+            keep,
             pre_exec: &self.pre_exec,
         })
     }
@@ -309,19 +467,6 @@ fn transient(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EAGAIN | libc::ENOMEM | libc::EINTR)
     )
-}
-
-/// `/dev/null`, opened once for every child's stdin (and discarded output).
-fn dev_null() -> io::Result<&'static OwnedFd> {
-    static NULL: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = NULL.get() {
-        return Ok(fd);
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    Ok(NULL.get_or_init(|| OwnedFd::from(file)))
 }
 
 /// The files the child tries to exec, in order: `program` itself when it holds a `/`,
@@ -356,6 +501,9 @@ struct Prepared<'a> {
     cwd: Option<CString>,
     /// What becomes fd 0, 1 and 2 (-1: warden's own stays).
     stdio: [c_int; 3],
+    /// The child shares warden's descriptor table and keeps a copy of those below this
+    /// alone; -1: it gets a copy of the whole table.
+    keep: c_int,
     pre_exec: &'a PreExec,
 }
 
@@ -377,6 +525,7 @@ struct ChildSetup<'a> {
     envp: *const *const c_char,
     cwd: *const c_char,
     stdio: [c_int; 3],
+    keep: c_int,
     pre_exec: &'a PreExec,
     /// The errno of the step that failed; 0 while all went well (the child then exec'd).
     error: c_int,
@@ -400,6 +549,7 @@ struct CloneArgs {
 }
 
 const CLONE_VM: u64 = 0x100;
+const CLONE_FILES: u64 = 0x400;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -422,6 +572,7 @@ impl Prepared<'_> {
             envp: envp.as_ptr(),
             cwd: self.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             stdio: self.stdio,
+            keep: self.keep,
             pre_exec: self.pre_exec,
             error: 0,
         };
@@ -429,6 +580,9 @@ impl Prepared<'_> {
         let stack = stack.lock().unwrap_or_else(PoisonError::into_inner);
         let mut pidfd: c_int = -1;
         let mut flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD;
+        if self.keep >= 0 {
+            flags |= CLONE_FILES;
+        }
         let mut cgroup_fd = 0;
         if let Some(dir) = cgroup {
             flags |= CLONE_INTO_CGROUP;
@@ -614,6 +768,17 @@ extern "C" fn child_main(setup: *mut c_void) -> ! {
 unsafe fn child_steps(setup: &ChildSetup<'_>) -> Result<(), c_int> {
     // SAFETY: the caller's contract; each call is async-signal-safe.
     unsafe {
+        // First of all, a descriptor table of its own: until then it is warden's.
+        if setup.keep >= 0
+            && libc::syscall(
+                libc::SYS_close_range,
+                setup.keep as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_UNSHARE,
+            ) != 0
+        {
+            return Err(errno());
+        }
         // A handler of warden's must never run here; ignored signals stay ignored (as
         // with std), except SIGPIPE, which Rust ignores for itself.
         for signal in 1..=64 {
@@ -698,6 +863,8 @@ mod tests {
                 .collect(),
             cwd: cwd.map(PathBuf::from),
             output: ChildOutput::Pipe(write),
+            handoff: None,
+            keeper: None,
             pre_exec: PreExec::default(),
         };
         (launch, std::fs::File::from(read))
@@ -737,12 +904,48 @@ mod tests {
         let (cloned, mut read) = launch(SCRIPT, &env, Some("/tmp"));
         let cloned_out = output_of(cloned, &mut read);
         let (by_std, mut read) = launch(SCRIPT, &env, Some("/tmp"));
-        let mut child = by_std.command().spawn().expect("std spawn");
+        let mut child =
+            crate::spawned::register(|| by_std.spawn_std(), |c| Some(c.id())).expect("std spawn");
         let _ = child.wait();
         let mut std_out = String::new();
         read.read_to_string(&mut std_out).expect("read");
         assert_eq!(cloned_out, "zero|one two|bar baz|/tmp|/usr/bin:/bin\nerr\n");
         assert_eq!(cloned_out, std_out);
+    }
+
+    /// A cloned child shares warden's descriptor table until its first step: it must
+    /// leave warden's 0-2 alone, keep nothing of warden's but what it inherits (in the
+    /// slots), and reach its handoff folder at the number its environment names.
+    #[test]
+    fn a_cloned_child_gets_its_own_descriptors_and_leaves_warden_s_alone() {
+        let ours = || -> Vec<Option<PathBuf>> {
+            (0..3)
+                .map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+                .collect()
+        };
+        let before = ours();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("token"), "secret\n").expect("write");
+        let slots = Slots::get().expect("slots");
+        let script = "ls /proc/self/fd; echo --; cat /proc/self/fd/$H/token";
+        let handoff = slots.handoff.to_string();
+        let (mut launch, mut read) = launch(script, &[("H", &handoff)], None);
+        let folder = std::fs::File::open(dir.path()).expect("open the folder");
+        launch.handoff = Some(folder.into());
+        launch.keeper = Some(read.try_clone().expect("dup").into());
+        let out = output_of(launch, &mut read);
+        assert_eq!(ours(), before, "warden's fds 0-2 changed");
+        let (fds, token) = out.split_once("--\n").expect("two parts");
+        assert_eq!(token, "secret\n");
+        let fds: Vec<c_int> = fds.lines().filter_map(|l| l.parse().ok()).collect();
+        let expected = [0, 1, 2, slots.handoff, slots.keeper];
+        let others: Vec<&c_int> = fds.iter().filter(|fd| !expected.contains(fd)).collect();
+        assert!(
+            expected.iter().all(|fd| fds.contains(fd)),
+            "missing fds in {fds:?}"
+        );
+        // ls's own open folder, nothing else.
+        assert!(others.len() <= 1, "the child inherited more: {fds:?}");
     }
 
     #[test]

@@ -90,9 +90,8 @@ impl Leader {
     /// with the orphan reaper ([`super::spawned::register`]) before anything can reap it.
     pub(crate) fn spawn(launch: Launch, cgroup: Option<&OwnedFd>) -> io::Result<(Self, Born)> {
         if !proc::pidfds_available() {
-            let mut cmd = tokio::process::Command::from(launch.command());
-            cmd.kill_on_drop(false);
-            let child = super::spawned::register(|| cmd.spawn(), tokio::process::Child::id)?;
+            let child =
+                super::spawned::register(|| launch.spawn_tokio(), tokio::process::Child::id)?;
             return Ok((Self::Tokio(child), Born::Outside));
         }
         let cloned = super::spawned::register(
@@ -113,8 +112,7 @@ impl Leader {
             }
             Err(CloneRefused::Run(e)) => Err(e),
             Err(CloneRefused::Unavailable) => {
-                let mut cmd = launch.command();
-                let child = super::spawned::register(|| cmd.spawn(), |c| Some(c.id()))?;
+                let child = super::spawned::register(|| launch.spawn_std(), |c| Some(c.id()))?;
                 // Our child, not reaped yet: its pid is still its own.
                 let pidfd = proc::pidfd_open(child.id());
                 Ok((Self::watched(OwnChild::Std(child), pidfd), Born::Outside))
