@@ -263,8 +263,12 @@ fn a_relative_program_is_found_from_the_config_folder_not_from_cwd() {
     let w = Warden::start_in(dir, body);
     running_pid(&w, "svc");
     let started = work.join("started.txt");
-    wait_until("the program wrote where it runs", T, || started.exists());
-    let cwd = std::fs::read_to_string(&started).expect("started.txt");
+    // The shell creates the file before it writes the line: wait for the whole line.
+    let cwd = wait_for("the program wrote where it runs", T, || {
+        std::fs::read_to_string(&started)
+            .ok()
+            .filter(|text| text.ends_with('\n'))
+    });
     assert_eq!(
         Path::new(cwd.trim()),
         work.canonicalize().expect("canonical"),
