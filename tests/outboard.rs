@@ -468,9 +468,12 @@ fn a_child_speaking_another_protocol_before_its_ipc_ready_is_failed_for_good() {
 
 #[test]
 fn a_child_that_stops_answering_heartbeats_is_restarted() {
+    // The heartbeat also bounds the time to connect (heartbeat x missed): 2 s for a
+    // python relay to start and the test to say hello on 2 busy cores (400 ms was missed
+    // under load, and the restarted child's new token refused the test's hello).
     let w = Warden::start(&played_entry(
         "fake",
-        "heartbeat = \"200ms\"\nmissed = 2\nrestart = { backoff = { initial = \"100ms\" } }",
+        "heartbeat = \"1s\"\nmissed = 2\nrestart = { backoff = { initial = \"100ms\" } }",
     ));
     let a = w.wait_state("fake", "running", T);
     let pid = pid_of(&a).expect("pid");
