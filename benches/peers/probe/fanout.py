@@ -60,7 +60,7 @@ def main():
                 stamps = []
             count = len(stamps)
             if count >= n:
-                last = max(stamps)
+                first, last = min(stamps), max(stamps)
                 break
             time.sleep(0.01)
         per, total = {}, 0
@@ -80,8 +80,9 @@ def main():
         if last is None:
             print("fan-out FAILED: %d/%d started" % (count, n))
         else:
-            print("fan-out %.3f s; warden CPU %.0f ms (%s); open files soft limit %d"
-                  % ((last - t0) / 1e9, total / 1e6, shown, __import__("resource").getrlimit(7)[0]))
+            print("fan-out %.3f s (first start line at %.3f s); warden CPU %.0f ms (%s); open files soft limit %d"
+                  % ((last - t0) / 1e9, (first - t0) / 1e9, total / 1e6, shown,
+                     __import__("resource").getrlimit(7)[0]))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
