@@ -9,15 +9,6 @@
 //! `cargo run --release --example bench_flood [-- KILLS FLOODERS]` (defaults 300 and 1).
 //! Prints p50/p99 of each phase (medians of 3 rounds) and the flood/quiet ratios; the goal
 //! is p99(flood) <= 2x p99(quiet). The machine is shared and noisy: run it several times.
-//!
-//! Fairness: the quiet and flood rounds alternate (quiet, flood, quiet, ...), so a change
-//! of the machine's load during the run moves both phases alike instead of only the later
-//! one. The supervision thread (this program's main thread, which runs the tree) gets the
-//! priority `warden up` gives it ([`warden::priority::raise_this_thread`]: nice -10 when
-//! allowed, children and other threads at nice 0); `BENCH_FLOOD_NO_RAISE=1` measures it at
-//! nice 0 instead, as an embedding program that does not raise it. After each flood round
-//! its files are deleted and the file systems synced, so the writeback of what it wrote
-//! falls in no later round.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -124,34 +115,22 @@ async fn restart_latency(dir: &Path, kills: usize, flooders: usize) -> Vec<f64> 
     samples
 }
 
-/// p50 and p99 of the rounds of one phase.
-#[derive(Default)]
-struct Phase {
-    p50s: Vec<f64>,
-    p99s: Vec<f64>,
-}
-
-impl Phase {
-    /// One round of `kills` kills beside `flooders` floods.
-    async fn round(&mut self, dir: &Path, kills: usize, flooders: usize) {
+/// Median p50 and median p99 over [`ROUNDS`] rounds.
+async fn phase(dir: &Path, kills: usize, flooders: usize) -> (f64, f64) {
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    for _ in 0..ROUNDS {
         let s = restart_latency(dir, kills, flooders).await;
-        self.p50s.push(percentile(&s, 0.5));
-        self.p99s.push(percentile(&s, 0.99));
+        p50s.push(percentile(&s, 0.5));
+        p99s.push(percentile(&s, 0.99));
         for i in 0..flooders {
             let _ = std::fs::remove_file(flood_log(dir, i));
             let _ = std::fs::remove_file(dir.join(format!("flood{i}.log.1")));
         }
-        // The flood leaves hundreds of MiB of dirty pages and deleted files behind: write
-        // them back now, so that their writeback does not land in the next (quiet) round.
-        nix::unistd::sync();
     }
-
-    /// Median p50 and median p99 of the rounds.
-    fn medians(mut self) -> (f64, f64) {
-        self.p50s.sort_by(f64::total_cmp);
-        self.p99s.sort_by(f64::total_cmp);
-        (self.p50s[ROUNDS / 2], self.p99s[ROUNDS / 2])
-    }
+    p50s.sort_by(f64::total_cmp);
+    p99s.sort_by(f64::total_cmp);
+    (p50s[ROUNDS / 2], p99s[ROUNDS / 2])
 }
 
 fn main() {
@@ -160,22 +139,9 @@ fn main() {
     let flooders: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let dir = std::env::temp_dir().join(format!("warden-bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let raised = if std::env::var_os("BENCH_FLOOD_NO_RAISE").is_some() {
-        "nice 0 (BENCH_FLOOD_NO_RAISE)".to_owned()
-    } else {
-        match warden::priority::raise_this_thread() {
-            Ok(nice) => format!("nice {nice}, as under `warden up`"),
-            Err(reason) => format!("not raised: {reason}"),
-        }
-    };
     actix::System::new().block_on(async {
-        let (mut quiet, mut flood) = (Phase::default(), Phase::default());
-        for _ in 0..ROUNDS {
-            quiet.round(&dir, kills, 0).await;
-            flood.round(&dir, kills, flooders).await;
-        }
-        let ((q50, q99), (f50, f99)) = (quiet.medians(), flood.medians());
-        println!("supervision thread: {raised}");
+        let (q50, q99) = phase(&dir, kills, 0).await;
+        let (f50, f99) = phase(&dir, kills, flooders).await;
         println!(
             "restart latency (kill -> replacement spawned), {kills} kills x {ROUNDS} rounds, medians of rounds:"
         );
