@@ -1,7 +1,8 @@
 //! What each spawn costs warden in open fds: one pidfd per live service process, never
-//! two. Every fd warden holds is copied into each child it spawns (clone) and closed again
-//! by the child's exec, while the supervision thread waits to read the child's /proc
-//! stat: measured in docs/benchmarks.md, 3,000 fds cost ~240 us per spawn there, 2,000 ~160 us.
+//! two. A child leaves warden's descriptor table at its first step (it keeps only the low
+//! slots it inherits through), but where `clone3` is refused every fd warden holds is
+//! copied into each child and closed again by the child's exec: measured in
+//! docs/benchmarks.md, 3,000 fds cost ~240 us per spawn there, 2,000 ~160 us.
 mod support;
 
 use std::time::Duration;
