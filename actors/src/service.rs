@@ -52,7 +52,7 @@ use warden_supervisors::{
 
 use self::cgroup::{Cgroups, RunContainment};
 use self::launch::{ChildOutput, Launch, PreExec};
-use self::leader::{Born, Leader};
+use self::leader::Leader;
 use self::log::{LogFile, LogSpec};
 use self::ready::{NotifySocket, ReadyCheck};
 use self::records::{Adoptable, ProcessRecords, Written};
@@ -384,7 +384,7 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
-        let containment = containment.enter(cgroup, pid, born == Born::InCgroup);
+        let containment = containment.enter(cgroup, pid, born);
         // Written on the store's own thread; the run waits for it before it reaps.
         let written = match &self.records {
             Some(records) => records.saved(&cx.path, pid, output_id),

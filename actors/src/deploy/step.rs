@@ -125,7 +125,7 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         }
     };
     let pid = child.id();
-    let containment = containment.enter(cgroup, pid, false);
+    let containment = containment.enter(cgroup, pid, crate::service::launch::Born::Outside);
     (cx.on_pid)(Some(pid));
     let reader = read_tail(read);
     let deadline = Instant::now() + cx.timeout;

@@ -22,13 +22,15 @@
 
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use warden_supervisors::{ActorPath, Containment};
+
+use super::launch::Born;
 
 /// How long the end of a run waits for its cgroup to empty after `cgroup.kill` before it
 /// leaves the cgroup behind (a process stuck in the kernel cannot be hurried).
@@ -234,19 +236,14 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// credentials: a child that drops to another user still gets in, Linux 5.16+ checks the
 /// opener's).
 fn openat_procs(folder: &OwnedFd) -> io::Result<File> {
-    // SAFETY: a NUL-terminated name relative to an open folder; a fresh fd or -1.
-    let fd = unsafe {
-        libc::openat(
-            folder.as_raw_fd(),
-            c"cgroup.procs".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the fd just opened, owned by nobody else.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        folder,
+        "cgroup.procs",
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(File::from(fd))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -397,15 +394,15 @@ impl RunContainment {
     }
 
     /// The run's containment once its leader `pid` is spawned: a leader born in the
-    /// cgroup (`born_inside`, cloned into `folder`) is there already; else it is moved
+    /// cgroup (cloned into `folder`) is there already; else it is moved
     /// in, then every descendant it already forked (see the module doc for the window
     /// this closes). A leader that cannot be moved leaves the run contained by its
     /// process group, with a warning.
-    pub(crate) fn enter(self, folder: Option<OwnedFd>, pid: u32, born_inside: bool) -> Self {
+    pub(crate) fn enter(self, folder: Option<OwnedFd>, pid: u32, born: Born) -> Self {
         let (Self::Cgroup(cgroup), Some(folder)) = (self, folder) else {
             return Self::Group;
         };
-        if born_inside {
+        if born == Born::InCgroup {
             return Self::Cgroup(cgroup);
         }
         let procs = openat_procs(&folder);

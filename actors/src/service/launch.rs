@@ -278,14 +278,23 @@ fn close_range_unshares() -> bool {
 
 const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
 
+/// Where a new leader lives once spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Born {
+    /// In the run's cgroup (cloned into it).
+    InCgroup,
+    /// Where warden is: the run moves it.
+    Outside,
+}
+
 /// A leader started by [`Launch::clone3`].
 #[derive(Debug)]
 pub(crate) struct Cloned {
     pub pid: u32,
     /// Its pidfd, from the clone itself.
     pub pidfd: OwnedFd,
-    /// Whether it was born in the run's cgroup.
-    pub in_cgroup: bool,
+    /// Where it was born.
+    pub born: Born,
 }
 
 /// Why [`Launch::clone3`] did not start the child.
@@ -654,7 +663,11 @@ impl Prepared<'_> {
         Ok(Cloned {
             pid,
             pidfd,
-            in_cgroup: cgroup.is_some(),
+            born: if cgroup.is_some() {
+                Born::InCgroup
+            } else {
+                Born::Outside
+            },
         })
     }
 }

@@ -19,7 +19,7 @@ use std::process::ExitStatus;
 
 use tokio::io::unix::AsyncFd;
 
-use super::launch::{CloneRefused, Launch};
+use super::launch::{Born, CloneRefused, Launch};
 use super::proc;
 
 /// How often a leader whose pidfd could not be registered is polled for its exit.
@@ -76,15 +76,6 @@ impl OwnChild {
     }
 }
 
-/// Where the leader lives, as [`Leader::spawn`] left it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Born {
-    /// In the run's cgroup (cloned into it).
-    InCgroup,
-    /// Where warden is: the run moves it.
-    Outside,
-}
-
 impl Leader {
     /// Starts `launch` (in the cgroup of the open folder `cgroup` when it can), registered
     /// with the orphan reaper ([`super::spawned::register`]) before anything can reap it.
@@ -100,11 +91,7 @@ impl Leader {
         )?;
         match cloned {
             Ok(cloned) => {
-                let born = if cloned.in_cgroup {
-                    Born::InCgroup
-                } else {
-                    Born::Outside
-                };
+                let born = cloned.born;
                 Ok((
                     Self::watched(OwnChild::Cloned(cloned.pid, None), Ok(cloned.pidfd)),
                     born,
