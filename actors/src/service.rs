@@ -21,6 +21,7 @@
 //! [`proc::Pinned`] identity (or their cgroup).
 
 pub(crate) mod cgroup;
+pub(crate) mod child_env;
 pub(crate) mod launch;
 pub(crate) mod leader;
 pub(crate) mod listener;
@@ -31,8 +32,7 @@ pub(crate) mod records;
 pub(crate) mod run_as;
 pub mod spawned;
 
-use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -51,6 +51,7 @@ use warden_supervisors::{
 };
 
 use self::cgroup::{Cgroups, RunContainment};
+use self::child_env::ChildEnv;
 use self::launch::{ChildOutput, Launch, PreExec};
 use self::leader::Leader;
 use self::log::{LogFile, LogSpec};
@@ -208,7 +209,7 @@ impl ServiceFactory {
             if let Some(fd) = fd_on(pid, output) {
                 match reopen_fd(pid, fd) {
                     Ok(read) => {
-                        log.clone().drain(read);
+                        log.clone().drain(read, true);
                     }
                     Err(e) => {
                         tracing::warn!(path = %cx.path, error = %e, "cannot reattach the output of an adopted process")
@@ -275,14 +276,9 @@ impl ChildFactory for ServiceFactory {
             }
         }
         let spec = &self.spec;
-        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-        // What warden itself was handed by its own manager is not the child's.
-        for key in INHERITED_NOT_PASSED_ON {
-            env.remove(OsStr::new(key));
-        }
-        let mut set = |key: &str, value: OsString| {
-            env.insert(OsString::from(key), value);
-        };
+        // warden's own environment, less what was handed to warden itself.
+        let mut env = ChildEnv::inherited();
+        let mut set = |key: &str, value: OsString| env.set(key, value);
         for (key, value) in &spec.env {
             set(key, value.into());
         }
@@ -320,7 +316,6 @@ impl ChildFactory for ServiceFactory {
                 let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(|e| format!("cannot create output pipe: {e}"))?;
                 if self.records.is_some() {
-                    grow_pipe(&read);
                     output_id = fd_identity(&read);
                     keeper = read.try_clone().ok();
                 }
@@ -391,7 +386,7 @@ impl ChildFactory for ServiceFactory {
             None => Written::done(),
         };
         if let (Some(read), Some(log)) = (pipe_read, &self.log) {
-            log.clone().drain(read);
+            log.clone().drain(read, self.records.is_some());
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         let containment_kind = containment.kind();
@@ -420,19 +415,6 @@ impl ChildFactory for ServiceFactory {
         })
     }
 }
-
-/// Variables of warden's own environment that its children must not inherit: the
-/// sd_notify socket, watchdog and socket activation of warden's own unit (a notify child
-/// gets its own `NOTIFY_SOCKET`), and the state_dir marker of older wardens.
-pub(crate) const INHERITED_NOT_PASSED_ON: [&str; 7] = [
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "WARDEN_STATE_DIR",
-];
 
 /// Signals the process group `pgid` of a child of warden's own that is not reaped yet
 /// (its leader alive or a zombie), so the group's number cannot belong to anyone else.
@@ -612,12 +594,4 @@ fn fd_identity(fd: &std::os::fd::OwnedFd) -> Option<String> {
     nix::sys::stat::fstat(fd)
         .ok()
         .map(|st| format!("pipe:[{}]", st.st_ino))
-}
-
-/// Makes the pipe hold up to 1 MiB (best effort), so a child can write that much while no
-/// warden reads.
-fn grow_pipe(fd: &std::os::fd::OwnedFd) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl on a valid fd with an integer argument.
-    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
 }

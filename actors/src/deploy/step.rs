@@ -91,7 +91,7 @@ pub fn run(argv: &[String], cx: &StepContext<'_>) -> StepRun {
         Err(e) => return failed(format!("cannot create the output pipe: {e}")),
     };
     let mut cmd = Command::new(program);
-    for key in crate::service::INHERITED_NOT_PASSED_ON {
+    for key in crate::service::child_env::INHERITED_NOT_PASSED_ON {
         cmd.env_remove(key);
     }
     cmd.args(args)

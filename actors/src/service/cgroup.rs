@@ -23,7 +23,6 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -52,6 +51,9 @@ pub struct Cgroups {
     /// root.
     mount: PathBuf,
     mount_root: PathBuf,
+    /// `base`, opened once (`O_PATH`): a service's folder is opened relative to it, a walk
+    /// of its own path only.
+    base_folder: OwnedFd,
 }
 
 impl Cgroups {
@@ -98,11 +100,14 @@ impl Cgroups {
                 "the kernel has no cgroup.kill (Linux 5.14+)".into(),
             ));
         }
+        let base_folder = open_folder(None, &base)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", base.display())))?;
         Ok(Self {
             base,
             base_name,
             mount,
             mount_root,
+            base_folder,
         })
     }
 
@@ -235,6 +240,19 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// The `cgroup.procs` of the open cgroup folder `folder`, for writing (with warden's
 /// credentials: a child that drops to another user still gets in, Linux 5.16+ checks the
 /// opener's).
+/// Opens the folder `path` (relative to `at` when given) as a handle only (`O_PATH`):
+/// what `clone3` takes to start a child in it, and what `cgroup.procs` is opened from.
+fn open_folder(at: Option<&OwnedFd>, path: &Path) -> io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::empty();
+    let fd = match at {
+        Some(at) => nix::fcntl::openat(at, path, flags, mode)?,
+        None => nix::fcntl::open(path, flags, mode)?,
+    };
+    Ok(fd)
+}
+
 fn openat_procs(folder: &OwnedFd) -> io::Result<File> {
     use nix::fcntl::OFlag;
     let fd = nix::fcntl::openat(
@@ -301,12 +319,8 @@ impl ServiceCgroup {
     /// or moved through its `cgroup.procs`).
     fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, OwnedFd)> {
         let dir = cgroups.service_dir(path);
-        let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY)
-                .open(&dir)
-        };
+        let relative: PathBuf = path.segments().collect();
+        let open = || open_folder(Some(&cgroups.base_folder), &relative);
         let folder = match open() {
             Ok(folder) => folder,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -320,7 +334,7 @@ impl ServiceCgroup {
                 dir,
                 path: path.to_string(),
             },
-            folder.into(),
+            folder,
         ))
     }
 

@@ -117,9 +117,15 @@ impl LogFile {
     /// writer has closed it, off the caller's thread: the pipe is read by a task on the
     /// log reader thread (see [`reader`]) and written by the log writer thread (see
     /// [`writer`]), so the supervision thread never touches a child's output.
-    pub fn drain(self: Arc<Self>, fd: OwnedFd) {
+    /// `grow`: the pipe is first made to hold up to 1 MiB (best effort), so that its child
+    /// can write that much while no warden reads (a process record lets a later warden
+    /// adopt it); done here, off the supervision thread (the kernel allocates the ring).
+    pub fn drain(self: Arc<Self>, fd: OwnedFd, grow: bool) {
         let live = LiveDrain::new();
         let copy = async move {
+            if grow {
+                grow_pipe(&fd);
+            }
             self.copy(fd).await;
             drop(live);
         };
@@ -371,6 +377,13 @@ impl Job {
             }
         }
     }
+}
+
+/// Makes the pipe of `fd` hold up to 1 MiB (best effort).
+fn grow_pipe(fd: &OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: fcntl on a valid fd with an integer argument.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
 }
 
 /// Log threads give way to supervision when CPU is short: nice +10 for the calling thread
