@@ -9,7 +9,10 @@
 //! runs at nice 0. Only a warden started at nice 0 is raised (one started nicer or less
 //! nice keeps what its operator chose, and its children inherit it as before), and only
 //! where it may (root, or `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows it). The nice
-//! value and the reset flag survive a reexec (same thread, same process).
+//! value and the reset flag survive a reexec (same thread, same process). One exception,
+//! made by the spawn itself: a child keeps the raise from its clone until right before its
+//! exec, while it runs warden's code and the thread waits for it (see `LentPriority` in
+//! `warden_actors`' launch module); the program it execs starts at nice 0.
 
 use std::io;
 
