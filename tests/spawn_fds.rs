@@ -57,3 +57,28 @@ fn each_service_process_costs_warden_one_pidfd_across_restarts() {
         "every service process is watched through a pidfd"
     );
 }
+
+/// SEMANTICS 84: a child gets of warden's descriptors only those handed to it. A
+/// descriptor that whoever started warden left open for it (fd 3 here, not close-on-exec,
+/// below the slots warden hands descriptors through) is not passed on to its services.
+#[test]
+fn a_descriptor_left_open_for_warden_is_not_passed_on_to_its_services() {
+    let dir = temp_dir();
+    let marker = dir.path().join("left-open-for-warden");
+    std::fs::write(&marker, "x").expect("write the marker");
+    let listing = dir.path().join("fds.txt");
+    let body = format!(
+        "[[service]]\nname = \"lister\"\ncommand = [\"sh\", \"-c\", \"ls -l /proc/$$/fd > {0}.tmp; mv {0}.tmp {0}; exec sleep 1000\"]\n",
+        listing.display()
+    );
+    let w = Warden::start_in_inheriting(dir, &body, &marker);
+    let warden_has_it =
+        std::fs::read_link(format!("/proc/{}/fd/3", w.pid())).is_ok_and(|target| target == marker);
+    assert!(warden_has_it, "warden itself holds the marker at fd 3");
+    wait_until("the service listed its fds", T, || listing.exists());
+    let fds = std::fs::read_to_string(&listing).expect("the listing");
+    assert!(
+        !fds.contains("left-open-for-warden"),
+        "the service inherited warden's fd 3:\n{fds}"
+    );
+}

@@ -329,20 +329,26 @@ impl Warden {
 
     /// As [`Warden::start`], in a given dir.
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
-        Self::started(Self::spawn_with(dir, body, &[], false))
+        Self::started(Self::spawn_with(dir, body, &[], false, None))
+    }
+
+    /// As [`Warden::start_in`], with `file` open for reading at fd 3 of warden (not
+    /// close-on-exec), as a careless parent of warden could leave one.
+    pub fn start_in_inheriting(dir: tempfile::TempDir, body: &str, file: &Path) -> Warden {
+        Self::started(Self::spawn_with(dir, body, &[], false, Some(file)))
     }
 
     /// As [`Warden::start_in`], with `env` added to warden's environment, and warden in a
     /// process group of its own (so that a wrong group signal from warden, which such
     /// tests provoke, cannot reach the test harness).
     pub fn start_in_env(dir: tempfile::TempDir, body: &str, env: &[(&str, &str)]) -> Warden {
-        Self::started(Self::spawn_with(dir, body, env, true))
+        Self::started(Self::spawn_with(dir, body, env, true, None))
     }
 
     /// As [`Warden::start_in`], but returns at once, without waiting for the admin API
     /// (for tests that act during start-up).
     pub fn spawn_in(dir: tempfile::TempDir, body: &str) -> Warden {
-        Self::spawn_with(dir, body, &[], false)
+        Self::spawn_with(dir, body, &[], false, None)
     }
 
     fn started(mut w: Warden) -> Warden {
@@ -361,6 +367,7 @@ impl Warden {
         body: &str,
         env: &[(&str, &str)],
         own_group: bool,
+        fd3: Option<&Path>,
     ) -> Warden {
         use std::os::unix::process::CommandExt;
         let port = free_port();
@@ -369,7 +376,19 @@ impl Warden {
             format!("state_dir = \"state\"\n[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{body}");
         std::fs::write(&config, text).expect("write config");
         let stderr = dir.path().join("warden.stderr");
-        let mut cmd = Command::new(warden_bin());
+        let mut cmd = match fd3 {
+            // sh opens it at fd 3 exactly, then becomes warden.
+            Some(file) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg("exec 3<\"$1\"; shift; exec \"$@\"")
+                    .arg("sh")
+                    .arg(file)
+                    .arg(warden_bin());
+                sh
+            }
+            None => Command::new(warden_bin()),
+        };
         cmd.arg("up")
             .arg("-c")
             .arg(&config)

@@ -28,7 +28,7 @@
 //! `Command`; where only `CLONE_INTO_CGROUP` is refused (kernels before 5.7, a cgroup
 //! that has controllers of its own), the child is cloned outside and moved, as before.
 
-use std::ffi::{c_char, c_int, c_void, CString, OsStr, OsString};
+use std::ffi::{c_char, c_int, c_uint, c_void, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
@@ -176,8 +176,9 @@ impl PreExec {
 /// Four descriptors warden reserves at low numbers (each `/dev/null` between spawns),
 /// where a spawn places what its child inherits: the child then needs only warden's
 /// lowest descriptors. A cloned child shares warden's descriptor table until its first
-/// step, which keeps a copy of the numbers below [`Slots::end`] alone (`close_range` with
-/// `CLOSE_RANGE_UNSHARE`): with 1,000 services warden holds about 2,000 descriptors, which
+/// step, which copies the numbers up to the highest slot alone (`close_range` with
+/// `CLOSE_RANGE_UNSHARE`), then closes those among them that are not slots (a descriptor
+/// left open for warden by its own parent is not the child's): with 1,000 services warden holds about 2,000 descriptors, which
 /// a plain clone copies and the child's exec then closes one by one (11% of all CPU in a
 /// fan-out of 1,000: docs/benchmarks.md). The numbers are fixed for warden's life, so an
 /// environment can name them before the spawn (`/proc/self/fd/N/...`).
@@ -197,6 +198,13 @@ impl Slots {
     /// The slots, reserved on first use.
     pub(crate) fn get() -> io::Result<&'static Slots> {
         static SLOTS: OnceLock<Slots> = OnceLock::new();
+        static RESERVING: Mutex<()> = Mutex::new(());
+        if let Some(slots) = SLOTS.get() {
+            return Ok(slots);
+        }
+        // One reservation at a time (a caller outside the spawn lock may come first): the
+        // slots are the lowest free numbers, not interleaved with another reservation's.
+        let _reserving = RESERVING.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(slots) = SLOTS.get() {
             return Ok(slots);
         }
@@ -218,14 +226,14 @@ impl Slots {
             handoff: reserve()?,
             keeper: reserve()?,
         };
-        // Two first spawns at once cannot happen (the spawn lock); the loser's four fds
-        // would only stay open.
         Ok(SLOTS.get_or_init(|| slots))
     }
 
-    /// One past the highest slot: what a cloned child keeps of warden's descriptors.
-    fn end(&self) -> c_int {
-        self.null.max(self.out).max(self.handoff).max(self.keeper) + 1
+    /// The slots in ascending order: what a cloned child keeps of warden's descriptors.
+    fn sorted(&self) -> [c_int; 4] {
+        let mut slots = [self.null, self.out, self.handoff, self.keeper];
+        slots.sort_unstable();
+        slots
     }
 
     /// Puts `fd` at `slot` (inheritable unless `cloexec`).
@@ -454,12 +462,8 @@ impl Launch {
             ChildOutput::Inherit => -1,
             ChildOutput::Null => null,
         };
-        // The child keeps warden's descriptors below `keep` alone (see [`Slots`]).
-        let keep = if close_range_unshares() {
-            slots.end()
-        } else {
-            -1
-        };
+        // The child keeps the slots alone of warden's descriptors (see [`Slots`]).
+        let keep = close_range_unshares().then(|| slots.sorted());
         Ok(Prepared {
             paths,
             argv,
@@ -513,9 +517,9 @@ struct Prepared<'a> {
     cwd: Option<CString>,
     /// What becomes fd 0, 1 and 2 (-1: warden's own stays).
     stdio: [c_int; 3],
-    /// The child shares warden's descriptor table and keeps a copy of those below this
-    /// alone; -1: it gets a copy of the whole table.
-    keep: c_int,
+    /// The child shares warden's descriptor table and keeps a copy of these slots (in
+    /// ascending order) alone, besides 0-2; `None`: it gets a copy of the whole table.
+    keep: Option<[c_int; 4]>,
     pre_exec: &'a PreExec,
 }
 
@@ -537,12 +541,13 @@ struct ChildSetup<'a> {
     envp: *const *const c_char,
     cwd: *const c_char,
     stdio: [c_int; 3],
-    keep: c_int,
+    keep: Option<[c_int; 4]>,
     /// The kernel has reset every handled signal to its default (`CLONE_CLEAR_SIGHAND`).
     handlers_cleared: bool,
     /// The nice value to set right before the exec: the child runs at the spawning
     /// thread's raised priority until then ([`LentPriority`]).
     nice_at_exec: Option<c_int>,
+
     pre_exec: &'a PreExec,
     /// The errno of the step that failed; 0 while all went well (the child then exec'd).
     error: c_int,
@@ -601,6 +606,7 @@ impl Prepared<'_> {
             keep: self.keep,
             handlers_cleared: clear_handlers,
             nice_at_exec: None,
+
             pre_exec: self.pre_exec,
             error: 0,
         };
@@ -608,7 +614,7 @@ impl Prepared<'_> {
         let stack = stack.lock().unwrap_or_else(PoisonError::into_inner);
         let mut pidfd: c_int = -1;
         let mut flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD;
-        if self.keep >= 0 {
+        if self.keep.is_some() {
             flags |= CLONE_FILES;
         }
         if clear_handlers {
@@ -645,6 +651,7 @@ impl Prepared<'_> {
         };
         let lent = LentPriority::lend();
         setup.nice_at_exec = lent.as_ref().map(|_| 0);
+
         // SAFETY: `args` describes a stack that nothing else uses (its lock is held) and
         // the child runs `child_main` on it with `setup`, which outlives the clone (the
         // parent waits until the child has exec'd or exited: CLONE_VFORK).
@@ -856,16 +863,24 @@ extern "C" fn child_main(setup: *mut c_void) -> ! {
 unsafe fn child_steps(setup: &ChildSetup<'_>) -> Result<(), c_int> {
     // SAFETY: the caller's contract; each call is async-signal-safe.
     unsafe {
-        // First of all, a descriptor table of its own: until then it is warden's.
-        if setup.keep >= 0
-            && libc::syscall(
-                libc::SYS_close_range,
-                setup.keep as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_UNSHARE,
-            ) != 0
-        {
-            return Err(errno());
+        if let Some(slots) = setup.keep {
+            // First of all, a descriptor table of its own: until then it is warden's. It
+            // copies warden's descriptors up to the highest slot only.
+            let close = |first: c_int, last: c_uint, flags: c_uint| {
+                libc::syscall(libc::SYS_close_range, first as c_uint, last, flags)
+            };
+            if close(slots[3] + 1, c_uint::MAX, CLOSE_RANGE_UNSHARE) != 0 {
+                return Err(errno());
+            }
+            // Below it, what is not a slot: warden's own descriptors (close-on-exec
+            // anyway) and any that whoever started warden left open for it.
+            let mut first = 3;
+            for slot in slots {
+                if slot > first && close(first, (slot - 1) as c_uint, 0) != 0 {
+                    return Err(errno());
+                }
+                first = first.max(slot + 1);
+            }
         }
         // A handler of warden's must never run here; ignored signals stay ignored (as
         // with std), except SIGPIPE, which Rust ignores for itself. The kernel has reset
@@ -1056,8 +1071,12 @@ mod tests {
             expected.iter().all(|fd| fds.contains(fd)),
             "missing fds in {fds:?}"
         );
-        // ls's own open folder, nothing else.
-        assert!(others.len() <= 1, "the child inherited more: {fds:?}");
+        // ls's own open folder, nothing else (no descriptor of warden's below the slots
+        // either, such as one its own parent left open).
+        assert!(
+            others.len() <= 1,
+            "the child inherited more: {fds:?} (slots {slots:?})"
+        );
     }
 
     /// The handlers are reset by the kernel (`CLONE_CLEAR_SIGHAND`) or, before Linux 5.5,
