@@ -164,12 +164,7 @@ fn run_phase(kind: &str, kills: usize, flooders: usize) {
 fn phase(kind: &str, kills: usize, flooders: usize) -> (f64, f64) {
     let exe = std::env::current_exe().expect("own path");
     let out = Command::new(exe)
-        .args([
-            "--phase",
-            kind,
-            &kills.to_string(),
-            &flooders.to_string(),
-        ])
+        .args(["--phase", kind, &kills.to_string(), &flooders.to_string()])
         .output()
         .expect("phase process");
     assert!(
@@ -241,11 +236,8 @@ fn load() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let number = |i: usize, default: usize| {
-        args.get(i)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(default)
-    };
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     if args.get(1).map(String::as_str) == Some("--phase") {
         let kind = args.get(2).map_or("quiet", String::as_str);
         run_phase(kind, number(3, 300), number(4, 1));
