@@ -151,10 +151,13 @@ fn logs_keep_draining_beside_cpu_bound_load() {
             .collect(),
     );
     let w = Warden::start(
-        "[[service]]\nname = \"talker\"\ncommand = [\"sh\", \"-c\", \"i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; exec sleep 1000\"]\n",
+        "[[service]]\nname = \"talker\"\ncommand = [\"sh\", \"-c\", \"yes line | head -n 4000000; echo the end; exec sleep 1000\"]\n",
     );
+    // 20 MB: enough to keep the writer's queue full for a while.
     let log = w.path("state/logs/talker.log");
-    wait_until("all 20,000 lines in the log beside the hogs", T, || {
-        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("line 19999\n"))
-    });
+    wait_until(
+        "20 MB and the last line in the log beside the hogs",
+        T,
+        || std::fs::read_to_string(&log).is_ok_and(|text| text.ends_with("the end\n")),
+    );
 }
