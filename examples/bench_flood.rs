@@ -16,7 +16,7 @@
 //!   its supervision thread as `warden up` does ([`warden::priority`]; where it may not,
 //!   both phases run without), starts its tree, discards [`WARMUP`] restarts, then times
 //!   KILLS restarts; a flood phase measures only once every flood has written 8 MiB. A
-//!   flood phase deletes its logs before it exits.
+//!   phase flushes the log threads, then deletes its folder before it exits.
 //! - Phases come in PAIRS pairs, the order alternating (quiet then flood, flood then
 //!   quiet), so a slow drift of the shared machine's load lands on both sides alike.
 //! - After a flood phase the machine settles before the next phase: `syncfs`, then a wait
@@ -138,6 +138,9 @@ async fn restart_latency(dir: &Path, kills: usize, flooders: usize) -> Vec<f64> 
         }
     }
     tree.shutdown().await;
+    // What the log threads still hold goes to disk now, not after the folder is removed
+    // (a late write would create the log again).
+    warden_actors::flush_logs(Duration::from_secs(5)).await;
     samples.sort_by(f64::total_cmp);
     samples
 }
