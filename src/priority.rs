@@ -9,10 +9,10 @@
 //! runs at nice 0. Only a warden started at nice 0 is raised (one started nicer or less
 //! nice keeps what its operator chose, and its children inherit it as before), and only
 //! where it may (root, or `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows it). The nice
-//! value and the reset flag survive a reexec (same thread, same process). One exception,
-//! made by the spawn itself: a child keeps the raise from its clone until right before its
-//! exec, while it runs warden's code and the thread waits for it (see `LentPriority` in
-//! `warden_actors`' launch module); the program it execs starts at nice 0.
+//! value and the reset flag survive a reexec (same thread, same process). The raised
+//! thread also gets the shortest time slice (100 us, SEMANTICS 88), reset on fork like
+//! the nice value: on a busy CPU it is let in as soon as it wakes, instead of after the
+//! running task's slice.
 
 use std::io;
 
@@ -71,5 +71,9 @@ pub fn raise_this_thread() -> Result<i32, NotRaised> {
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, id, BOOST) } != 0 {
         return Err(NotRaised::Refused(io::Error::last_os_error()));
     }
+    // And the shortest slice (SEMANTICS 88), so that it is let in as soon as it wakes;
+    // best effort (kernels before 6.12 ignore it). Reset on fork like the nice value.
+    let _ =
+        warden_actors::sched::set_this_thread(BOOST, Some(warden_actors::sched::SHORT_SLICE), true);
     Ok(BOOST)
 }

@@ -17,6 +17,7 @@ mod outboard;
 pub mod peer;
 mod pool;
 mod redis_registry;
+pub mod sched;
 mod secret;
 mod service;
 pub mod state_file;

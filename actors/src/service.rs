@@ -368,7 +368,9 @@ impl ChildFactory for ServiceFactory {
         let (containment, cgroup) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
         // The write end of the pipe, the handoff folder and the keeper go to the child
         // with `launch`, closed by the spawn.
-        let spawned = Leader::spawn(launch, cgroup.as_ref());
+        // The clone runs warden's code until its exec: with a short slice, so that it is
+        // not held behind a flood on the CPU (SEMANTICS 87).
+        let spawned = crate::sched::spawn_urgently(|| Leader::spawn(launch, cgroup.as_ref()));
         let (child, born) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -379,6 +381,7 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
+        crate::sched::settle_child(pid);
         let containment = containment.enter(cgroup, pid, born);
         // Written on the store's own thread; the run waits for it before it reaps.
         let written = match &self.records {

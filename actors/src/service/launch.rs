@@ -544,9 +544,6 @@ struct ChildSetup<'a> {
     keep: Option<[c_int; 4]>,
     /// The kernel has reset every handled signal to its default (`CLONE_CLEAR_SIGHAND`).
     handlers_cleared: bool,
-    /// The nice value to set right before the exec: the child runs at the spawning
-    /// thread's raised priority until then ([`LentPriority`]).
-    nice_at_exec: Option<c_int>,
 
     pre_exec: &'a PreExec,
     /// The errno of the step that failed; 0 while all went well (the child then exec'd).
@@ -605,7 +602,6 @@ impl Prepared<'_> {
             stdio: self.stdio,
             keep: self.keep,
             handlers_cleared: clear_handlers,
-            nice_at_exec: None,
 
             pre_exec: self.pre_exec,
             error: 0,
@@ -649,8 +645,6 @@ impl Prepared<'_> {
                 8,
             )
         };
-        let lent = LentPriority::lend();
-        setup.nice_at_exec = lent.as_ref().map(|_| 0);
 
         // SAFETY: `args` describes a stack that nothing else uses (its lock is held) and
         // the child runs `child_main` on it with `setup`, which outlives the clone (the
@@ -663,7 +657,6 @@ impl Prepared<'_> {
             )
         };
         let clone_error = (ret < 0).then(|| io::Error::from_raw_os_error(-ret as c_int));
-        drop(lent);
         // SAFETY: as above.
         unsafe {
             libc::syscall(
@@ -701,56 +694,6 @@ impl Prepared<'_> {
                 Born::Outside
             },
         })
-    }
-}
-
-/// The spawning thread's raised priority, lent to the child it clones until its exec.
-///
-/// The supervision thread may run at a negative nice with `SCHED_RESET_ON_FORK`
-/// (`warden up`, see src/priority.rs): a child it cloned would start at nice 0 and wait
-/// for a CPU behind every other task, while the thread waits for its exec
-/// (`CLONE_VFORK`): 0.4 ms on average and up to 9 ms in a crash loop of 1,000 children
-/// (docs/benchmarks.md). So the reset is lifted for the clone alone: the child runs
-/// warden's own code at the thread's priority and sets nice 0 itself right before its
-/// exec, which is where the reset would have left it. Dropping this restores the reset.
-struct LentPriority(());
-
-impl LentPriority {
-    /// Lifts the reset when this thread runs raised with it; `None` otherwise (nothing to
-    /// lend, or the kernel refused: the child then starts at nice 0 as before).
-    fn lend() -> Option<Self> {
-        // SAFETY: getpriority and sched_getscheduler of the calling thread (0) take plain
-        // integers; errno is this thread's.
-        let raised = unsafe {
-            *libc::__errno_location() = 0;
-            let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
-            nice < 0
-                && errno() == 0
-                && libc::sched_getscheduler(0) == libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK
-        };
-        if !raised {
-            return None;
-        }
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: as above; SCHED_OTHER keeps the thread's nice value.
-        (unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) } == 0).then_some(Self(()))
-    }
-}
-
-impl Drop for LentPriority {
-    fn drop(&mut self) {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: as in `lend`.
-        let restored = unsafe {
-            libc::sched_setscheduler(0, libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK, &param)
-        } == 0;
-        if !restored {
-            // Without the reset every thread this one creates would inherit the raise:
-            // give the raise up instead.
-            // SAFETY: setpriority of the calling thread.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 0) };
-            tracing::warn!(error = %io::Error::last_os_error(), "cannot restore SCHED_RESET_ON_FORK: the supervision thread gives its raised priority up");
-        }
     }
 }
 
@@ -915,11 +858,8 @@ unsafe fn child_steps(setup: &ChildSetup<'_>) -> Result<(), c_int> {
             return Err(errno());
         }
         setup.pre_exec.apply()?;
-        if let Some(nice) = setup.nice_at_exec {
-            if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                return Err(errno());
-            }
-        }
+        // The short time slice it ran warden's code with is not the program's.
+        crate::sched::default_slice_before_exec();
         let none: u64 = 0;
         libc::syscall(
             libc::SYS_rt_sigprocmask,
@@ -1125,6 +1065,25 @@ mod tests {
                 "SIGPIPE still ignored (kernel reset: {clear_handlers})"
             );
         }
+    }
+
+    /// A child cloned with the short spawn slice (SEMANTICS 87) gives itself the default
+    /// slice before its exec: the program reads its own slice from its first instruction.
+    #[test]
+    fn a_child_spawned_urgently_execs_with_the_default_slice() {
+        let short = crate::sched::SPAWN_SLICE.as_nanos().to_string();
+        let (launch, mut read) = launch("exec cat /proc/self/sched", &[], None);
+        let out = crate::sched::spawn_urgently(|| output_of(launch, &mut read));
+        let slice = out
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.rsplit(':').next())
+            .map(str::trim)
+            .expect("an se.slice line");
+        assert_ne!(
+            slice, short,
+            "the program started with the spawn's short slice"
+        );
     }
 
     #[test]
