@@ -857,9 +857,10 @@ unsafe fn child_steps(setup: &ChildSetup<'_>) -> Result<(), c_int> {
         if !setup.cwd.is_null() && libc::chdir(setup.cwd) != 0 {
             return Err(errno());
         }
-        setup.pre_exec.apply()?;
-        // The short time slice it ran warden's code with is not the program's.
+        // The short time slice it ran warden's code with is not the program's: back to the
+        // default while the child is still warden's own (a user switch follows).
         crate::sched::default_slice_before_exec();
+        setup.pre_exec.apply()?;
         let none: u64 = 0;
         libc::syscall(
             libc::SYS_rt_sigprocmask,
