@@ -381,7 +381,6 @@ impl ChildFactory for ServiceFactory {
         let pid = child
             .id()
             .ok_or_else(|| "child exited before its pid was read".to_owned())?;
-        crate::sched::settle_child(pid);
         let containment = containment.enter(cgroup, pid, born);
         // Written on the store's own thread; the run waits for it before it reaps.
         let written = match &self.records {

@@ -178,9 +178,9 @@ impl PreExec {
 /// lowest descriptors. A cloned child shares warden's descriptor table until its first
 /// step, which copies the numbers up to the highest slot alone (`close_range` with
 /// `CLOSE_RANGE_UNSHARE`), then closes those among them that are not slots (a descriptor
-/// left open for warden by its own parent is not the child's): with 1,000 services warden holds about 2,000 descriptors, which
-/// a plain clone copies and the child's exec then closes one by one (11% of all CPU in a
-/// fan-out of 1,000: docs/benchmarks.md). The numbers are fixed for warden's life, so an
+/// left open for warden by its own parent is not the child's): with 1,000 services
+/// warden holds about 2,000 descriptors, which a plain clone copies and the child's exec
+/// then closes one by one (11% of all CPU in a fan-out of 1,000: docs/benchmarks.md). The numbers are fixed for warden's life, so an
 /// environment can name them before the spawn (`/proc/self/fd/N/...`).
 #[derive(Debug)]
 pub(crate) struct Slots {
@@ -393,7 +393,10 @@ impl Launch {
     pub(crate) fn spawn_std(self) -> io::Result<std::process::Child> {
         let slots = Slots::get()?;
         let _placed = self.place(slots)?;
-        self.command().spawn()
+        let child = self.command().spawn()?;
+        // It could not give itself the default slice before its exec, as a clone does.
+        crate::sched::settle_child(child.id());
+        Ok(child)
     }
 
     /// Spawns [`Launch::command`] with tokio (reaped by tokio, without pidfds), what the
@@ -403,7 +406,12 @@ impl Launch {
         let _placed = self.place(slots)?;
         let mut cmd = tokio::process::Command::from(self.command());
         cmd.kill_on_drop(false);
-        cmd.spawn()
+        let child = cmd.spawn()?;
+        // As in `spawn_std`.
+        if let Some(pid) = child.id() {
+            crate::sched::settle_child(pid);
+        }
+        Ok(child)
     }
 
     /// The same child as a `Command` (stdout and stderr set, stdin `/dev/null`, its own
@@ -544,7 +552,6 @@ struct ChildSetup<'a> {
     keep: Option<[c_int; 4]>,
     /// The kernel has reset every handled signal to its default (`CLONE_CLEAR_SIGHAND`).
     handlers_cleared: bool,
-
     pre_exec: &'a PreExec,
     /// The errno of the step that failed; 0 while all went well (the child then exec'd).
     error: c_int,
@@ -602,7 +609,6 @@ impl Prepared<'_> {
             stdio: self.stdio,
             keep: self.keep,
             handlers_cleared: clear_handlers,
-
             pre_exec: self.pre_exec,
             error: 0,
         };
@@ -645,7 +651,6 @@ impl Prepared<'_> {
                 8,
             )
         };
-
         // SAFETY: `args` describes a stack that nothing else uses (its lock is held) and
         // the child runs `child_main` on it with `setup`, which outlives the clone (the
         // parent waits until the child has exec'd or exited: CLONE_VFORK).
