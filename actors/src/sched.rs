@@ -168,8 +168,9 @@ fn plan() -> Plan {
 
 /// Runs `spawn` (which creates one process) so that the process starts with
 /// [`SPAWN_SLICE`] and the nice value a child of this thread gets anyway; the thread is
-/// switched back before this returns. Give the process the default slice back with
-/// [`settle_child`] once it has exec'd.
+/// switched back before this returns. The process goes back to the default slice at its
+/// exec: a clone resets it itself ([`default_slice_before_exec`]), a std spawn calls
+/// [`settle_child`].
 pub fn spawn_urgently<T>(spawn: impl FnOnce() -> T) -> T {
     let Plan::Switch { own, spawning } = plan() else {
         return spawn();
