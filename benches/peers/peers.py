@@ -20,7 +20,8 @@ own start line with it):
             a start stamp - the same child's previous exit stamp, and "nothing ran twice"
             checked twice: from the log (a start while the same child's previous instance
             has not written its exit line) and by a census of /proc (two live processes
-            carrying the same WARDEN_ACTOR at one moment).
+            carrying the same WARDEN_ACTOR at one moment; the compiled `census` under
+            SCHED_IDLE, so that the observer takes no CPU the restarts want).
 
 Safety: everything started carries WARDEN_BENCH_RUN=<id> in its environment; at the end
 of each measurement what is left with that marker is SIGKILLed by pid (never by name).
@@ -67,6 +68,37 @@ def median(values):
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def say(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def cpu_idle_share(window_s=0.5):
+    """The share of all CPUs' time that was idle (idle + iowait) over the next window_s."""
+    def sample():
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]
+    total0, idle0 = sample()
+    time.sleep(window_s)
+    total1, idle1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(what, idle=0.85, max_s=20.0):
+    """Waits (at most max_s) until the machine is quiet: the previous measurement's
+    teardown (a thousand processes killed and reaped, runit's scanner, warden's stop) and
+    whatever else ran must not land in the next one. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < max_s:
+        if cpu_idle_share() >= idle:
+            break
+    waited = time.monotonic() - t0
+    if waited >= max_s:
+        say("%s: the CPUs did not settle to %.0f%% idle in %.0f s; measuring anyway"
+            % (what, idle * 100, max_s))
+    return waited
 
 
 def machine():
@@ -917,7 +949,6 @@ def main(argv):
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rounds, chaos_runs, loads = [], [], []
-    say = lambda msg: print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)  # noqa: E731
     known = {cls.name: cls for cls in (Runit, S6, Supervisord, Pm2)}
     wanted = [w for w in args.peers.split(",") if w and not (args.no_runit and w == "runit")]
     for w in wanted:
@@ -934,6 +965,7 @@ def main(argv):
         for i in range(args.rounds):
             r = {"load": loadavg(), "errors": []}
             loads.append(r["load"])
+            settle("round %d floor" % (i + 1))
             s = floor_restart(ctx, args.kills)
             r["floor_p50"], r["floor_p99"] = pct(s, 50), pct(s, 99)
             r["floor_fan"] = floor_fanout(ctx, args.n)
@@ -941,6 +973,7 @@ def main(argv):
                 % (i + 1, r["floor_p50"], r["floor_p99"], r["floor_fan"], r["load"]))
             for cls in peers:
                 key = cls.name
+                settle("round %d %s" % (i + 1, key))
                 try:
                     s, failures = restart_latency(ctx, cls, args.kills)
                     r[key + "_p50"], r[key + "_p99"] = pct(s, 50), pct(s, 99)
@@ -962,6 +995,7 @@ def main(argv):
             rounds.append(r)
         if args.chaos > 0:
             lo, hi = (int(x) for x in args.chaos_life.split("-"))
+            settle("chaos")
             load = loadavg()
             say("chaos: %d children, %.0f s, life %d-%d ms (load %s)" % (args.chaos_n, args.chaos, lo, hi, load))
             c = chaos(ctx, args.chaos_n, args.chaos, (lo, hi), args.census_every)
