@@ -35,6 +35,12 @@ const BACKSTOP: Duration = Duration::from_secs(5);
 /// most this long (plus a scan).
 const MIN_PAUSE: Duration = Duration::from_millis(50);
 
+/// A scan waits at least this long after the SIGCHLD that woke it: the signal usually
+/// comes with a restart, and a scan run at once took the CPU from that restart (up to
+/// 0.2 ms of the supervision thread's, in every slow restart traced: docs/benchmarks.md,
+/// "The restart's tail"). Within [`MIN_PAUSE`], so an orphan waits no longer than before.
+const AFTER_SIGNAL: Duration = Duration::from_millis(10);
+
 /// Makes warden the reaper of its descendants' orphans (a subreaper unless it is PID 1)
 /// and starts the reaping thread.
 pub fn start() -> std::io::Result<ReaperRole> {
@@ -73,7 +79,11 @@ pub fn start() -> std::io::Result<ReaperRole> {
                     Err(_) => return,
                 }
                 // SIGCHLDs that come meanwhile wait in the pipe and make one scan.
-                std::thread::sleep(MIN_PAUSE.saturating_sub(scanned.elapsed()));
+                std::thread::sleep(
+                    MIN_PAUSE
+                        .saturating_sub(scanned.elapsed())
+                        .max(AFTER_SIGNAL),
+                );
             }
         })?;
     Ok(role)

@@ -12,11 +12,12 @@
 //! behind a flood's writer or another program on the same CPU (docs/benchmarks.md, "The
 //! flood benchmark made fair").
 //!
-//! So [`spawn_urgently`] spawns with the calling thread switched to [`SPAWN_SLICE`] and
-//! to the nice value its children get anyway (the clone inherits both), and without
-//! `SCHED_RESET_ON_FORK` (which would reset the slice), then switches the thread back;
-//! the child gives itself the kernel's default slice right before its exec
-//! ([`default_slice_before_exec`]), or, where std spawned it, [`settle_child`] right after.
+//! So [`spawn_urgently`] spawns with [`SPAWN_SLICE`] and without `SCHED_RESET_ON_FORK`
+//! (which would reset the slice), the calling thread keeping its nice value, then switches
+//! the thread back; the child gives itself the nice value a plain spawn would have given
+//! it and the kernel's default slice right before its exec
+//! ([`ChildSched::apply_before_exec`], from a cloned child or std's `pre_exec` hook), and
+//! [`settle_child`] is a backstop for the slice after a std spawn.
 //! On kernels without custom slices the calls change nothing. Scheduling policies other
 //! than `SCHED_OTHER` (an operator's batch, idle or real-time warden) are left alone.
 
@@ -108,11 +109,58 @@ pub fn set_this_thread(nice: i32, slice: Option<Duration>, reset_on_fork: bool) 
     )
 }
 
+/// What a child spawned by [`spawn_urgently`] gives itself right before its exec
+/// ([`ChildSched::apply_before_exec`]): it was cloned with the spawning thread's nice
+/// value (a raised supervision thread's -10) and the short slice, and takes the nice value
+/// a plain spawn would have given it (0 under a raised thread) with the kernel's default
+/// slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildSched {
+    nice: i32,
+}
+
+impl ChildSched {
+    /// What a child of the calling thread must do, while the thread is inside
+    /// [`spawn_urgently`] with its switch made; `None` at any other time (a child then
+    /// inherits as usual, the kernel resetting a raise).
+    pub fn for_this_thread() -> Option<Self> {
+        SWITCHED.get()
+    }
+
+    /// In the child, before its exec (still warden's code, still root's where warden is
+    /// root): `SCHED_OTHER` at its nice value with the default slice; where
+    /// `sched_setattr` is refused, the nice value alone (`setpriority`, which may always
+    /// lower a priority). Raw syscalls only: safe in a cloned child. Answers the errno
+    /// when the nice value could not be set: the child must not exec raised.
+    pub(crate) fn apply_before_exec(self) -> Result<(), libc::c_int> {
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: libc::SCHED_OTHER as u32,
+            nice: self.nice,
+            ..SchedAttr::default()
+        };
+        // SAFETY: raw syscalls with a live, correctly laid out struct and plain integers.
+        unsafe {
+            if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0 {
+                return Ok(());
+            }
+            if libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, self.nice) == 0 {
+                return Ok(());
+            }
+            Err(*libc::__errno_location())
+        }
+    }
+}
+
 /// What the calling thread does around spawns, worked out on its first spawn.
 #[derive(Debug, Clone, Copy)]
 enum Plan {
-    /// Spawn with `spawning`, then go back to `own`.
-    Switch { own: SchedAttr, spawning: SchedAttr },
+    /// Spawn with `spawning`, then go back to `own`; the child then applies `child`.
+    Switch {
+        own: SchedAttr,
+        spawning: SchedAttr,
+        child: ChildSched,
+    },
     /// Leave the thread as it is (another policy, no `sched_getattr`, or a switch back
     /// that failed once).
     Leave,
@@ -120,6 +168,8 @@ enum Plan {
 
 thread_local! {
     static PLAN: Cell<Option<Plan>> = const { Cell::new(None) };
+    /// Set while the thread spawns with its switch made (inside [`spawn_urgently`]).
+    static SWITCHED: Cell<Option<ChildSched>> = const { Cell::new(None) };
 }
 
 fn plan() -> Plan {
@@ -148,12 +198,19 @@ fn plan() -> Plan {
                     },
                     ..own
                 },
+                // The thread keeps its nice value: dropping it to its children's for the
+                // spawn let any thread it had just woken on its CPU (the reaper, the
+                // records) run first, up to a slice, while the restart waited
+                // (docs/benchmarks.md, "The restart's tail"). Only the reset on fork is
+                // off, so that the child starts with the short slice; the child takes
+                // its own nice value before its exec.
                 spawning: SchedAttr {
                     policy: libc::SCHED_OTHER as u32,
-                    nice: child_nice,
+                    nice: own.nice,
                     runtime: SPAWN_SLICE.as_nanos() as u64,
                     ..SchedAttr::default()
                 },
+                child: ChildSched { nice: child_nice },
             }
         }
         Ok(_) => Plan::Leave,
@@ -167,25 +224,35 @@ fn plan() -> Plan {
 }
 
 /// Runs `spawn` (which creates one process) so that the process starts with
-/// [`SPAWN_SLICE`] and the nice value a child of this thread gets anyway; the thread is
-/// switched back before this returns. The process goes back to the default slice at its
-/// exec: a clone resets it itself ([`default_slice_before_exec`]), a std spawn calls
-/// [`settle_child`].
+/// [`SPAWN_SLICE`]: the thread keeps its nice value and turns its reset on fork off for
+/// the spawn, and is switched back before this returns. The process inherits the
+/// thread's nice value, so it must give itself the one a plain spawn would have given it
+/// before its exec: `spawn` reads [`ChildSched::for_this_thread`] and has the child apply
+/// it ([`ChildSched::apply_before_exec`]; a cloned child and std's `pre_exec` hook both
+/// can). [`settle_child`] afterwards is a backstop for the slice alone.
 pub fn spawn_urgently<T>(spawn: impl FnOnce() -> T) -> T {
-    let Plan::Switch { own, spawning } = plan() else {
+    let Plan::Switch {
+        own,
+        spawning,
+        child,
+    } = plan()
+    else {
         return spawn();
     };
     if set(0, &spawning).is_err() {
         return spawn();
     }
+    SWITCHED.set(Some(child));
     let spawned = spawn();
+    SWITCHED.set(None);
     if let Err(e) = set(0, &own) {
-        // Back to the child's nice with the default slice, and no more switching: the
-        // thread could not get its own priority back (it lost CAP_SYS_NICE).
+        // Back to the child's nice with the default slice and the reset on fork, and no
+        // more switching: the thread could not get its own attributes back.
         tracing::warn!(error = %e, "cannot restore the supervision thread's priority after a spawn; it runs at its children's from now on");
         let _ = set(
             0,
             &SchedAttr {
+                nice: child.nice,
                 runtime: 0,
                 flags: own.flags,
                 ..spawning
@@ -194,13 +261,6 @@ pub fn spawn_urgently<T>(spawn: impl FnOnce() -> T) -> T {
         PLAN.set(Some(Plan::Leave));
     }
     spawned
-}
-
-/// In a child cloned by [`spawn_urgently`], still warden's code, right before its exec:
-/// gives itself the kernel's default slice, so that the program starts with it (nothing
-/// it forks can inherit the short one). Raw syscalls only: safe in the cloned child.
-pub(crate) fn default_slice_before_exec() {
-    reset_spawn_slice(0);
 }
 
 /// Gives process `pid`, spawned by [`spawn_urgently`] and exec'd, the kernel's default
@@ -236,6 +296,7 @@ fn reset_spawn_slice(tid: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt as _;
     use std::process::{Command, Stdio};
 
     /// `se.slice` of `/proc/PID/sched` (ns): the kernel's own account.
@@ -324,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn a_raised_thread_spawns_children_at_nice_zero_and_keeps_its_nice_and_slice() {
+    fn a_raised_thread_keeps_its_nice_across_a_spawn_and_its_child_takes_nice_zero() {
         if !custom_slices() {
             return;
         }
@@ -339,18 +400,45 @@ mod tests {
             if set(0, &raised).is_err() {
                 return; // no CAP_SYS_NICE here
             }
-            let mut child =
-                spawn_urgently(|| Command::new("sleep").arg("30").spawn()).expect("sleep");
+            assert_eq!(ChildSched::for_this_thread(), None, "outside a spawn");
+            let mut during = None;
+            let mut child = spawn_urgently(|| {
+                during = Some(get(0).expect("own"));
+                let sched = ChildSched::for_this_thread().expect("inside a spawn");
+                let mut cmd = Command::new("sleep");
+                cmd.arg("30");
+                // SAFETY: raw syscalls only, as in warden's own hook.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        sched
+                            .apply_before_exec()
+                            .map_err(io::Error::from_raw_os_error)
+                    });
+                }
+                cmd.spawn()
+            })
+            .expect("sleep");
+            let during = during.expect("the spawn ran");
+            assert_eq!(
+                during.nice, -10,
+                "the thread keeps its nice value while it spawns (nothing it woke runs first)"
+            );
+            assert_eq!(during.flags & RESET_ON_FORK, 0, "without the reset on fork");
             let spawned = get(child.id() as i32).expect("child");
-            assert_eq!(spawned.nice, 0, "the raise is not inherited");
+            assert_eq!(spawned.nice, 0, "the child took nice 0 before its exec");
             assert_eq!(spawned.flags & RESET_ON_FORK, 0);
+            assert_ne!(
+                spawned.runtime,
+                SPAWN_SLICE.as_nanos() as u64,
+                "and the default slice"
+            );
             let own = get(0).expect("own");
-            assert_eq!(own.nice, -10, "the thread is raised again");
+            assert_eq!(own.nice, -10, "the thread is switched back");
             assert_ne!(own.flags & RESET_ON_FORK, 0, "with its reset on fork");
             assert_eq!(
                 own.runtime,
                 SHORT_SLICE.as_nanos() as u64,
-                "and its own short slice"
+                "and its short slice"
             );
             let _ = child.kill();
             let _ = child.wait();

@@ -40,6 +40,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::child_env::{ChildEnv, ExecEnv};
 use super::run_as::RunAs;
+use crate::sched::ChildSched;
 
 /// The leader of a run, before it is started.
 #[derive(Debug)]
@@ -85,6 +86,8 @@ pub(crate) struct PreExec {
     die_with_warden: bool,
     /// The soft RLIMIT_NOFILE to set (capped by the hard limit).
     nofile: Option<libc::rlim_t>,
+    /// The nice value and slice to take first (a child spawned urgently, by std).
+    sched: Option<ChildSched>,
 }
 
 impl PreExec {
@@ -101,11 +104,15 @@ impl PreExec {
             identity: run_as.map(|r| (r.groups.clone(), r.gid, r.uid)),
             die_with_warden,
             nofile,
+            sched: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.identity.is_none() && !self.die_with_warden && self.nofile.is_none()
+        self.identity.is_none()
+            && !self.die_with_warden
+            && self.nofile.is_none()
+            && self.sched.is_none()
     }
 
     /// Sets this work as `cmd`'s `pre_exec` hook, only when there is some: the hook makes
@@ -130,6 +137,10 @@ impl PreExec {
         // SAFETY: each is a raw syscall with plain integers or a pointer to memory that
         // outlives it.
         unsafe {
+            // First, while the child may still change anything (before a user switch).
+            if let Some(sched) = self.sched {
+                sched.apply_before_exec()?;
+            }
             if let Some((groups, gid, uid)) = &self.identity {
                 check(libc::syscall(
                     libc::SYS_setgroups,
@@ -442,7 +453,11 @@ impl Launch {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        self.pre_exec.set_on(&mut cmd);
+        let mut pre_exec = self.pre_exec.clone();
+        // Spawned urgently, std's child must take its own nice value and slice as a
+        // cloned one does (with the hook, std forks instead of using posix_spawn).
+        pre_exec.sched = ChildSched::for_this_thread();
+        pre_exec.set_on(&mut cmd);
         cmd
     }
 
@@ -552,6 +567,8 @@ struct ChildSetup<'a> {
     keep: Option<[c_int; 4]>,
     /// The kernel has reset every handled signal to its default (`CLONE_CLEAR_SIGHAND`).
     handlers_cleared: bool,
+    /// Spawned urgently: the nice value and slice to take before the exec.
+    sched: Option<ChildSched>,
     pre_exec: &'a PreExec,
     /// The errno of the step that failed; 0 while all went well (the child then exec'd).
     error: c_int,
@@ -609,6 +626,7 @@ impl Prepared<'_> {
             stdio: self.stdio,
             keep: self.keep,
             handlers_cleared: clear_handlers,
+            sched: ChildSched::for_this_thread(),
             pre_exec: self.pre_exec,
             error: 0,
         };
@@ -862,9 +880,12 @@ unsafe fn child_steps(setup: &ChildSetup<'_>) -> Result<(), c_int> {
         if !setup.cwd.is_null() && libc::chdir(setup.cwd) != 0 {
             return Err(errno());
         }
-        // The short time slice it ran warden's code with is not the program's: back to the
-        // default while the child is still warden's own (a user switch follows).
-        crate::sched::default_slice_before_exec();
+        // The spawning thread's nice value and the short slice it ran warden's code with
+        // are not the program's: its own now, while the child is still warden's (a user
+        // switch follows).
+        if let Some(sched) = setup.sched {
+            sched.apply_before_exec()?;
+        }
         setup.pre_exec.apply()?;
         let none: u64 = 0;
         libc::syscall(
@@ -1090,6 +1111,35 @@ mod tests {
             slice, short,
             "the program started with the spawn's short slice"
         );
+    }
+
+    /// Spawned urgently from a raised thread (nice -10, reset on fork: warden's supervision
+    /// thread as root), which keeps its nice value for the spawn, the program still starts
+    /// at nice 0, cloned or spawned by std (SEMANTICS 87).
+    #[test]
+    fn a_child_spawned_urgently_from_a_raised_thread_execs_at_nice_zero() {
+        std::thread::spawn(|| {
+            let raised = crate::sched::set_this_thread(-10, Some(crate::sched::SHORT_SLICE), true);
+            if raised.is_err() {
+                return; // no CAP_SYS_NICE here
+            }
+            // Field 19 of /proc/self/stat, read by the program itself.
+            let script = "read -r line < /proc/self/stat; set -- ${line##*) }; echo \"${17}\"";
+            let (cloned, mut read) = launch(script, &[], None);
+            let out = crate::sched::spawn_urgently(|| output_of(cloned, &mut read));
+            assert_eq!(out.trim(), "0", "cloned: the program's nice value");
+            let (by_std, mut read) = launch(script, &[], None);
+            let mut child = crate::sched::spawn_urgently(|| {
+                crate::spawned::register(|| by_std.spawn_std(), |c| Some(c.id()))
+            })
+            .expect("std spawn");
+            let _ = child.wait();
+            let mut out = String::new();
+            read.read_to_string(&mut out).expect("read");
+            assert_eq!(out.trim(), "0", "spawned by std: the program's nice value");
+        })
+        .join()
+        .expect("test thread");
     }
 
     #[test]
