@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -51,9 +52,9 @@ pub struct Cgroups {
     /// root.
     mount: PathBuf,
     mount_root: PathBuf,
-    /// `base`, opened once (`O_PATH`): a service's folder is opened relative to it, a walk
-    /// of its own path only.
-    base_folder: OwnedFd,
+    /// `base`, opened once (`O_PATH`): a service's folder and its `cgroup.events` are
+    /// opened relative to it, a walk of its own path only.
+    base_folder: Arc<OwnedFd>,
 }
 
 impl Cgroups {
@@ -107,7 +108,7 @@ impl Cgroups {
             base_name,
             mount,
             mount_root,
-            base_folder,
+            base_folder: Arc::new(base_folder),
         })
     }
 
@@ -168,9 +169,17 @@ impl Cgroups {
         let ours = dir
             .components()
             .any(|c| c.as_os_str() == self.base_name.as_str());
-        (ours && dir.is_dir()).then(|| ServiceCgroup {
+        if !(ours && dir.is_dir()) {
+            return None;
+        }
+        let events = dir
+            .strip_prefix(&self.base)
+            .ok()
+            .map(|relative| (self.base_folder.clone(), relative.join("cgroup.events")));
+        Some(ServiceCgroup {
             dir,
             path: path.to_string(),
+            events,
         })
     }
 }
@@ -237,9 +246,6 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The `cgroup.procs` of the open cgroup folder `folder`, for writing (with warden's
-/// credentials: a child that drops to another user still gets in, Linux 5.16+ checks the
-/// opener's).
 /// Opens the folder `path` (relative to `at` when given) as a handle only (`O_PATH`):
 /// what `clone3` takes to start a child in it, and what `cgroup.procs` is opened from.
 fn open_folder(at: Option<&OwnedFd>, path: &Path) -> io::Result<OwnedFd> {
@@ -253,6 +259,9 @@ fn open_folder(at: Option<&OwnedFd>, path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The `cgroup.procs` of the open cgroup folder `folder`, for writing (with warden's
+/// credentials: a child that drops to another user still gets in, Linux 5.16+ checks the
+/// opener's).
 fn openat_procs(folder: &OwnedFd) -> io::Result<File> {
     use nix::fcntl::OFlag;
     let fd = nix::fcntl::openat(
@@ -289,8 +298,30 @@ pub fn remove_when_empty(dir: &Path, bound: Duration) {
 
 /// Whether the cgroup at `dir` (or one below it) holds a process.
 fn populated(dir: &Path) -> io::Result<bool> {
-    let events = std::fs::read_to_string(dir.join("cgroup.events"))?;
-    Ok(events.lines().any(|l| l == "populated 1"))
+    let events = std::fs::read(dir.join("cgroup.events"))?;
+    Ok(says_populated(&events))
+}
+
+/// [`populated`] for the `cgroup.events` at `relative` below the open folder `base`: one
+/// short walk and one read into a stack buffer, since it runs on the supervision thread
+/// after every crash (the path from the mount and a heap string cost ~50 us there).
+fn populated_at(base: &OwnedFd, relative: &Path) -> io::Result<bool> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        base,
+        relative,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // "populated 0|1\nfrozen 0|1\n": far below the buffer.
+    let mut buf = [0u8; 256];
+    let len = nix::unistd::read(&fd, &mut buf)?;
+    Ok(says_populated(&buf[..len]))
+}
+
+/// Whether a `cgroup.events` text has the line `populated 1`.
+fn says_populated(events: &[u8]) -> bool {
+    events.split(|b| *b == b'\n').any(|l| l == b"populated 1")
 }
 
 fn remove_empty_tree(dir: &Path) {
@@ -311,6 +342,9 @@ pub(crate) struct ServiceCgroup {
     dir: PathBuf,
     /// The actor path, for log lines.
     path: String,
+    /// Warden's open cgroup folder and this one's `cgroup.events` relative to it (for a
+    /// cgroup below it: all but an adopted one in another view of the hierarchy).
+    events: Option<(Arc<OwnedFd>, PathBuf)>,
 }
 
 impl ServiceCgroup {
@@ -320,7 +354,7 @@ impl ServiceCgroup {
     fn create(cgroups: &Cgroups, path: &ActorPath) -> io::Result<(Self, OwnedFd)> {
         let dir = cgroups.service_dir(path);
         let relative: PathBuf = path.segments().collect();
-        let open = || open_folder(Some(&cgroups.base_folder), &relative);
+        let open = || open_folder(Some(&*cgroups.base_folder), &relative);
         let folder = match open() {
             Ok(folder) => folder,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -329,10 +363,12 @@ impl ServiceCgroup {
             }
             Err(e) => return Err(e),
         };
+        let events = Some((cgroups.base_folder.clone(), relative.join("cgroup.events")));
         Ok((
             Self {
                 dir,
                 path: path.to_string(),
+                events,
             },
             folder,
         ))
@@ -343,7 +379,10 @@ impl ServiceCgroup {
     }
 
     fn populated(&self) -> io::Result<bool> {
-        populated(&self.dir)
+        match &self.events {
+            Some((base, relative)) => populated_at(base, relative),
+            None => populated(&self.dir),
+        }
     }
 
     /// Kills whatever is left, waits (up to [`EMPTY_BOUND`]) until it is gone and
@@ -508,6 +547,45 @@ impl RunContainment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_events_say_populated_only_with_that_exact_line() {
+        assert!(says_populated(b"populated 1\nfrozen 0\n"));
+        assert!(says_populated(b"frozen 0\npopulated 1"));
+        assert!(!says_populated(b"populated 0\nfrozen 1\n"));
+        assert!(!says_populated(b"populated 10\n"));
+        assert!(!says_populated(b""));
+    }
+
+    /// The open-folder read and the path read agree, on a real cgroup where warden may
+    /// make one (root with cgroup v2 writable), populated or not.
+    #[test]
+    fn the_relative_read_of_cgroup_events_agrees_with_the_path_read() {
+        let Ok(cgroups) = Cgroups::setup(&format!("test-events-{}", std::process::id())) else {
+            return; // no writable cgroup v2 here
+        };
+        let name = warden_supervisors::ActorName::new("events-probe").expect("a name");
+        let path = ActorPath::root().child(&name);
+        let Ok((cgroup, folder)) = ServiceCgroup::create(&cgroups, &path) else {
+            return;
+        };
+        assert_eq!(cgroup.populated().ok(), Some(false), "empty");
+        assert_eq!(populated(&cgroup.dir).ok(), Some(false));
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        openat_procs(&folder)
+            .and_then(|mut procs| procs.write_all(sleeper.id().to_string().as_bytes()))
+            .expect("the sleeper moved into the cgroup");
+        assert_eq!(cgroup.populated().ok(), Some(true), "a process in it");
+        assert_eq!(populated(&cgroup.dir).ok(), Some(true));
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        cgroup.end();
+        cgroups.remove_empty();
+        assert!(!cgroups.dir().exists(), "the test's cgroups are removed");
+    }
 
     #[test]
     fn finds_the_v2_mount_in_a_hybrid_layout() {
