@@ -22,6 +22,7 @@ pub mod hub;
 pub mod instance;
 pub mod layout;
 pub mod metrics;
+pub mod own_log;
 pub mod plan;
 pub mod priority;
 pub mod reaper;

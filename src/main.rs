@@ -203,16 +203,15 @@ fn init_logging(format: LogFormat) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     let registry = tracing_subscriber::registry().with(filter);
+    // On a thread of its own behind a bounded queue: a stderr nobody reads must not stop
+    // the thread that logs (warden::own_log).
+    let stderr = warden::own_log::OwnLog::start();
     match format {
         LogFormat::Human => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_writer(stderr))
             .init(),
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
+            .with(tracing_subscriber::fmt::layer().json().with_writer(stderr))
             .init(),
     }
 }
@@ -234,9 +233,18 @@ fn load(path: &std::path::Path) -> Result<warden::config::Config, String> {
     Ok(config)
 }
 
+/// How long an exiting warden waits for its queued log lines to reach stderr.
+const LOG_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let code = run(cli);
+    warden::own_log::flush(LOG_FLUSH_BOUND);
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     let config_path = match cli.command {
         Command::Check { ref config } | Command::Up { ref config, .. } => config.clone(),
         Command::Ctl(args) => {

@@ -187,6 +187,9 @@ pub fn arguments() -> Vec<OsString> {
         .collect()
 }
 
+/// How long a reexec waits for warden's queued log lines to reach stderr.
+const LOG_FLUSH_BOUND: Duration = Duration::from_millis(500);
+
 /// Replaces this process with `binary args`, handing `handover` over. Returns only when
 /// the exec failed, with every descriptor closed on exec again and the environment as it
 /// was. Call with no spawn in progress (see [`spawned::with_locked`]).
@@ -227,6 +230,8 @@ pub fn exec(binary: &Path, args: &[OsString], handover: &Handover) -> std::io::E
         // SAFETY: fcntl on descriptors this process owns.
         unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
     }
+    // The lines logged so far reach stderr before the exec drops the queue holding them.
+    crate::own_log::flush(LOG_FLUSH_BOUND);
     std::env::set_var(HANDOVER_ENV, &value);
     // Warden's signals wait (blocked, pending across the exec) until the new warden has
     // its handlers: a SIGTERM or a second SIGUSR2 during the exec is not fatal, nor lost.

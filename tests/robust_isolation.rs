@@ -1,7 +1,8 @@
 //! Robustness promise "Nothing blocks supervision" (design.md), for child output and the
 //! log and health routes: a child flooding its output, or an operator tailing a large log,
 //! slows neither another child's restarts nor `/healthz`; the flooder's log keeps every
-//! line in order; the control socket caps `tail` as HTTP does.
+//! line in order; the control socket caps `tail` as HTTP does; a stderr of warden's that
+//! nobody reads stops neither supervision nor the API.
 //!
 //! Restart latency is read from the crash-looping child's own record of its start times
 //! (bash's `$EPOCHREALTIME`, appended to a file at each start): the time between two
@@ -524,4 +525,85 @@ command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec yes {YES_
             "call {i} to the stalled child (after {took:?})"
         );
     }
+}
+
+/// `GET /api/v1/actors/{name}`'s `restarts` and `pid`, with a 2 s deadline (a wedged
+/// warden makes this fail fast instead of hanging the test).
+fn restarts_and_pid(w: &Warden, token: &str, name: &str) -> Option<(u64, Option<u32>)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", w.port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!(
+        "GET /api/v1/actors/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let actor = parse_response(&raw).ok()?.json();
+    Some((
+        actor["restarts"].as_u64()?,
+        actor["pid"].as_u64().map(|p| p as u32),
+    ))
+}
+
+/// Promise "Nothing blocks supervision" (SEMANTICS 89): warden's own log goes to stderr
+/// from a thread of its own. Here stderr is a pipe nobody reads while a crash loop logs two
+/// lines per restart: the pipe (64 KiB) is full within a second. The crash loop's restarts
+/// go on counting, the API answers, another service that is killed is restarted; the lines
+/// that could not wait are dropped and said so once stderr is read again. Before the fix
+/// the first write to the full pipe blocked the supervision thread, and with it the API.
+#[test]
+fn a_stderr_nobody_reads_stops_neither_supervision_nor_the_api() {
+    let (w, mut stderr) = Warden::start_with_unread_stderr(
+        temp_dir(),
+        r#"
+[restart]
+policy = "permanent"
+backoff = { initial = "0ms", max = "0ms", multiplier = 1.0, jitter = 0.0 }
+intensity = { max = 1000000000, within = "1s" }
+
+[[service]]
+name = "crash"
+command = ["sh", "-c", "exit 1"]
+
+[[service]]
+name = "calm"
+command = ["sleep", "1000"]
+"#,
+    );
+    let token = w.token();
+    // 1,500 restarts log ~280 KB: four times what the pipe holds.
+    wait_until(
+        "1,500 restarts of the crash loop, the API answering",
+        Duration::from_secs(60),
+        || restarts_and_pid(&w, &token, "crash").is_some_and(|(n, _)| n >= 1500),
+    );
+    let (_, calm) = restarts_and_pid(&w, &token, "calm").expect("the API answers");
+    let calm = calm.expect("calm runs");
+    kill(calm, libc::SIGKILL);
+    wait_until(
+        "calm restarted after its SIGKILL",
+        Duration::from_secs(20),
+        || {
+            restarts_and_pid(&w, &token, "calm")
+                .is_some_and(|(_, pid)| pid.is_some_and(|p| p != calm))
+        },
+    );
+    // Read stderr again, then stop warden: the drop is said, before warden's last lines.
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    drop(w);
+    let text = reader.join().expect("the reader");
+    let tail: String = text
+        .chars()
+        .skip(text.chars().count().saturating_sub(2000))
+        .collect();
+    assert!(
+        text.contains("log line(s) dropped: stderr was not read fast enough"),
+        "the drop is said: {tail}"
+    );
 }

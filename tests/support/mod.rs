@@ -329,26 +329,41 @@ impl Warden {
 
     /// As [`Warden::start`], in a given dir.
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Warden {
-        Self::started(Self::spawn_with(dir, body, &[], false, None))
+        Self::started(Self::spawn_with(dir, body, &[], false, None, false))
+    }
+
+    /// As [`Warden::start_in`], with warden's stderr a pipe that this returns and nobody
+    /// reads unless the caller does.
+    pub fn start_with_unread_stderr(
+        dir: tempfile::TempDir,
+        body: &str,
+    ) -> (Warden, std::process::ChildStderr) {
+        let mut w = Self::spawn_with(dir, body, &[], false, None, true);
+        let stderr = w
+            .child
+            .as_mut()
+            .and_then(|c| c.stderr.take())
+            .expect("warden's stderr pipe");
+        (Self::started(w), stderr)
     }
 
     /// As [`Warden::start_in`], with `file` open for reading at fd 3 of warden (not
     /// close-on-exec), as a careless parent of warden could leave one.
     pub fn start_in_inheriting(dir: tempfile::TempDir, body: &str, file: &Path) -> Warden {
-        Self::started(Self::spawn_with(dir, body, &[], false, Some(file)))
+        Self::started(Self::spawn_with(dir, body, &[], false, Some(file), false))
     }
 
     /// As [`Warden::start_in`], with `env` added to warden's environment, and warden in a
     /// process group of its own (so that a wrong group signal from warden, which such
     /// tests provoke, cannot reach the test harness).
     pub fn start_in_env(dir: tempfile::TempDir, body: &str, env: &[(&str, &str)]) -> Warden {
-        Self::started(Self::spawn_with(dir, body, env, true, None))
+        Self::started(Self::spawn_with(dir, body, env, true, None, false))
     }
 
     /// As [`Warden::start_in`], but returns at once, without waiting for the admin API
     /// (for tests that act during start-up).
     pub fn spawn_in(dir: tempfile::TempDir, body: &str) -> Warden {
-        Self::spawn_with(dir, body, &[], false, None)
+        Self::spawn_with(dir, body, &[], false, None, false)
     }
 
     fn started(mut w: Warden) -> Warden {
@@ -368,6 +383,7 @@ impl Warden {
         env: &[(&str, &str)],
         own_group: bool,
         fd3: Option<&Path>,
+        stderr_pipe: bool,
     ) -> Warden {
         use std::os::unix::process::CommandExt;
         let port = free_port();
@@ -394,8 +410,12 @@ impl Warden {
             .arg(&config)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+            .stdout(Stdio::null());
+        if stderr_pipe {
+            cmd.stderr(Stdio::piped());
+        } else {
+            cmd.stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        }
         if own_group {
             cmd.process_group(0);
         }
