@@ -8,6 +8,12 @@
 //! When the queue is full the line is dropped and counted; the next line written says how
 //! many were lost. [`flush`] waits (bounded) until everything queued is written: before a
 //! reexec and before warden exits.
+//!
+//! The thread must not compete with a restart for the CPU (the supervision thread logs
+//! at the very moment a child exits and its replacement starts): it runs at nice +10, and
+//! while lines keep coming it looks for them every [`BATCH_PAUSE`] instead of being woken
+//! by each (a wake-up is a system call on the logging thread and a task competing for the
+//! CPU right then); after [`IDLE_AFTER`] without a line it waits to be woken again.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +25,13 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// How many lines may wait for the thread (a few hundred KiB at most).
 pub const QUEUE_LINES: usize = 1024;
+
+/// The thread's pause between looks while lines keep coming: how late a line may reach
+/// stderr.
+pub const BATCH_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long without a line before the thread waits to be woken instead of looking.
+pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 
 enum Msg {
     Line(Vec<u8>),
@@ -43,7 +56,11 @@ impl OwnLog {
         let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
         let started = std::thread::Builder::new()
             .name("warden-own-log".into())
-            .spawn(move || write_lines(&lines, &mut std::io::stderr()));
+            .spawn(move || {
+                // Below the supervision thread and the children it starts (best effort).
+                let _ = warden_actors::sched::set_this_thread(10, None, false);
+                write_lines(&lines, &mut std::io::stderr(), BATCH_PAUSE, IDLE_AFTER);
+            });
         if started.is_ok() {
             let _ = QUEUE.set(queue);
         }
@@ -99,23 +116,43 @@ impl<'a> MakeWriter<'a> for OwnLog {
 }
 
 /// The thread: writes every line in order, saying first how many were dropped before it.
-fn write_lines(lines: &Receiver<Msg>, out: &mut impl Write) {
-    while let Ok(msg) = lines.recv() {
-        match msg {
-            Msg::Line(line) => {
-                let dropped = DROPPED.swap(0, Ordering::Relaxed);
-                if dropped > 0 {
-                    let _ = writeln!(
-                        out,
-                        "warden: {dropped} log line(s) dropped: stderr was not read fast enough"
-                    );
-                }
-                let _ = out.write_all(&line);
+/// Woken by a first line, it then looks every `pause` until `idle` passes without one.
+fn write_lines(lines: &Receiver<Msg>, out: &mut impl Write, pause: Duration, idle: Duration) {
+    while let Ok(first) = lines.recv() {
+        write_msg(first, out);
+        let mut last_line = Instant::now();
+        loop {
+            let mut any = false;
+            while let Ok(msg) = lines.try_recv() {
+                any = true;
+                write_msg(msg, out);
             }
-            Msg::Flush(done) => {
-                let _ = out.flush();
-                let _ = done.send(());
+            let _ = out.flush();
+            if any {
+                last_line = Instant::now();
+            } else if last_line.elapsed() >= idle {
+                break;
             }
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+fn write_msg(msg: Msg, out: &mut impl Write) {
+    match msg {
+        Msg::Line(line) => {
+            let dropped = DROPPED.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let _ = writeln!(
+                    out,
+                    "warden: {dropped} log line(s) dropped: stderr was not read fast enough"
+                );
+            }
+            let _ = out.write_all(&line);
+        }
+        Msg::Flush(done) => {
+            let _ = out.flush();
+            let _ = done.send(());
         }
     }
 }
@@ -162,7 +199,7 @@ mod tests {
         queue.try_send(Msg::Flush(done)).expect("room");
         drop(queue);
         let mut out = Vec::new();
-        write_lines(&lines, &mut out);
+        write_lines(&lines, &mut out, Duration::ZERO, Duration::ZERO);
         assert!(written.try_recv().is_ok(), "the flush is answered");
         let text = String::from_utf8(out).expect("text");
         assert_eq!(
