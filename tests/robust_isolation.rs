@@ -530,17 +530,17 @@ command = ["sh", "-c", "while [ ! -e {go} ]; do sleep 0.02; done; exec yes {YES_
 /// `GET /api/v1/actors/{name}`'s `restarts` and `pid`, with a 2 s deadline (a wedged
 /// warden makes this fail fast instead of hanging the test).
 fn restarts_and_pid(w: &Warden, token: &str, name: &str) -> Option<(u64, Option<u32>)> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", w.port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let req = format!(
-        "GET /api/v1/actors/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Authorization: Bearer {token}\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let actor = parse_response(&raw).ok()?.json();
+    let path = format!("/api/v1/actors/{name}");
+    let actor = http_within(
+        w.port,
+        "GET",
+        &path,
+        Some(token),
+        None,
+        Duration::from_secs(2),
+    )
+    .ok()?
+    .json();
     Some((
         actor["restarts"].as_u64()?,
         actor["pid"].as_u64().map(|p| p as u32),

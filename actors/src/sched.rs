@@ -130,25 +130,24 @@ impl ChildSched {
     /// In the child, before its exec (still warden's code, still root's where warden is
     /// root): `SCHED_OTHER` at its nice value with the default slice; where
     /// `sched_setattr` is refused, the nice value alone (`setpriority`, which may always
-    /// lower a priority). Raw syscalls only: safe in a cloned child. Answers the errno
+    /// lower a priority). Raw syscalls only, nothing allocated: safe in a cloned child. Answers the errno
     /// when the nice value could not be set: the child must not exec raised.
     pub(crate) fn apply_before_exec(self) -> Result<(), libc::c_int> {
         let attr = SchedAttr {
-            size: std::mem::size_of::<SchedAttr>() as u32,
             policy: libc::SCHED_OTHER as u32,
             nice: self.nice,
             ..SchedAttr::default()
         };
-        // SAFETY: raw syscalls with a live, correctly laid out struct and plain integers.
-        unsafe {
-            if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) == 0 {
-                return Ok(());
-            }
-            if libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, self.nice) == 0 {
-                return Ok(());
-            }
-            Err(*libc::__errno_location())
+        if set(0, &attr).is_ok() {
+            return Ok(());
         }
+        // SAFETY: a raw syscall with plain integers.
+        if unsafe { libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, 0, self.nice) } == 0 {
+            return Ok(());
+        }
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EPERM))
     }
 }
 
@@ -268,13 +267,9 @@ pub fn spawn_urgently<T>(spawn: impl FnOnce() -> T) -> T {
 /// before its exec (spawned by std, where `clone3` is refused). A process that already
 /// chose another slice or policy for itself is left alone. Best effort.
 pub fn settle_child(pid: u32) {
-    if let Ok(tid) = i32::try_from(pid) {
-        reset_spawn_slice(tid);
-    }
-}
-
-/// Task `tid` (0: the caller) from [`SPAWN_SLICE`] to the default slice.
-fn reset_spawn_slice(tid: i32) {
+    let Ok(tid) = i32::try_from(pid) else {
+        return;
+    };
     match get(tid) {
         Ok(attr)
             if attr.policy == libc::SCHED_OTHER as u32

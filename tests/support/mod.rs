@@ -206,8 +206,21 @@ pub fn http(
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> std::io::Result<Response> {
+    http_within(port, method, path, token, body, Duration::from_secs(60))
+}
+
+/// As [`http`], failing once a read waits longer than `within` (a wedged warden makes a
+/// test fail fast instead of hanging it).
+pub fn http_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    within: Duration,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_read_timeout(Some(within))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
