@@ -65,12 +65,48 @@ pub fn free_range(n: u16) -> u16 {
         Ordering::SeqCst,
     );
     wait_for("free ports", Duration::from_secs(10), || {
-        let offset = NEXT.fetch_add(u32::from(n), Ordering::SeqCst) % (span - u32::from(n));
+        let offset = range_offset(NEXT.fetch_add(u32::from(n), Ordering::SeqCst), n, span)?;
         let base = u16::try_from(FLOOR + offset).ok()?;
         (base..base + n)
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
             .then_some(base)
     })
+}
+
+/// Where in a span of `span` ports the `n` ports counted from `counter` (the shared
+/// counter's value before this call added `n`) begin, or `None` when they would run past
+/// its end (the next call begins again at the bottom). One modulus for every `n`: with a
+/// modulus that depended on `n`, a single port handed out after the counter passed the
+/// span's size fell inside the range handed out just before it (the admin API's port on
+/// a pool worker's, whose bind then failed).
+fn range_offset(counter: u32, n: u16, span: u32) -> Option<u32> {
+    let offset = counter % span;
+    (offset + u32::from(n) <= span).then_some(offset)
+}
+
+#[test]
+fn ranges_handed_out_one_after_another_never_overlap_across_the_wrap() {
+    let span = 100;
+    for start in [0, 37, 90, 97, 99, 100, 195, 250] {
+        let mut counter = start;
+        let mut taken: Vec<std::ops::Range<u32>> = Vec::new();
+        for n in [6u16, 1, 8, 1, 1, 6, 4, 1, 6, 1, 8, 1, 3] {
+            let before = counter;
+            counter += u32::from(n);
+            let Some(offset) = range_offset(before, n, span) else {
+                continue;
+            };
+            let range = offset..offset + u32::from(n);
+            assert!(range.end <= span, "{range:?} runs past {span}");
+            for other in &taken {
+                assert!(
+                    range.end <= other.start || other.end <= range.start,
+                    "from {start}: {range:?} overlaps {other:?}"
+                );
+            }
+            taken.push(range);
+        }
+    }
 }
 
 /// `n` consecutive free loopback ports as inclusive bounds `(first, last)` (see
