@@ -13,17 +13,12 @@
 //! at the very moment a child exits and its replacement starts): it runs at nice +10, and
 //! while lines keep coming it looks for them every [`BATCH_PAUSE`] instead of being woken
 //! by each (a wake-up is a system call on the logging thread and a task competing for the
-//! CPU right then); after [`IDLE_AFTER`] without a line it waits to be woken again. Each
-//! look costs a timer wake-up, ~56 us of CPU on a virtual machine (a C `nanosleep` loop
-//! measures the same): at one look per 10 ms that was more CPU than the supervision
-//! thread's own under a slow crash loop, so the pause is long, and a burst does not wait
-//! for it: the line that fills the queue to [`WAKE_AT`] wakes the thread, as a flush does.
+//! CPU right then); after [`IDLE_AFTER`] without a line it waits to be woken again.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -33,12 +28,7 @@ pub const QUEUE_LINES: usize = 1024;
 
 /// The thread's pause between looks while lines keep coming: how late a line may reach
 /// stderr.
-pub const BATCH_PAUSE: Duration = Duration::from_millis(100);
-
-/// The queue's length at which the line just queued wakes the thread before its pause is
-/// over: a quarter of [`QUEUE_LINES`], so that a burst (a fan-out of 1,000 services logs
-/// a few thousand lines a second) is written before the queue fills.
-pub const WAKE_AT: usize = QUEUE_LINES / 4;
+pub const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
 /// How long without a line before the thread waits to be woken instead of looking.
 pub const IDLE_AFTER: Duration = Duration::from_secs(2);
@@ -53,46 +43,6 @@ enum Msg {
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// The queue, once [`OwnLog::start`] ran.
 static QUEUE: OnceLock<SyncSender<Msg>> = OnceLock::new();
-/// The writing thread's side of the queue: how many messages wait, and whom to wake.
-static BACKLOG: Backlog = Backlog::new();
-
-/// How many messages wait in the queue, and the thread to wake when they pile up.
-#[derive(Debug)]
-struct Backlog {
-    waiting: AtomicUsize,
-    writer: OnceLock<Thread>,
-}
-
-impl Backlog {
-    const fn new() -> Self {
-        Self {
-            waiting: AtomicUsize::new(0),
-            writer: OnceLock::new(),
-        }
-    }
-
-    /// One more message was queued: wakes the writer when the queue just reached
-    /// [`WAKE_AT`] (a wake-up that finds it busy writing makes its next pause end at once).
-    fn queued(&self) {
-        if self.waiting.fetch_add(1, Ordering::Relaxed) + 1 == WAKE_AT {
-            self.wake();
-        }
-    }
-
-    /// Ends the writer's pause now (a flush, a burst).
-    fn wake(&self) {
-        if let Some(writer) = self.writer.get() {
-            writer.unpark();
-        }
-    }
-
-    /// The writer took one message off the queue.
-    fn taken(&self) {
-        let _ = self
-            .waiting
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-}
 
 /// The writer that `tracing_subscriber`'s fmt layer formats into: one queued message per
 /// event.
@@ -109,16 +59,9 @@ impl OwnLog {
             .spawn(move || {
                 // Below the supervision thread and the children it starts (best effort).
                 let _ = warden_actors::sched::set_this_thread(10, None, false);
-                write_lines(
-                    &lines,
-                    &BACKLOG,
-                    &mut std::io::stderr(),
-                    BATCH_PAUSE,
-                    IDLE_AFTER,
-                );
+                write_lines(&lines, &mut std::io::stderr(), BATCH_PAUSE, IDLE_AFTER);
             });
-        if let Ok(writer) = started {
-            let _ = BACKLOG.writer.set(writer.thread().clone());
+        if started.is_ok() {
             let _ = QUEUE.set(queue);
         }
         Self
@@ -148,7 +91,7 @@ impl Drop for Line {
         let line = std::mem::take(&mut self.0);
         match QUEUE.get() {
             Some(queue) => match queue.try_send(Msg::Line(line)) {
-                Ok(()) => BACKLOG.queued(),
+                Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     DROPPED.fetch_add(1, Ordering::Relaxed);
                 }
@@ -173,23 +116,14 @@ impl<'a> MakeWriter<'a> for OwnLog {
 }
 
 /// The thread: writes every line in order, saying first how many were dropped before it.
-/// Woken by a first line, it then looks every `pause` (or when [`Backlog::wake`] ends the
-/// pause early) until `idle` passes without one.
-fn write_lines(
-    lines: &Receiver<Msg>,
-    backlog: &Backlog,
-    out: &mut impl Write,
-    pause: Duration,
-    idle: Duration,
-) {
+/// Woken by a first line, it then looks every `pause` until `idle` passes without one.
+fn write_lines(lines: &Receiver<Msg>, out: &mut impl Write, pause: Duration, idle: Duration) {
     while let Ok(first) = lines.recv() {
-        backlog.taken();
         write_msg(first, out);
         let mut last_line = Instant::now();
         loop {
             let mut any = false;
             while let Ok(msg) = lines.try_recv() {
-                backlog.taken();
                 any = true;
                 write_msg(msg, out);
             }
@@ -199,7 +133,7 @@ fn write_lines(
             } else if last_line.elapsed() >= idle {
                 break;
             }
-            std::thread::park_timeout(pause);
+            std::thread::sleep(pause);
         }
     }
 }
@@ -234,11 +168,7 @@ pub fn flush(within: Duration) -> bool {
     let mut msg = Msg::Flush(done);
     loop {
         match queue.try_send(msg) {
-            Ok(()) => {
-                BACKLOG.queued();
-                BACKLOG.wake();
-                break;
-            }
+            Ok(()) => break,
             Err(TrySendError::Full(back)) => {
                 if Instant::now() >= deadline {
                     return false;
@@ -269,86 +199,12 @@ mod tests {
         queue.try_send(Msg::Flush(done)).expect("room");
         drop(queue);
         let mut out = Vec::new();
-        write_lines(
-            &lines,
-            &Backlog::new(),
-            &mut out,
-            Duration::ZERO,
-            Duration::ZERO,
-        );
+        write_lines(&lines, &mut out, Duration::ZERO, Duration::ZERO);
         assert!(written.try_recv().is_ok(), "the flush is answered");
         let text = String::from_utf8(out).expect("text");
         assert_eq!(
             text,
             "warden: 3 log line(s) dropped: stderr was not read fast enough\none\ntwo\n"
         );
-    }
-
-    /// A burst does not wait for the pause: the line that fills the queue to `WAKE_AT`
-    /// wakes the writer. Without the wake-up the lines would wait out its minute-long pause.
-    #[test]
-    fn a_burst_wakes_the_writer_before_its_pause_is_over() {
-        #[derive(Clone, Default)]
-        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        static BURST: Backlog = Backlog::new();
-        let lines_written = |out: &Shared| {
-            out.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-        };
-        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
-        let out = Shared::default();
-        let mut writer_out = out.clone();
-        let writer = std::thread::spawn(move || {
-            write_lines(
-                &lines,
-                &BURST,
-                &mut writer_out,
-                Duration::from_secs(60),
-                Duration::from_secs(120),
-            );
-        });
-        let _ = BURST.writer.set(writer.thread().clone());
-        let send = |text: &str| {
-            queue
-                .try_send(Msg::Line(text.as_bytes().to_vec()))
-                .expect("room");
-            BURST.queued();
-        };
-        // The first line wakes the writer from its wait; then it pauses for a minute.
-        send("first\n");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lines_written(&out) < 1 {
-            assert!(Instant::now() < deadline, "the first line was not written");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for i in 0..WAKE_AT {
-            send(&format!("burst {i}\n"));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lines_written(&out) < 1 + WAKE_AT {
-            assert!(
-                Instant::now() < deadline,
-                "the burst waited for the pause: {} of {} lines written",
-                lines_written(&out),
-                1 + WAKE_AT
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 }
