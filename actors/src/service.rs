@@ -461,29 +461,21 @@ async fn supervise(
 ) -> Exit {
     let mut requested = true;
     tokio::select! {
-        () = async {
-            written.wait().await;
-            child.exited().await;
-        } => requested = false,
+        () = child.exited_and_recorded(&mut written) => requested = false,
         request = stop_rx => {
             match request {
                 Ok(StopMode::Graceful | StopMode::Restart) => {
                     signal_group(pgid, signal);
-                    let exited = async {
-                        written.wait().await;
-                        child.exited().await;
-                    };
+                    let exited = child.exited_and_recorded(&mut written);
                     if tokio::time::timeout(timeout, exited).await.is_err() {
                         tracing::warn!(pid = pgid, "stop timeout: SIGKILL to every process of the service");
                         containment.kill_all(pgid);
-                        written.wait().await;
-                        child.exited().await;
+                        child.exited_and_recorded(&mut written).await;
                     }
                 }
                 Err(_) => {
                     containment.kill_all(pgid);
-                    written.wait().await;
-                    child.exited().await;
+                    child.exited_and_recorded(&mut written).await;
                 }
             }
         }

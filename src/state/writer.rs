@@ -8,8 +8,8 @@
 //! file in `state_dir`. Queued, that work overlaps the supervision thread's next spawn.
 //!
 //! What keeps a queued record true: the identity is read while the pid is still warden's
-//! own unreaped child, because the run waits for its record ([`Written`]) before it waits
-//! for (and reaps) the child; a removal is queued behind the record it removes; a reexec
+//! own unreaped child, because the run waits for its record ([`Written`]) before it reaps
+//! the child; a removal is queued behind the record it removes; a reexec
 //! and a stopping warden wait until the queue is empty ([`RecordWriter::flush`]). A warden
 //! killed while a record is queued leaves that child unrecorded: the next warden kills it
 //! as an orphan of the instance (its `WARDEN_INSTANCE` marker) and starts the service

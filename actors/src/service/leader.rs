@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::launch::{Born, CloneRefused, Launch};
 use super::proc;
+use super::records::Written;
 
 /// How often a leader whose pidfd could not be registered is polled for its exit.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
@@ -146,6 +147,23 @@ impl Leader {
             Self::Tokio(child) => {
                 let _ = child.wait().await;
             }
+        }
+    }
+
+    /// Until the leader has exited and its record is `written`, never reaping it before
+    /// the record is (the record reads the identity of the pid, which must still be this
+    /// process's). Watched through a pidfd, which reaps nothing, the exit is waited for
+    /// first and the record only then: the record is long written by the time a service
+    /// exits, so the thread that wrote it never has to wake the supervision thread (a
+    /// wake-up that came while the new child was still starting). Otherwise waiting for
+    /// the exit reaps, so the record comes first.
+    pub(crate) async fn exited_and_recorded(&mut self, written: &mut Written) {
+        if matches!(self, Self::Pidfd(..)) {
+            self.exited().await;
+            written.wait().await;
+        } else {
+            written.wait().await;
+            self.exited().await;
         }
     }
 
