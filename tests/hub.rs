@@ -494,7 +494,13 @@ command = ["sleep", "1000"]
     );
     assert_eq!(spoke.state("/db"), "running");
     assert_eq!(spoke.actor_pid("/db"), db_pid);
-    assert!(spoke.stderr_text().contains("refused a verb from the hub"));
+    assert!(
+        spoke
+            .stderr_with("refused a verb from the hub", Duration::from_secs(10))
+            .is_some(),
+        "the refusal is not logged: {}",
+        spoke.stderr_text()
+    );
 }
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -394,7 +394,7 @@ fn an_empty_admin_token_and_pool_key_are_regenerated() {
         assert_eq!(mode, 0o600, "{file}");
     }
     assert!(
-        w.stderr_text().contains("empty"),
+        w.stderr_with("empty", T).is_some(),
         "no warning about the empty files: {}",
         w.stderr_text()
     );
@@ -418,7 +418,7 @@ fn without_pidfds_adoption_exit_detection_and_stop_still_work() {
     w.crash();
     let w = Warden::start_in_env(w.into_dir(), body, &env);
     assert!(
-        w.stderr_text().contains("falling back"),
+        w.stderr_with("falling back", T).is_some(),
         "warden did not say it falls back without pidfds: {}",
         w.stderr_text()
     );

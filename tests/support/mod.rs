@@ -507,6 +507,23 @@ impl Warden {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// warden's stderr once it contains `needle`, or `None` after `timeout`. warden's own
+    /// log reaches stderr from a thread of its own, a few milliseconds after the event
+    /// (SEMANTICS 89; later on a busy machine): a line is waited for, never read at once.
+    pub fn stderr_with(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) {
+                return Some(text);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child
             .as_mut()
