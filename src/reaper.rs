@@ -118,7 +118,7 @@ pub fn reap_orphans() -> usize {
 /// Whether any child of warden (of any of its threads) is a zombie, asked without
 /// reaping it (`WNOWAIT`). Mostly the answer is no: the SIGCHLD that woke the reaper came
 /// from a service's leader, which the supervision thread reaped in the meantime. Then
-/// the listing (a /proc file per warden thread, ~0.4 ms of CPU per scan under a crash
+/// the listing (a /proc file per warden thread, ~0.3 ms of CPU per scan under a crash
 /// loop) is skipped; a zombie that appears later sends its own SIGCHLD.
 fn any_zombie_child() -> bool {
     // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
