@@ -42,10 +42,9 @@ fn worker_tokens_are_refreshed_and_verify_after_a_warden_restart() {
     let w = Warden::start_in(dir, &pool_body(first_port));
     let worker = w.wait_state("app/w1", "running", Duration::from_secs(10));
     let pid = worker["pid"].as_u64().expect("pid");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
-    let environ = String::from_utf8_lossy(&environ);
+    let environ = proc_strings(pid as u32, "environ");
     let file = environ
-        .split('\0')
+        .iter()
         .find_map(|kv| kv.strip_prefix("WARDEN_WORKER_TOKEN_FILE="))
         .expect("the worker is told where its token is")
         // `/proc/self/fd/N/token`: the folder the worker inherited, seen from here.

@@ -139,22 +139,17 @@ fn worker_detail(details: &Value, worker: &str) -> Value {
 }
 
 fn environ(pid: u32) -> HashMap<String, String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
-    raw.split(|b| *b == 0)
-        .filter(|kv| !kv.is_empty())
+    proc_strings(pid, "environ")
+        .into_iter()
         .filter_map(|kv| {
-            let s = String::from_utf8_lossy(kv).into_owned();
-            s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
         })
         .collect()
 }
 
 fn cmdline(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    proc_strings(pid, "cmdline")
 }
 
 /// The value following `flag` in `args`.

@@ -89,15 +89,7 @@ fn wait_new_pid(w: &Warden, path: &str, old: u32) -> u32 {
 
 /// The command line of a live process, arguments joined by spaces.
 fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .split('\0')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
+    support::proc_strings(pid, "cmdline").join(" ")
 }
 
 fn wait_gone(w: &Warden, path: &str, pid: u32) {

@@ -45,11 +45,7 @@ fn uid_of(pid: u32) -> u32 {
 }
 
 fn environ(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
+    proc_strings(pid, "environ")
 }
 
 /// A process the test started itself; killed and reaped on drop.

@@ -609,9 +609,9 @@ fn worker_token(w: &Warden, worker: &str) -> String {
     let pid = w.wait_state(worker, "running", T)["pid"]
         .as_u64()
         .expect("worker pid");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
-    let file = String::from_utf8_lossy(&environ)
-        .split('\0')
+    let environ = proc_strings(pid as u32, "environ");
+    let file = environ
+        .iter()
         .find_map(|kv| kv.strip_prefix("WARDEN_WORKER_TOKEN_FILE="))
         .expect("the worker is told where its token is")
         // The worker reaches it through a folder it inherited (`/proc/self/fd/N/token`).

@@ -37,9 +37,8 @@ fn status_line(pid: u32, key: &str) -> String {
 
 /// `VAR` from the environment of `pid`.
 fn environ_var(pid: u32, var: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    String::from_utf8_lossy(&environ)
-        .split('\0')
+    proc_strings(pid, "environ")
+        .iter()
         .find_map(|kv| kv.strip_prefix(&format!("{var}=")).map(str::to_owned))
 }
 

@@ -26,6 +26,30 @@ pub fn warden_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden"))
 }
 
+/// `/proc/PID/<file>` (`cmdline` or `environ`) of a process warden started, split at its
+/// NULs. A process seen right after its spawn may still be in its exec: until the kernel
+/// has laid out the new program's arguments and environment, both read as empty (warden
+/// reports the pid once the exec is certain, not done). An empty read is retried for up to
+/// 10 s; empty when the process is gone (or is a zombie).
+pub fn proc_strings(pid: u32, file: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read(format!("/proc/{pid}/{file}")) {
+            Ok(raw) if !raw.is_empty() => {
+                return raw
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect();
+            }
+            Ok(_) if Instant::now() < deadline && alive(pid) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            _ => return Vec::new(),
+        }
+    }
+}
+
 /// A fresh temp dir, removed on drop.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
