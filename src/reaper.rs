@@ -121,35 +121,32 @@ pub fn reap_orphans() -> usize {
 /// the listing (a /proc file per warden thread, ~0.3 ms of CPU per scan under a crash
 /// loop) is skipped; a zombie that appears later sends its own SIGCHLD.
 fn any_zombie_child() -> bool {
-    // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid with a valid out-pointer; WNOWAIT leaves the zombie as it is.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
-        )
-    };
-    if r != 0 {
+    // WNOWAIT leaves the zombie as it is.
+    match exited(libc::P_ALL, 0, libc::WNOWAIT | libc::__WALL) {
+        Ok(found) => found,
         // ECHILD: no children at all. Anything else: scan, as before the question.
-        return std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD);
+        Err(e) => e.raw_os_error() != Some(libc::ECHILD),
     }
-    // SAFETY: si_pid is set by waitid (0 when no child has exited).
-    let exited = unsafe { info.si_pid() };
-    exited != 0
 }
 
 /// Reaps `pid` if it has exited (never waits).
 fn reap(pid: u32) -> bool {
-    let id: libc::id_t = pid;
+    matches!(exited(libc::P_PID, pid, 0), Ok(true))
+}
+
+/// `waitid(idtype, id, WEXITED | WNOHANG | extra)`: whether it found an exited child
+/// (never waits).
+fn exited(idtype: libc::idtype_t, id: libc::id_t, extra: libc::c_int) -> std::io::Result<bool> {
     // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on one pid with a valid out-pointer.
-    let r = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOHANG) };
-    // SAFETY: si_pid is set by waitid (0 when nothing was reaped).
-    r == 0 && unsafe { info.si_pid() } != 0
+    // SAFETY: waitid with a valid out-pointer and plain integers.
+    let r = unsafe { libc::waitid(idtype, id, &mut info, libc::WEXITED | libc::WNOHANG | extra) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: si_pid is set by waitid (0 when no child has exited).
+    let pid = unsafe { info.si_pid() };
+    Ok(pid != 0)
 }
 
 /// The pids of warden's children (of any of its threads).

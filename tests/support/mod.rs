@@ -32,22 +32,19 @@ pub fn warden_bin() -> PathBuf {
 /// reports the pid once the exec is certain, not done). An empty read is retried for up to
 /// 10 s; empty when the process is gone (or is a zombie).
 pub fn proc_strings(pid: u32, file: &str) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_for(Duration::from_secs(10), || {
         match std::fs::read(format!("/proc/{pid}/{file}")) {
-            Ok(raw) if !raw.is_empty() => {
-                return raw
-                    .split(|b| *b == 0)
+            Ok(raw) if !raw.is_empty() => Some(
+                raw.split(|b| *b == 0)
                     .filter(|s| !s.is_empty())
                     .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect();
-            }
-            Ok(_) if Instant::now() < deadline && alive(pid) => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            _ => return Vec::new(),
+                    .collect(),
+            ),
+            Ok(_) if alive(pid) => None,
+            _ => Some(Vec::new()),
         }
-    }
+    })
+    .unwrap_or_default()
 }
 
 /// A fresh temp dir, removed on drop.
@@ -155,14 +152,20 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 /// Like [`wait_until`] but returns the value once `f` gives `Some`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll_for(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"))
+}
+
+/// Polls `f` every 10 ms until it gives `Some`, or `None` once `timeout` passes.
+pub fn poll_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -535,17 +538,9 @@ impl Warden {
     /// log reaches stderr from a thread of its own, a few milliseconds after the event
     /// (SEMANTICS 89; later on a busy machine): a line is waited for, never read at once.
     pub fn stderr_with(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.stderr_text();
-            if text.contains(needle) {
-                return Some(text);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll_for(timeout, || {
+            Some(self.stderr_text()).filter(|text| text.contains(needle))
+        })
     }
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
