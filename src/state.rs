@@ -40,7 +40,7 @@ use warden_actors::state_file;
 use warden_actors::{Adoptable, ProcessRecords, Written};
 use warden_supervisors::ActorPath;
 
-use crate::instance::{InstanceId, INSTANCE_ENV};
+use crate::instance::{IdOrigin, InstanceId, INSTANCE_ENV};
 
 use self::writer::RecordWriter;
 
@@ -180,7 +180,7 @@ impl StateStore {
     pub fn open(state_dir: &Path) -> io::Result<(Self, Recovered)> {
         let dir = state_dir.join("children");
         state_file::ensure_private_dir(&dir)?;
-        let instance = InstanceId::load_or_create(state_dir)?;
+        let (instance, origin) = InstanceId::load_or_create(state_dir)?;
         let boot_id = proc::boot_id()?;
         proc::pidfds_available();
         let mut recovered = Recovered::default();
@@ -248,7 +248,12 @@ impl StateStore {
             adoptable: Mutex::new(adoptable),
             writer,
         };
-        recovered.orphans_killed = store.kill_orphans();
+        // An id made just now marks no process yet: there is nothing to sweep (a scan of
+        // /proc that costs warden's start ~5 ms on an idle machine, more on a busy one).
+        recovered.orphans_killed = match origin {
+            IdOrigin::Kept => store.kill_orphans(),
+            IdOrigin::New => 0,
+        };
         Ok((store, recovered))
     }
 
@@ -281,6 +286,9 @@ impl StateStore {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return 0;
         };
+        let marked = |pid: u32| {
+            proc::environ_var(pid, INSTANCE_ENV).as_deref() == Some(self.instance.as_str())
+        };
         let mut killed = 0;
         for entry in entries.flatten() {
             let Some(pid) = entry
@@ -290,11 +298,13 @@ impl StateStore {
             else {
                 continue;
             };
-            if pid == me {
+            // Unmarked processes are passed over at the cost of one read (refused at once
+            // for another user's, without root): most of /proc on a busy machine.
+            if pid == me || !marked(pid) {
                 continue;
             }
             // Identity first: if it is the same when pinned, the marker read in between
-            // was this process's.
+            // was this process's (the read above only spares the others).
             let Ok(identity) = Identity::of(pid) else {
                 continue;
             };
@@ -302,7 +312,7 @@ impl StateStore {
             // it spares reading the environment of every adopted child.
             if keep.groups.contains(&identity.pgid)
                 || (identity.uid != my_uid && !any_uid)
-                || proc::environ_var(pid, INSTANCE_ENV).as_deref() != Some(self.instance.as_str())
+                || !marked(pid)
                 || keep.claim(pid, &identity)
             {
                 continue;

@@ -45,6 +45,7 @@ compile() { # OUT SRC [FLAGS]: rebuild when the source is newer
 compile "$build/bench-child" "$here/child/bench-child.c" -static
 compile "$build/restart" "$here/floor/restart.c"
 compile "$build/fanout" "$here/floor/fanout.c"
+compile "$build/fanout_kept" "$here/floor/fanout_kept.c" -pthread
 compile "$build/census" "$here/census/census.c"
 
 (cd "$root" && cargo build --release --bin warden)

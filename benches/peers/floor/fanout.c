@@ -17,12 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "floor.h"
 
 int main(int argc, char **argv)
 {
@@ -62,15 +57,7 @@ int main(int argc, char **argv)
             return 1;
     }
     /* the newest stamp in the log is the last start */
-    FILE *f = fopen(log, "r");
-    long long last = 0, t;
-    char tag[32], what[16];
-    int pid;
-    while (f && fscanf(f, "%31s %d %lld %15s", tag, &pid, &t, what) == 4)
-        if (t > last)
-            last = t;
-    if (f)
-        fclose(f);
+    long long last = newest_stamp(log);
     for (int i = 0; i < n; i++)
         kill(pids[i], SIGKILL);
     for (int i = 0; i < n; i++)

@@ -18,12 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "floor.h"
 
 /* The stamp of the newest start line of LOG (read from *offset on). */
 static long long last_stamp(int fd, off_t *offset)
