@@ -51,13 +51,9 @@ int main(int argc, char **argv)
         }
     }
     close(ready[1]);
-    char byte;
-    for (int i = 0; i < n; i++) {
-        if (read(ready[0], &byte, 1) != 1)
-            return 1;
-    }
-    /* the newest stamp in the log is the last start */
-    long long last = newest_stamp(log);
+    long long last = wait_for_starts(ready[0], n, log);
+    if (last < 0)
+        return 1;
     for (int i = 0; i < n; i++)
         kill(pids[i], SIGKILL);
     for (int i = 0; i < n; i++)

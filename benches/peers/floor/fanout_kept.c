@@ -293,13 +293,9 @@ int main(int argc, char **argv)
             return 1;
     }
     close(ready[1]);
-    char byte;
-    for (int i = 0; i < n; i++) {
-        if (read(ready[0], &byte, 1) != 1)
-            return 1;
-    }
-    /* the newest stamp in the log is the last start */
-    long long last = newest_stamp(log);
+    long long last = wait_for_starts(ready[0], n, log);
+    if (last < 0)
+        return 1;
     close(queue[1]);
     pthread_join(records_thread, NULL);
     if (cgroup_base_fd >= 0)

@@ -1,12 +1,13 @@
 /*
  * What the floor's C programs share: the clock the children stamp their lines with, and
- * the newest start stamp of a log (the last child's start).
+ * the wait for every child's start (its byte on the ready pipe, its stamp in the log).
  */
 #ifndef FLOOR_H
 #define FLOOR_H
 
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline long long mono_ns(void)
 {
@@ -28,6 +29,18 @@ static inline long long newest_stamp(const char *log)
     if (f)
         fclose(f);
     return last;
+}
+
+/* Waits for the start byte of each of `n` children on `ready` (whose write ends must all
+ * be closed in the caller), then answers the last start's stamp in `log`; -1 when a child
+ * died before its byte. */
+static inline long long wait_for_starts(int ready, int n, const char *log)
+{
+    char byte;
+    for (int i = 0; i < n; i++)
+        if (read(ready, &byte, 1) != 1)
+            return -1;
+    return newest_stamp(log);
 }
 
 #endif
