@@ -39,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -190,6 +191,13 @@ int main(int argc, char **argv)
     }
     const char *child = argv[1];
     n = atoi(argv[2]);
+    /* two descriptors kept per child (the pipe's read end, the pidfd), as warden keeps:
+     * the soft limit is raised to the hard one, as warden raises its own */
+    struct rlimit files;
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &files);
+    }
     const char *log = argv[3];
     workdir = argv[4];
     unlink(log);
@@ -220,11 +228,23 @@ int main(int argc, char **argv)
     }
 
     int ready[2];
-    if (pipe(ready) != 0 || pipe2(queue, O_CLOEXEC) != 0)
+    if (pipe(ready) != 0 || pipe2(queue, O_CLOEXEC) != 0) {
+        perror("pipe");
         return 1;
+    }
     fcntl(ready[0], F_SETFD, FD_CLOEXEC);
-    if (ready[1] >= SLOT)
+    if (ready[1] >= SLOT) {
+        fprintf(stderr, "fanout_kept: descriptor %d, at or above the slot, is open\n", ready[1]);
         return 1;
+    }
+    /* the slot is held from the start, so that no pipe is ever given its number */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || (null != SLOT && dup3(null, SLOT, O_CLOEXEC) != SLOT)) {
+        perror("reserving the slot");
+        return 1;
+    }
+    if (null != SLOT)
+        close(null);
     watch = epoll_create1(EPOLL_CLOEXEC);
     char notify[32];
     snprintf(notify, sizeof notify, "BENCH_NOTIFY_FD=%d", ready[1]);
@@ -247,14 +267,19 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         int out[2] = { -1, -1 };
         if (pipes) {
-            if (pipe2(out, O_CLOEXEC) != 0)
+            if (pipe2(out, O_CLOEXEC) != 0) {
+                perror("pipe2");
                 return 1;
+            }
             fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
-            if (dup3(out[1], SLOT, O_CLOEXEC) != SLOT)
+            if (dup3(out[1], SLOT, O_CLOEXEC) != SLOT) {
+                perror("dup3");
                 return 1;
+            }
             struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
             epoll_ctl(watch, EPOLL_CTL_ADD, out[0], &ev);
         } else if (dup3(2, SLOT, O_CLOEXEC) != SLOT) {
+            perror("dup3");
             return 1;
         }
         int cg = -1;
@@ -289,13 +314,17 @@ int main(int argc, char **argv)
         struct epoll_event exit_ev = { .events = EPOLLIN, .data.u32 = (uint32_t)(n + i) };
         epoll_ctl(watch, EPOLL_CTL_ADD, pidfd, &exit_ev);
         int p = (int)pid;
-        if (records && write(queue[1], &p, sizeof p) != (ssize_t)sizeof p)
+        if (records && write(queue[1], &p, sizeof p) != (ssize_t)sizeof p) {
+            perror("records queue");
             return 1;
+        }
     }
     close(ready[1]);
     long long last = wait_for_starts(ready[0], n, log);
-    if (last < 0)
+    if (last < 0) {
+        fprintf(stderr, "fanout_kept: a child died before its start line\n");
         return 1;
+    }
     close(queue[1]);
     pthread_join(records_thread, NULL);
     if (cgroup_base_fd >= 0)
