@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod embed;
+pub mod heap;
 pub mod holder;
 pub mod hub;
 pub mod instance;

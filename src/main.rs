@@ -237,6 +237,7 @@ fn load(path: &std::path::Path) -> Result<warden::config::Config, String> {
 const LOG_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    warden::heap::tune();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let code = run(cli);

@@ -220,10 +220,14 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         if bound_connection.is_none() {
             deploys.set_reexec(reexec_hook(reexec_tx.clone()));
         }
+        // The reloader keeps the config (to compare a reloaded one with); the rest of
+        // this block needs only these two of it, so no second copy of 1,000 services'
+        // settings stays resident (~0.5 MiB).
+        let (admin_listen, config_path) = (config.admin.listen, config.path.clone());
         let controller = Controller::new(ControllerConfig {
             tree: tree.clone(),
             layout,
-            reloader: Some(Reloader::new(config.clone(), wiring.clone())),
+            reloader: Some(Reloader::new(config, wiring.clone())),
             hub: wiring.hub.clone(),
             pools: wiring.pools.clone(),
             tokens: wiring.tokens.clone(),
@@ -256,11 +260,11 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
         };
         let https = tls.is_some();
         let (server, bound) = admin::serve(admin_listener, state, tls)
-            .with_context(|| format!("admin API: cannot listen on {}", config.admin.listen))?;
+            .with_context(|| format!("admin API: cannot listen on {admin_listen}"))?;
         let server_handle = server.handle();
         actix_rt::spawn(server);
         let scheme = if https { "https" } else { "http" };
-        tracing::info!(listen = %bound, scheme, config = %config.path.display(), "admin API listening");
+        tracing::info!(listen = %bound, scheme, config = %config_path.display(), "admin API listening");
         if !https && !bound.ip().to_canonical().is_loopback() {
             tracing::warn!(listen = %bound, "insecure = true: the admin API is plain HTTP on a non-loopback address; its token crosses the network in the clear");
         }
@@ -308,7 +312,7 @@ pub fn up_with(config: Config, passive: bool) -> anyhow::Result<()> {
                     crate::sd_notify::tell("READY=1\nSTATUS=every child of the tree started");
                 }
                 Some(order) = reexec_rx.recv() => {
-                    check_new_binary(order, &binary, &config.path, &reexec_busy, &checked_tx);
+                    check_new_binary(order, &binary, &config_path, &reexec_busy, &checked_tx);
                 }
                 Some(()) = checked_rx.recv() => {
                     // The answer is on its way; what the log threads read is written first
