@@ -1,7 +1,7 @@
 //! How glibc's malloc serves warden, set once at start before much is allocated.
 //!
 //! Two settings keep warden's resident memory from growing with what it served once
-//! (docs/benchmarks.md, "Memory after the API is used"):
+//! (docs/benchmarks.md, "The promises' own cost, and memory after the API is used"):
 //! - A block of 128 KiB or more (an API answer listing 1,000 actors, a log tail) is
 //!   mapped on its own and returned to the kernel when freed. glibc's default raises
 //!   that threshold to the size of the last such block freed, after which big answers
