@@ -366,9 +366,9 @@ impl StateStore {
 }
 
 impl ProcessRecords for StateStore {
-    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>) -> Written {
+    fn saved(&self, path: &ActorPath, pid: u32, uid: u32, output: Option<String>) -> Written {
         self.writer
-            .save(self.file_for(path, pid), path.to_string(), pid, output)
+            .save(self.file_for(path, pid), path.to_string(), pid, uid, output)
     }
 
     fn removed(&self, path: &ActorPath, pid: u32) {

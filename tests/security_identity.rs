@@ -503,3 +503,47 @@ fn a_notify_child_running_as_nobody_gets_ready_through_its_handoff_folder() {
     let socket = environ_var(pid, "NOTIFY_SOCKET").expect("NOTIFY_SOCKET");
     assert!(socket.starts_with("/proc/self/fd/"), "{socket}");
 }
+
+/// Promise (Durability: a warden killed and started again adopts every child still
+/// alive): a child started as another user (`user = "nobody"`) is recorded with that
+/// user's uid, the one it was started with, so the next warden finds its identity
+/// unchanged and adopts it: same pid, no restart, no second instance. A record holding
+/// warden's own uid instead would not match the live process: it would be killed and
+/// started afresh.
+#[test]
+fn a_child_running_as_nobody_is_recorded_as_nobody_and_adopted_after_a_sigkill() {
+    if !is_root() {
+        eprintln!("skipped: needs root to start children as other users");
+        return;
+    }
+    let dir = temp_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let body = format!("{SLEEPER}user = \"nobody\"\n");
+    let mut w = Warden::start_in(dir, &body);
+    let pid = w.wait_state("svc", "running", T)["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    let nobody = uid_of_user("nobody");
+    let record = w.path(&format!("state/children/svc@{pid}.json"));
+    let recorded = wait_for("the child's process record", T, || {
+        let text = std::fs::read_to_string(&record).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()
+    });
+    assert_eq!(recorded["uid"], nobody, "recorded as nobody: {recorded}");
+    assert_eq!(recorded["pid"], pid, "{recorded}");
+
+    w.crash();
+    assert!(alive(pid), "the child (pid {pid}) died with warden");
+    let w = Warden::start_in(w.into_dir(), &body);
+    let adopted = w.wait_state("svc", "running", T);
+    assert_eq!(adopted["pid"], pid, "not adopted: {adopted}");
+    assert_eq!(
+        adopted["restarts"], 0,
+        "adoption is not a restart: {adopted}"
+    );
+    assert_eq!(
+        status_line(pid, "Uid:").split_whitespace().next(),
+        Some(nobody.to_string().as_str()),
+        "the adopted process is still nobody's"
+    );
+}

@@ -384,7 +384,15 @@ impl ChildFactory for ServiceFactory {
         let containment = containment.enter(cgroup, pid, born);
         // Written on the store's own thread; the run waits for it before it reaps.
         let written = match &self.records {
-            Some(records) => records.saved(&cx.path, pid, output_id),
+            Some(records) => {
+                // The uid the child runs as, set before its exec (`spawned` returns after
+                // that): the record need not read it back from /proc/PID/status.
+                let uid = match spec.run_as.as_ref().filter(|r| r.switches()) {
+                    Some(run_as) => run_as.uid,
+                    None => nix::unistd::getuid().as_raw(),
+                };
+                records.saved(&cx.path, pid, uid, output_id)
+            }
             None => Written::done(),
         };
         if let (Some(read), Some(log)) = (pipe_read, &self.log) {

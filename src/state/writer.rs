@@ -2,7 +2,7 @@
 //! here, in the order asked (one FIFO queue), never on the supervision thread.
 //!
 //! Writing a record costs the spawn path more than its few hundred bytes suggest: it
-//! reads the new child's `/proc/PID/stat` and `/proc/PID/status`, and the first of these
+//! reads the new child's `/proc/PID/stat` (its uid is the one it was started with), which
 //! blocks until the child's exec has closed every descriptor it inherited from warden (up
 //! to a quarter of a millisecond with 1,000 services: docs/benchmarks.md), then creates a
 //! file in `state_dir`. Queued, that work overlaps the supervision thread's next spawn.
@@ -22,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use warden_actors::proc::Identity;
+use warden_actors::proc;
 use warden_actors::state_file;
 use warden_actors::Written;
 
@@ -43,11 +43,13 @@ enum Job {
     Flush(mpsc::Sender<()>),
 }
 
-/// Write the record of `pid` (read its identity now) to `file`.
+/// Write the record of `pid` (read its start time and group now) to `file`.
 struct Save {
     file: PathBuf,
     path: String,
     pid: u32,
+    /// The real uid it was started with.
+    uid: u32,
     output: Option<String>,
     done: oneshot::Sender<()>,
 }
@@ -74,12 +76,14 @@ impl RecordWriter {
         Ok(Self { jobs })
     }
 
-    /// Queues the record of `pid`, now running as `path` (its output on `output`).
+    /// Queues the record of `pid`, now running as `path` with the real uid `uid` (its
+    /// output on `output`).
     pub(crate) fn save(
         &self,
         file: PathBuf,
         path: String,
         pid: u32,
+        uid: u32,
         output: Option<String>,
     ) -> Written {
         let (done, written) = oneshot::channel();
@@ -87,6 +91,7 @@ impl RecordWriter {
             file,
             path,
             pid,
+            uid,
             output,
             done,
         }));
@@ -129,12 +134,13 @@ fn run(queue: &Receiver<Job>, boot_id: &str) {
                     file,
                     path,
                     pid,
+                    uid,
                     output,
                     done,
                 } = *save;
                 let span = tracing::debug_span!("record", %path, pid);
                 let _entered = span.enter();
-                write(&file, &path, pid, output, boot_id);
+                write(&file, &path, pid, uid, output, boot_id);
                 let _ = done.send(());
             }
             Job::Remove(file) => {
@@ -147,20 +153,29 @@ fn run(queue: &Receiver<Job>, boot_id: &str) {
     }
 }
 
-/// Reads the identity of `pid` (warden's own child, not reaped yet: the run waits for
-/// this record before it reaps) and writes its record in one write of a new file.
-fn write(file: &std::path::Path, path: &str, pid: u32, output: Option<String>, boot_id: &str) {
-    let Ok(identity) = Identity::of(pid) else {
-        // Already exited (a zombie): nothing to adopt later.
-        return;
+/// Reads the start time and group of `pid` (warden's own child, not reaped yet: the run
+/// waits for this record before it reaps) and writes its record in one write of a new
+/// file.
+fn write(
+    file: &std::path::Path,
+    path: &str,
+    pid: u32,
+    uid: u32,
+    output: Option<String>,
+    boot_id: &str,
+) {
+    let stat = match proc::stat(pid) {
+        Ok(stat) if !stat.zombie => stat,
+        // Already exited: nothing to adopt later.
+        _ => return,
     };
     let record = Record {
         path: path.to_owned(),
         pid,
-        pgid: identity.pgid,
-        start_time: identity.start_time,
+        pgid: stat.pgid,
+        start_time: stat.start_time,
         boot_id: boot_id.to_owned(),
-        uid: identity.uid,
+        uid,
         output,
     };
     let written = serde_json::to_vec(&record)
@@ -189,7 +204,8 @@ mod tests {
         let writer = RecordWriter::start("boot".into()).expect("the thread");
         let file = dir.join(format!("a@{pid}.json"));
 
-        let _ = writer.save(file.clone(), "/a".into(), pid, None);
+        let uid = nix::unistd::getuid().as_raw();
+        let _ = writer.save(file.clone(), "/a".into(), pid, uid, None);
         writer.remove(file.clone());
         assert!(writer.flush(Duration::from_secs(10)), "flushed in time");
         assert!(
@@ -197,11 +213,11 @@ mod tests {
             "the removal queued after the save came last"
         );
 
-        let _ = writer.save(file.clone(), "/a".into(), pid, Some("pipe:[7]".into()));
+        let _ = writer.save(file.clone(), "/a".into(), pid, uid, Some("pipe:[7]".into()));
         assert!(writer.flush(Duration::from_secs(10)), "flushed in time");
         let record: Record =
             serde_json::from_slice(&std::fs::read(&file).expect("the record")).expect("json");
-        let identity = Identity::of(pid).expect("the child's identity");
+        let identity = proc::Identity::of(pid).expect("the child's identity");
         assert_eq!(
             (record.pid, record.start_time, record.pgid, record.uid),
             (pid, identity.start_time, identity.pgid, identity.uid)

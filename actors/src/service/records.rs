@@ -48,11 +48,12 @@ impl Written {
 
 /// The durable record of a service's live processes.
 pub trait ProcessRecords: Send + Sync + fmt::Debug + 'static {
-    /// `pid` now runs as `path` (its output on `output`). The store may write the record
-    /// later, off the caller's thread (it reads the identity of `pid` from /proc then): the
-    /// caller must not reap `pid` before the answer resolves, so that the pid is still its
-    /// process's when the record reads it.
-    fn saved(&self, path: &ActorPath, pid: u32, output: Option<String>) -> Written;
+    /// `pid` now runs as `path`, with the real uid `uid` it was started with (its output
+    /// on `output`). The store may write the record later, off the caller's thread (it
+    /// reads the start time and group of `pid` from /proc then): the caller must not reap
+    /// `pid` before the answer resolves, so that the pid is still its process's when the
+    /// record reads it.
+    fn saved(&self, path: &ActorPath, pid: u32, uid: u32, output: Option<String>) -> Written;
     /// `pid` of `path` is gone. May be done later, but after every record asked for
     /// before; never blocks on a disk (it may wait for room in a bounded queue).
     fn removed(&self, path: &ActorPath, pid: u32);
