@@ -351,6 +351,8 @@ impl ChildFactory for ServiceFactory {
             }
             _ => None,
         };
+        // The user the child is switched to before its exec (`None`: it runs as warden).
+        let switch_to = spec.run_as.as_ref().filter(|r| r.switches());
         let launch = Launch {
             program: spec.command[0].clone().into(),
             args: spec.command[1..].iter().map(OsString::from).collect(),
@@ -362,7 +364,7 @@ impl ChildFactory for ServiceFactory {
             pre_exec: PreExec::new(
                 spec.die_with_warden,
                 proc::children_open_files_limit(),
-                spec.run_as.as_ref().filter(|r| r.switches()),
+                switch_to,
             ),
         };
         let (containment, cgroup) = RunContainment::prepare(self.cgroups.as_deref(), &cx.path);
@@ -387,10 +389,7 @@ impl ChildFactory for ServiceFactory {
             Some(records) => {
                 // The uid the child runs as, set before its exec (`spawned` returns after
                 // that): the record need not read it back from /proc/PID/status.
-                let uid = match spec.run_as.as_ref().filter(|r| r.switches()) {
-                    Some(run_as) => run_as.uid,
-                    None => nix::unistd::getuid().as_raw(),
-                };
+                let uid = switch_to.map_or_else(|| nix::unistd::getuid().as_raw(), |r| r.uid);
                 records.saved(&cx.path, pid, uid, output_id)
             }
             None => Written::done(),
