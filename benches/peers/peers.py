@@ -581,40 +581,38 @@ class Instance:
 
 
 # --------------------------------------------------------------------------- scenarios
-def floor_restart(ctx, kills):
-    d = ctx.run_dir("floor-restart")
+def run_floor(ctx, program, label, count, workdir=False):
+    """Runs the floor's C `program` (`program CHILD COUNT LOG [WORKDIR]`) in a run folder of
+    its own and answers its JSON line; a failure raises, with what the program said."""
+    d = ctx.run_dir(label)
     os.makedirs(d, exist_ok=True)
-    out = subprocess.run([os.path.join(ctx.build, "restart"), ctx.child, str(kills),
-                          os.path.join(d, "x.log")],
-                         capture_output=True, text=True, check=True, env=ctx.env)
-    return json.loads(out.stdout)["samples_ms"]
+    argv = [os.path.join(ctx.build, program), ctx.child, str(count), os.path.join(d, "x.log")]
+    out = subprocess.run(argv + ([d] if workdir else []), capture_output=True, text=True,
+                         env=ctx.env)
+    if out.returncode != 0:
+        raise RuntimeError("%s failed (exit %d): %s" % (program, out.returncode, out.stderr.strip()))
+    return json.loads(out.stdout)
+
+
+def floor_restart(ctx, kills):
+    return run_floor(ctx, "restart", "floor-restart", kills)["samples_ms"]
 
 
 def floor_fanout(ctx, n):
-    d = ctx.run_dir("floor-fanout")
-    os.makedirs(d, exist_ok=True)
-    out = subprocess.run([os.path.join(ctx.build, "fanout"), ctx.child, str(n),
-                          os.path.join(d, "x.log")],
-                         capture_output=True, text=True, check=True, env=ctx.env)
-    return json.loads(out.stdout)["all_started_s"]
+    return run_floor(ctx, "fanout", "floor-fanout", n)["all_started_s"]
 
 
 def floor_fanout_kept(ctx, n):
     """The fan-out floor with the kernel work of warden's promises (floor/fanout_kept.c):
     a cgroup, an output pipe, a pidfd and a process record per service. None when the
-    program was not built (an older build folder)."""
-    program = os.path.join(ctx.build, "fanout_kept")
-    if not os.access(program, os.X_OK):
+    program was not built (an older build folder) or failed (said in the output)."""
+    if not os.access(os.path.join(ctx.build, "fanout_kept"), os.X_OK):
         return None
-    d = ctx.run_dir("floor-fanout-kept")
-    os.makedirs(d, exist_ok=True)
-    out = subprocess.run([program, ctx.child, str(n), os.path.join(d, "x.log"), d],
-                         capture_output=True, text=True, env=ctx.env)
-    if out.returncode != 0:
-        say("the floor with warden's promises failed (exit %d): %s"
-            % (out.returncode, out.stderr.strip()))
+    try:
+        result = run_floor(ctx, "fanout_kept", "floor-fanout-kept", n, workdir=True)
+    except RuntimeError as e:
+        say("the floor with warden's promises: %s" % e)
         return None
-    result = json.loads(out.stdout)
     ctx.kept_cgroups = bool(result.get("cgroups"))
     return result["all_started_s"]
 
